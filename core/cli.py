@@ -1,0 +1,97 @@
+"""The ``replicate`` command line. Heavy imports happen inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import ReplicatorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes.")
+
+ToggleOpt = Annotated[list[str], typer.Option("--toggle", "-t", help="named toggle of the recipe (repeatable)")]
+OverrideArg = Annotated[list[str], typer.Argument(help="overrides key.path=value", show_default=False)]
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None):  # noqa: B006
+    """Print the resolved recipe and its hash (no model is loaded)."""
+    from .recipe import resolve
+
+    try:
+        r = resolve(recipe, toggle, overrides or [])
+    except ReplicatorError as e:
+        _fail(e)
+    typer.echo(r.to_yaml(), nl=False)
+    typer.echo(f"# config_hash: {r.config_hash}")
+    typer.echo(f"# stages: {', '.join(s.name for s in r.stages)}")
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
+    """List every plugin with its hooks and documented parameters."""
+    from .manager import describe
+
+    try:
+        entries = describe()
+    except ReplicatorError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2, default=str))
+        return
+    for e in entries:
+        first = e["doc"].splitlines()[0] if e["doc"] else ""
+        typer.echo(f"{e['name']}  [{', '.join(e['hooks'])}]")
+        typer.echo(f"    {first}")
+        for name, tp, default, doc in e["params"]:
+            typer.echo(f"    - {name}: {tp} = {default!r}  {doc}")
+
+
+@app.command()
+def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
+        force: Annotated[bool, typer.Option("--force", help="recompute even if this run exists")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False):
+    """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/."""
+    from .data import data_dir
+    from .recipe import resolve
+
+    try:
+        ddir = data_dir()
+        r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
+        from .run import run as run_recipe
+
+        run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=not quiet)
+    except ReplicatorError as e:
+        _fail(e)
+    typer.echo(f"{'reused' if reused else 'finished'}: {run_dir}")
+    keys = ("log_loss", "accuracy", "tta_log_loss", "tta_accuracy", "final_log_loss", "final_accuracy",
+            "n_train_rows", "n_valid_rows")
+    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+
+
+@app.command()
+def predict(run: str, test_csv: Path,
+            out: Annotated[Path, typer.Option("--out", "-o", help="submission CSV to write")] = Path("submission.csv"),
+            quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False):
+    """Predict a Kaggle-format test CSV with a finished run; write a valid submission."""
+    from .run import predict as predict_run
+
+    try:
+        info = predict_run(run, test_csv, out, progress=not quiet)
+    except ReplicatorError as e:
+        _fail(e)
+    typer.echo(f"wrote {info['out']} ({info['rows']} rows) with {info['run']}")
+
+
+def main():  # pragma: no cover
+    sys.exit(app())

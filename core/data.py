@@ -1,0 +1,452 @@
+"""Reading, validating and splitting the competition data (no torch here).
+
+Competition CSV format (Kaggle ``train.csv`` / ``test.csv``)
+-----------------------------------------------------------
+train: ``id, model_a, model_b, prompt, response_a, response_b, winner_model_a, winner_model_b,
+winner_tie``; test: ``id, prompt, response_a, response_b`` (``model_a``/``model_b`` optional).
+:func:`read_competition_csv` returns rows of the common schema (:mod:`replicator.core.rows`)
+or raises :class:`~replicator.core.errors.DataError` listing *every* bad row as
+``(row id, field, message)``. No row is ever dropped silently and no NaN is ever produced.
+
+Every case is either handled by one of these rules or rejected:
+
+* **Header.** Missing required columns -> rejected, row ``(header)``, naming the columns.
+  Required: ``id, prompt, response_a, response_b``; with ``require_labels`` also
+  ``model_a, model_b`` and the three label columns. Extra columns (e.g. a pandas index column)
+  are ignored. Duplicate column names -> rejected. A leading UTF-8 BOM is ignored.
+  Without ``require_labels`` the label columns are optional but all-or-nothing: when all three
+  are present they are validated and used, when only some are present the header is rejected.
+* **Encoding.** Bytes that are not UTF-8 -> rejected, naming the row id and the field (or
+  ``line N`` when the id itself is unreadable).
+* **Ragged lines.** A record with a different number of fields than the header -> rejected
+  (``line N``).
+* **Ids.** Kept as their original text (never converted to numbers). Empty (or blank) id ->
+  rejected (``line N``). Duplicate ids -> rejected, naming the id and the lines/rows of all
+  its occurrences.
+* **Turns.** ``prompt``, ``response_a``, ``response_b`` must be JSON lists whose entries are
+  strings or ``null``; invalid JSON, a non-list value, or a non-string entry (number, object,
+  ``NaN``) -> rejected. Raw control characters (e.g. a literal newline) inside JSON strings are
+  accepted as they are. Rules that repair instead of rejecting:
+
+  - ``null`` entries (``[null]``, ``["hi", null]``) become ``""`` (an empty turn); counted and
+    reported in one summary line on stderr.
+  - Lists of different lengths are padded at the end with ``""`` so the rounds align (the
+    shorter side said nothing in that round); counted, one summary line on stderr.
+  - Lone UTF-16 surrogates from JSON escapes (the real data has unpaired ``"\\ud83d"``) are
+    replaced by U+FFFD so tokenizers never crash (paired escapes decode to the real character);
+    counted, one summary line on stderr.
+  - All three lists empty -> rejected (nothing to compare).
+* **Labels.** Each of ``winner_model_a, winner_model_b, winner_tie`` must be a finite number
+  equal to 0 or 1 (``1``, ``0``, ``1.0`` accepted) and exactly one of them must be 1.
+  Anything else (``1,1,0``; ``0,0,0``; ``2``; ``yes``; empty; ``NaN``) -> rejected naming the row
+  and the label fields.
+* **Models.** Empty ``model_a``/``model_b`` -> ``None`` (unknown model).
+* A file with a header but no rows -> rejected.
+
+The same record validation is used for the hub copy (:func:`load_hub_55k`).
+
+Splits
+------
+:func:`split_valid` is a random hold-out grouped by ``row["group"]`` (the normalised prompt hash),
+so duplicate prompts never straddle train/valid; :func:`split_fold` is a
+``StratifiedGroupKFold`` on the argmax label. Both are deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, ReplicatorError
+from .rows import LABELS, make_row
+
+TURN_FIELDS = ("prompt", "response_a", "response_b")
+MODEL_FIELDS = ("model_a", "model_b")
+LABEL_FIELDS = LABELS
+LABEL_FIELD_NAME = "/".join(LABELS)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# what ``errors="surrogateescape"`` makes of undecodable bytes
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def data_dir() -> Path:
+    """The data folder: ``$REPLICATOR_DATA_DIR``, default ``./data``."""
+    return Path(os.environ.get("REPLICATOR_DATA_DIR") or "data")
+
+
+# ---------------------------------------------------------------------------------------------
+# record validation (shared by the CSV and the hub paths)
+
+
+class _Stats:
+    """Counts of the repairs done by the documented rules, reported once per file."""
+
+    def __init__(self):
+        self.nulls: list[str] = []
+        self.padded: list[str] = []
+        self.surrogates: list[str] = []
+
+    def report(self, file: str) -> None:
+        for ids, what in ((self.nulls, "null turn(s) replaced by \"\""),
+                          (self.padded, "turn counts differed between prompt/response_a/response_b; "
+                                        "shorter lists padded with \"\""),
+                          (self.surrogates, "lone UTF-16 surrogate(s) replaced by U+FFFD")):
+            if ids:
+                eg = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+                print(f"replicator: {file}: {len(ids)} row(s): {what} (e.g. id {eg})", file=sys.stderr)
+
+
+def _bad_bytes(text: str) -> bool:
+    return bool(_ESCAPED_BYTE.search(text))
+
+
+def _show_bytes(text: str) -> str:
+    m = _ESCAPED_BYTE.search(text)
+    assert m is not None
+    start = max(0, m.start() - 20)
+    snippet = text[start:m.start() + 20].encode("utf-8", "surrogateescape")
+    return f"bytes are not valid UTF-8 near {snippet!r}"
+
+
+def _parse_turns(raw: Any, field: str) -> tuple[list[str] | None, str | None, bool, bool]:
+    """(turns, error, had_null, had_surrogate) of one JSON-encoded list of turns."""
+    if isinstance(raw, list):
+        value = raw
+    else:
+        if not isinstance(raw, str):
+            return None, f"expected a JSON list of strings, got {type(raw).__name__}", False, False
+        try:
+            value = json.loads(raw, strict=False)
+        except (json.JSONDecodeError, RecursionError) as e:
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            return None, f"invalid JSON ({e.msg} at char {getattr(e, 'pos', '?')}): {shown!r}", False, False
+    if not isinstance(value, list):
+        return None, f"expected a JSON list of strings, got a JSON {type(value).__name__}: {raw!r:.60}", False, False
+    out, had_null, had_sur = [], False, False
+    for i, t in enumerate(value):
+        if t is None:
+            had_null = True
+            out.append("")
+        elif isinstance(t, str):
+            if _SURROGATE.search(t):
+                had_sur = True
+                t = _SURROGATE.sub("\ufffd", t)
+            out.append(t)
+        else:
+            return None, f"turn {i} is a {type(t).__name__} ({t!r:.40}), expected a string or null", False, False
+    return out, None, had_null, had_sur
+
+
+def _parse_label(values: list[Any]) -> tuple[list[float] | None, str | None]:
+    nums = []
+    for v in values:
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, (int, float)):
+            x = float(v)
+        else:
+            s = str(v).strip() if v is not None else ""
+            try:
+                x = float(s)
+            except ValueError:
+                return None, f"labels must be 0 or 1, got {values!r}"
+        if not math.isfinite(x) or x not in (0.0, 1.0):
+            return None, f"labels must be 0 or 1, got {values!r}"
+        nums.append(x)
+    if sum(nums) != 1.0:
+        return None, f"labels must be one-hot (exactly one of them 1), got {values!r}"
+    return nums, None
+
+
+def _validate_record(rec: dict[str, Any], where: str, require_labels: bool, has_labels: bool,
+                     stats: _Stats, source: str) -> tuple[dict | None, list[tuple[str, str, str]]]:
+    """Build one row from a record of raw field values, or return its problems."""
+    problems: list[tuple[str, str, str]] = []
+    rid_raw = rec.get("id")
+    rid = "" if rid_raw is None else str(rid_raw)
+    if _bad_bytes(rid):
+        return None, [(where, "id", _show_bytes(rid))]
+    if not rid.strip():
+        return None, [(where, "id", "empty id")]
+    for field, v in rec.items():
+        if field != "id" and isinstance(v, str) and _bad_bytes(v):
+            problems.append((rid, field, _show_bytes(v)))
+    if problems:
+        return None, problems
+
+    turns: dict[str, list[str]] = {}
+    had_null = had_sur = False
+    for field in TURN_FIELDS:
+        parsed, err, n, s = _parse_turns(rec.get(field), field)
+        if err:
+            problems.append((rid, field, err))
+        else:
+            turns[field] = parsed  # type: ignore[assignment]
+            had_null |= n
+            had_sur |= s
+
+    label = None
+    if has_labels:
+        label, err = _parse_label([rec.get(f) for f in LABEL_FIELDS])
+        if err:
+            problems.append((rid, LABEL_FIELD_NAME, err))
+    if problems:
+        return None, problems
+
+    lens = [len(turns[f]) for f in TURN_FIELDS]
+    if max(lens) == 0:
+        return None, [(rid, "prompt", "prompt, response_a and response_b are all empty lists")]
+    if len(set(lens)) > 1:
+        n = max(lens)
+        for f in TURN_FIELDS:
+            turns[f] = turns[f] + [""] * (n - len(turns[f]))
+        stats.padded.append(rid)
+    if had_null:
+        stats.nulls.append(rid)
+    if had_sur:
+        stats.surrogates.append(rid)
+
+    models = []
+    for f in MODEL_FIELDS:
+        m = rec.get(f)
+        models.append(None if m is None or (isinstance(m, float) and math.isnan(m)) or str(m) == "" else str(m))
+    row = make_row(rid, turns["prompt"], turns["response_a"], turns["response_b"], label=label,
+                   model_a=models[0], model_b=models[1], source=source)
+    return row, []
+
+
+def _duplicate_problems(seen: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    return [(rid, "id", f"duplicate id: appears {len(w)} times ({', '.join(w)})")
+            for rid, w in seen.items() if len(w) > 1]
+
+
+def _required_columns(require_labels: bool) -> list[str]:
+    cols = ["id", *TURN_FIELDS]
+    if require_labels:
+        cols[1:1] = list(MODEL_FIELDS)
+        cols += list(LABEL_FIELDS)
+    return cols
+
+
+def _check_header(columns: list[str], require_labels: bool) -> tuple[bool, list[tuple[str, str, str]]]:
+    """(has_labels, problems) of a header."""
+    problems = []
+    missing = [c for c in _required_columns(require_labels) if c not in columns]
+    if missing:
+        problems.append(("(header)", ", ".join(missing),
+                         f"missing required column(s) {', '.join(missing)}; found: {', '.join(columns) or '(none)'}"))
+    dups = sorted({c for c in columns if columns.count(c) > 1})
+    if dups:
+        problems.append(("(header)", ", ".join(dups), "duplicate column name(s)"))
+    present = [c for c in LABEL_FIELDS if c in columns]
+    if not require_labels and 0 < len(present) < len(LABEL_FIELDS):
+        absent = [c for c in LABEL_FIELDS if c not in columns]
+        problems.append(("(header)", ", ".join(absent),
+                         f"label columns are all-or-nothing: found {', '.join(present)} but not {', '.join(absent)}"))
+    return len(present) == len(LABEL_FIELDS), problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the competition CSV
+
+
+def read_competition_csv(path: str | Path, require_labels: bool, source: str = "kaggle_csv") -> list[dict]:
+    """Read a Kaggle ``train.csv``/``test.csv`` into validated rows (rules: module docstring)."""
+    path = Path(path)
+    file = str(path)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(file, [("(header)", "", "the file is empty")]) from None
+        except csv.Error as e:
+            raise DataError(file, [("(header)", "", f"unreadable CSV header: {e}")]) from None
+        bad_header = [c for c in header if _bad_bytes(c)]
+        if bad_header:
+            raise DataError(file, [("(header)", "", _show_bytes(bad_header[0]))])
+        has_labels, problems = _check_header(header, require_labels)
+        if problems:
+            raise DataError(file, problems)
+
+        rows: list[dict] = []
+        seen: dict[str, list[str]] = {}
+        stats = _Stats()
+        line = reader.line_num + 1
+        record = 0
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                problems.append((f"line {line}", "", f"unreadable CSV record: {e}"))
+                break
+            record += 1
+            where = f"line {line}" if reader.line_num == line else f"lines {line}-{reader.line_num}"
+            start, line = line, reader.line_num + 1
+            if not fields:  # a blank line
+                continue
+            if len(fields) != len(header):
+                problems.append((f"line {start}", "",
+                                 f"expected {len(header)} fields (as the header), got {len(fields)}"))
+                continue
+            rec = dict(zip(header, fields, strict=True))
+            row, probs = _validate_record(rec, f"line {start}", require_labels, has_labels, stats, source)
+            rid = rec["id"]
+            if rid.strip() and not _bad_bytes(rid):
+                seen.setdefault(rid, []).append(f"{where}, row {record}")
+            if probs:
+                problems.extend(probs)
+            else:
+                rows.append(row)  # type: ignore[arg-type]
+    problems.extend(_duplicate_problems(seen))
+    if not problems and not rows:
+        problems.append(("(file)", "", "no data rows after the header"))
+    if problems:
+        raise DataError(file, problems)
+    stats.report(file)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the hub copy
+
+
+def hub_reachable(timeout: float = 3) -> bool:
+    """Whether huggingface.co answers (False at once when ``HF_HUB_OFFLINE`` is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    import urllib.request
+
+    try:
+        req = urllib.request.Request("https://huggingface.co", method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout):
+            return True
+    except Exception:
+        return False
+
+
+def load_hub_55k(hub_id: str, source: str = "kaggle_csv") -> list[dict]:
+    """The hub copy of the competition train set, validated like :func:`read_competition_csv`."""
+    file = f"hf://datasets/{hub_id}"
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(hub_id, split="train")
+    except Exception as e:
+        raise ReplicatorError(f"{file}: could not load the dataset from the Hugging Face hub: "
+                              f"{type(e).__name__}: {e}") from None
+    return rows_from_records(ds, file, require_labels=True, source=source)
+
+
+def rows_from_records(records, file: str, require_labels: bool, source: str = "kaggle_csv") -> list[dict]:
+    """Validated rows from an iterable of dicts with the competition columns (hub, DataFrame)."""
+    columns = list(getattr(records, "column_names", None) or [])
+    it = iter(records)
+    if not columns:
+        records = list(it)
+        columns = list(records[0]) if records else []
+        it = iter(records)
+    has_labels, problems = _check_header(columns, require_labels)
+    if problems:
+        raise DataError(file, problems)
+    rows, seen, stats = [], {}, _Stats()
+    for i, rec in enumerate(it):
+        rec = {k: _as_text(v) if k not in TURN_FIELDS else v for k, v in rec.items()}
+        row, probs = _validate_record(rec, f"record {i}", require_labels, has_labels, stats, source)
+        rid = rec.get("id") or ""
+        if rid.strip():
+            seen.setdefault(rid, []).append(f"record {i}")
+        if probs:
+            problems.extend(probs)
+        else:
+            rows.append(row)
+    problems.extend(_duplicate_problems(seen))
+    if not problems and not rows:
+        problems.append(("(file)", "", "no data rows"))
+    if problems:
+        raise DataError(file, problems)
+    stats.report(file)
+    return rows
+
+
+def _as_text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# splits
+
+
+def split_valid(rows: list[dict], valid_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Random hold-out of about ``valid_fraction`` of the rows, whole prompt groups at a time.
+
+    Groups are shuffled with ``seed`` (independently of the input order) and moved to valid until
+    it holds at least ``round(valid_fraction * len(rows))`` rows. Both parts keep input order.
+    """
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    target = round(valid_fraction * len(rows))
+    sizes: dict[str, int] = {}
+    for r in rows:
+        sizes[r["group"]] = sizes.get(r["group"], 0) + 1
+    groups = sorted(sizes)
+    random.Random(seed).shuffle(groups)
+    valid_groups, n = set(), 0
+    for g in groups:
+        if n >= target:
+            break
+        valid_groups.add(g)
+        n += sizes[g]
+    train = [r for r in rows if r["group"] not in valid_groups]
+    valid = [r for r in rows if r["group"] in valid_groups]
+    return train, valid
+
+
+def split_fold(rows: list[dict], folds: int, fold: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Fold ``fold`` of a ``StratifiedGroupKFold`` (stratified on the argmax label, grouped by prompt)."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    unlabeled = [r["id"] for r in rows if r.get("label") is None]
+    if unlabeled:
+        raise ValueError(f"split_fold needs labelled rows; {len(unlabeled)} have none (e.g. id {unlabeled[0]})")
+    n_groups = len({r["group"] for r in rows})
+    if n_groups < folds:
+        raise ValueError(f"cannot make {folds} folds from {n_groups} distinct prompt group(s)")
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.array([int(np.argmax(r["label"])) for r in rows])
+    groups = np.array([r["group"] for r in rows])
+    skf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (tr, va) in enumerate(skf.split(np.zeros(len(rows)), y, groups)):
+        if k == fold:
+            return [rows[i] for i in sorted(tr)], [rows[i] for i in sorted(va)]
+    raise AssertionError("unreachable")
+
+
+def copy_row(row: dict) -> dict:
+    """A copy deep enough that editing it cannot reach the original (strings are immutable)."""
+    out = dict(row)
+    for k in ("prompt", "response_a", "response_b", "label"):
+        if out.get(k) is not None:
+            out[k] = list(out[k])
+    if out.get("teacher"):
+        out["teacher"] = {k: list(v) for k, v in out["teacher"].items()}
+    return out

@@ -1,0 +1,139 @@
+"""Backbone loading: hub id, local path, embedded or tiny model -> sequence classifier with
+the recipe's head, LoRA (peft) or full fine-tuning, optional 4/8-bit (bitsandbytes)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import ReplicatorError
+from .recipe import ModelConfig
+
+NUM_LABELS = 3
+HEAD_NAMES = ("score", "classifier")
+
+
+def device_type() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_base(base: str) -> str:
+    """Map ``embedded:``/``tiny:`` names to local folders; check local paths; keep hub ids."""
+    from .embedded import is_embedded, resolve_embedded
+    from .tiny import is_tiny, resolve_tiny
+
+    if is_embedded(base):
+        return str(resolve_embedded(base))
+    if is_tiny(base):
+        return str(resolve_tiny(base))
+    if Path(base).expanduser().exists():
+        return str(Path(base).expanduser())
+    if base.startswith((".", "/", "~")):
+        raise ReplicatorError(f"model.base: local path {base!r} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ReplicatorError(f"model.base: {base!r} is neither a local folder nor reachable: HF_HUB_OFFLINE=1. "
+                              "Give a local path, or embedded:gemma-3-270m")
+    return base  # a hub id: transformers downloads (or finds it in the HF cache)
+
+
+def torch_dtype(cfg: ModelConfig):
+    import torch
+
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def head_module(model):
+    for name in HEAD_NAMES:
+        if hasattr(model, name):
+            return name, getattr(model, name)
+    raise ReplicatorError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+
+
+def load_model(cfg: ModelConfig, plugins, train: bool = True):
+    """Return (model, tokenizer, info) ready for training or inference."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report lists the new head as "missing": expected
+    path = resolve_base(cfg.base)
+    tok = load_tokenizer(path)
+    kwargs: dict = {"num_labels": NUM_LABELS, "dtype": torch_dtype(cfg)}
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch_dtype(cfg))
+            if cfg.load_in_4bit else BitsAndBytesConfig(load_in_8bit=True)
+        )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ReplicatorError(f"model.base: cannot load {cfg.base!r}: {e}") from None
+    model.config.pad_token_id = tok.pad_token_id
+    name, old = head_module(model)
+    hidden = model.config.hidden_size
+    new = plugins.one("head", hidden_size=hidden, num_labels=NUM_LABELS, model=model)
+    if new is not None:
+        setattr(model, name, new.to(dtype=old.weight.dtype if hasattr(old, "weight") else kwargs["dtype"]))
+    if cfg.gradient_checkpointing and train:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.lora is not None:
+        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+        if (cfg.load_in_4bit or cfg.load_in_8bit) and train:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                          lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets,
+                          modules_to_save=[name])
+        model = get_peft_model(model, lcfg)
+    elif cfg.load_in_4bit or cfg.load_in_8bit:
+        if train:
+            raise ReplicatorError("model: full fine-tuning of a 4/8-bit model is not possible; set model.lora")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    info = {"path": path, "head": name, "trainable_params": n_train, "all_params": n_all,
+            "dtype": str(kwargs["dtype"]).replace("torch.", "")}
+    print(f"[model] {cfg.base} -> {type(model).__name__}: {n_train:,} trainable of {n_all:,} params, "
+          f"{info['dtype']}", file=sys.stderr, flush=True)
+    return model, tok, info
+
+
+def trainable_state(model) -> dict:
+    """The trainable tensors (LoRA + head, or everything for full fine-tuning), on CPU."""
+    return {k: v.detach().to("cpu").clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def load_trainable(model, state: dict, skip_head: bool = False, where: str = "") -> int:
+    """Load tensors saved by :func:`trainable_state`; every saved key must exist in the model."""
+    params = dict(model.named_parameters())
+    loaded = 0
+    for k, v in state.items():
+        if skip_head and any(f".{h}." in f".{k}" for h in HEAD_NAMES):
+            continue
+        if k not in params:
+            raise ReplicatorError(f"{where}: saved weight {k!r} does not exist in the model; "
+                                  "were the stages built with different LoRA or head settings?")
+        if params[k].shape != v.shape:
+            raise ReplicatorError(f"{where}: {k} has shape {tuple(v.shape)} saved, {tuple(params[k].shape)} in the model")
+        params[k].data.copy_(v.to(params[k].device, params[k].dtype))
+        loaded += 1
+    return loaded

@@ -1,0 +1,260 @@
+"""Recipes: YAML -> validated, resolved configuration. No torch import here.
+
+Resolution order: the recipe file, then its named toggles (``-t``) in the order given, then CLI
+overrides ``a.b=value``; toggles and overrides are JSON merge patches (RFC 7396: ``null``
+deletes, mappings merge, anything else replaces; a changed ``use:`` replaces the whole plugin
+block). Each stage of ``stages:`` is then a patch over the result (without ``stages`` and
+``toggles``); a recipe without ``stages:`` has one stage, ``main``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import RecipeError
+from .params import build, did_you_mean, param
+
+# ---------------------------------------------------------------- schema of the core sections
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    r: int = param(16, "LoRA rank")
+    alpha: float = param(32, "LoRA alpha (scaling = alpha / r)")
+    dropout: float = param(0.05, "dropout on the LoRA input")
+    targets: str | list[str] = param("all-linear", "'all-linear' or a list of module names (q_proj, ...)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    base: str = param("embedded:gemma-3-270m", "hub id, local path, or embedded:<name> (embedded:gemma-3-270m, embedded:smollm2-135m)")
+    lora: LoraConfig | None = param(None, "LoRA settings; null = full fine-tuning")
+    load_in_4bit: bool = param(False, "QLoRA: load the backbone in 4-bit nf4 (bitsandbytes)")
+    load_in_8bit: bool = param(False, "load the backbone in 8-bit (bitsandbytes)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", "auto = bf16 on CUDA, fp32 on CPU")
+    gradient_checkpointing: bool = param(False, "trade compute for memory")
+    revision: str | None = param(None, "hub revision")
+
+    def __post_init__(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are exclusive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = param(1.0, "passes over the training rows (fractions allowed)")
+    lr: float = param(1e-4, "peak learning rate")
+    head_lr: float | None = param(None, "learning rate of the head (null = lr)")
+    batch_size: int = param(4, "rows per micro-batch")
+    grad_accum: int = param(1, "micro-batches per optimizer step")
+    max_length: int = param(512, "token budget per row in training")
+    schedule: Literal["cosine", "linear", "constant"] = param("cosine", "learning-rate schedule after warm-up")
+    warmup_steps: int = param(0, "linear warm-up, in optimizer steps")
+    weight_decay: float = param(0.0, "AdamW weight decay")
+    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)")
+    max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)")
+    max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)")
+    checkpoint_every: int = param(25, "optimizer steps between checkpoints")
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    max_length: int = param(1024, "token budget per row at inference")
+    batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)")
+    max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One resolved stage: the core sections plus plugin blocks (validated separately)."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    predict: PredictConfig
+    plugins: dict
+    from_stage: str | None = None
+    reinit_head: bool = False
+
+
+TOP_KEYS = {
+    "name": "recipe name (defaults to the file stem)",
+    "description": "free text",
+    "seed": "random seed",
+    "model": "backbone, LoRA, quantisation",
+    "train": "optimiser and schedule",
+    "predict": "inference settings",
+    "plugins": "alias -> {use: plugin, parameters}",
+    "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
+    "toggles": "name -> merge patch",
+}
+STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head"}
+
+
+# ---------------------------------------------------------------- patches
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch, plus: a plugin block whose ``use`` changes is replaced whole."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    if "use" in patch and target.get("use") not in (None, patch["use"]):
+        target = {}
+    out = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def parse_override(text: str, file: str = "<command line>") -> dict:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}`` with ``value`` parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError(file, text, "an override has the form key.path=value")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise RecipeError(file, key, f"cannot parse value {raw!r}: {e}") from None
+    out: Any = value
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise RecipeError(file, key, "empty key segment")
+        out = {part: out}
+    return out
+
+
+# ---------------------------------------------------------------- resolution
+
+
+@dataclasses.dataclass
+class Resolved:
+    file: str
+    name: str
+    seed: int
+    config: dict  # the fully patched recipe (no toggles block), as written to resolved.yaml
+    stages: list[StageConfig]
+    toggles: list[str]
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def final(self) -> StageConfig:
+        return self.stages[-1]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+
+
+def load_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise RecipeError(str(path), "(file)", "recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(str(path), "(yaml)", f"not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(str(path), "(top)", "a recipe is a mapping")
+    return data
+
+
+def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = (),
+            check_plugins: bool = True, data_dir: Path | None = None) -> Resolved:
+    """Load, patch and validate a recipe. Raises RecipeError naming the file and key."""
+    path = Path(path)
+    file = str(path)
+    raw = load_yaml(path)
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise RecipeError(file, k, f"unknown top-level key{did_you_mean(k, TOP_KEYS)}; known: {', '.join(TOP_KEYS)}")
+    named = raw.get("toggles") or {}
+    cfg = {k: v for k, v in raw.items() if k != "toggles"}
+    for t in toggles:
+        if t not in named:
+            raise RecipeError(file, f"toggles.{t}", f"unknown toggle{did_you_mean(t, named)}; "
+                              f"known: {', '.join(named) or '(none)'}")
+        cfg = merge_patch(cfg, named[t])
+    for o in overrides:
+        cfg = merge_patch(cfg, parse_override(o))
+    cfg.setdefault("name", path.stem)
+    seed = cfg.setdefault("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise RecipeError(file, "seed", f"expected an integer, got {seed!r}")
+    if not isinstance(cfg["name"], str):
+        raise RecipeError(file, "name", "expected a string")
+
+    stages_raw = cfg.get("stages") or {"main": {}}
+    if not isinstance(stages_raw, dict):
+        raise RecipeError(file, "stages", "expected a mapping of stage name -> patch")
+    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins")}
+    stages: list[StageConfig] = []
+    for sname, patch in stages_raw.items():
+        patch = patch or {}
+        key = f"stages.{sname}" if "stages" in cfg else ""
+        if not isinstance(patch, dict):
+            raise RecipeError(file, key, "a stage is a mapping (a patch over the defaults)")
+        for k in patch:
+            if k not in STAGE_KEYS:
+                raise RecipeError(file, f"{key}.{k}", f"unknown stage key{did_you_mean(k, STAGE_KEYS)}; "
+                                  f"known: {', '.join(sorted(STAGE_KEYS))}")
+        src = patch.get("from")
+        if src is not None and src not in [s.name for s in stages]:
+            raise RecipeError(file, f"{key}.from", f"{src!r} is not an earlier stage"
+                              f"{did_you_mean(str(src), [s.name for s in stages])}")
+        merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head")})
+        pre = f"{key}." if key else ""
+        model = build(ModelConfig, merged.get("model"), file, pre + "model")
+        if isinstance(model.lora, dict):  # pragma: no cover - build() already converts
+            model = dataclasses.replace(model, lora=build(LoraConfig, model.lora, file, pre + "model.lora"))
+        stage = StageConfig(
+            name=sname,
+            model=model,
+            train=build(TrainConfig, merged.get("train"), file, pre + "train"),
+            predict=build(PredictConfig, merged.get("predict"), file, pre + "predict"),
+            plugins=merged.get("plugins") or {},
+            from_stage=src,
+            reinit_head=bool(patch.get("reinit_head", False)),
+        )
+        stages.append(stage)
+    resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=list(toggles))
+    if check_plugins:
+        from .manager import build_plugins, catalogue
+
+        cat = catalogue()
+        for s in stages:
+            plugins = build_plugins(s.plugins, file, cat)
+            if data_dir is not None:
+                check_data(plugins, data_dir, file, s.name)
+    return resolved
+
+
+def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
+    """Ask each data plugin whether its files are there (``check(data_dir)`` -> list of problems)."""
+    for alias, p in plugins.providers("data_sources"):
+        check = getattr(p, "check", None)
+        problems = check(data_dir) if check else []
+        if problems:
+            raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))

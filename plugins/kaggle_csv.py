@@ -1,0 +1,170 @@
+"""The competition data: Kaggle ``train.csv`` (and optionally ``test.csv``), or its hub copy."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+
+SPLITS = ("train", "valid", "test")
+
+
+def resolve(data_dir, file: str) -> Path:
+    """``file`` relative to the data dir, unless it is absolute (``~`` expanded)."""
+    p = Path(file).expanduser()
+    return p if p.is_absolute() else Path(data_dir) / p
+
+
+# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
+# with the same parameters would clash; identity equality avoids that.
+@dataclasses.dataclass(frozen=True, eq=False)
+class KaggleCSV:
+    """Competition rows (human one-hot labels) from the Kaggle CSV format, split by prompt group.
+
+    ``train``/``valid`` come from ``train_file``: a grouped random hold-out of ``valid_fraction``
+    (``folds: 0``) or fold ``fold`` of a StratifiedGroupKFold. Duplicate prompts never straddle the
+    split. When ``train_file`` is missing and the Hugging Face hub is reachable, the hub copy
+    ``hub_id`` is loaded instead. ``test`` rows come from ``test_file`` when given. Validation
+    rules for bad rows: :mod:`replicator.core.data`.
+    """
+
+    train_file: str = param("lmsys-chatbot-arena/train.csv",
+                            "competition train CSV, relative to the data dir (REPLICATOR_DATA_DIR) or absolute")
+    test_file: str | None = param(None, "competition test CSV (no labels) for the test split; null = no test rows")
+    folds: int = param(0, "number of StratifiedGroupKFold folds; 0 = a random grouped hold-out of valid_fraction")
+    fold: int = param(0, "which fold is the validation fold (0 <= fold < folds)")
+    valid_fraction: float = param(0.15, "share of rows held out for validation when folds is 0")
+    splits: list[str] = param(["train", "valid", "test"],
+                              "which splits this source feeds (e.g. [valid] for a pretraining stage)")
+    max_rows: int = param(0, "use at most this many rows of the train file, sampled with the seed before "
+                             "splitting; 0 = all")
+    hub_id: str | None = param("lmsys/lmsys-arena-human-preference-55k",
+                               "Hugging Face dataset loaded when train_file is missing and the hub is "
+                               "reachable; null = never")
+
+    def __post_init__(self):
+        if not isinstance(self.splits, (list, tuple)) or not self.splits:
+            raise ValueError(f"splits must be a non-empty list of {', '.join(SPLITS)}, got {self.splits!r}")
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad:
+            raise ValueError(f"splits: unknown split(s) {', '.join(map(repr, bad))}; known: {', '.join(SPLITS)}")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (hold-out) or >= 2, got {self.folds}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold must be in [0, {self.folds}) (fold < folds), got {self.fold}")
+        if not self.folds and self.fold != 0:
+            raise ValueError(f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
+        if not 0 <= self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.max_rows < 0:
+            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
+        if not self.train_file:
+            raise ValueError("train_file must not be empty")
+        object.__setattr__(self, "_cache", {})
+
+    # -- checks and fingerprints ---------------------------------------------------------------
+
+    def _needs_train(self) -> bool:
+        return "train" in self.splits or "valid" in self.splits
+
+    def check(self, data_dir) -> list[str]:
+        """Problems that would stop this source from loading (missing files), as messages."""
+        from replicator.core.data import hub_reachable
+
+        problems = []
+        train = resolve(data_dir, self.train_file)
+        if self._needs_train() and not train.is_file() and (self.hub_id is None or not hub_reachable()):
+            ways = [f"set REPLICATOR_DATA_DIR to a folder containing {self.train_file}",
+                    "give train_file as an absolute path"]
+            if self.hub_id is not None:
+                ways.append(f"make the Hugging Face hub reachable so {self.hub_id} can be downloaded "
+                            "(it is not reachable now, or HF_HUB_OFFLINE is set)")
+            else:
+                ways.append("set hub_id to a Hugging Face copy of the competition data and make the hub reachable")
+            problems.append(f"competition train file not found: {train}; to provide it, " + "; or ".join(ways))
+        if self.test_file is not None and "test" in self.splits:
+            test = resolve(data_dir, self.test_file)
+            if not test.is_file():
+                problems.append(f"competition test file not found: {test}; put it under REPLICATOR_DATA_DIR "
+                                "or give test_file as an absolute path")
+        return problems
+
+    def data_files(self, data_dir) -> list[Path]:
+        """The files this source reads (a missing train file means the hub copy is used)."""
+        out = []
+        train = resolve(data_dir, self.train_file)
+        if self._needs_train() and train.is_file():
+            out.append(train)
+        if self.test_file is not None and "test" in self.splits:
+            out.append(resolve(data_dir, self.test_file))
+        return out
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _train_valid(self, data_dir, seed: int) -> tuple[list[dict], list[dict]]:
+        from replicator.core import data as D
+        from replicator.core.errors import ReplicatorError
+
+        path = resolve(data_dir, self.train_file)
+        if path.is_file():
+            st = path.stat()
+            key = ("split", str(path.resolve()), st.st_mtime_ns, st.st_size, seed)
+        else:
+            key = ("split", f"hub:{self.hub_id}", 0, 0, seed)
+        cache = self._cache  # type: ignore[attr-defined]
+        if key in cache:
+            return cache[key]
+        if path.is_file():
+            rows = D.read_competition_csv(path, require_labels=True)
+        elif self.hub_id is not None and D.hub_reachable():
+            print(f"replicator: kaggle_csv: {path} not found; loading hub dataset {self.hub_id}", file=sys.stderr)
+            rows = D.load_hub_55k(self.hub_id)
+        else:
+            raise ReplicatorError("; ".join(self.check(data_dir)))
+        if self.max_rows and len(rows) > self.max_rows:
+            import random
+
+            keep = sorted(random.Random(seed).sample(range(len(rows)), self.max_rows))
+            rows = [rows[i] for i in keep]
+        if self.folds:
+            result = D.split_fold(rows, self.folds, self.fold, seed)
+        else:
+            result = D.split_valid(rows, self.valid_fraction, seed)
+        cache.clear()  # one split per instance; a new seed or a changed file replaces it
+        cache[key] = result
+        return result
+
+    def _test(self, data_dir) -> list[dict]:
+        from replicator.core import data as D
+
+        path = resolve(data_dir, self.test_file)  # type: ignore[arg-type]
+        if not path.is_file():
+            from replicator.core.errors import ReplicatorError
+
+            raise ReplicatorError("; ".join(self.check(data_dir)))
+        st = path.stat()
+        key = ("test", str(path.resolve()), st.st_mtime_ns, st.st_size)
+        cache = self._cache  # type: ignore[attr-defined]
+        if key not in cache:
+            for k in [k for k in cache if k[0] == "test"]:
+                del cache[k]
+            cache[key] = D.read_competition_csv(path, require_labels=False)
+        return cache[key]
+
+    @hookimpl
+    def data_sources(self, split, ctx):
+        from replicator.core.data import copy_row
+
+        if split not in self.splits:
+            return None
+        if split == "test":
+            if self.test_file is None:
+                return None
+            rows = self._test(ctx.data_dir)
+        else:
+            train, valid = self._train_valid(ctx.data_dir, ctx.seed)
+            rows = train if split == "train" else valid
+        return [copy_row(r) for r in rows]

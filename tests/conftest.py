@@ -1,0 +1,104 @@
+"""Shared fixtures: a synthetic competition data folder and an isolated run environment.
+
+The synthetic rows are written here, not copied from the shared data: realistic prompts with a
+learnable signal (a refusal loses, identical answers tie, a fuller answer tends to win).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+PROMPTS = [
+    "How do I reverse a list in Python?",
+    "What is the capital of Australia?",
+    "Write a haiku about autumn rain.",
+    "Explain what a hash table is.",
+    "Give me three tips for better sleep.",
+    "Why is the sky blue?",
+    "Translate 'good morning' into Spanish.",
+    "What is the difference between TCP and UDP?",
+    "Summarise the plot of Hamlet in two sentences.",
+    "How many legs does a spider have?",
+    "Suggest a name for a coffee shop.",
+    "What does HTTP status 404 mean?",
+]
+GOOD = [
+    "Here is a clear answer with an example. First, {x}. Second, you can check the result. I hope this helps!",
+    "Good question. The short answer is {x}; the longer answer is that it depends on the context, "
+    "so here is an example and a list of points to consider.",
+]
+REFUSAL = "I'm sorry, but I cannot help with that."
+MODELS = ["gpt-4-0613", "claude-2.1", "llama-2-70b-chat", "vicuna-13b", "mixtral-8x7b-instruct-v0.1", "gemini-pro"]
+
+
+def synthetic_rows(n: int, seed: int = 0, with_labels: bool = True, start_id: int = 1000) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        p = PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f" (variant {i})")
+        prompt = [p]
+        good = rng.choice(GOOD).format(x=f"the answer to '{p[:30]}'")
+        kind = rng.random()
+        if kind < 0.35:
+            a, b, lab = good, REFUSAL, (1, 0, 0)
+        elif kind < 0.7:
+            a, b, lab = REFUSAL, good, (0, 1, 0)
+        else:
+            a = b = good
+            lab = (0, 0, 1)
+        ra, rb = [a], [b]
+        if i % 5 == 0:  # some multi-turn rows, one with a null turn
+            prompt.append("Can you say more?")
+            ra.append("Sure, here is more detail about it.")
+            rb.append(None if i % 10 == 0 else "There is nothing more to add.")
+        row = {"id": str(start_id + i), "model_a": rng.choice(MODELS), "model_b": rng.choice(MODELS),
+               "prompt": json.dumps(prompt), "response_a": json.dumps(ra), "response_b": json.dumps(rb)}
+        if with_labels:
+            row.update(winner_model_a=lab[0], winner_model_b=lab[1], winner_tie=lab[2])
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(160))
+    test = synthetic_rows(24, seed=1, with_labels=False, start_id=9000)
+    for r in test:
+        del r["model_a"], r["model_b"]
+    write_csv(d / "lmsys-chatbot-arena" / "test.csv", test)
+    return d
+
+
+@pytest.fixture()
+def isolated(tmp_path, monkeypatch, synthetic_data_dir):
+    """Reports and artifacts in tmp_path, synthetic data, no hub."""
+    monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("REPLICATOR_DATA_DIR", str(synthetic_data_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("REPLICATOR_CRASH_AFTER_STEP", raising=False)
+    return tmp_path
+
+
+#: a tiny-model version of the smoke recipe, for end-to-end tests in seconds
+TINY = ["model.base=tiny:llama", "model.lora.r=32", "train.max_rows=0", "predict.max_rows=0",
+        "train.batch_size=8", "train.grad_accum=1", "train.warmup_steps=0", "train.max_length=128",
+        "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
