@@ -450,3 +450,160 @@ def copy_row(row: dict) -> dict:
     if out.get("teacher"):
         out["teacher"] = {k: list(v) for k, v in out["teacher"].items()}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers for the extra-data sources (arena 33k, UltraFeedback pairs, HH-RLHF, pseudo-label pools)
+
+
+def resolve_data_path(data_dir, file: str) -> Path:
+    """``file`` relative to the data dir, unless it is absolute (``~`` expanded)."""
+    p = Path(file).expanduser()
+    return p if p.is_absolute() else Path(data_dir) / p
+
+
+def clean_text(v: Any) -> str:
+    """A turn's text: ``None``/NaN -> ``""``, other values as ``str``, lone surrogates -> U+FFFD."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return _SURROGATE.sub("\ufffd", str(v))
+
+
+def plain(v: Any) -> Any:
+    """Nested numpy arrays / pyarrow scalars (from parquet) as plain lists, dicts and scalars."""
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    tolist = getattr(v, "tolist", None)
+    if tolist is not None and not isinstance(v, (str, bytes)):
+        return plain(tolist())
+    return v
+
+
+def _open_text(path: Path):
+    import gzip
+
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def record_format(path: Path) -> str:
+    """``json``, ``jsonl``, ``parquet`` or ``csv`` from the file name (``.gz`` ignored)."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
+                     (".csv", "csv")):
+        if name.endswith(ext):
+            return fmt
+    return ""
+
+
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """``(where, record)`` pairs of a JSON array, JSONL(.gz), parquet or CSV file of records.
+
+    ``where`` is ``line N`` (JSONL: the physical line; CSV: the record's first line) or
+    ``record N`` (JSON array, parquet; 0-based). Unreadable files, invalid JSON lines and records
+    that are not objects raise :class:`DataError` naming the file and the line; blank JSONL lines
+    are skipped. Parquet values are converted to plain lists/dicts (:func:`plain`).
+    """
+    file, fmt = str(path), record_format(path)
+    out: list[tuple[str, dict]] = []
+    try:
+        if fmt == "jsonl":
+            problems = []
+            with _open_text(path) as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        problems.append((f"line {n}", "(line)", f"invalid JSON ({e.msg} at char {e.pos})"))
+                        continue
+                    if not isinstance(rec, dict):
+                        problems.append((f"line {n}", "(line)", f"expected a JSON object, got a JSON {type(rec).__name__}"))
+                        continue
+                    out.append((f"line {n}", rec))
+            if problems:
+                raise DataError(file, problems)
+        elif fmt == "json":
+            with _open_text(path) as fh:
+                try:
+                    data = json.load(fh)
+                except json.JSONDecodeError as e:
+                    raise DataError(file, [(f"line {e.lineno}", "(file)", f"invalid JSON: {e.msg}")]) from None
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            if not isinstance(data, list):
+                raise DataError(file, [("(file)", "", f"expected a JSON array of records, got a JSON {type(data).__name__}")])
+            problems = [(f"record {i}", "(record)", f"expected a JSON object, got a JSON {type(r).__name__}")
+                        for i, r in enumerate(data) if not isinstance(r, dict)]
+            if problems:
+                raise DataError(file, problems)
+            out = [(f"record {i}", r) for i, r in enumerate(data)]
+        elif fmt == "parquet":
+            import pandas as pd
+
+            try:
+                df = pd.read_parquet(path)
+            except Exception as e:
+                raise DataError(file, [("(file)", "", f"cannot read parquet: {type(e).__name__}: {e}")]) from None
+            cols = {c: df[c].tolist() for c in df.columns}
+            out = [(f"record {i}", {str(c): plain(v[i]) for c, v in cols.items()}) for i in range(len(df))]
+        elif fmt == "csv":
+            csv.field_size_limit(2**31 - 1)
+            with _open_text(path) as fh:
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if not header:
+                    raise DataError(file, [("(header)", "", "empty file")])
+                header[0] = header[0].lstrip("\ufeff")
+                line = reader.line_num + 1
+                problems = []
+                for fields in reader:
+                    where, line = f"line {line}", reader.line_num + 1
+                    if not fields:
+                        continue
+                    if len(fields) != len(header):
+                        problems.append((where, "", f"expected {len(header)} fields (as the header), got {len(fields)}"))
+                        continue
+                    out.append((where, dict(zip(header, fields, strict=True))))
+                if problems:
+                    raise DataError(file, problems)
+        else:
+            raise DataError(file, [("(file)", "", "unknown file type; expected .json, .jsonl(.gz), .parquet or .csv")])
+    except UnicodeDecodeError as e:
+        raise DataError(file, [("(file)", "", f"bytes are not valid UTF-8 ({e.reason} at byte {e.start})")]) from None
+    except (OSError, EOFError, csv.Error) as e:
+        raise DataError(file, [("(file)", "", f"cannot read: {type(e).__name__}: {e}")]) from None
+    return out
+
+
+def seeded_coin(seed: int, key: str) -> bool:
+    """A fair coin flip that depends only on ``seed`` and ``key`` (e.g. a row id), not on row order."""
+    import hashlib
+
+    return hashlib.sha256(f"{seed}\x1f{key}".encode("utf-8", "surrogatepass")).digest()[0] & 1 == 1
+
+
+def drop_valid_groups(rows: list[dict], valid_groups, source: str) -> list[dict]:
+    """Copies of the rows whose prompt group is not a validation group; the count dropped goes to stderr."""
+    valid = valid_groups or set()
+    out = [copy_row(r) for r in rows if r["group"] not in valid]
+    if len(out) < len(rows):
+        print(f"replicator: {source}: dropped {len(rows) - len(out)} of {len(rows)} row(s) whose prompt "
+              "is in the validation split", file=sys.stderr)
+    return out
+
+
+def sample_rows(rows: list[dict], max_rows: int, seed: int) -> list[dict]:
+    """At most ``max_rows`` rows sampled with ``seed`` in their original order (0 = all)."""
+    if not max_rows or len(rows) <= max_rows:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), max_rows))
+    return [rows[i] for i in keep]

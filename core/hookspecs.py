@@ -30,11 +30,13 @@ HOOK_KINDS: dict[str, str] = {
 
 @hookspec
 def data_sources(split, ctx):
-    """all: return a list of rows (common schema) for ``split`` ("train", "valid" or "test"), or None.
+    """all: return a list of rows (common schema) for ``split`` ("train", "valid", "test" or "pool"), or None.
 
     Every data plugin is asked for every split; rows of all plugins are concatenated in recipe
     order. ``ctx`` is a :class:`replicator.core.rows.DataContext` (data dir, seed, stage outputs,
-    and for ``train`` the already collected ``valid`` rows so extra data can be de-duplicated).
+    and for ``train`` the already collected ``valid`` groups so extra data can be de-duplicated).
+    ``pool`` rows are unlabelled; a stage with ``outputs: [pool]`` predicts them, and later
+    stages find those predictions in ``ctx.stage_outputs[stage]["pool"]`` (pseudo-labels).
     """
 
 
@@ -52,7 +54,10 @@ def head(hidden_size, num_labels, model):
     """one: return the ``nn.Module`` that maps the last token's hidden state to ``num_labels`` logits, or None to keep the model's own head.
 
     The module may return more than ``num_labels`` outputs (auxiliary heads); the first
-    ``num_labels`` columns are the preference logits and only those are used at prediction.
+    ``num_labels`` columns are the preference logits and only those are used at prediction. A
+    module with auxiliary outputs defines ``aux_loss(logits, batch) -> scalar tensor``, a pure
+    function of the logits and the batch that the runner adds to the ``loss`` hook's value in
+    training (never at prediction).
     """
 
 
@@ -60,8 +65,10 @@ def head(hidden_size, num_labels, model):
 def loss():
     """one: return a callable ``loss_fn(logits, labels, batch) -> scalar tensor``.
 
-    ``logits`` has shape (B, >=3); ``labels`` is a float tensor (B, 3) of hard one-hot or soft
-    probabilities; ``batch`` carries extra per-row tensors (teacher probabilities, aux labels).
+    ``logits`` has shape (B, >=3) (columns past 3 belong to auxiliary heads); ``labels`` is a
+    float tensor (B, 3) of hard one-hot or soft probabilities; ``batch`` is a dict with ``rows``
+    (the row dicts, e.g. ``row["teacher"][stage]`` = teacher probabilities from an earlier stage,
+    ``row["model_a"]``), ``input_ids`` and ``attention_mask``.
     """
 
 

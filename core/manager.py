@@ -24,17 +24,37 @@ ENTRY_POINT_GROUP = "replicator.plugins"
 BUILTINS: dict[str, str] = {
     # data_sources
     "kaggle_csv": "replicator.plugins.kaggle_csv:KaggleCSV",
+    "arena_33k": "replicator.plugins.arena_33k:Arena33k",
     "alpacaeval_pairs": "replicator.plugins.alpacaeval:AlpacaEvalPairs",
+    "ultrafeedback_pairs": "replicator.plugins.ultrafeedback:UltraFeedbackPairs",
+    "hh_rlhf": "replicator.plugins.hh_rlhf:HHRLHF",
+    "pseudo_labels": "replicator.plugins.pseudo_labels:PseudoLabels",
     # prompt_format
     "plain_turns": "replicator.plugins.plain_turns:PlainTurns",
+    "qa_triple_quotes": "replicator.plugins.qa_triple_quotes:QATripleQuotes",
+    "judge_pab": "replicator.plugins.judge_pab:JudgePAB",
+    "judge_papb": "replicator.plugins.judge_pab:JudgePAPB",
+    "tagged_turns": "replicator.plugins.tagged_turns:TaggedTurns",
+    "context_result": "replicator.plugins.context_result:ContextResult",
+    "round_headers": "replicator.plugins.round_headers:RoundHeaders",
+    "context_last": "replicator.plugins.context_last:ContextLast",
+    "turn_rounds": "replicator.plugins.turn_rounds:TurnRounds",
     # head
     "default_head": "replicator.plugins.default_head:DefaultHead",
+    "mlp_head": "replicator.plugins.mlp_head:MLPHead",
+    "aux_model_heads": "replicator.plugins.aux_model_heads:AuxModelHeads",
     # loss
     "cross_entropy": "replicator.plugins.cross_entropy:CrossEntropy",
+    "label_smoothing": "replicator.plugins.label_smoothing:LabelSmoothing",
+    "focal_loss": "replicator.plugins.focal_loss:FocalLoss",
+    "distill_kl_cos": "replicator.plugins.distill_kl_cos:DistillKLCos",
     # augment + tta
     "swap_ab": "replicator.plugins.swap_ab:SwapAB",
     # postprocess
     "clip_probs": "replicator.plugins.clip_probs:ClipProbs",
+    "temperature_scaling": "replicator.plugins.calibration:TemperatureScaling",
+    "platt_scaling": "replicator.plugins.calibration:PlattScaling",
+    "empty_identical_rules": "replicator.plugins.empty_identical_rules:EmptyIdenticalRules",
 }
 
 
@@ -43,13 +63,32 @@ def _load(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def catalogue() -> dict[str, Any]:
-    """name -> plugin class, built-ins first, then entry points (which may not shadow built-ins)."""
-    out = {name: _load(target) for name, target in BUILTINS.items()}
+class Catalogue(dict):
+    """name -> plugin class, imported on first access: built-ins, then entry points (which may not
+    shadow built-ins). A recipe imports only the plugins it uses."""
+
+    def __getitem__(self, name):
+        target = super().__getitem__(name)
+        if isinstance(target, str):
+            target = _load(target)
+        elif not isinstance(target, type):  # an entry point
+            target = target.load()
+        super().__setitem__(name, target)
+        return target
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+    def values(self):
+        return [self[k] for k in self]
+
+
+def catalogue() -> Catalogue:
+    out = Catalogue(BUILTINS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in out:
             raise RecipeError(f"entry point {ep.value}", ep.name, "shadows a built-in plugin of the same name")
-        out[ep.name] = ep.load()
+        dict.__setitem__(out, ep.name, ep)
     return out
 
 

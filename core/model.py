@@ -64,15 +64,48 @@ def head_module(model):
     raise ReplicatorError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
 
 
-def load_model(cfg: ModelConfig, plugins, train: bool = True):
-    """Return (model, tokenizer, info) ready for training or inference."""
+def model_config(path: str, cfg: ModelConfig):
+    """The backbone config with the recipe's attention switches applied."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, num_labels=NUM_LABELS, revision=cfg.revision)
+    if not cfg.attn_softcap:
+        if not hasattr(config, "attn_logit_softcapping"):
+            raise ReplicatorError(f"model.attn_softcap: {cfg.base} ({config.model_type}) has no attention softcapping")
+        config.attn_logit_softcapping = None
+    if not cfg.sliding_window:
+        if getattr(config, "layer_types", None) is None:
+            raise ReplicatorError(f"model.sliding_window: {cfg.base} ({config.model_type}) has no sliding-window layers")
+        config.layer_types = ["full_attention"] * len(config.layer_types)
+    return config
+
+
+def _freeze(model, n: int, lora: bool) -> dict:
+    """Freeze embeddings + the first ``n`` decoder layers (full fine-tuning); LoRA uses layers_to_transform."""
+    layers = next((m for name, m in model.named_modules() if name.endswith("layers") and len(m) > 0), None)
+    if layers is None or n > len(layers):
+        raise ReplicatorError(f"model.freeze_layers: {n} is more than the model's {len(layers or [])} layers")
+    if not lora:
+        model.get_input_embeddings().requires_grad_(False)
+        for layer in list(layers)[:n]:
+            layer.requires_grad_(False)
+    return {"num_layers": len(layers)}
+
+
+def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool | None = None):
+    """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
+    import dataclasses
+
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
+
+    if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
+        cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit, load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
 
     hf_logging.set_verbosity_error()  # the load report lists the new head as "missing": expected
     path = resolve_base(cfg.base)
     tok = load_tokenizer(path)
-    kwargs: dict = {"num_labels": NUM_LABELS, "dtype": torch_dtype(cfg)}
+    kwargs: dict = {"config": model_config(path, cfg), "dtype": torch_dtype(cfg)}
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     if cfg.load_in_4bit or cfg.load_in_8bit:
@@ -91,11 +124,14 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True):
     name, old = head_module(model)
     hidden = model.config.hidden_size
     new = plugins.one("head", hidden_size=hidden, num_labels=NUM_LABELS, model=model)
+    aux_loss = None
     if new is not None:
         setattr(model, name, new.to(dtype=old.weight.dtype if hasattr(old, "weight") else kwargs["dtype"]))
+        aux_loss = getattr(new, "aux_loss", None)
     if cfg.gradient_checkpointing and train:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    layers_info = _freeze(model, cfg.freeze_layers, cfg.lora is not None) if cfg.freeze_layers else {}
     if cfg.lora is not None:
         from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
@@ -103,7 +139,9 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                           lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets,
-                          modules_to_save=[name])
+                          modules_to_save=[name],
+                          layers_to_transform=(list(range(cfg.freeze_layers, layers_info["num_layers"]))
+                                               if cfg.freeze_layers else None))
         model = get_peft_model(model, lcfg)
     elif cfg.load_in_4bit or cfg.load_in_8bit:
         if train:
@@ -112,6 +150,8 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True):
     n_all = sum(p.numel() for p in model.parameters())
     info = {"path": path, "head": name, "trainable_params": n_train, "all_params": n_all,
             "dtype": str(kwargs["dtype"]).replace("torch.", "")}
+    if aux_loss is not None:
+        info["aux_loss"] = aux_loss
     print(f"[model] {cfg.base} -> {type(model).__name__}: {n_train:,} trainable of {n_all:,} params, "
           f"{info['dtype']}", file=sys.stderr, flush=True)
     return model, tok, info

@@ -41,10 +41,15 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", "auto = bf16 on CUDA, fp32 on CPU")
     gradient_checkpointing: bool = param(False, "trade compute for memory")
     revision: str | None = param(None, "hub revision")
+    freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters there)")
+    attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th [R4])")
+    sliding_window: bool = param(True, "false: every layer full attention (2nd [R2] from stage 2)")
 
     def __post_init__(self):
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are exclusive")
+        if self.freeze_layers < 0:
+            raise ValueError("freeze_layers must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +67,16 @@ class TrainConfig:
     max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)")
     max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)")
     checkpoint_every: int = param(25, "optimizer steps between checkpoints")
+    lr_rule: Literal["fixed", "alpha_over_r"] = param(
+        "fixed", "alpha_over_r: backbone (LoRA) lr = alpha / r x head_lr (16th place's rule [P16])")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
+        if self.lr_rule == "alpha_over_r" and self.head_lr is None:
+            raise ValueError("lr_rule alpha_over_r needs head_lr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,7 @@ class PredictConfig:
     max_length: int = param(1024, "token budget per row at inference")
     batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)")
     max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)")
+    load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +98,9 @@ class StageConfig:
     plugins: dict
     from_stage: str | None = None
     reinit_head: bool = False
+    #: predictions this stage writes for later stages: "train" (teacher probabilities on its
+    #: training rows, for distillation) and/or "pool" (pseudo-labels for the ``pool`` split)
+    outputs: tuple[str, ...] = ()
 
 
 TOP_KEYS = {
@@ -101,7 +114,8 @@ TOP_KEYS = {
     "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
     "toggles": "name -> merge patch",
 }
-STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head"}
+STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head", "outputs"}
+STAGE_OUTPUTS = ("train", "pool")
 
 
 # ---------------------------------------------------------------- patches
@@ -224,7 +238,10 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
         if src is not None and src not in [s.name for s in stages]:
             raise RecipeError(file, f"{key}.from", f"{src!r} is not an earlier stage"
                               f"{did_you_mean(str(src), [s.name for s in stages])}")
-        merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head")})
+        outputs = patch.get("outputs") or []
+        if not isinstance(outputs, list) or any(o not in STAGE_OUTPUTS for o in outputs):
+            raise RecipeError(file, f"{key}.outputs", f"expected a list of {', '.join(STAGE_OUTPUTS)}, got {outputs!r}")
+        merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head", "outputs")})
         pre = f"{key}." if key else ""
         model = build(ModelConfig, merged.get("model"), file, pre + "model")
         if isinstance(model.lora, dict):  # pragma: no cover - build() already converts
@@ -237,6 +254,7 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
             plugins=merged.get("plugins") or {},
             from_stage=src,
             reinit_head=bool(patch.get("reinit_head", False)),
+            outputs=tuple(outputs),
         )
         stages.append(stage)
     resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=list(toggles))

@@ -86,7 +86,8 @@ class DataContext:
     stage: str = ""
     #: validation rows already collected (train sources de-duplicate against their groups)
     valid_groups: set[str] = dataclasses.field(default_factory=set)
-    #: predictions of earlier stages: stage name -> {row id -> probs}
+    #: predictions of earlier stages: stage name -> {"train" | "pool": {row id: [p_a, p_b, p_tie]},
+    #: "pool_rows": [rows]} (only what that stage's ``outputs`` asked for)
     stage_outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: where a source may cache converted files
     cache_dir: Path | None = None

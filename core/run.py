@@ -106,8 +106,10 @@ def run_stage(resolved: Resolved, stage: StageConfig, art: Path, data_dir: Path,
 
     t0 = time.time()
     plugins = build_plugins(stage.plugins, resolved.file)
-    ctx = DataContext(data_dir=data_dir, seed=resolved.seed, stage=stage.name, cache_dir=art.parent / "cache")
+    ctx = DataContext(data_dir=data_dir, seed=resolved.seed, stage=stage.name, cache_dir=art.parent / "cache",
+                      stage_outputs=load_stage_outputs(resolved, stage, art.parent))
     train_rows, valid_rows = collect_rows(plugins, ctx)
+    attach_teachers(train_rows, ctx.stage_outputs)
     if not train_rows:
         raise ReplicatorError(f"stage {stage.name}: no training rows")
     if not valid_rows:
@@ -127,9 +129,73 @@ def run_stage(resolved: Resolved, stage: StageConfig, art: Path, data_dir: Path,
     init_from = art.parent / stage.from_stage / WEIGHTS if stage.from_stage else None
     result = train_stage(stage, plugins, train_rows, model, tok, info, art, resolved.seed, init_from, progress)
     atomic_save_safetensors(trainable_state(model), art / WEIGHTS, metadata={"base": stage.model.base})
+    if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit
+        del model
+        model, tok = load_for_inference(stage, plugins, art / WEIGHTS)
     result.update(evaluate(model, tok, plugins, stage, valid_rows, art, progress))
-    result.update({"stage": stage.name, "model": info, "seconds": round(time.time() - t0, 1)})
+    if stage.outputs:
+        result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, art, progress)
+    result.update({"stage": stage.name, "model": {k: v for k, v in info.items() if k != "aux_loss"}, "seconds": round(time.time() - t0, 1)})
     return result
+
+
+OUTPUTS = "outputs.json"
+
+
+def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, art: Path, progress) -> dict:
+    """Predictions later stages consume: on the training rows (teachers) and on the pool (pseudo-labels)."""
+    from .train import predict_probs
+
+    out: dict = {}
+    if "train" in stage.outputs:
+        p = predict_probs(model, tok, plugins, train_rows, stage.predict.max_length, stage.predict.batch_tokens,
+                          progress)["tta"]
+        out["train"] = {r["id"]: [float(x) for x in pr] for r, pr in zip(train_rows, p, strict=True)}
+    if "pool" in stage.outputs:
+        pool = [r for rows in plugins.all("data_sources", split="pool", ctx=ctx) if rows for r in rows]
+        if not pool:
+            raise ReplicatorError(f"stage {stage.name}: outputs: [pool] but no data source feeds the 'pool' split")
+        p = predict_probs(model, tok, plugins, pool, stage.predict.max_length, stage.predict.batch_tokens,
+                          progress)["tta"]
+        out["pool"] = {r["id"]: [float(x) for x in pr] for r, pr in zip(pool, p, strict=True)}
+        out["pool_rows"] = [{k: v for k, v in r.items() if k != "label"} for r in pool]
+    atomic_write_text(art / OUTPUTS, json.dumps(out))
+    return {k: len(v) for k, v in out.items()}
+
+
+def load_stage_outputs(resolved: Resolved, stage: StageConfig, art_root: Path) -> dict:
+    """Outputs of the stages before ``stage`` that wrote any."""
+    found = {}
+    for s in resolved.stages:
+        if s.name == stage.name:
+            break
+        f = art_root / s.name / OUTPUTS
+        if s.outputs and f.exists():
+            found[s.name] = json.loads(f.read_text())
+    return found
+
+
+def attach_teachers(rows: list[dict], stage_outputs: dict) -> None:
+    """``row["teacher"][stage]`` = that stage's probabilities for the row, for every stage that
+    predicted on training rows (distillation)."""
+    for name, out in stage_outputs.items():
+        preds = out.get("train")
+        if not preds:
+            continue
+        for r in rows:
+            if r["id"] in preds:
+                r.setdefault("teacher", {})[name] = preds[r["id"]]
+
+
+def load_for_inference(stage: StageConfig, plugins, weights: Path):
+    """The stage's model rebuilt for prediction (8-bit when ``predict.load_in_8bit``) with its trained weights."""
+    from safetensors.torch import load_file
+
+    from .model import load_model, load_trainable
+
+    model, tok, _ = load_model(stage.model, plugins, train=False, load_in_8bit=stage.predict.load_in_8bit or None)
+    load_trainable(model, load_file(str(weights)), where=str(weights))
+    return model, tok
 
 
 def run(resolved: Resolved, data_dir: Path, force: bool = False, progress: bool = True) -> tuple[Path, dict, bool]:
@@ -180,7 +246,6 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
     import pandas as pd
 
     from .data import read_competition_csv
-    from .model import load_model, load_trainable
     from .train import postprocess, predict_probs
 
     run_dir = find_run(run)
@@ -194,10 +259,7 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
                               f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
     rows = read_competition_csv(test_csv, require_labels=False)
     plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"))
-    model, tok, _ = load_model(stage.model, plugins, train=False)
-    from safetensors.torch import load_file
-
-    load_trainable(model, load_file(str(weights)), where=str(weights))
+    model, tok = load_for_inference(stage, plugins, weights)
     probs = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens, progress)
     valid = json.loads((art / "valid_predictions.json").read_text())
     fit = (np.array([valid[f"tta_{k}"] for k in ("a", "b", "tie")]).T,

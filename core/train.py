@@ -152,7 +152,14 @@ def _param_groups(model, tcfg, head_name: str):
     for n, p in model.named_parameters():
         if p.requires_grad:
             (head if f".{head_name}." in f".{n}" or n.startswith(head_name + ".") else body).append(p)
-    groups = [{"params": body, "lr": tcfg.lr}]
+    body_lr = tcfg.lr
+    if tcfg.lr_rule == "alpha_over_r":  # 16th place: backbone lr = alpha / r x head lr
+        lora = getattr(getattr(model, "peft_config", {}).get("default"), "r", None)
+        if lora is None:
+            raise ReplicatorError("train.lr_rule alpha_over_r needs model.lora")
+        cfg = model.peft_config["default"]
+        body_lr = cfg.lora_alpha / cfg.r * tcfg.head_lr
+    groups = [{"params": body, "lr": body_lr}]
     if head:
         groups.append({"params": head, "lr": tcfg.head_lr or tcfg.lr})
     return [g for g in groups if g["params"]]
@@ -183,6 +190,7 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
                               optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=steps)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     loss_fn = plugins.one("loss")
+    aux_loss = info.get("aux_loss")  # auxiliary heads add their own term (head hookspec)
 
     ckpt = art / "checkpoint.pt"
     start, history = 0, []
@@ -221,7 +229,11 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
             ids, mask = collate([encoder(r, tcfg.max_length) for r in rows], tok.pad_token_id, acc.device)
             labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
             logits = forward_logits(model, ids, mask)
-            loss = loss_fn(logits, labels, {"rows": rows, "input_ids": ids, "attention_mask": mask}) / len(mine)
+            extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
+            loss = loss_fn(logits, labels, extra)
+            if aux_loss is not None:
+                loss = loss + aux_loss(logits, extra)
+            loss = loss / len(mine)
             acc.backward(loss)
             step_loss += loss.item()
             tokens += int(mask.sum())

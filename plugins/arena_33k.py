@@ -1,0 +1,327 @@
+"""The external 33k Chatbot Arena battles (``lmsys/chatbot_arena_conversations``) as extra training rows.
+
+The 1st, 2nd, 3rd, 4th, 5th, 9th and 16th place solutions all add this set to the Kaggle train
+data, usually the de-duplicated ~21k version ([P1] ``lmsys-33k-deduplicated.csv``, [P2], [P3],
+[R4], [P5], [P9], [P16]; worth 0.903 -> 0.899 old LB for the 16th [P16]).
+
+Input
+-----
+``file`` (relative to the data dir, or absolute) is one file or a folder; a folder means every
+``.json``, ``.jsonl(.gz)``, ``.parquet`` and ``.csv`` file under it, in name order. Two schemas:
+
+* **The arena release schema** (``question_id, model_a, model_b, winner, judge,
+  conversation_a, conversation_b, turn, anony, language, tstamp, ...``). Required columns:
+  ``model_a, model_b, winner, conversation_a, conversation_b``; others are ignored.
+  ``conversation_*`` is a list of ``{"role": "user" | "assistant", "content": ...}`` messages
+  (in CSV files: JSON-encoded). JSON arrays, JSONL(.gz), parquet and CSV are accepted.
+* **The competition schema** (``id, model_a, model_b, prompt, response_a, response_b,
+  winner_model_a, winner_model_b, winner_tie``), e.g. the Kaggle "33k deduplicated" CSV: rows are
+  validated exactly like the competition CSV (:mod:`replicator.core.data`).
+
+When ``file`` is missing and the Hugging Face hub is reachable, ``hub_id`` is loaded with
+``datasets`` (the dataset is gated: accept its terms on the hub and log in / set ``HF_TOKEN``).
+
+Conversion rules (arena schema)
+-------------------------------
+* Each ``user`` message opens a round; the ``assistant`` messages after it, up to the next user
+  message, are that round's response (several are joined with a blank line; none -> ``""``).
+  ``system`` messages are skipped. ``prompt`` = the user turns of ``conversation_a``,
+  ``response_a``/``response_b`` = the assistant turns of ``conversation_a``/``conversation_b``.
+* When ``conversation_b``'s user turns differ from ``conversation_a``'s (the arena sends the same
+  message to both, so this is a data accident), the prompt is taken from ``conversation_a`` and
+  the rows are counted on stderr. Different round counts are padded with ``""`` at the end.
+* ``null`` content -> ``""``; lone UTF-16 surrogates -> U+FFFD (both counted on stderr).
+* ``winner``: ``model_a`` -> [1, 0, 0]; ``model_b`` -> [0, 1, 0]; ``tie`` and ``tie (bothbad)``
+  -> [0, 0, 1] (the competition has a single tie class). Case and surrounding spaces are ignored.
+  Anything else (empty, NaN, ``bothbad`` alone) -> :class:`~replicator.core.errors.DataError`.
+* Rejected with a DataError naming file, row (question id and line/record) and field: a missing
+  column, a conversation that is not a list of role/content objects, an unknown role, an assistant
+  message before any user message, non-string content, a conversation with no user message.
+* Ids are ``arena33k-<question_id>`` (``arena33k-<file>-<record>`` without a question id); a
+  repeated question id gets ``-2``, ``-3``, ... (counted on stderr), so ids never collide with
+  Kaggle ids.
+* ``dedup: true`` drops rows whose normalised prompt and unordered pair of normalised responses
+  equal an earlier row's (an exact A/B-swapped duplicate counts); the count goes to stderr.
+  The public 21k set was made this way *and* against the Kaggle train; here the overlap with the
+  competition data is handled by dropping every row whose prompt is in the validation split
+  (``ctx.valid_groups``, count on stderr).
+* Feeds the ``train`` split only; labels are hard one-hot, never NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+
+REQUIRED = ("model_a", "model_b", "winner", "conversation_a", "conversation_b")
+COMPETITION = ("prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie")
+WINNERS = {"model_a": [1.0, 0.0, 0.0], "model_b": [0.0, 1.0, 0.0],
+           "tie": [0.0, 0.0, 1.0], "tie (bothbad)": [0.0, 0.0, 1.0]}
+USER_ROLES = {"user", "human"}
+ASSISTANT_ROLES = {"assistant", "gpt", "bot"}
+EXTS = ("json", "jsonl", "parquet", "csv")
+
+
+def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
+    """(user turns, assistant turns, repair counts, error) of one arena conversation."""
+    import json
+
+    from replicator.core.data import clean_text
+
+    if isinstance(conv, str):
+        try:
+            conv = json.loads(conv, strict=False)
+        except json.JSONDecodeError as e:
+            return [], [], {}, f"invalid JSON ({e.msg} at char {e.pos})"
+    if not isinstance(conv, list):
+        return [], [], {}, f"expected a list of {{role, content}} messages, got {type(conv).__name__}"
+    users: list[str] = []
+    answers: list[list[str]] = []
+    fixes = {"null": 0, "surrogate": 0}
+    for k, m in enumerate(conv):
+        if not isinstance(m, dict):
+            return [], [], {}, f"message {k} is a {type(m).__name__}, expected an object with role and content"
+        role = str(m.get("role") or "").strip().lower()
+        content = m.get("content")
+        if content is None:
+            fixes["null"] += 1
+        elif not isinstance(content, str):
+            return [], [], {}, f"message {k}: content is a {type(content).__name__}, expected a string"
+        text = clean_text(content)
+        if text != (content or ""):
+            fixes["surrogate"] += 1
+        if role in USER_ROLES:
+            users.append(text)
+            answers.append([])
+        elif role in ASSISTANT_ROLES:
+            if not users:
+                return [], [], {}, f"message {k}: assistant message before any user message"
+            answers[-1].append(text)
+        elif role == "system":
+            continue
+        else:
+            return [], [], {}, f"message {k}: unknown role {m.get('role')!r} (expected user or assistant)"
+    if not users:
+        return [], [], {}, "no user message"
+    return users, ["\n\n".join(a) for a in answers], fixes, None
+
+
+def winner_label(value) -> list[float] | None:
+    """[P(A), P(B), P(tie)] of an arena ``winner`` value, or None when it is not one of the four."""
+    if not isinstance(value, str):
+        return None
+    return WINNERS.get(" ".join(value.strip().lower().split()))
+
+
+def pair_key(row: dict) -> tuple:
+    """Normalised prompt + unordered normalised responses (A/B-swapped duplicates share a key)."""
+    from replicator.core.rows import prompt_group
+
+    a, b = prompt_group(row["response_a"]), prompt_group(row["response_b"])
+    return (row["group"], min(a, b), max(a, b))
+
+
+def dedup_pairs(rows: list[dict], source: str) -> list[dict]:
+    seen, out = set(), []
+    for r in rows:
+        k = pair_key(r)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    if len(out) < len(rows):
+        print(f"replicator: {source}: dedup dropped {len(rows) - len(out)} of {len(rows)} row(s) that repeat "
+              "an earlier row's prompt and responses", file=sys.stderr)
+    return out
+
+
+def convert_records(records, file: str, stem: str) -> list[dict]:
+    """Rows of the common schema from ``(where, record)`` pairs in the arena schema (rules: module doc)."""
+    from replicator.core.data import clean_text
+    from replicator.core.errors import DataError
+    from replicator.core.rows import make_row
+
+    records = list(records)
+    if not records:
+        raise DataError(file, [("(file)", "", "no records")])
+    columns = set(records[0][1])
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise DataError(file, [("(header)", ", ".join(missing),
+                                f"missing required column(s) {', '.join(missing)}; found: "
+                                f"{', '.join(sorted(map(str, columns))) or '(none)'}")])
+    rows, problems = [], []
+    seen: dict[str, int] = {}
+    counts = {"null": [], "surrogate": [], "prompt_b": [], "padded": [], "repeated_id": []}
+    for where, rec in records:
+        qid = rec.get("question_id")
+        qid = "" if qid is None or (isinstance(qid, float) and qid != qid) else str(qid).strip()
+        rid = f"arena33k-{qid}" if qid else f"arena33k-{stem}-{where.split()[-1]}"
+        who = f"{qid} ({where})" if qid else where
+        n = seen.get(rid, 0) + 1
+        seen[rid] = n
+        if n > 1:
+            counts["repeated_id"].append(rid)
+            rid = f"{rid}-{n}"
+        label = winner_label(rec.get("winner"))
+        bad = []
+        if label is None:
+            bad.append((who, "winner", f"expected one of {', '.join(WINNERS)}, got {rec.get('winner')!r}"))
+        parsed = {}
+        for side in ("a", "b"):
+            field = f"conversation_{side}"
+            users, answers, fixes, err = parse_conversation(rec.get(field))
+            if err:
+                bad.append((who, field, err))
+            else:
+                parsed[side] = (users, answers)
+                for k in ("null", "surrogate"):
+                    if fixes.get(k):
+                        counts[k].append(rid)
+        if bad:
+            problems.extend(bad)
+            continue
+        prompt, ra = parsed["a"]
+        users_b, rb = parsed["b"]
+        if users_b != prompt:
+            counts["prompt_b"].append(rid)
+        m = max(len(prompt), len(ra), len(rb))
+        if len({len(prompt), len(ra), len(rb)}) > 1:
+            counts["padded"].append(rid)
+        prompt, ra, rb = (list(xs) + [""] * (m - len(xs)) for xs in (prompt, ra, rb))
+        models = [clean_text(rec.get(k)).strip() or None for k in ("model_a", "model_b")]
+        rows.append(make_row(rid, prompt, ra, rb, label=label, model_a=models[0],
+                             model_b=models[1], source="arena_33k"))
+    if problems:
+        raise DataError(file, problems)
+    for key, what in (("null", "null message content(s) replaced by \"\""),
+                      ("surrogate", "lone UTF-16 surrogate(s) replaced by U+FFFD"),
+                      ("prompt_b", "conversation_b's user turns differ from conversation_a's; prompt taken "
+                                   "from conversation_a"),
+                      ("padded", "conversations had different round counts; shorter ones padded with \"\""),
+                      ("repeated_id", "repeated question_id; later ones got a -N suffix")):
+        ids = counts[key]
+        if ids:
+            eg = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+            print(f"replicator: {file}: {len(ids)} row(s): {what} (e.g. {eg})", file=sys.stderr)
+    return rows
+
+
+# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
+# with the same parameters would clash; identity equality avoids that.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Arena33k:
+    """The external 33k arena battles (human hard labels, ties incl. "tie (bothbad)") as extra train rows.
+
+    Reads the ``chatbot_arena_conversations`` schema (JSON/JSONL/parquet/CSV) or a
+    competition-format copy, or the hub dataset when the file is missing and the hub is reachable.
+    Prompt = user turns, responses = assistant turns; rows whose prompt is in the validation split
+    are dropped, and with ``dedup`` repeated prompt+response pairs too [P1] [P2] [P16].
+    """
+
+    file: str = param("arena-33k", "file or folder (every .json/.jsonl/.parquet/.csv in it) of the 33k set, "
+                                   "relative to the data dir (REPLICATOR_DATA_DIR) or absolute")
+    hub_id: str | None = param("lmsys/chatbot_arena_conversations",
+                               "Hugging Face dataset loaded when file is missing and the hub is reachable "
+                               "(gated: accept its terms and set HF_TOKEN); null = never")
+    dedup: bool = param(True, "drop rows whose prompt and (unordered) responses repeat an earlier row's")
+    max_rows: int = param(0, "use at most this many rows (after dedup), sampled with the seed; 0 = all")
+
+    def __post_init__(self):
+        if self.max_rows < 0:
+            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
+        if not self.file:
+            raise ValueError("file must not be empty")
+        object.__setattr__(self, "_cache", {})
+
+    def _files(self, data_dir) -> list[Path]:
+        from replicator.core.data import record_format, resolve_data_path
+
+        p = resolve_data_path(data_dir, self.file)
+        if p.is_file():
+            return [p]
+        if p.is_dir():
+            return sorted(f for f in p.rglob("*") if f.is_file() and record_format(f) in EXTS)
+        return []
+
+    def check(self, data_dir) -> list[str]:
+        """Problems that would stop this source from loading (missing files), as messages."""
+        from replicator.core.data import hub_reachable, resolve_data_path
+
+        if self._files(data_dir) or (self.hub_id is not None and hub_reachable()):
+            return []
+        p = resolve_data_path(data_dir, self.file)
+        ways = [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
+                f"{self.file} under REPLICATOR_DATA_DIR", "give file as an absolute path"]
+        if self.hub_id is not None:
+            ways.append(f"make the Hugging Face hub reachable so {self.hub_id} can be downloaded (it is gated: "
+                        "accept its terms and set HF_TOKEN; the hub is not reachable now, or HF_HUB_OFFLINE is set)")
+        what = "has no .json/.jsonl/.parquet/.csv file" if p.is_dir() else "not found"
+        return [f"33k arena data {what}: {p}; to provide it, " + "; or ".join(ways)]
+
+    def data_files(self, data_dir) -> list[Path]:
+        return self._files(data_dir)
+
+    def _read_file(self, path: Path) -> list[dict]:
+        from replicator.core import data as D
+
+        records = D.read_records(path)
+        cols = set(records[0][1]) if records else set()
+        if "conversation_a" not in cols and all(c in cols for c in COMPETITION):
+            rows = D.rows_from_records([r for _, r in records], str(path), require_labels=True, source="arena_33k")
+            for r in rows:
+                r["id"] = f"arena33k-{r['id']}"
+            return rows
+        return convert_records(records, str(path), path.stem)
+
+    def _load(self, data_dir, seed: int) -> list[dict]:
+        from replicator.core import data as D
+        from replicator.core.errors import ReplicatorError
+
+        files = self._files(data_dir)
+        if files:
+            key = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files) + (seed,)
+        else:
+            key = (f"hub:{self.hub_id}", seed)
+        cache = self._cache  # type: ignore[attr-defined]
+        if key in cache:
+            return cache[key]
+        if files:
+            rows = [r for f in files for r in self._read_file(f)]
+        elif self.hub_id is not None and D.hub_reachable():
+            print(f"replicator: arena_33k: {D.resolve_data_path(data_dir, self.file)} not found; loading hub "
+                  f"dataset {self.hub_id}", file=sys.stderr)
+            try:
+                from datasets import load_dataset
+
+                ds = load_dataset(self.hub_id, split="train")
+            except Exception as e:
+                raise ReplicatorError(f"hf://datasets/{self.hub_id}: could not load the dataset from the Hugging "
+                                      f"Face hub (it is gated: accept its terms and set HF_TOKEN): "
+                                      f"{type(e).__name__}: {e}") from None
+            rows = convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)),
+                                   f"hf://datasets/{self.hub_id}", "hub")
+        else:
+            raise ReplicatorError("; ".join(self.check(data_dir)))
+        ids: dict[str, int] = {}
+        for r in rows:  # several files may repeat a question id
+            n = ids[r["id"]] = ids.get(r["id"], 0) + 1
+            if n > 1:
+                r["id"] = f"{r['id']}-f{n}"
+        if self.dedup:
+            rows = dedup_pairs(rows, "arena_33k")
+        rows = D.sample_rows(rows, self.max_rows, seed)
+        cache.clear()
+        cache[key] = rows
+        return rows
+
+    @hookimpl
+    def data_sources(self, split, ctx):
+        from replicator.core.data import drop_valid_groups
+
+        if split != "train":
+            return None
+        return drop_valid_groups(self._load(ctx.data_dir, ctx.seed), ctx.valid_groups, "arena_33k")

@@ -1,0 +1,49 @@
+"""Focal loss on the three preference classes, hard or soft labels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+from replicator.plugins.cross_entropy import preference_logits
+
+
+def focal_loss(logits, labels, gamma: float):
+    """``mean_i  -Σ_c y_ic (1 - p_ic)^gamma log p_ic`` with ``p = softmax(logits)``; soft ``y`` allowed.
+
+    The soft-label form weights each class's log-likelihood by its own focusing factor; for a
+    one-hot ``y`` it is Lin et al.'s ``-(1 - p_t)^gamma log p_t``, and ``gamma = 0`` is
+    cross-entropy.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    weight = (1.0 - logp.exp()).clamp(min=0.0).pow(gamma)
+    return -(labels.float() * weight * logp).sum(dim=-1).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class FocalLoss:
+    """Focal loss ``-Σ_c y_c (1 - p_c)^gamma log p_c`` (Lin et al. 2017), soft-label capable.
+
+    Evidence is thin: a 13th-place write-up is titled "... Prompting and Focal Loss" (not read)
+    and 3rd place's repository ships a ``focal_loss.py`` whose use in the final models is unknown
+    [R3m] (SOLUTIONS.md §2). No source gives ``gamma``: the default 2.0 is Lin et al.'s, our
+    choice. ``gamma = 0`` equals ``cross_entropy``.
+    """
+
+    gamma: float = param(2.0, "focusing exponent; 0 = cross-entropy (value unknown in the sources; 2.0 ours)")
+
+    def __post_init__(self):
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+
+    @hookimpl
+    def loss(self):
+        gamma = self.gamma
+
+        def focal(logits, labels, batch):
+            return focal_loss(preference_logits(logits), labels, gamma)
+
+        return focal

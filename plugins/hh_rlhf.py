@@ -1,0 +1,190 @@
+"""Anthropic HH-RLHF chosen/rejected transcripts as extra training rows (human hard labels, no ties).
+
+Public human-preference pairs in the spirit of the public reward sets the 2nd and 3rd place
+solutions add (PKU-SafeRLHF, Capybara, HelpSteer preferences [P2]; reward-bench and arena-hard
+subsets [P3]); the 5th place pretrains on "public reward data" [P5]. HH-RLHF itself is not named
+by any write-up: it is the offline human-preference instance here (``hh-rlhf`` in the shared data).
+
+Input: JSONL, optionally gzipped, one ``{"chosen": "...", "rejected": "..."}`` object per line,
+each a transcript ``"\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nHuman: ..."``.
+
+Conversion rules
+----------------
+* A transcript is split on the markers ``"\\n\\nHuman: "`` and ``"\\n\\nAssistant: "`` (also
+  without the space, e.g. a final empty ``"\\n\\nAssistant:"``). ``Human:`` inside a turn's text
+  without the blank line before it is text, not a marker. Consecutive turns of the same speaker
+  are merged with a blank line (the shared test file has 5 chosen transcripts with a doubled
+  ``Assistant:`` marker).
+* **Multi-turn context is kept as all turns:** each Human turn opens a round; ``prompt`` = the
+  Human turns, ``response_a``/``response_b`` = the Assistant turns of the two transcripts, one per
+  round (``""`` when a round has no Assistant turn). Chosen and rejected share every turn but the
+  last Assistant one, so earlier rounds are identical on both sides and only the last round
+  differs, exactly like a multi-turn arena battle whose earlier answers happened to coincide.
+  Prompt formats then render the whole conversation with their own round structure.
+* The Human turns of ``chosen`` and ``rejected`` must be equal (true of every row of the shared
+  test file); otherwise the shared context is ambiguous and the line is rejected.
+* A/B order: the chosen transcript is A when a coin seeded by (seed, row id) says so; label is
+  the one-hot of the chosen side, never a tie. An empty last response is kept as ``""``.
+* Rejected with a :class:`~replicator.core.errors.DataError` naming file, line and field: a line
+  that is not a JSON object, a missing or non-string ``chosen``/``rejected``, text before the first
+  marker, a transcript that does not start with a Human turn or has no Assistant turn, Human turns
+  that differ between the two.
+* Ids are ``hh-<file stem>-<line>``. Rows whose prompt is in the validation split are dropped
+  (count on stderr); train split only; ``max_rows`` samples with the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+
+MARKER = re.compile(r"\n\n(Human|Assistant):(?: |(?=\n)|$)")
+
+
+def parse_transcript(text: str) -> tuple[list[str], list[str], str | None]:
+    """(Human turns, Assistant turns aligned to them, error) of one HH transcript (rules: module doc)."""
+    parts = MARKER.split(text)
+    if parts[0].strip():
+        shown = parts[0] if len(parts[0]) <= 40 else parts[0][:40] + "..."
+        return [], [], f"text before the first '\\n\\nHuman: ' marker: {shown!r}"
+    segs: list[list[str]] = []
+    for speaker, turn in zip(parts[1::2], parts[2::2], strict=True):
+        if segs and segs[-1][0] == speaker:
+            segs[-1][1] += "\n\n" + turn
+        else:
+            segs.append([speaker, turn])
+    if not segs:
+        return [], [], "no '\\n\\nHuman: ' / '\\n\\nAssistant: ' markers"
+    if segs[0][0] != "Human":
+        return [], [], "the transcript does not start with a Human turn"
+    if not any(s == "Assistant" for s, _ in segs):
+        return [], [], "the transcript has no Assistant turn"
+    humans, answers = [], []
+    for speaker, turn in segs:
+        if speaker == "Human":
+            humans.append(turn)
+            answers.append("")
+        else:
+            answers[-1] = turn
+    return humans, answers, None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".gz", ".jsonl", ".json"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name
+
+
+# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
+# with the same parameters would clash; identity equality avoids that.
+@dataclasses.dataclass(frozen=True, eq=False)
+class HHRLHF:
+    """HH-RLHF chosen/rejected transcripts as train rows: all turns kept, random A/B order, hard labels, no ties.
+
+    Prompt = Human turns, responses = Assistant turns (only the last differs between the two);
+    the chosen side gets the one-hot label. Public human-preference data in the spirit of the
+    reward sets of [P2], [P3], [P5].
+    """
+
+    file: str = param("hh-rlhf/harmless-base-test.jsonl.gz",
+                      "JSONL(.gz) of {chosen, rejected} transcripts, relative to the data dir or absolute")
+    max_rows: int = param(0, "use at most this many rows, sampled with the seed; 0 = all")
+
+    def __post_init__(self):
+        if self.max_rows < 0:
+            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
+        if not self.file:
+            raise ValueError("file must not be empty")
+        object.__setattr__(self, "_cache", {})
+
+    def _path(self, data_dir) -> Path:
+        from replicator.core.data import resolve_data_path
+
+        return resolve_data_path(data_dir, self.file)
+
+    def check(self, data_dir) -> list[str]:
+        path = self._path(data_dir)
+        if path.is_file():
+            return []
+        return [f"HH-RLHF file not found: {path}; to provide it, set REPLICATOR_DATA_DIR to a folder containing "
+                f"{self.file} (anthropics/hh-rlhf, e.g. harmless-base/test.jsonl.gz), or give file as an "
+                "absolute path"]
+
+    def data_files(self, data_dir) -> list[Path]:
+        return [self._path(data_dir)]
+
+    def convert(self, records, file: str, stem: str, seed: int) -> list[dict]:
+        """Rows from ``(where, record)`` pairs of a JSONL file (rules: module docstring)."""
+        from replicator.core.data import clean_text, seeded_coin
+        from replicator.core.errors import DataError
+        from replicator.core.rows import make_row
+
+        rows, problems = [], []
+        for where, rec in records:
+            rid = f"hh-{stem}-{where.split()[-1]}"
+            parsed, bad = {}, []
+            for field in ("chosen", "rejected"):
+                v = rec.get(field)
+                if not isinstance(v, str):
+                    what = "missing" if field not in rec else f"a {type(v).__name__}, expected a transcript string"
+                    bad.append((where, field, what))
+                    continue
+                humans, answers, err = parse_transcript(clean_text(v))
+                if err:
+                    bad.append((where, field, err))
+                else:
+                    parsed[field] = (humans, answers)
+            if not bad and parsed["chosen"][0] != parsed["rejected"][0]:
+                bad.append((where, "rejected", "its Human turns differ from chosen's (the shared context must be "
+                                               "the same)"))
+            if bad:
+                problems.extend(bad)
+                continue
+            prompt, chosen = parsed["chosen"]
+            rejected = parsed["rejected"][1]
+            if seeded_coin(seed, rid):
+                ra, rb, label = rejected, chosen, [0.0, 1.0, 0.0]
+            else:
+                ra, rb, label = chosen, rejected, [1.0, 0.0, 0.0]
+            rows.append(make_row(rid, prompt, ra, rb, label=label, source="hh_rlhf"))
+        if problems:
+            raise DataError(file, problems)
+        if not rows:
+            raise DataError(file, [("(file)", "", "no records")])
+        return rows
+
+    def _load(self, data_dir, seed: int) -> list[dict]:
+        from replicator.core import data as D
+        from replicator.core.errors import ReplicatorError
+
+        path = self._path(data_dir)
+        if not path.is_file():
+            raise ReplicatorError("; ".join(self.check(data_dir)))
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, seed)
+        cache = self._cache  # type: ignore[attr-defined]
+        if key in cache:
+            return cache[key]
+        if D.record_format(path) != "jsonl":
+            from replicator.core.errors import DataError
+
+            raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
+        rows = self.convert(D.read_records(path), str(path), _stem(path), seed)
+        rows = D.sample_rows(rows, self.max_rows, seed)
+        cache.clear()
+        cache[key] = rows
+        return rows
+
+    @hookimpl
+    def data_sources(self, split, ctx):
+        from replicator.core.data import drop_valid_groups
+
+        if split != "train":
+            return None
+        return drop_valid_groups(self._load(ctx.data_dir, ctx.seed), ctx.valid_groups, "hh_rlhf")

@@ -1,0 +1,129 @@
+"""2nd place (tascj et al.): the MT-Bench pairwise judge prompt, PAB and PAPB layouts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+
+from .truncation import (
+    POLICY_DOC,
+    Policy,
+    Ref,
+    TruncationParams,
+    Turns,
+    bos,
+    encoder,
+    fit,
+    hard_cap,
+    per_round,
+    row_turns,
+)
+
+#: the MT-Bench pairwise judge instruction (arXiv 2306.05685), line breaks as in [R2]
+INSTRUCTION = """Please act as an impartial judge and evaluate the quality of the responses provided by two
+AI assistants to the user question displayed below. You should choose the assistant that
+follows the user’s instructions and answers the user’s question better. Your evaluation
+should consider factors such as the helpfulness, relevance, accuracy, depth, creativity,
+and level of detail of their responses. Begin your evaluation by comparing the two
+responses and provide a short explanation. Avoid any position biases and ensure that the
+order in which the responses were presented does not influence your decision. Do not allow
+the length of the responses to influence your evaluation. Do not favor certain names of
+the assistants. Be as objective as possible. After providing your explanation, output your
+final verdict by strictly following this format: "[[A]]" if assistant A is better, "[[B]]"
+if assistant B is better, and "[[C]]" for a tie."""
+
+SUFFIX = "verdict is: [["
+PAB_START = "<|The Start of Conversation between a User and two Assistants|>"
+PAB_END = "<|The End of Conversation between a User and two Assistants|>\n"
+PAPB_START = "<|The Start of Assistant A’s Conversation with User|>"
+PAPB_SEP = ("<|The End of Assistant A’s Conversation with User|>\n\n"
+            "<|The Start of Assistant B’s Conversation with User|>")
+PAPB_END = "<|The End of Assistant B’s Conversation with User|>\n"
+_SLOT = "\ue000CONVERSATION\ue000"  # a private-use marker where the conversation goes
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgePAB(TruncationParams):
+    """2nd place **PAB** format [R2] ``human_pref/data/processors.py``, [P2].
+
+    The MT-Bench pairwise judge instruction (arXiv 2306.05685): SOLUTIONS.md quotes its first and
+    last lines and elides the middle ("..."); the middle part was completed from the paper
+    (and matches [R2]'s ``PROMPT_PREFIX``, curly apostrophes included). Then
+    ``<|The Start of Conversation between a User and two Assistants|>`` + per turn
+    ``\\n### User:\\n{prompt}\\n\\n### Assistant A:\\n{response_a}\\n\\n### Assistant B:\\n{response_b}\\n``
+    + ``<|The End of Conversation between a User and two Assistants|>\\n``. Instruction and
+    conversation are one user message (instruction + ``\\n`` + conversation), or with
+    ``system_role`` the instruction is the system message (ArmoRM [R2]); the model's chat template
+    is applied with ``add_generation_prompt=True`` and ``verdict is: [[`` is appended [R2].
+    A tokenizer without a chat template (tiny test models) gets BOS + the bare message (our
+    fallback). ``null`` turns are "" by our data rule ([R2] writes ``null``).
+
+    Truncation default ``keep_start``: the conversation is cut from its end [R2]. Deviation: [R2]
+    budgets only the conversation (4096 Gemma, 2048 ArmoRM; ≈4340 tokens in all) and re-tokenizes
+    the decoded text; here ``max_length`` covers instruction and template too (≈240 tokens more
+    for Gemma), and the ids are kept as cut.
+    """
+
+    truncate: Policy = param("keep_start", POLICY_DOC)
+    system_role: bool = param(False, "instruction as a system message (ArmoRM [R2]); Gemma has no system role")
+
+    def _wrap(self, tokenizer, enc, start: str, end: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the conversation: chat template around the start/end tags."""
+        conv = start + _SLOT + end
+        if self.system_role:
+            messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": conv}]
+        else:
+            messages = [{"role": "user", "content": f"{INSTRUCTION}\n{conv}"}]
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            before, after = text.split(_SLOT)
+            return enc(before), enc(after + SUFFIX)
+        first = INSTRUCTION + "\n" if self.system_role else ""
+        before, after = (first + messages[-1]["content"]).split(_SLOT)
+        return bos(tokenizer) + enc(before), enc(after + SUFFIX)
+
+    @hookimpl
+    def prompt_format(self, row, tokenizer, max_length):
+        enc = encoder(tokenizer)
+        head, tail = self._wrap(tokenizer, enc, PAB_START, PAB_END)
+        layout = per_round(lambda pos, i: [
+            "\n### User:\n", Ref("prompt", i), "\n\n### Assistant A:\n", Ref("a", i),
+            "\n\n### Assistant B:\n", Ref("b", i), "\n"])
+        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
+                   head=head, tail=tail, budgets=self.budgets)
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgePAPB(JudgePAB):
+    """2nd place **PAPB** format [R2] ``ProcessorPAPB``, [P2]: A's whole conversation, then B's.
+
+    Same instruction, chat template and ``verdict is: [[`` suffix as :class:`JudgePAB`; the
+    conversation is ``<|The Start of Assistant A’s Conversation with User|>`` + per turn
+    ``\\n### User:\\n{prompt}\\n\\n### Assistant A:\\n{response_a}\\n`` +
+    ``<|The End of Assistant A’s Conversation with User|>\\n\\n<|The Start of Assistant B’s Conversation with User|>``
+    + per turn ``\\n### User:\\n{prompt}\\n\\n### Assistant B:\\n{response_b}\\n`` +
+    ``<|The End of Assistant B’s Conversation with User|>\\n`` [R2]. Each side is truncated on its
+    own to half the room left after the template (``max_length/2`` per side [R2]; unused room is
+    not passed to the other side), by ``truncate`` (default ``keep_start``, cut from the end).
+    [P2]: PAB+PAPB multi-format augmentation +0.001 (stage 1 only).
+    """
+
+    @hookimpl
+    def prompt_format(self, row, tokenizer, max_length):
+        enc = encoder(tokenizer)
+        head, tail = self._wrap(tokenizer, enc, PAPB_START, PAPB_END)
+        sep = enc(PAPB_SEP)
+        room = max(0, max_length - len(head) - len(sep) - len(tail))
+        sides = []
+        for field, name, budget in (("a", "A", room // 2), ("b", "B", room - room // 2)):
+            layout = per_round(lambda pos, i, f=field, n=name: [
+                "\n### User:\n", Ref("prompt", i), f"\n\n### Assistant {n}:\n", Ref(f, i), "\n"])
+            sides.append(fit(Turns(enc, row_turns(row)), layout, budget, self.truncate, enc, budgets=self.budgets))
+        removed: dict[str, int] = {}
+        for side in sides:
+            for k, v in side.removed.items():
+                removed[k] = removed.get(k, 0) + v
+        truncated = any(s.truncated for s in sides)
+        return hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated, removed)

@@ -1,0 +1,38 @@
+"""Cross-entropy against label-smoothed targets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+from replicator.plugins.cross_entropy import preference_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSmoothing:
+    """Cross-entropy with targets ``(1 - eps)·y + eps/3`` (hard or soft ``y``).
+
+    3rd place, Raja's Llama baseline: label smoothing **0.03** [P3] (no ablation number); Mark's
+    scripts have ``label_smoothing_factor=0.1`` commented out [R3m]. ``eps = 0`` is exactly
+    ``cross_entropy``.
+    """
+
+    eps: float = param(0.03, "smoothing mass spread uniformly over the 3 classes ([P3] Raja: 0.03)")
+
+    def __post_init__(self):
+        if not 0.0 <= self.eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1], got {self.eps}")
+
+    @hookimpl
+    def loss(self):
+        import torch.nn.functional as F
+
+        eps = self.eps
+
+        def label_smoothing(logits, labels, batch):
+            logits = preference_logits(logits).float()
+            target = labels.float() * (1.0 - eps) + eps / logits.shape[-1]
+            return F.cross_entropy(logits, target)
+
+        return label_smoothing

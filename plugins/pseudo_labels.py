@@ -1,0 +1,175 @@
+"""A pseudo-label pool: unlabelled rows that an earlier stage labels with its predicted probabilities.
+
+The 2nd place trains a stage on 240k pairs soft-labelled by the mean of its stage-1 models
+([P2], [R2] ``prepare_pseudo_label.py``); the 3rd place on ~500k generated pairs with soft
+labels from its baseline ensemble, in 2 rounds ([P3]); the 4th place adds 30k UltraFeedback rows
+labelled by its phase-1 model and retrains ([R4]); the 9th place ~45k lmsys-chat-1m pairs with
+probability labels ([P9]). Their losses take the soft probabilities as targets ([R2], [R3m]).
+
+Flow (two stages of one recipe)
+-------------------------------
+1. The labeller stage lists ``pseudo_labels`` with ``file`` and has ``outputs: [pool]``. This
+   source feeds its ``pool`` split with the file's rows (labels, if any, are removed); after
+   training, the runner predicts them (with TTA) and stores ``{row id: [pA, pB, pTie]}`` plus
+   the rows.
+2. The consumer stage lists ``pseudo_labels`` with ``from_stage: <labeller>``. This source then
+   feeds its ``train`` split with those rows, labelled by the labeller's probabilities.
+
+With ``from_stage`` set, the same block may also sit in the labeller stage itself (a recipe-wide
+plugin block): while ``ctx.stage`` is ``from_stage`` it feeds ``pool``, in every other stage
+``train``.
+
+Rules
+-----
+* ``file``: a competition-format CSV (``id, prompt, response_a, response_b``; labels optional and
+  ignored), validated by :func:`replicator.core.data.read_competition_csv` (``require_labels``
+  false). Ids become ``<id_prefix><id>`` so pool rows never collide with training ids (teacher
+  probabilities and token caches are keyed by id).
+* Pool rows whose prompt is in the validation split are dropped (count on stderr), in both
+  stages: the pool the labeller predicts is already free of its validation prompts, and the
+  consumer drops those in *its* validation split.
+* Labels: the stage's probabilities renormalised to sum 1 (``hard: true`` -> the argmax one-hot).
+  ``min_confidence``: keep only rows whose largest probability is at least this value (0 = all;
+  e.g. 0.6 keeps confident pseudo-labels only); the count dropped goes to stderr. A prediction that
+  is not three finite non-negative numbers with a positive sum -> ``ReplicatorError`` naming the
+  stage and the row id (never NaN).
+* ``from_stage`` set but that stage stored no pool predictions -> ``ReplicatorError`` naming the
+  stage and telling to add ``outputs: [pool]`` to it (and to put it before this stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+from replicator.core.hookspecs import hookimpl
+from replicator.core.params import param
+
+
+def pseudo_label(probs, hard: bool) -> list[float] | None:
+    """The training label of one prediction [pA, pB, pTie], or None when it is not a distribution."""
+    try:
+        p = [float(x) for x in probs]
+    except (TypeError, ValueError):
+        return None
+    if len(p) != 3 or not all(math.isfinite(x) and x >= 0 for x in p) or sum(p) <= 0:
+        return None
+    s = sum(p)
+    p = [x / s for x in p]
+    if hard:
+        k = max(range(3), key=lambda i: p[i])
+        return [float(i == k) for i in range(3)]
+    return p
+
+
+# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
+# with the same parameters would clash; identity equality avoids that.
+@dataclasses.dataclass(frozen=True, eq=False)
+class PseudoLabels:
+    """Unlabelled pool rows (competition CSV) fed to the ``pool`` split; with ``from_stage``, train rows soft-labelled by that stage.
+
+    The pseudo-labelling of [P2], [P3], [R4], [P9]: soft labels = the earlier stage's predicted
+    probabilities (``hard`` -> one-hot), optionally only confident ones (``min_confidence``);
+    pool prompts in the validation split are dropped.
+    """
+
+    file: str | None = param(None, "competition-format CSV of unlabelled rows (id, prompt, response_a, response_b), "
+                                   "relative to the data dir or absolute; needed in the labeller stage")
+    from_stage: str | None = param(None, "stage whose pool predictions label these rows (that stage needs "
+                                         "outputs: [pool]); null = only feed the pool split")
+    hard: bool = param(False, "use the argmax one-hot of the predictions instead of the soft probabilities")
+    min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; 0 = all")
+    id_prefix: str = param("pool-", "prefix added to the file's ids so they never collide with training ids")
+    max_rows: int = param(0, "use at most this many pool rows of the file, sampled with the seed; 0 = all")
+
+    def __post_init__(self):
+        if self.file is None and self.from_stage is None:
+            raise ValueError("give file (the unlabelled pool CSV) or from_stage (the stage that labelled it)")
+        if self.file == "":
+            raise ValueError("file must not be empty")
+        if self.from_stage == "":
+            raise ValueError("from_stage must be a stage name or null")
+        if not (math.isfinite(self.min_confidence) and 0 <= self.min_confidence <= 1):
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.max_rows < 0:
+            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
+        object.__setattr__(self, "_cache", {})
+
+    def _path(self, data_dir) -> Path | None:
+        from replicator.core.data import resolve_data_path
+
+        return None if self.file is None else resolve_data_path(data_dir, self.file)
+
+    def check(self, data_dir) -> list[str]:
+        path = self._path(data_dir)
+        if path is None or path.is_file():
+            return []
+        return [f"pseudo-label pool file not found: {path}; to provide it, put a competition-format CSV "
+                f"(id, prompt, response_a, response_b) at {self.file} under REPLICATOR_DATA_DIR, or give file as "
+                "an absolute path"]
+
+    def data_files(self, data_dir) -> list[Path]:
+        path = self._path(data_dir)
+        return [] if path is None else [path]
+
+    def _pool(self, ctx) -> list[dict]:
+        from replicator.core import data as D
+        from replicator.core.errors import ReplicatorError
+
+        path = self._path(ctx.data_dir)
+        if path is None:
+            raise ReplicatorError(f"pseudo_labels: stage {ctx.stage or '(main)'} feeds the pool split but no file "
+                                  "is given; set file to a competition-format CSV of unlabelled rows")
+        if not path.is_file():
+            raise ReplicatorError("; ".join(self.check(ctx.data_dir)))
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, ctx.seed)
+        cache = self._cache  # type: ignore[attr-defined]
+        if key not in cache:
+            rows = D.read_competition_csv(path, require_labels=False, source="pseudo_labels")
+            for r in rows:
+                r["id"] = f"{self.id_prefix}{r['id']}"
+                r["label"] = None
+            cache.clear()
+            cache[key] = D.sample_rows(rows, self.max_rows, ctx.seed)
+        return D.drop_valid_groups(cache[key], ctx.valid_groups, "pseudo_labels")
+
+    def _labelled(self, ctx) -> list[dict]:
+        from replicator.core import data as D
+        from replicator.core.errors import ReplicatorError
+        from replicator.core.rows import make_row
+
+        out = (ctx.stage_outputs or {}).get(self.from_stage) or {}
+        preds, pool = out.get("pool"), out.get("pool_rows")
+        if not preds or pool is None:
+            raise ReplicatorError(
+                f"pseudo_labels: stage {self.from_stage!r} wrote no pool predictions (stage "
+                f"{ctx.stage or '(main)'} needs them): add `outputs: [pool]` to stage {self.from_stage!r}, give it a "
+                "pseudo_labels block with the pool file, and put it before this stage")
+        rows, low = [], 0
+        for r in pool:
+            rid = str(r["id"])
+            if rid not in preds:
+                raise ReplicatorError(f"pseudo_labels: stage {self.from_stage!r} has no pool prediction for row {rid}")
+            label = pseudo_label(preds[rid], self.hard)
+            if label is None:
+                raise ReplicatorError(f"pseudo_labels: stage {self.from_stage!r}: prediction for row {rid} is not "
+                                      f"three finite non-negative probabilities: {preds[rid]!r}")
+            if max(pseudo_label(preds[rid], False) or [0.0]) < self.min_confidence:
+                low += 1
+                continue
+            rows.append(make_row(rid, r["prompt"], r["response_a"], r["response_b"], label=label,
+                                 model_a=r.get("model_a"), model_b=r.get("model_b"), source="pseudo_labels"))
+        if low:
+            print(f"replicator: pseudo_labels: dropped {low} of {len(pool)} pool row(s) whose largest predicted "
+                  f"probability is below min_confidence {self.min_confidence}", file=sys.stderr)
+        return D.drop_valid_groups(rows, ctx.valid_groups, "pseudo_labels")
+
+    @hookimpl
+    def data_sources(self, split, ctx):
+        labeller = self.from_stage is None or ctx.stage == self.from_stage
+        if labeller:
+            return self._pool(ctx) if split == "pool" else None
+        return self._labelled(ctx) if split == "train" else None
