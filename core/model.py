@@ -96,6 +96,7 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
     """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
     import dataclasses
 
+    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -137,8 +138,12 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
 
         if (cfg.load_in_4bit or cfg.load_in_8bit) and train:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        targets = cfg.lora.targets
+        if cfg.freeze_layers and isinstance(targets, str):  # peft needs names with layers_to_transform
+            targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and ".layers." in n})
         lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                          lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets,
+                          lora_dropout=cfg.lora.dropout, target_modules=targets,
                           modules_to_save=[name],
                           layers_to_transform=(list(range(cfg.freeze_layers, layers_info["num_layers"]))
                                                if cfg.freeze_layers else None))
