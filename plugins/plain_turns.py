@@ -19,11 +19,18 @@ class PlainTurns(TruncationParams):
     ``"\\nWhich response is better? A, B or tie:"`` and EOS; the last token (EOS) is where the
     head reads. Truncation (our choice, default ``longest_first``): see
     :mod:`replicator.plugins.truncation`.
+
+    ``show_lengths`` (our option, off by default) adds ``"\nLength in words: A {n_a}, B {n_b}."``
+    before the question, counted on the whole untruncated responses. Response length is the
+    strongest single signal of this competition's labels (the length features of the early
+    GBDT baselines, SOLUTIONS.md §4), and a short token budget otherwise hides it.
     """
 
     truncate: Policy = param("longest_first", "keep_start | keep_end | longest_first | budgets "
                              "(see replicator.plugins.truncation)")
     question: str = param("\nWhich response is better? A, B or tie:", "closing text before EOS")
+    show_lengths: bool = param(False, "state each response's full length in words before the question "
+                               "(never truncated), so a short budget still sees it")
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
@@ -31,5 +38,9 @@ class PlainTurns(TruncationParams):
         layout = per_round(lambda pos, i: [
             f"\n## Round {i + 1}\nUser: ", Ref("prompt", i), "\n\nResponse A: ", Ref("a", i),
             "\n\nResponse B: ", Ref("b", i), "\n"])
+        question = self.question
+        if self.show_lengths:
+            words = [sum(len(t.split()) for t in row[f]) for f in ("response_a", "response_b")]
+            question = f"\nLength in words: A {words[0]}, B {words[1]}." + question
         return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), tail=enc(self.question) + eos(tokenizer), budgets=self.budgets)
+                   head=bos(tokenizer), tail=enc(question) + eos(tokenizer), budgets=self.budgets)

@@ -87,6 +87,39 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def rich_data_dir(tmp_path_factory) -> Path:
+    """Small synthetic competition rows plus every extra source's file format (hand-written)."""
+    from .test_data_sources import (
+        arena_records,
+        hh_records,
+        uf_binarized,
+        write_arena,
+        write_jsonl_gz,
+        write_parquet,
+        write_pool_csv,
+    )
+
+    d = tmp_path_factory.mktemp("rich_data")
+    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(60))
+    test = synthetic_rows(12, seed=1, with_labels=False, start_id=9000)
+    for r in test:
+        del r["model_a"], r["model_b"]
+    write_csv(d / "lmsys-chatbot-arena" / "test.csv", test)
+    write_arena(d / "arena-33k" / "battles.json", arena_records(), "json")
+    write_parquet(d / "ultrafeedback" / "ultrafeedback_binarized.parquet", uf_binarized())
+    write_jsonl_gz(d / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
+    write_parquet(d / "alpacaeval" / "gpt4_pairwise_30k.parquet", [
+        {"instruction": f"Name a fruit that is {c}.", "output_1": f"A {c} fruit: the {f}.", "generator_1": "gpt4",
+         "output_2": "Fruit.", "generator_2": "alpaca-7b", "preference": p, "annotator": "weighted_alpaca_eval_gpt4_turbo",
+         "dataset": "helpful_base"}
+        for (c, f), p in zip([("red", "strawberry"), ("yellow", "banana"), ("green", "kiwi"), ("orange", "orange"),
+                              ("purple", "plum"), ("blue", "blueberry")], [1.1, 1.9, 1.0, 2.0, 1.5, 1.3], strict=True)])
+    write_pool_csv(d / "pool" / "unlabelled.csv")
+    return d
+
+
+
 @pytest.fixture()
 def isolated(tmp_path, monkeypatch, synthetic_data_dir):
     """Reports and artifacts in tmp_path, synthetic data, no hub."""

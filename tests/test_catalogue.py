@@ -17,16 +17,7 @@ from replicator.core.manager import BUILTINS, catalogue, describe, plugin_hooks
 from replicator.core.recipe import resolve
 from replicator.core.run import run
 
-from .conftest import RECIPES, TINY, synthetic_rows, write_csv
-from .test_data_sources import (
-    arena_records,
-    hh_records,
-    uf_binarized,
-    write_arena,
-    write_jsonl_gz,
-    write_parquet,
-    write_pool_csv,
-)
+from .conftest import RECIPES, TINY
 
 TESTS = Path(__file__).parent
 
@@ -89,23 +80,6 @@ def test_third_party_plugins_load_through_the_entry_point_group(monkeypatch):
 # ---------------------------------------------------------------- every plugin in a tiny run
 
 
-@pytest.fixture(scope="module")
-def catalogue_data(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("catalogue_data")
-    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(60))
-    write_arena(d / "arena-33k" / "battles.json", arena_records(), "json")
-    write_parquet(d / "ultrafeedback" / "ultrafeedback_binarized.parquet", uf_binarized())
-    write_jsonl_gz(d / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
-    write_parquet(d / "alpacaeval" / "gpt4_pairwise_30k.parquet", [
-        {"instruction": f"Name a fruit that is {c}.", "output_1": f"A {c} fruit: the {f}.", "generator_1": "gpt4",
-         "output_2": "Fruit.", "generator_2": "alpaca-7b", "preference": p, "annotator": "weighted_alpaca_eval_gpt4_turbo",
-         "dataset": "helpful_base"}
-        for (c, f), p in zip([("red", "strawberry"), ("yellow", "banana"), ("green", "kiwi"), ("orange", "orange"),
-                              ("purple", "plum"), ("blue", "blueberry")], [1.1, 1.9, 1.0, 2.0, 1.5, 1.3], strict=True)])
-    write_pool_csv(d / "pool" / "unlabelled.csv")
-    return d
-
-
 POOL = ("stages={label: {outputs: [pool], plugins: {pool: {use: pseudo_labels, file: pool/unlabelled.csv}}}, "
         "student: {plugins: {pool: {use: pseudo_labels, file: pool/unlabelled.csv, from_stage: label}}}}")
 DISTILL = ("stages={teacher: {outputs: [train]}, "
@@ -148,8 +122,8 @@ def test_every_builtin_plugin_is_in_a_run():
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_plugin_inside_a_tiny_run(name, catalogue_data, tmp_path, monkeypatch):
-    r, m = _tiny_run(RUNS[name], catalogue_data, tmp_path, monkeypatch)
+def test_plugin_inside_a_tiny_run(name, rich_data_dir, tmp_path, monkeypatch):
+    r, m = _tiny_run(RUNS[name], rich_data_dir, tmp_path, monkeypatch)
     for stage in m["stages"].values():
         for k in ("log_loss", "tta_log_loss", "final_log_loss"):
             assert math.isfinite(stage[k]), (name, k)
@@ -163,11 +137,11 @@ def test_plugin_inside_a_tiny_run(name, catalogue_data, tmp_path, monkeypatch):
         assert m["n_train_rows_augmented"] == 2 * m["n_train_rows"]
 
 
-def test_model_options_inside_a_tiny_run(catalogue_data, tmp_path, monkeypatch):
+def test_model_options_inside_a_tiny_run(rich_data_dir, tmp_path, monkeypatch):
     """Gemma-2 switches (softcap off, sliding window off), frozen layers, the alpha/r lr rule."""
     r, m = _tiny_run(["model.base=tiny:gemma2", "model.attn_softcap=false", "model.sliding_window=false",
                       "model.freeze_layers=1", "train.lr_rule=alpha_over_r", "train.head_lr=0.01"],
-                     catalogue_data, tmp_path, monkeypatch)
+                     rich_data_dir, tmp_path, monkeypatch)
     assert math.isfinite(m["tta_log_loss"])
     from replicator.core.manager import build_plugins
     from replicator.core.model import load_model
@@ -190,19 +164,19 @@ def test_model_switch_errors_name_the_key(monkeypatch):
         load_model(r.final.model, build_plugins(r.final.plugins, "x"))
 
 
-def test_full_fine_tuning_and_8bit_inference(catalogue_data, tmp_path, monkeypatch):
+def test_full_fine_tuning_and_8bit_inference(rich_data_dir, tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
-    r, m = _tiny_run(["model.lora=null", "predict.load_in_8bit=true"], catalogue_data, tmp_path, monkeypatch)
+    r, m = _tiny_run(["model.lora=null", "predict.load_in_8bit=true"], rich_data_dir, tmp_path, monkeypatch)
     assert m["stages"]["main"]["model"]["trainable_params"] == m["stages"]["main"]["model"]["all_params"]
     assert math.isfinite(m["tta_log_loss"])
 
 
-def test_submission_postprocess_uses_validation_fit(catalogue_data, tmp_path, monkeypatch):
+def test_submission_postprocess_uses_validation_fit(rich_data_dir, tmp_path, monkeypatch):
     from replicator.core.run import predict
 
-    r, m = _tiny_run(["plugins.temp={use: temperature_scaling}"], catalogue_data, tmp_path, monkeypatch)
+    r, m = _tiny_run(["plugins.temp={use: temperature_scaling}"], rich_data_dir, tmp_path, monkeypatch)
     run_dir = next((tmp_path / "reports").glob("smoke/*"))
     out = tmp_path / "sub.csv"
-    predict(str(run_dir), catalogue_data / "pool" / "unlabelled.csv", out, progress=False)
+    predict(str(run_dir), rich_data_dir / "pool" / "unlabelled.csv", out, progress=False)
     sub = pd.read_csv(out)
     assert len(sub) == 4 and (sub.iloc[:, 1:].sum(1).round(6) == 1).all()
