@@ -95,5 +95,7 @@ def postprocess(probs, rows, fit):
     """chain: return edited probabilities (numpy array N x 3) for ``rows``, given the previous plugin's output.
 
     ``fit`` is None, or a ``(probs, labels)`` pair of validation predictions from which a
-    calibration plugin fits its parameters. Output rows must stay probability vectors.
+    calibration plugin fits its parameters. ``fit`` holds the predictions *before* any
+    postprocessing, so plugins that fit (temperature, Platt) belong first in the chain, and rule
+    plugins after them. Output rows must stay probability vectors.
     """

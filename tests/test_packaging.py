@@ -1,0 +1,30 @@
+"""The wheel maps core/ and plugins/ into the replicator namespace exactly like the editable install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+
+from .conftest import ROOT
+
+
+def test_wheel_contains_the_namespace_and_imports_from_it(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, cwd=tmp_path,
+                   env=dict(os.environ, PIP_NO_INPUT="1"))
+    (wheel,) = (tmp_path / "dist").glob("arena_replicator-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "replicator/core/hookspecs.py" in names and "replicator/plugins/swap_ab.py" in names
+    assert not any(n.startswith(("core/", "plugins/", "tests/")) for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "replicate = replicator.core.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    code = ("import replicator.core as c; from replicator.core.manager import catalogue; "
+            "print(c.__file__); print(len(catalogue().values()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(target)), cwd=tmp_path).stdout.split()
+    assert out[0].startswith(str(target)) and int(out[1]) >= 27
