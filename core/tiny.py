@@ -13,7 +13,7 @@ from pathlib import Path
 from .embedded import cache_root
 
 PREFIX = "tiny:"
-ARCHS = ("llama", "gemma2", "gemma3", "qwen2")
+ARCHS = ("llama", "gemma2", "gemma3", "qwen2", "llama128")  # llama128: wide enough for 4-bit blocks
 _WORDS = (
     "the a an is are was be to of and or in on for with that this it you i we they what how why "
     "which who when where can could would should will not no yes please write explain code python "
@@ -48,6 +48,10 @@ def _config(arch: str, vocab_size: int):
         from transformers import LlamaConfig
 
         return LlamaConfig(**common)
+    if arch == "llama128":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**{**common, "hidden_size": 128, "intermediate_size": 256})
     if arch == "qwen2":
         from transformers import Qwen2Config
 

@@ -180,3 +180,12 @@ def test_submission_postprocess_uses_validation_fit(rich_data_dir, tmp_path, mon
     predict(str(run_dir), rich_data_dir / "pool" / "unlabelled.csv", out, progress=False)
     sub = pd.read_csv(out)
     assert len(sub) == 4 and (sub.iloc[:, 1:].sum(1).round(6) == 1).all()
+
+
+@pytest.mark.parametrize("quant", ["model.load_in_4bit=true", "model.load_in_8bit=true"])
+def test_quantised_lora_training_inside_a_tiny_run(quant, rich_data_dir, tmp_path, monkeypatch):
+    """QLoRA (nf4) and 8-bit backbones train on this CPU through bitsandbytes (tiny:llama128: 4-bit
+    blocks need layers at least 64 wide)."""
+    pytest.importorskip("bitsandbytes")
+    r, m = _tiny_run(["model.base=tiny:llama128", quant, "train.max_steps=4"], rich_data_dir, tmp_path, monkeypatch)
+    assert math.isfinite(m["tta_log_loss"]) and m["optimizer_steps"] == 4
