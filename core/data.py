@@ -254,6 +254,19 @@ def _check_header(columns: list[str], require_labels: bool) -> tuple[bool, list[
     return len(present) == len(LABEL_FIELDS), problems
 
 
+def _checked_rows(file: str, rows: list[dict], problems: list[tuple[str, str, str]], seen: dict[str, list[str]],
+                  stats: _Stats, empty: str) -> list[dict]:
+    """``rows`` once the file is read: DataError listing every problem (duplicate ids included, and
+    ``empty`` when there are no rows at all), else the repair summary on stderr and the rows."""
+    problems.extend(_duplicate_problems(seen))
+    if not problems and not rows:
+        problems.append(("(file)", "", empty))
+    if problems:
+        raise DataError(file, problems)
+    stats.report(file)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # the competition CSV
 
@@ -309,13 +322,7 @@ def read_competition_csv(path: str | Path, require_labels: bool, source: str = "
                 problems.extend(probs)
             else:
                 rows.append(row)  # type: ignore[arg-type]
-    problems.extend(_duplicate_problems(seen))
-    if not problems and not rows:
-        problems.append(("(file)", "", "no data rows after the header"))
-    if problems:
-        raise DataError(file, problems)
-    stats.report(file)
-    return rows
+    return _checked_rows(file, rows, problems, seen, stats, "no data rows after the header")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,15 +345,23 @@ def hub_reachable(timeout: float = 3) -> bool:
 
 def load_hub_55k(hub_id: str, source: str = "kaggle_csv") -> list[dict]:
     """The hub copy of the competition train set, validated like :func:`read_competition_csv`."""
-    file = f"hf://datasets/{hub_id}"
+    ds = load_hub_dataset(hub_id)
+    return rows_from_records(ds, f"hf://datasets/{hub_id}", require_labels=True, source=source)
+
+
+def load_hub_dataset(hub_id: str, split: str = "train", what: str = "the dataset", hint: str = ""):
+    """Split ``split`` of the Hugging Face dataset ``hub_id`` (``datasets.load_dataset``).
+
+    Any failure -> :class:`ReplicatorError` ``"hf://datasets/<hub_id>: could not load <what> from the
+    Hugging Face hub<hint>: <error>"`` (``hint``: e.g. how to get access to a gated dataset).
+    """
     try:
         from datasets import load_dataset
 
-        ds = load_dataset(hub_id, split="train")
+        return load_dataset(hub_id, split=split)
     except Exception as e:
-        raise ReplicatorError(f"{file}: could not load the dataset from the Hugging Face hub: "
+        raise ReplicatorError(f"hf://datasets/{hub_id}: could not load {what} from the Hugging Face hub{hint}: "
                               f"{type(e).__name__}: {e}") from None
-    return rows_from_records(ds, file, require_labels=True, source=source)
 
 
 def rows_from_records(records, file: str, require_labels: bool, source: str = "kaggle_csv") -> list[dict]:
@@ -371,13 +386,7 @@ def rows_from_records(records, file: str, require_labels: bool, source: str = "k
             problems.extend(probs)
         else:
             rows.append(row)
-    problems.extend(_duplicate_problems(seen))
-    if not problems and not rows:
-        problems.append(("(file)", "", "no data rows"))
-    if problems:
-        raise DataError(file, problems)
-    stats.report(file)
-    return rows
+    return _checked_rows(file, rows, problems, seen, stats, "no data rows")
 
 
 def _as_text(v: Any) -> str:

@@ -19,21 +19,14 @@ Label rules (the ``preference`` column, ``p``):
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
+from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 COLUMNS = ("instruction", "output_1", "generator_1", "output_2", "generator_2", "preference")
-
-
-def _text(v) -> str:
-    import re
-
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    return re.sub("[\ud800-\udfff]", "\ufffd", str(v))
 
 
 def preference_label(p: float) -> list[float]:
@@ -59,42 +52,35 @@ class AlpacaEvalPairs:
     hard_labels: bool = param(False, "use the argmax one-hot label instead of the soft one")
 
     def __post_init__(self):
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        if not self.file:
-            raise ValueError("file must not be empty")
-        object.__setattr__(self, "_cache", {})
+        sources.check_source_params(self)
 
     def _path(self, data_dir) -> Path:
-        p = Path(self.file).expanduser()
-        return p if p.is_absolute() else Path(data_dir) / p
+        return resolve_data_path(data_dir, self.file)
 
     def check(self, data_dir) -> list[str]:
-        path = self._path(data_dir)
-        if path.is_file():
-            return []
-        return [f"AlpacaEval pairs file not found: {path}; it is expected under REPLICATOR_DATA_DIR "
-                f"as {self.file} (or give file as an absolute path)"]
+        return sources.missing_file(self._path(data_dir), "AlpacaEval pairs file not found",
+                                    [f"put it under REPLICATOR_DATA_DIR as {self.file}"])
 
     def data_files(self, data_dir) -> list[Path]:
         return [self._path(data_dir)]
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core.errors import DataError, ReplicatorError
-        from replicator.core.rows import make_row
+        from replicator.core.errors import ReplicatorError
 
         path = self._path(data_dir)
         if not path.is_file():
             raise ReplicatorError("; ".join(self.check(data_dir)))
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key in cache:
-            return cache[key]
+        return sources.cached(self, (sources.file_stamp([path]), seed), lambda: self._read(path, seed))
 
+    def _read(self, path: Path, seed: int) -> list[dict]:
+        """Rows of the parquet file (at most ``max_rows``, sampled with the seed; rules: module docstring)."""
         import math
 
         import pandas as pd
+
+        from replicator.core.data import clean_text
+        from replicator.core.errors import DataError
+        from replicator.core.rows import make_row
 
         file = str(path)
         try:
@@ -131,27 +117,14 @@ class AlpacaEvalPairs:
                 k = max(range(3), key=lambda j: label[j])
                 label = [float(j == k) for j in range(3)]
             g1, g2 = cols["generator_1"][i], cols["generator_2"][i]
-            rows.append(make_row(rid, [_text(cols["instruction"][i])], [_text(cols["output_1"][i])],
-                                 [_text(cols["output_2"][i])], label=label,
-                                 model_a=_text(g1) or None, model_b=_text(g2) or None,
+            rows.append(make_row(rid, [clean_text(cols["instruction"][i])], [clean_text(cols["output_1"][i])],
+                                 [clean_text(cols["output_2"][i])], label=label,
+                                 model_a=clean_text(g1) or None, model_b=clean_text(g2) or None,
                                  source="alpacaeval_pairs"))
         if problems:
             raise DataError(file, problems)
-        cache.clear()
-        cache[key] = rows
         return rows
 
     @hookimpl
     def data_sources(self, split, ctx):
-        if split != "train":
-            return None
-        from replicator.core.data import copy_row
-
-        rows = self._load(ctx.data_dir, ctx.seed)
-        valid = ctx.valid_groups or set()
-        out = [copy_row(r) for r in rows if r["group"] not in valid]
-        dropped = len(rows) - len(out)
-        if dropped:
-            print(f"replicator: alpacaeval_pairs: dropped {dropped} of {len(rows)} row(s) whose prompt "
-                  "is in the validation split", file=sys.stderr)
-        return out
+        return sources.train_rows(split, ctx, self._load, "alpacaeval_pairs")

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 REQUIRED = ("model_a", "model_b", "winner", "conversation_a", "conversation_b")
 COMPETITION = ("prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie")
@@ -63,7 +64,6 @@ WINNERS = {"model_a": [1.0, 0.0, 0.0], "model_b": [0.0, 1.0, 0.0],
            "tie": [0.0, 0.0, 1.0], "tie (bothbad)": [0.0, 0.0, 1.0]}
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "bot"}
-EXTS = ("json", "jsonl", "parquet", "csv")
 
 
 def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
@@ -231,39 +231,23 @@ class Arena33k:
     max_rows: int = param(0, "use at most this many rows (after dedup), sampled with the seed; 0 = all")
 
     def __post_init__(self):
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        if not self.file:
-            raise ValueError("file must not be empty")
-        object.__setattr__(self, "_cache", {})
-
-    def _files(self, data_dir) -> list[Path]:
-        from replicator.core.data import record_format, resolve_data_path
-
-        p = resolve_data_path(data_dir, self.file)
-        if p.is_file():
-            return [p]
-        if p.is_dir():
-            return sorted(f for f in p.rglob("*") if f.is_file() and record_format(f) in EXTS)
-        return []
+        sources.check_source_params(self)
 
     def check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
         from replicator.core.data import hub_reachable, resolve_data_path
 
-        if self._files(data_dir) or (self.hub_id is not None and hub_reachable()):
+        if self.data_files(data_dir) or (self.hub_id is not None and hub_reachable()):
             return []
         p = resolve_data_path(data_dir, self.file)
-        ways = [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
-                f"{self.file} under REPLICATOR_DATA_DIR", "give file as an absolute path"]
-        if self.hub_id is not None:
-            ways.append(f"make the Hugging Face hub reachable so {self.hub_id} can be downloaded (it is gated: "
-                        "accept its terms and set HF_TOKEN; the hub is not reachable now, or HF_HUB_OFFLINE is set)")
         what = "has no .json/.jsonl/.parquet/.csv file" if p.is_dir() else "not found"
-        return [f"33k arena data {what}: {p}; to provide it, " + "; or ".join(ways)]
+        return [sources.missing_data_message(
+            f"33k arena data {what}", p,
+            [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
+             f"{self.file} under REPLICATOR_DATA_DIR"], hub_id=self.hub_id, gated=True)]
 
     def data_files(self, data_dir) -> list[Path]:
-        return self._files(data_dir)
+        return sources.find_data_files(data_dir, self.file)
 
     def _read_file(self, path: Path) -> list[dict]:
         from replicator.core import data as D
@@ -281,47 +265,27 @@ class Arena33k:
         from replicator.core import data as D
         from replicator.core.errors import ReplicatorError
 
-        files = self._files(data_dir)
-        if files:
-            key = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files) + (seed,)
-        else:
-            key = (f"hub:{self.hub_id}", seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key in cache:
-            return cache[key]
-        if files:
-            rows = [r for f in files for r in self._read_file(f)]
-        elif self.hub_id is not None and D.hub_reachable():
-            print(f"replicator: arena_33k: {D.resolve_data_path(data_dir, self.file)} not found; loading hub "
-                  f"dataset {self.hub_id}", file=sys.stderr)
-            try:
-                from datasets import load_dataset
+        files = self.data_files(data_dir)
 
-                ds = load_dataset(self.hub_id, split="train")
-            except Exception as e:
-                raise ReplicatorError(f"hf://datasets/{self.hub_id}: could not load the dataset from the Hugging "
-                                      f"Face hub (it is gated: accept its terms and set HF_TOKEN): "
-                                      f"{type(e).__name__}: {e}") from None
-            rows = convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)),
-                                   f"hf://datasets/{self.hub_id}", "hub")
-        else:
-            raise ReplicatorError("; ".join(self.check(data_dir)))
-        ids: dict[str, int] = {}
-        for r in rows:  # several files may repeat a question id
-            n = ids[r["id"]] = ids.get(r["id"], 0) + 1
-            if n > 1:
-                r["id"] = f"{r['id']}-f{n}"
-        if self.dedup:
-            rows = dedup_pairs(rows, "arena_33k")
-        rows = D.sample_rows(rows, self.max_rows, seed)
-        cache.clear()
-        cache[key] = rows
-        return rows
+        def load() -> list[dict]:
+            if files:
+                rows = [r for f in files for r in self._read_file(f)]
+            elif self.hub_id is not None and D.hub_reachable():
+                print(f"replicator: arena_33k: {D.resolve_data_path(data_dir, self.file)} not found; loading hub "
+                      f"dataset {self.hub_id}", file=sys.stderr)
+                ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
+                rows = convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)),
+                                       f"hf://datasets/{self.hub_id}", "hub")
+            else:
+                raise ReplicatorError("; ".join(self.check(data_dir)))
+            rows = sources.suffix_repeated_ids(rows)  # several files may repeat a question id
+            if self.dedup:
+                rows = dedup_pairs(rows, "arena_33k")
+            return D.sample_rows(rows, self.max_rows, seed)
+
+        stamp = sources.file_stamp(files) if files else f"hub:{self.hub_id}"
+        return sources.cached(self, (stamp, seed), load)
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.data import drop_valid_groups
-
-        if split != "train":
-            return None
-        return drop_valid_groups(self._load(ctx.data_dir, ctx.seed), ctx.valid_groups, "arena_33k")
+        return sources.train_rows(split, ctx, self._load, "arena_33k")

@@ -39,8 +39,10 @@ import dataclasses
 import re
 from pathlib import Path
 
+from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 MARKER = re.compile(r"\n\n(Human|Assistant):(?: |(?=\n)|$)")
 
@@ -97,24 +99,15 @@ class HHRLHF:
     max_rows: int = param(0, "use at most this many rows, sampled with the seed; 0 = all")
 
     def __post_init__(self):
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        if not self.file:
-            raise ValueError("file must not be empty")
-        object.__setattr__(self, "_cache", {})
+        sources.check_source_params(self)
 
     def _path(self, data_dir) -> Path:
-        from replicator.core.data import resolve_data_path
-
         return resolve_data_path(data_dir, self.file)
 
     def check(self, data_dir) -> list[str]:
-        path = self._path(data_dir)
-        if path.is_file():
-            return []
-        return [f"HH-RLHF file not found: {path}; to provide it, set REPLICATOR_DATA_DIR to a folder containing "
-                f"{self.file} (anthropics/hh-rlhf, e.g. harmless-base/test.jsonl.gz), or give file as an "
-                "absolute path"]
+        return sources.missing_file(self._path(data_dir), "HH-RLHF file not found",
+                                    [f"set REPLICATOR_DATA_DIR to a folder containing {self.file} "
+                                     "(anthropics/hh-rlhf, e.g. harmless-base/test.jsonl.gz)"])
 
     def data_files(self, data_dir) -> list[Path]:
         return [self._path(data_dir)]
@@ -166,25 +159,17 @@ class HHRLHF:
         path = self._path(data_dir)
         if not path.is_file():
             raise ReplicatorError("; ".join(self.check(data_dir)))
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key in cache:
-            return cache[key]
-        if D.record_format(path) != "jsonl":
-            from replicator.core.errors import DataError
 
-            raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
-        rows = self.convert(D.read_records(path), str(path), _stem(path), seed)
-        rows = D.sample_rows(rows, self.max_rows, seed)
-        cache.clear()
-        cache[key] = rows
-        return rows
+        def load() -> list[dict]:
+            if D.record_format(path) != "jsonl":
+                from replicator.core.errors import DataError
+
+                raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
+            rows = self.convert(D.read_records(path), str(path), _stem(path), seed)
+            return D.sample_rows(rows, self.max_rows, seed)
+
+        return sources.cached(self, (sources.file_stamp([path]), seed), load)
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.data import drop_valid_groups
-
-        if split != "train":
-            return None
-        return drop_valid_groups(self._load(ctx.data_dir, ctx.seed), ctx.valid_groups, "hh_rlhf")
+        return sources.train_rows(split, ctx, self._load, "hh_rlhf")

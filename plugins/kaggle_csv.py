@@ -6,16 +6,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from replicator.core.data import resolve_data_path as resolve  # ``file`` under the data dir unless absolute
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 SPLITS = ("train", "valid", "test")
-
-
-def resolve(data_dir, file: str) -> Path:
-    """``file`` relative to the data dir, unless it is absolute (``~`` expanded)."""
-    p = Path(file).expanduser()
-    return p if p.is_absolute() else Path(data_dir) / p
 
 
 # eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
@@ -59,11 +55,7 @@ class KaggleCSV:
             raise ValueError(f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
         if not 0 <= self.valid_fraction < 1:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        if not self.train_file:
-            raise ValueError("train_file must not be empty")
-        object.__setattr__(self, "_cache", {})
+        sources.check_source_params(self, file_field="train_file")
 
     # -- checks and fingerprints ---------------------------------------------------------------
 
@@ -77,19 +69,14 @@ class KaggleCSV:
         problems = []
         train = resolve(data_dir, self.train_file)
         if self._needs_train() and not train.is_file() and (self.hub_id is None or not hub_reachable()):
-            ways = [f"set REPLICATOR_DATA_DIR to a folder containing {self.train_file}",
-                    "give train_file as an absolute path"]
-            if self.hub_id is not None:
-                ways.append(f"make the Hugging Face hub reachable so {self.hub_id} can be downloaded "
-                            "(it is not reachable now, or HF_HUB_OFFLINE is set)")
-            else:
-                ways.append("set hub_id to a Hugging Face copy of the competition data and make the hub reachable")
-            problems.append(f"competition train file not found: {train}; to provide it, " + "; or ".join(ways))
+            no_hub = ["set hub_id to a Hugging Face copy of the competition data and make the hub reachable"]
+            problems.append(sources.missing_data_message(
+                "competition train file not found", train,
+                [f"set REPLICATOR_DATA_DIR to a folder containing {self.train_file}"], field="train_file",
+                hub_id=self.hub_id, also=no_hub if self.hub_id is None else ()))
         if self.test_file is not None and "test" in self.splits:
-            test = resolve(data_dir, self.test_file)
-            if not test.is_file():
-                problems.append(f"competition test file not found: {test}; put it under REPLICATOR_DATA_DIR "
-                                "or give test_file as an absolute path")
+            problems += sources.missing_file(resolve(data_dir, self.test_file), "competition test file not found",
+                                             ["put it under REPLICATOR_DATA_DIR"], field="test_file")
         return problems
 
     def data_files(self, data_dir) -> list[Path]:
@@ -109,33 +96,24 @@ class KaggleCSV:
         from replicator.core.errors import ReplicatorError
 
         path = resolve(data_dir, self.train_file)
-        if path.is_file():
-            st = path.stat()
-            key = ("split", str(path.resolve()), st.st_mtime_ns, st.st_size, seed)
-        else:
-            key = ("split", f"hub:{self.hub_id}", 0, 0, seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key in cache:
-            return cache[key]
-        if path.is_file():
-            rows = D.read_competition_csv(path, require_labels=True)
-        elif self.hub_id is not None and D.hub_reachable():
-            print(f"replicator: kaggle_csv: {path} not found; loading hub dataset {self.hub_id}", file=sys.stderr)
-            rows = D.load_hub_55k(self.hub_id)
-        else:
-            raise ReplicatorError("; ".join(self.check(data_dir)))
-        if self.max_rows and len(rows) > self.max_rows:
-            import random
 
-            keep = sorted(random.Random(seed).sample(range(len(rows)), self.max_rows))
-            rows = [rows[i] for i in keep]
-        if self.folds:
-            result = D.split_fold(rows, self.folds, self.fold, seed)
-        else:
-            result = D.split_valid(rows, self.valid_fraction, seed)
-        cache.clear()  # one split per instance; a new seed or a changed file replaces it
-        cache[key] = result
-        return result
+        def load() -> tuple[list[dict], list[dict]]:
+            if path.is_file():
+                rows = D.read_competition_csv(path, require_labels=True)
+            elif self.hub_id is not None and D.hub_reachable():
+                print(f"replicator: kaggle_csv: {path} not found; loading hub dataset {self.hub_id}",
+                      file=sys.stderr)
+                rows = D.load_hub_55k(self.hub_id)
+            else:
+                raise ReplicatorError("; ".join(self.check(data_dir)))
+            rows = D.sample_rows(rows, self.max_rows, seed)
+            if self.folds:
+                return D.split_fold(rows, self.folds, self.fold, seed)
+            return D.split_valid(rows, self.valid_fraction, seed)
+
+        # one split per instance; a new seed or a changed file replaces it
+        stamp = sources.file_stamp([path]) if path.is_file() else f"hub:{self.hub_id}"
+        return sources.cached(self, (stamp, seed), load, slot="split")
 
     def _test(self, data_dir) -> list[dict]:
         from replicator.core import data as D
@@ -145,14 +123,8 @@ class KaggleCSV:
             from replicator.core.errors import ReplicatorError
 
             raise ReplicatorError("; ".join(self.check(data_dir)))
-        st = path.stat()
-        key = ("test", str(path.resolve()), st.st_mtime_ns, st.st_size)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key not in cache:
-            for k in [k for k in cache if k[0] == "test"]:
-                del cache[k]
-            cache[key] = D.read_competition_csv(path, require_labels=False)
-        return cache[key]
+        return sources.cached(self, sources.file_stamp([path]),
+                              lambda: D.read_competition_csv(path, require_labels=False), slot="test")
 
     @hookimpl
     def data_sources(self, split, ctx):

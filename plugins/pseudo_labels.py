@@ -44,8 +44,10 @@ import math
 import sys
 from pathlib import Path
 
+from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 
 def pseudo_label(probs, hard: bool) -> list[float] | None:
@@ -93,22 +95,15 @@ class PseudoLabels:
             raise ValueError("from_stage must be a stage name or null")
         if not (math.isfinite(self.min_confidence) and 0 <= self.min_confidence <= 1):
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        object.__setattr__(self, "_cache", {})
+        sources.check_source_params(self, file_field=None)  # file may be null (consumer stage)
 
     def _path(self, data_dir) -> Path | None:
-        from replicator.core.data import resolve_data_path
-
         return None if self.file is None else resolve_data_path(data_dir, self.file)
 
     def check(self, data_dir) -> list[str]:
-        path = self._path(data_dir)
-        if path is None or path.is_file():
-            return []
-        return [f"pseudo-label pool file not found: {path}; to provide it, put a competition-format CSV "
-                f"(id, prompt, response_a, response_b) at {self.file} under REPLICATOR_DATA_DIR, or give file as "
-                "an absolute path"]
+        return sources.missing_file(self._path(data_dir), "pseudo-label pool file not found",
+                                    [f"put a competition-format CSV (id, prompt, response_a, response_b) at "
+                                     f"{self.file} under REPLICATOR_DATA_DIR"])
 
     def data_files(self, data_dir) -> list[Path]:
         path = self._path(data_dir)
@@ -124,17 +119,16 @@ class PseudoLabels:
                                   "is given; set file to a competition-format CSV of unlabelled rows")
         if not path.is_file():
             raise ReplicatorError("; ".join(self.check(ctx.data_dir)))
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, ctx.seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key not in cache:
+
+        def load() -> list[dict]:
             rows = D.read_competition_csv(path, require_labels=False, source="pseudo_labels")
             for r in rows:
                 r["id"] = f"{self.id_prefix}{r['id']}"
                 r["label"] = None
-            cache.clear()
-            cache[key] = D.sample_rows(rows, self.max_rows, ctx.seed)
-        return D.drop_valid_groups(cache[key], ctx.valid_groups, "pseudo_labels")
+            return D.sample_rows(rows, self.max_rows, ctx.seed)
+
+        rows = sources.cached(self, (sources.file_stamp([path]), ctx.seed), load)
+        return D.drop_valid_groups(rows, ctx.valid_groups, "pseudo_labels")
 
     def _labelled(self, ctx) -> list[dict]:
         from replicator.core import data as D

@@ -52,10 +52,10 @@ from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
+from replicator.plugins import sources
 
 BINARIZED = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 RAW = ("instruction", "completions")
-EXTS = ("json", "jsonl", "parquet", "csv")
 
 
 def rating_label(d: float, temperature: float, ties: bool) -> list[float] | None:
@@ -132,39 +132,21 @@ class UltraFeedbackPairs:
     def __post_init__(self):
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be >= 0 (0 = hard labels), got {self.temperature}")
-        if self.max_rows < 0:
-            raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {self.max_rows}")
-        if not self.file:
-            raise ValueError("file must not be empty")
-        object.__setattr__(self, "_cache", {})
-
-    def _files(self, data_dir) -> list[Path]:
-        from replicator.core.data import record_format, resolve_data_path
-
-        p = resolve_data_path(data_dir, self.file)
-        if p.is_file():
-            return [p]
-        if p.is_dir():
-            return sorted(f for f in p.rglob("*") if f.is_file() and record_format(f) in EXTS)
-        return []
+        sources.check_source_params(self)
 
     def check(self, data_dir) -> list[str]:
         from replicator.core.data import hub_reachable, resolve_data_path
 
-        if self._files(data_dir) or (self.hub_id is not None and hub_reachable()):
+        if self.data_files(data_dir) or (self.hub_id is not None and hub_reachable()):
             return []
-        ways = [f"put an UltraFeedback file (binarized: prompt, chosen, rejected, score_chosen, score_rejected; "
-                f"or raw: instruction, completions) at {self.file} under REPLICATOR_DATA_DIR",
-                "give file as an absolute path"]
-        if self.hub_id is not None:
-            ways.append(f"make the Hugging Face hub reachable so {self.hub_id} can be downloaded (it is not "
-                        "reachable now, or HF_HUB_OFFLINE is set)")
-        ways.append("use alpacaeval_pairs, the offline stand-in")
-        return [f"UltraFeedback pairs not found: {resolve_data_path(data_dir, self.file)}; to provide them, "
-                + "; or ".join(ways)]
+        return [sources.missing_data_message(
+            "UltraFeedback pairs not found", resolve_data_path(data_dir, self.file),
+            [f"put an UltraFeedback file (binarized: prompt, chosen, rejected, score_chosen, score_rejected; "
+             f"or raw: instruction, completions) at {self.file} under REPLICATOR_DATA_DIR"],
+            hub_id=self.hub_id, also=["use alpacaeval_pairs, the offline stand-in"], provide="them")]
 
     def data_files(self, data_dir) -> list[Path]:
-        return self._files(data_dir)
+        return sources.find_data_files(data_dir, self.file)
 
     # -- conversion ------------------------------------------------------------------------------
 
@@ -289,44 +271,25 @@ class UltraFeedbackPairs:
         from replicator.core import data as D
         from replicator.core.errors import ReplicatorError
 
-        files = self._files(data_dir)
-        if files:
-            key = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files) + (seed,)
-        else:
-            key = (f"hub:{self.hub_id}:{self.hub_split}", seed)
-        cache = self._cache  # type: ignore[attr-defined]
-        if key in cache:
-            return cache[key]
-        if files:
-            rows = [r for f in files for r in self.convert(D.read_records(f), str(f), f.stem, seed)]
-        elif self.hub_id is not None and D.hub_reachable():
-            print(f"replicator: ultrafeedback_pairs: {D.resolve_data_path(data_dir, self.file)} not found; "
-                  f"loading hub dataset {self.hub_id} ({self.hub_split})", file=sys.stderr)
-            try:
-                from datasets import load_dataset
+        files = self.data_files(data_dir)
 
-                ds = load_dataset(self.hub_id, split=self.hub_split)
-            except Exception as e:
-                raise ReplicatorError(f"hf://datasets/{self.hub_id}: could not load split {self.hub_split!r} from "
-                                      f"the Hugging Face hub: {type(e).__name__}: {e}") from None
-            rows = self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
-                                "hub", seed)
-        else:
-            raise ReplicatorError("; ".join(self.check(data_dir)))
-        ids: dict[str, int] = {}
-        for r in rows:  # several files may repeat a prompt id
-            n = ids[r["id"]] = ids.get(r["id"], 0) + 1
-            if n > 1:
-                r["id"] = f"{r['id']}-f{n}"
-        rows = D.sample_rows(rows, self.max_rows, seed)
-        cache.clear()
-        cache[key] = rows
-        return rows
+        def load() -> list[dict]:
+            if files:
+                rows = [r for f in files for r in self.convert(D.read_records(f), str(f), f.stem, seed)]
+            elif self.hub_id is not None and D.hub_reachable():
+                print(f"replicator: ultrafeedback_pairs: {D.resolve_data_path(data_dir, self.file)} not found; "
+                      f"loading hub dataset {self.hub_id} ({self.hub_split})", file=sys.stderr)
+                ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
+                rows = self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
+                                    "hub", seed)
+            else:
+                raise ReplicatorError("; ".join(self.check(data_dir)))
+            rows = sources.suffix_repeated_ids(rows)  # several files may repeat a prompt id
+            return D.sample_rows(rows, self.max_rows, seed)
+
+        stamp = sources.file_stamp(files) if files else f"hub:{self.hub_id}:{self.hub_split}"
+        return sources.cached(self, (stamp, seed), load)
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.data import drop_valid_groups
-
-        if split != "train":
-            return None
-        return drop_valid_groups(self._load(ctx.data_dir, ctx.seed), ctx.valid_groups, "ultrafeedback_pairs")
+        return sources.train_rows(split, ctx, self._load, "ultrafeedback_pairs")

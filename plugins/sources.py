@@ -1,0 +1,117 @@
+"""Shared helpers of the data-source plugins (kaggle_csv, arena_33k, ultrafeedback_pairs, hh_rlhf, ...).
+
+Plain functions, not a base class: every source stays a plain frozen dataclass and calls these.
+
+* :func:`check_source_params` -- the common ``__post_init__`` checks (``max_rows``, the file
+  parameter) and the per-instance load cache.
+* :func:`find_data_files` -- a file, or every record file under a folder, in name order.
+* :func:`file_stamp` and :func:`cached` -- a load cache keyed by the files' identity (path,
+  mtime, size) and the seed, holding one entry per slot, so a changed file or seed reloads.
+* :func:`hub_way`, :func:`missing_data_message` and :func:`missing_file` -- the "not found; to
+  provide it, ..." message.
+* :func:`suffix_repeated_ids` -- ``-f2``, ``-f3``, ... for ids repeated across several files.
+* :func:`train_rows` -- the ``data_sources`` hook of a train-only extra-data source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+RECORD_EXTS = ("json", "jsonl", "parquet", "csv")
+
+
+def check_source_params(source: Any, file_field: str | None = "file") -> None:
+    """Reject ``max_rows < 0`` and an empty ``file_field`` (ValueError); give ``source`` its load cache."""
+    if source.max_rows < 0:
+        raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {source.max_rows}")
+    if file_field is not None and not getattr(source, file_field):
+        raise ValueError(f"{file_field} must not be empty")
+    object.__setattr__(source, "_cache", {})
+
+
+def find_data_files(data_dir, file: str, exts: Sequence[str] = RECORD_EXTS) -> list[Path]:
+    """``[file]`` when it is a file; every file under the folder ``file`` whose record format is one of
+    ``exts``, in name order; ``[]`` when it does not exist (``file`` is relative to the data dir or absolute)."""
+    from replicator.core.data import record_format, resolve_data_path
+
+    p = resolve_data_path(data_dir, file)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file() and record_format(f) in exts)
+    return []
+
+
+def file_stamp(paths: Iterable[Path]) -> tuple:
+    """The identity of some files for a cache key: (resolved path, mtime in ns, size) of each."""
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p.resolve()), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def cached(source: Any, key: tuple, load: Callable[[], Any], slot: str = "rows") -> Any:
+    """``load()``, remembered in ``source``'s cache under ``slot`` until ``key`` changes.
+
+    One entry per slot: a new key (another seed, a changed file) replaces the slot's value. The
+    cache is the ``_cache`` dict that :func:`check_source_params` puts on the instance.
+    """
+    cache = source._cache
+    hit = cache.get(slot)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = load()
+    cache[slot] = (key, value)
+    return value
+
+
+def hub_way(hub_id: str, gated: bool = False) -> str:
+    """The "make the hub reachable" way to provide data that the hub dataset ``hub_id`` can replace."""
+    why = ("it is gated: accept its terms and set HF_TOKEN; the hub is not reachable now" if gated
+           else "it is not reachable now")
+    return f"make the Hugging Face hub reachable so {hub_id} can be downloaded ({why}, or HF_HUB_OFFLINE is set)"
+
+
+def missing_data_message(what: str, path, ways: Sequence[str], *, field: str = "file", hub_id: str | None = None,
+                         gated: bool = False, also: Sequence[str] = (), provide: str = "it") -> str:
+    """``"<what>: <path>; to provide it, <way>; or <way>..."``.
+
+    The ways are ``ways``, then giving ``field`` as an absolute path, then (with ``hub_id``) making
+    the hub reachable (:func:`hub_way`), then ``also``.
+    """
+    ways = [*ways, f"give {field} as an absolute path"]
+    if hub_id is not None:
+        ways.append(hub_way(hub_id, gated))
+    ways += also
+    return f"{what}: {path}; to provide {provide}, " + "; or ".join(ways)
+
+
+def missing_file(path: Path | None, what: str, ways: Sequence[str], **kw) -> list[str]:
+    """``[]`` when ``path`` is a file (or None: nothing to read), else ``[missing_data_message(...)]``
+    (``kw``: that function's keyword arguments)."""
+    if path is None or path.is_file():
+        return []
+    return [missing_data_message(what, path, ways, **kw)]
+
+
+def suffix_repeated_ids(rows: list[dict]) -> list[dict]:
+    """Give the 2nd, 3rd, ... row with an id seen before (e.g. in several files) the suffix ``-f2``, ``-f3``, ..."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        n = seen[r["id"]] = seen.get(r["id"], 0) + 1
+        if n > 1:
+            r["id"] = f"{r['id']}-f{n}"
+    return rows
+
+
+def train_rows(split: str, ctx, load: Callable[[Any, int], list[dict]], source: str) -> list[dict] | None:
+    """The ``data_sources`` answer of a train-only source: ``None`` for other splits, else copies of
+    ``load(ctx.data_dir, ctx.seed)`` without the rows whose prompt is in the validation split."""
+    from replicator.core.data import drop_valid_groups
+
+    if split != "train":
+        return None
+    return drop_valid_groups(load(ctx.data_dir, ctx.seed), ctx.valid_groups, source)
