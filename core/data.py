@@ -601,12 +601,13 @@ def seeded_coin(seed: int, key: str) -> bool:
 
 
 def drop_valid_groups(rows: list[dict], valid_groups, source: str) -> list[dict]:
-    """Copies of the rows whose prompt group is not a validation group; the count dropped goes to stderr."""
+    """Copies of the rows whose prompt group is not held out (``ctx.held_out_groups``: validation and
+    test prompts); the count dropped goes to stderr."""
     valid = valid_groups or set()
     out = [copy_row(r) for r in rows if r["group"] not in valid]
     if len(out) < len(rows):
         print(f"replicator: {source}: dropped {len(rows) - len(out)} of {len(rows)} row(s) whose prompt "
-              "is in the validation split", file=sys.stderr)
+              "is in the validation or test split", file=sys.stderr)
     return out
 
 

@@ -34,7 +34,8 @@ def data_sources(split, ctx):
 
     Every data plugin is asked for every split; rows of all plugins are concatenated in recipe
     order. ``ctx`` is a :class:`replicator.core.rows.DataContext` (data dir, seed, stage outputs,
-    and for ``train`` the already collected ``valid`` groups so extra data can be de-duplicated).
+    and for ``train`` the already collected validation and test prompt groups, ``held_out_groups``,
+    so extra data can be de-duplicated against them).
     ``pool`` rows are unlabelled; a stage with ``outputs: [pool]`` predicts them, and later
     stages find those predictions in ``ctx.stage_outputs[stage]["pool"]`` (pseudo-labels).
     """

@@ -84,13 +84,21 @@ class DataContext:
     data_dir: Path
     seed: int
     stage: str = ""
-    #: validation rows already collected (train sources de-duplicate against their groups)
+    #: prompt groups of the validation rows (the runner checks no training row shares one)
     valid_groups: set[str] = dataclasses.field(default_factory=set)
+    #: prompt groups of the test rows, when a source feeds the test split
+    test_groups: set[str] = dataclasses.field(default_factory=set)
     #: predictions of earlier stages: stage name -> {"train" | "pool": {row id: [p_a, p_b, p_tie]},
     #: "pool_rows": [rows]} (only what that stage's ``outputs`` asked for)
     stage_outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: where a source may cache converted files
     cache_dir: Path | None = None
+
+    @property
+    def held_out_groups(self) -> set[str]:
+        """Validation and test prompt groups: external data (extra sets, pseudo-label pools) drops
+        rows in them, so neither a validation score nor a test prediction is contaminated."""
+        return self.valid_groups | self.test_groups
 
 
 def rows_digest(rows: list[dict]) -> str:

@@ -205,7 +205,10 @@ def run(resolved: Resolved, data_dir: Path, force: bool = False, progress: bool 
     art = artifacts_root() / resolved.name / fp["run_id"]
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists() and not force:
-        return run_dir, json.loads(metrics_file.read_text()), True
+        if (art / resolved.final.name / WEIGHTS).exists():
+            return run_dir, json.loads(metrics_file.read_text()), True
+        print(f"[run] {run_dir} has metrics but its weights are not under {art} (a committed report on a "
+              "fresh clone?): recomputing, so that `replicate predict` has a model", file=sys.stderr, flush=True)
     if force and art.exists():
         shutil.rmtree(art)
     atomic_write_text(run_dir / "resolved.yaml", resolved.to_yaml())

@@ -32,6 +32,7 @@ def collect_rows(plugins, ctx: DataContext) -> tuple[list[dict], list[dict]]:
     """Validation rows first (so train sources can de-duplicate against them), then training rows."""
     valid = [r for rows in plugins.all("data_sources", split="valid", ctx=ctx) if rows for r in rows]
     ctx.valid_groups = {r["group"] for r in valid}
+    ctx.test_groups = {r["group"] for rows in plugins.all("data_sources", split="test", ctx=ctx) if rows for r in rows}
     train = [r for rows in plugins.all("data_sources", split="train", ctx=ctx) if rows for r in rows]
     leaked = sum(r["group"] in ctx.valid_groups for r in train)
     if leaked:

@@ -44,7 +44,7 @@ Conversion rules (arena schema)
   equal an earlier row's (an exact A/B-swapped duplicate counts); the count goes to stderr.
   The public 21k set was made this way *and* against the Kaggle train; here the overlap with the
   competition data is handled by dropping every row whose prompt is in the validation split
-  (``ctx.valid_groups``, count on stderr).
+  (``ctx.held_out_groups``: validation and test prompts, count on stderr).
 * Feeds the ``train`` split only; labels are hard one-hot, never NaN.
 """
 

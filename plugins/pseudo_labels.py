@@ -128,7 +128,7 @@ class PseudoLabels:
             return D.sample_rows(rows, self.max_rows, ctx.seed)
 
         rows = sources.cached(self, (sources.file_stamp([path]), ctx.seed), load)
-        return D.drop_valid_groups(rows, ctx.valid_groups, "pseudo_labels")
+        return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
     def _labelled(self, ctx) -> list[dict]:
         from replicator.core import data as D
@@ -159,7 +159,7 @@ class PseudoLabels:
         if low:
             print(f"replicator: pseudo_labels: dropped {low} of {len(pool)} pool row(s) whose largest predicted "
                   f"probability is below min_confidence {self.min_confidence}", file=sys.stderr)
-        return D.drop_valid_groups(rows, ctx.valid_groups, "pseudo_labels")
+        return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
     @hookimpl
     def data_sources(self, split, ctx):

@@ -114,4 +114,4 @@ def train_rows(split: str, ctx, load: Callable[[Any, int], list[dict]], source: 
 
     if split != "train":
         return None
-    return drop_valid_groups(load(ctx.data_dir, ctx.seed), ctx.valid_groups, source)
+    return drop_valid_groups(load(ctx.data_dir, ctx.seed), ctx.held_out_groups, source)

@@ -137,7 +137,7 @@ def test_arena_dedup_within_set_and_against_valid(tmp_path, capsys):
     valid = {prompt_group(["fuji VS. nikon, which is better?", "Which one has better lenses for wildlife?"])}
     rows = Arena33k().data_sources("train", DataContext(tmp_path, 0, valid_groups=valid))
     assert len(rows) == 3 and all("Fuji" not in r["prompt"][0] for r in rows)
-    assert "dropped 1 of 4 row(s) whose prompt is in the validation split" in capsys.readouterr().err
+    assert "dropped 1 of 4 row(s) whose prompt is in the validation or test split" in capsys.readouterr().err
     assert Arena33k().data_sources("valid", DataContext(tmp_path, 0)) is None
     assert Arena33k().data_sources("pool", DataContext(tmp_path, 0)) is None
 
@@ -586,3 +586,15 @@ def test_equal_blocks_register():
     for i, p in enumerate([Arena33k(), Arena33k(), UltraFeedbackPairs(), UltraFeedbackPairs(), HHRLHF(), HHRLHF(),
                            PseudoLabels(file="a.csv"), PseudoLabels(file="a.csv")]):
         pm.register(p, name=str(i))
+
+
+def test_extra_data_is_deduplicated_against_test_prompts_too(tmp_path, capsys):
+    path = write_jsonl_gz(tmp_path / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
+    src = HHRLHF(file=str(path))
+    everything = src.data_sources(split="train", ctx=DataContext(data_dir=tmp_path, seed=0))
+    test_group = everything[0]["group"]
+    ctx = DataContext(data_dir=tmp_path, seed=0, test_groups={test_group})
+    kept = src.data_sources(split="train", ctx=ctx)
+    assert len(kept) == len(everything) - sum(r["group"] == test_group for r in everything)
+    assert test_group not in {r["group"] for r in kept}
+    assert "validation or test split" in capsys.readouterr().err

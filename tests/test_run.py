@@ -39,6 +39,12 @@ def test_run_writes_folder_learns_and_is_reused(isolated):
     assert (isolated / "artifacts" / "smoke" / run_dir.name / "main" / "final.safetensors").exists()
     again_dir, again, reused = _run()
     assert reused and again_dir == run_dir and again == m
+    # a report without its artifacts (e.g. committed, then a fresh clone) is recomputed, not reused
+    import shutil
+
+    shutil.rmtree(isolated / "artifacts")
+    rebuilt_dir, rebuilt, reused = _run()
+    assert not reused and rebuilt_dir == run_dir and rebuilt["tta_log_loss"] == m["tta_log_loss"]
     forced_dir, forced, reused = _run(force=True)
     assert not reused and forced["tta_log_loss"] == pytest.approx(m["tta_log_loss"], abs=1e-9)
 
