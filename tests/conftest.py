@@ -76,14 +76,19 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def synthetic_data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("data")
-    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(160))
-    test = synthetic_rows(24, seed=1, with_labels=False, start_id=9000)
+def write_competition_files(d: Path, n_train: int, n_test: int) -> None:
+    """train.csv and a Kaggle-format test.csv (no labels, no model names) under ``d``."""
+    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(n_train))
+    test = synthetic_rows(n_test, seed=1, with_labels=False, start_id=9000)
     for r in test:
         del r["model_a"], r["model_b"]
     write_csv(d / "lmsys-chatbot-arena" / "test.csv", test)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    write_competition_files(d, 160, 24)
     return d
 
 
@@ -101,11 +106,7 @@ def rich_data_dir(tmp_path_factory) -> Path:
     )
 
     d = tmp_path_factory.mktemp("rich_data")
-    write_csv(d / "lmsys-chatbot-arena" / "train.csv", synthetic_rows(60))
-    test = synthetic_rows(12, seed=1, with_labels=False, start_id=9000)
-    for r in test:
-        del r["model_a"], r["model_b"]
-    write_csv(d / "lmsys-chatbot-arena" / "test.csv", test)
+    write_competition_files(d, 60, 12)
     write_arena(d / "arena-33k" / "battles.json", arena_records(), "json")
     write_parquet(d / "ultrafeedback" / "ultrafeedback_binarized.parquet", uf_binarized())
     write_jsonl_gz(d / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
