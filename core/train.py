@@ -118,7 +118,8 @@ def collate(seqs: list[list[int]], pad_id: int, device):
 
 
 def forward_logits(model, ids, mask):
-    """Logits on the last real token. Inputs are right-padded, so that is position mask.sum()-1."""
+    """Preference (+ auxiliary) logits: the sequence-classification model pools its head at the last
+    non-pad token of each row (inputs are right-padded)."""
     out = model(input_ids=ids, attention_mask=mask)
     return out.logits
 
