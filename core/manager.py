@@ -124,6 +124,24 @@ class Plugins:
             value = getattr(p, hook)(**{value_arg: value}, **kwargs)
         return value
 
+    def data_files(self, data_dir) -> list:
+        """Every file the data plugins read (for the data hash), in recipe order, without repeats."""
+        out = []
+        for _, p in self.providers("data_sources"):
+            for f in getattr(p, "data_files", lambda d: [])(data_dir):
+                if f not in out:
+                    out.append(f)
+        return out
+
+    def check_data(self, data_dir) -> list[tuple[str, list[str]]]:
+        """(alias, problems) of each data plugin whose files are missing or unusable."""
+        out = []
+        for alias, p in self.providers("data_sources"):
+            problems = p.check(data_dir) if hasattr(p, "check") else []
+            if problems:
+                out.append((alias, list(problems)))
+        return out
+
     def get(self, use: str):
         """The first plugin instance of catalogue name ``use``, or None."""
         for _, p in self.order:

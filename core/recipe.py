@@ -271,8 +271,6 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
     """Ask each data plugin whether its files are there (``check(data_dir)`` -> list of problems)."""
-    for alias, p in plugins.providers("data_sources"):
-        check = getattr(p, "check", None)
-        problems = check(data_dir) if check else []
+    for alias, problems in plugins.check_data(data_dir):
         if problems:
             raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))

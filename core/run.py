@@ -69,11 +69,9 @@ def data_hash(resolved: Resolved, data_dir: Path) -> tuple[str, dict]:
     files: dict[str, str] = {}
     for stage in resolved.stages:
         plugins = build_plugins(stage.plugins, resolved.file)
-        for _, p in plugins.providers("data_sources"):
-            for f in getattr(p, "data_files", lambda d: [])(data_dir):
-                f = Path(f)
-                if f.exists() and str(f) not in files:
-                    files[str(f)] = file_sha256(f)
+        for f in map(Path, plugins.data_files(data_dir)):
+            if f.exists() and str(f) not in files:
+                files[str(f)] = file_sha256(f)
     digest = hashlib.sha256(json.dumps(sorted(files.values())).encode()).hexdigest()
     return digest, {Path(k).name: v for k, v in files.items()}
 
