@@ -36,7 +36,9 @@ def real_env(tmp_path):
     ddir = os.environ.get("REPLICATOR_DATA_DIR")
     if not ddir or not (Path(ddir) / "lmsys-chatbot-arena" / "train.csv").exists():
         pytest.skip("REPLICATOR_DATA_DIR with lmsys-chatbot-arena/train.csv is not set")
-    env = dict(os.environ, REPLICATOR_REPORTS=str(tmp_path / "reports"),
+    # the CLI runs in tmp_path: a relative data dir (the README's ../shared/data) must keep meaning
+    # the folder it meant where pytest was started
+    env = dict(os.environ, REPLICATOR_DATA_DIR=str(Path(ddir).resolve()), REPLICATOR_REPORTS=str(tmp_path / "reports"),
                REPLICATOR_ARTIFACTS=str(tmp_path / "artifacts"), HF_HUB_OFFLINE="1")
     env.pop("REPLICATOR_CRASH_AFTER_STEP", None)
     return env
