@@ -1,9 +1,10 @@
-"""nox sessions: tests, lint, smoke (and gpu, opt-in).
+"""nox sessions. ``nox -l`` lists them with these docstrings' first lines.
 
-    nox -s tests            # the default test set (fast, offline)
+    nox -s tests            # the default test set (fast, offline) + real-data tests when ../shared/data exists
     nox -s lint             # ruff
     nox -s smoke            # the smoke recipe end to end on a real model and the real rows
     nox -s smoke -- model.base=embedded:gemma-3-270m train.max_rows=200
+    nox -s regen            # regenerate the pinned fixtures (prompt texts, recipes, reports) after a deliberate change
     nox -s gpu              # tests marked gpu (needs CUDA)
 """
 
@@ -20,6 +21,9 @@ nox.options.reuse_existing_virtualenvs = True
 INSTALL = (".[test,quant]",)
 GPU_SMOKE_MODEL = "google/gemma-2-2b-it"
 CPU_SMOKE_MODEL = "embedded:gemma-3-270m"
+LINTED = ("core", "plugins", "tests", "noxfile.py", "benchmarks")
+# the tests whose expected values are pinned with pytest-regressions (data_regression / num_regression)
+PINNED = ("tests/test_prompt_formats.py", "tests/test_recipes.py", "tests/test_report.py", "tests/test_ablate.py")
 
 
 def _data_env() -> dict:
@@ -31,20 +35,25 @@ def _data_env() -> dict:
 
 @nox.session
 def tests(session):
+    """The default test set (offline, tiny models); real-data tests too when the data dir is found."""
     session.install("-e", *INSTALL)
-    session.run("python", "-m", "pytest", *session.posargs, env=_data_env())
+    marks = [] if session.posargs else (["-m", "not gpu and not smoke"] if _data_env() or
+                                        "REPLICATOR_DATA_DIR" in os.environ else [])
+    session.run("python", "-m", "pytest", *marks, *session.posargs, env=_data_env())
 
 
 @nox.session
 def lint(session):
+    """ruff on the code, the tests, the benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "core", "plugins", "tests", "noxfile.py", "benchmarks")
+    session.run("ruff", "check", *LINTED)
 
 
 @nox.session
 def smoke(session):
-    """Run recipes/smoke.yaml: google/gemma-2-2b-it on CUDA (the design card's 2B smoke), else the
-    embedded Gemma-3-270M. ``-- key=value ...`` are recipe overrides (e.g. model.base=...)."""
+    """recipes/smoke.yaml end to end: gemma-2-2b-it on CUDA, else the embedded Gemma-3-270M.
+
+    ``-- key=value ...`` are recipe overrides (e.g. model.base=...)."""
     session.install("-e", *INSTALL)
     cuda = session.run("python", "-c", "import torch; print(torch.cuda.is_available())", silent=True).strip()
     overrides = list(session.posargs)
@@ -59,6 +68,18 @@ def smoke(session):
 
 
 @nox.session
+def regen(session):
+    """Regenerate the pinned fixtures after a deliberate change; review `git diff tests/` before committing."""
+    session.install("-e", *INSTALL)
+    files = [f for f in PINNED if os.path.exists(f)]
+    session.run("python", "-m", "pytest", "-q", "--force-regen", *files, *session.posargs, env=_data_env(),
+                success_codes=[0, 1])
+    session.run("python", "-m", "pytest", "-q", *files, env=_data_env())
+    session.log("fixtures regenerated: check `git diff --stat tests/` and explain each change in the commit")
+
+
+@nox.session
 def gpu(session):
+    """Tests marked gpu (needs a CUDA device); figures from `python -m benchmarks.gpu_step`."""
     session.install("-e", *INSTALL)
     session.run("python", "-m", "pytest", "-m", "gpu", *session.posargs, env=_data_env())
