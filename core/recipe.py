@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 
 from .errors import RecipeError
 from .params import build, did_you_mean, param
+from .toggles import apply_toggle, recipe_toggles
 
 # ---------------------------------------------------------------- schema of the core sections
 
@@ -163,20 +165,30 @@ class Resolved:
     file: str
     name: str
     seed: int
-    config: dict  # the fully patched recipe (no toggles block), as written to resolved.yaml
+    config: dict  # the fully patched recipe (no toggles block), as the user wrote it
     stages: list[StageConfig]
     toggles: list[str]
 
+    @functools.cached_property
+    def complete(self) -> dict:
+        """The config as built, every default written out (plugin blocks included): what
+        ``resolved.yaml`` holds (see :func:`replicator.core.fingerprint.complete_config`)."""
+        from .fingerprint import complete_config
+
+        return complete_config(self)
+
     @property
     def config_hash(self) -> str:
-        return config_hash(self.config)
+        """Hash of the complete config (defaults included; the free-text description left out)."""
+        return config_hash({k: v for k, v in self.complete.items() if k != "description"})
 
     @property
     def final(self) -> StageConfig:
         return self.stages[-1]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
+        """The complete config as YAML (``resolved.yaml``); it resolves again to the same stages."""
+        return yaml.safe_dump(self.complete, sort_keys=False, allow_unicode=True, width=100)
 
 
 def config_hash(config: dict) -> str:
@@ -204,13 +216,13 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
     for k in raw:
         if k not in TOP_KEYS:
             raise RecipeError(file, k, f"unknown top-level key{did_you_mean(k, TOP_KEYS)}; known: {', '.join(TOP_KEYS)}")
-    named = raw.get("toggles") or {}
+    named = recipe_toggles(raw, file)
     cfg = {k: v for k, v in raw.items() if k != "toggles"}
-    for t in toggles:
-        if t not in named:
-            raise RecipeError(file, f"toggles.{t}", f"unknown toggle{did_you_mean(t, named)}; "
-                              f"known: {', '.join(named) or '(none)'}")
-        cfg = merge_patch(cfg, named[t])
+    labels = []
+    for t in toggles:  # a recipe toggle, or a shared one (core/toggles.py) recorded as NAME:off / NAME:on
+        cfg, label = apply_toggle(cfg, t, named, file)
+        labels.append(label)
+    toggles = labels
     for o in overrides:
         cfg = merge_patch(cfg, parse_override(o))
     cfg.setdefault("name", path.stem)
@@ -270,7 +282,8 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
 
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
-    """Ask each data plugin whether its files are there (``check(data_dir)`` -> list of problems)."""
+    """Ask each data plugin whether its files are there (the ``data_check`` hook, per plugin): the first
+    plugin with problems is a RecipeError naming its block."""
     for alias, problems in plugins.check_data(data_dir):
         if problems:
             raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))
