@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -165,30 +164,20 @@ class Resolved:
     file: str
     name: str
     seed: int
-    config: dict  # the fully patched recipe (no toggles block), as the user wrote it
+    config: dict  # the fully patched recipe (no toggles block), as written to resolved.yaml
     stages: list[StageConfig]
     toggles: list[str]
 
-    @functools.cached_property
-    def complete(self) -> dict:
-        """The config as built, every default written out (plugin blocks included): what
-        ``resolved.yaml`` holds (see :func:`replicator.core.fingerprint.complete_config`)."""
-        from .fingerprint import complete_config
-
-        return complete_config(self)
-
     @property
     def config_hash(self) -> str:
-        """Hash of the complete config (defaults included; the free-text description left out)."""
-        return config_hash({k: v for k, v in self.complete.items() if k != "description"})
+        return config_hash(self.config)
 
     @property
     def final(self) -> StageConfig:
         return self.stages[-1]
 
     def to_yaml(self) -> str:
-        """The complete config as YAML (``resolved.yaml``); it resolves again to the same stages."""
-        return yaml.safe_dump(self.complete, sort_keys=False, allow_unicode=True, width=100)
+        return yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
 
 
 def config_hash(config: dict) -> str:
@@ -282,8 +271,7 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
 
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
-    """Ask each data plugin whether its files are there (the ``data_check`` hook, per plugin): the first
-    plugin with problems is a RecipeError naming its block."""
+    """Ask each data plugin whether its files are there (``check(data_dir)`` -> list of problems)."""
     for alias, problems in plugins.check_data(data_dir):
         if problems:
             raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))
