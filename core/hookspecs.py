@@ -1,16 +1,35 @@
-"""The seven seams of a run. Each hookspec's first docstring line says what to return and how the
-results of several plugins combine:
+"""The seams of a run. Each hookspec's first docstring line says what to return and how the results
+of several plugins combine, and the marker says it too:
 
 * ``one``   exactly one plugin of the recipe implements it (zero or two is a resolve-time error);
-* ``all``   every implementing plugin is called, results collected in recipe order;
+  ``@hookspec(firstresult=True)``;
+* ``all``   every implementing plugin is called, results collected in recipe order (a ``None``
+  result is left out, as pluggy does);
 * ``chain`` implementing plugins are called in recipe order, each on the previous one's output.
 
-Rows use the common schema of :mod:`replicator.core.rows`.
+The seven seams of a run are ``data_sources``, ``prompt_format``, ``head``, ``loss``, ``augment``,
+``tta`` and ``postprocess``; ``data_files`` and ``data_check`` ask the data plugins, before
+anything loads, which files they read (the data hash) and what is missing (a resolve-time error).
+
+Hooks are called through ``pm.hook.<name>`` by :class:`replicator.core.manager.Plugins`, never by
+``getattr`` on a plugin: pluggy checks each implementation's arguments against these signatures
+when a recipe's plugins are registered, and an implementation of a hook not declared here is a
+resolve-time error. Rows use the common schema of :mod:`replicator.core.rows`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
 import pluggy
+
+if TYPE_CHECKING:  # heavy imports for the annotations only
+    import numpy as np
+    import torch
+
+    from .rows import DataContext, Encoded
 
 PROJECT = "replicator"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -19,6 +38,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: how each hook combines its implementations (checked by the manager at resolve time)
 HOOK_KINDS: dict[str, str] = {
     "data_sources": "all",
+    "data_files": "all",
+    "data_check": "all",
     "prompt_format": "one",
     "head": "one",
     "loss": "one",
@@ -27,9 +48,24 @@ HOOK_KINDS: dict[str, str] = {
     "postprocess": "chain",
 }
 
+#: a row of the common schema (:mod:`replicator.core.rows`)
+Row = dict[str, Any]
+#: ``loss_fn(logits, labels, batch) -> scalar tensor``
+LossFn = Callable[["torch.Tensor", "torch.Tensor", dict], "torch.Tensor"]
+
+
+class TTAView(Protocol):
+    """A test-time view: ``apply`` changes a row, ``invert`` maps its predicted probabilities back."""
+
+    name: str
+
+    def apply(self, row: Row) -> Row: ...
+
+    def invert(self, probs: np.ndarray) -> np.ndarray: ...
+
 
 @hookspec
-def data_sources(split, ctx):
+def data_sources(split: str, ctx: DataContext) -> list[Row] | None:
     """all: return a list of rows (common schema) for ``split`` ("train", "valid", "test" or "pool"), or None.
 
     Every data plugin is asked for every split; rows of all plugins are concatenated in recipe
@@ -38,11 +74,33 @@ def data_sources(split, ctx):
     so extra data can be de-duplicated against them).
     ``pool`` rows are unlabelled; a stage with ``outputs: [pool]`` predicts them, and later
     stages find those predictions in ``ctx.stage_outputs[stage]["pool"]`` (pseudo-labels).
+    A plugin that implements ``data_sources`` must implement ``data_files`` too.
     """
 
 
 @hookspec
-def prompt_format(row, tokenizer, max_length):
+def data_files(data_dir: Path) -> list[Path]:
+    """all: return the files this data plugin reads under ``data_dir`` (for the data hash); lists are concatenated in recipe order.
+
+    Called at fingerprint time, before any row is read: the files the plugin's parameters select
+    (a missing one is ``data_check``'s business); ``[]`` when the data comes from elsewhere (the
+    hub, an earlier stage). Every ``data_sources`` plugin implements it, so that a changed file
+    changes the run id.
+    """
+
+
+@hookspec
+def data_check(data_dir: Path) -> list[str]:
+    """all: return the problems that would stop this data plugin from loading (``[]`` when none), asked per plugin.
+
+    One message per problem, naming the missing file and how to provide it
+    (:func:`replicator.core.lib.sources.missing_data_message`). The manager asks each plugin on
+    its own, so the resolve-time :class:`~replicator.core.errors.RecipeError` names its block.
+    """
+
+
+@hookspec(firstresult=True)
+def prompt_format(row: Row, tokenizer: Any, max_length: int) -> Encoded:
     """one: return a :class:`replicator.core.rows.Encoded` (token ids + what was truncated) for one row.
 
     ``max_length`` is the token budget of the current phase (training or inference); the result
@@ -50,8 +108,8 @@ def prompt_format(row, tokenizer, max_length):
     """
 
 
-@hookspec
-def head(hidden_size, num_labels, model):
+@hookspec(firstresult=True)
+def head(hidden_size: int, num_labels: int, model: Any) -> torch.nn.Module | None:
     """one: return the ``nn.Module`` that maps the last token's hidden state to ``num_labels`` logits, or None to keep the model's own head.
 
     The module may return more than ``num_labels`` outputs (auxiliary heads); the first
@@ -62,8 +120,8 @@ def head(hidden_size, num_labels, model):
     """
 
 
-@hookspec
-def loss():
+@hookspec(firstresult=True)
+def loss() -> LossFn:
     """one: return a callable ``loss_fn(logits, labels, batch) -> scalar tensor``.
 
     ``logits`` has shape (B, >=3) (columns past 3 belong to auxiliary heads); ``labels`` is a
@@ -74,7 +132,7 @@ def loss():
 
 
 @hookspec
-def augment(rows, epoch, seed):
+def augment(rows: list[Row], epoch: int, seed: int) -> list[Row]:
     """chain: return the list of training rows for ``epoch`` given the previous plugin's list.
 
     Called once per epoch, before batching. A plugin may add, replace or reorder rows; rows that
@@ -83,7 +141,7 @@ def augment(rows, epoch, seed):
 
 
 @hookspec
-def tta():
+def tta() -> list[TTAView]:
     """all: return a list of test-time views, objects with ``name``, ``apply(row) -> row`` and ``invert(probs) -> probs``.
 
     The identity view is always included by the runner; the inverted probabilities of all views
@@ -92,7 +150,7 @@ def tta():
 
 
 @hookspec
-def postprocess(probs, rows, fit):
+def postprocess(probs: np.ndarray, rows: list[Row], fit: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """chain: return edited probabilities (numpy array N x 3) for ``rows``, given the previous plugin's output.
 
     ``fit`` is None, or a ``(probs, labels)`` pair of validation predictions from which a

@@ -12,7 +12,7 @@ Label rules (the ``preference`` column, ``p``):
   with a :class:`~replicator.core.errors.DataError` naming the rows (none occur in the shared file).
 * ``hard_labels: true`` replaces the soft label by its argmax (one-hot; 1.5 stays a tie).
 * null instructions/outputs become ``""``; lone surrogates become U+FFFD (as for the CSV).
-* Rows whose prompt group is in the validation groups are dropped (count printed on stderr), so
+* Rows whose prompt group is in the validation groups are dropped (count in the log), so
   pretraining never sees a validation prompt.
 """
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from replicator.core.data import resolve_data_path
+from replicator.core.data import resolve_data_path, sample_rows
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
 from replicator.core.params import param
-from replicator.plugins import sources
 
 COLUMNS = ("instruction", "output_1", "generator_1", "output_2", "generator_2", "preference")
 
@@ -36,9 +36,7 @@ def preference_label(p: float) -> list[float]:
     return [2.0 - p, p - 1.0, 0.0]
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class AlpacaEvalPairs:
     """GPT-4-judged pairwise preferences (AlpacaEval) as single-turn rows with soft labels, train split only.
 
@@ -57,19 +55,19 @@ class AlpacaEvalPairs:
     def _path(self, data_dir) -> Path:
         return resolve_data_path(data_dir, self.file)
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         return sources.missing_file(self._path(data_dir), "AlpacaEval pairs file not found",
                                     [f"put it under REPLICATOR_DATA_DIR as {self.file}"])
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         return [self._path(data_dir)]
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core.errors import ReplicatorError
-
         path = self._path(data_dir)
         if not path.is_file():
-            raise ReplicatorError("; ".join(self.check(data_dir)))
+            raise sources.missing_data_error(self.data_check(data_dir))
         return sources.cached(self, (sources.file_stamp([path]), seed), lambda: self._read(path, seed))
 
     def _read(self, path: Path, seed: int) -> list[dict]:
@@ -92,12 +90,7 @@ class AlpacaEvalPairs:
             raise DataError(file, [("(header)", ", ".join(missing),
                                     f"missing required column(s) {', '.join(missing)}; "
                                     f"found: {', '.join(map(str, df.columns))}")])
-        n = len(df)
-        idx = list(range(n))
-        if self.max_rows and n > self.max_rows:
-            import random
-
-            idx = sorted(random.Random(seed).sample(idx, self.max_rows))
+        idx = sample_rows(list(range(len(df))), self.max_rows, seed)  # only the sampled rows are checked
         cols = {c: df[c].tolist() for c in COLUMNS}
         rows, problems = [], []
         for i in idx:
@@ -114,8 +107,7 @@ class AlpacaEvalPairs:
                 continue
             label = preference_label(p)
             if self.hard_labels:
-                k = max(range(3), key=lambda j: label[j])
-                label = [float(j == k) for j in range(3)]
+                label = sources.hard_label(label)
             g1, g2 = cols["generator_1"][i], cols["generator_2"][i]
             rows.append(make_row(rid, [clean_text(cols["instruction"][i])], [clean_text(cols["output_1"][i])],
                                  [clean_text(cols["output_2"][i])], label=label,

@@ -29,8 +29,8 @@ Conversion rules (arena schema)
   ``response_a``/``response_b`` = the assistant turns of ``conversation_a``/``conversation_b``.
 * When ``conversation_b``'s user turns differ from ``conversation_a``'s (the arena sends the same
   message to both, so this is a data accident), the prompt is taken from ``conversation_a`` and
-  the rows are counted on stderr. Different round counts are padded with ``""`` at the end.
-* ``null`` content -> ``""``; lone UTF-16 surrogates -> U+FFFD (both counted on stderr).
+  the rows are counted in the log. Different round counts are padded with ``""`` at the end.
+* ``null`` content -> ``""``; lone UTF-16 surrogates -> U+FFFD (both counted in the log).
 * ``winner``: ``model_a`` -> [1, 0, 0]; ``model_b`` -> [0, 1, 0]; ``tie`` and ``tie (bothbad)``
   -> [0, 0, 1] (the competition has a single tie class). Case and surrounding spaces are ignored.
   Anything else (empty, NaN, ``bothbad`` alone) -> :class:`~replicator.core.errors.DataError`.
@@ -38,76 +38,33 @@ Conversion rules (arena schema)
   column, a conversation that is not a list of role/content objects, an unknown role, an assistant
   message before any user message, non-string content, a conversation with no user message.
 * Ids are ``arena33k-<question_id>`` (``arena33k-<file>-<record>`` without a question id); a
-  repeated question id gets ``-2``, ``-3``, ... (counted on stderr), so ids never collide with
+  repeated question id gets ``-2``, ``-3``, ... (counted in the log), so ids never collide with
   Kaggle ids.
 * ``dedup: true`` drops rows whose normalised prompt and unordered pair of normalised responses
-  equal an earlier row's (an exact A/B-swapped duplicate counts); the count goes to stderr.
+  equal an earlier row's (an exact A/B-swapped duplicate counts); the count goes to the log.
   The public 21k set was made this way *and* against the Kaggle train; here the overlap with the
   competition data is handled by dropping every row whose prompt is in the validation split
-  (``ctx.held_out_groups``: validation and test prompts, count on stderr).
+  (``ctx.held_out_groups``: validation and test prompts, count in the log).
 * Feeds the ``train`` split only; labels are hard one-hot, never NaN.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
+from replicator.core.lib.conversations import pad_turns, parse_conversation
 from replicator.core.params import param
-from replicator.plugins import sources
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("model_a", "model_b", "winner", "conversation_a", "conversation_b")
 COMPETITION = ("prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie")
 WINNERS = {"model_a": [1.0, 0.0, 0.0], "model_b": [0.0, 1.0, 0.0],
            "tie": [0.0, 0.0, 1.0], "tie (bothbad)": [0.0, 0.0, 1.0]}
-USER_ROLES = {"user", "human"}
-ASSISTANT_ROLES = {"assistant", "gpt", "bot"}
-
-
-def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
-    """(user turns, assistant turns, repair counts, error) of one arena conversation."""
-    import json
-
-    from replicator.core.data import clean_text
-
-    if isinstance(conv, str):
-        try:
-            conv = json.loads(conv, strict=False)
-        except json.JSONDecodeError as e:
-            return [], [], {}, f"invalid JSON ({e.msg} at char {e.pos})"
-    if not isinstance(conv, list):
-        return [], [], {}, f"expected a list of {{role, content}} messages, got {type(conv).__name__}"
-    users: list[str] = []
-    answers: list[list[str]] = []
-    fixes = {"null": 0, "surrogate": 0}
-    for k, m in enumerate(conv):
-        if not isinstance(m, dict):
-            return [], [], {}, f"message {k} is a {type(m).__name__}, expected an object with role and content"
-        role = str(m.get("role") or "").strip().lower()
-        content = m.get("content")
-        if content is None:
-            fixes["null"] += 1
-        elif not isinstance(content, str):
-            return [], [], {}, f"message {k}: content is a {type(content).__name__}, expected a string"
-        text = clean_text(content)
-        if text != (content or ""):
-            fixes["surrogate"] += 1
-        if role in USER_ROLES:
-            users.append(text)
-            answers.append([])
-        elif role in ASSISTANT_ROLES:
-            if not users:
-                return [], [], {}, f"message {k}: assistant message before any user message"
-            answers[-1].append(text)
-        elif role == "system":
-            continue
-        else:
-            return [], [], {}, f"message {k}: unknown role {m.get('role')!r} (expected user or assistant)"
-    if not users:
-        return [], [], {}, "no user message"
-    return users, ["\n\n".join(a) for a in answers], fixes, None
 
 
 def winner_label(value) -> list[float] | None:
@@ -133,8 +90,8 @@ def dedup_pairs(rows: list[dict], source: str) -> list[dict]:
             seen.add(k)
             out.append(r)
     if len(out) < len(rows):
-        print(f"replicator: {source}: dedup dropped {len(rows) - len(out)} of {len(rows)} row(s) that repeat "
-              "an earlier row's prompt and responses", file=sys.stderr)
+        log.info("%s: dedup dropped %d of %d row(s) that repeat an earlier row's prompt and responses",
+                 source, len(rows) - len(out), len(rows))
     return out
 
 
@@ -188,10 +145,9 @@ def convert_records(records, file: str, stem: str) -> list[dict]:
         users_b, rb = parsed["b"]
         if users_b != prompt:
             counts["prompt_b"].append(rid)
-        m = max(len(prompt), len(ra), len(rb))
-        if len({len(prompt), len(ra), len(rb)}) > 1:
+        prompt, ra, rb, padded = pad_turns(prompt, ra, rb)
+        if padded:
             counts["padded"].append(rid)
-        prompt, ra, rb = (list(xs) + [""] * (m - len(xs)) for xs in (prompt, ra, rb))
         models = [clean_text(rec.get(k)).strip() or None for k in ("model_a", "model_b")]
         rows.append(make_row(rid, prompt, ra, rb, label=label, model_a=models[0],
                              model_b=models[1], source="arena_33k"))
@@ -206,13 +162,11 @@ def convert_records(records, file: str, stem: str) -> list[dict]:
         ids = counts[key]
         if ids:
             eg = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-            print(f"replicator: {file}: {len(ids)} row(s): {what} (e.g. {eg})", file=sys.stderr)
+            log.info("%s: %d row(s): %s (e.g. %s)", file, len(ids), what, eg)
     return rows
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Arena33k:
     """The external 33k arena battles (human hard labels, ties incl. "tie (bothbad)") as extra train rows.
 
@@ -233,7 +187,8 @@ class Arena33k:
     def __post_init__(self):
         sources.check_source_params(self)
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
         from replicator.core.data import hub_reachable, resolve_data_path
 
@@ -246,6 +201,7 @@ class Arena33k:
             [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
              f"{self.file} under REPLICATOR_DATA_DIR"], hub_id=self.hub_id, gated=True)]
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         return sources.find_data_files(data_dir, self.file)
 
@@ -263,7 +219,6 @@ class Arena33k:
 
     def _load(self, data_dir, seed: int) -> list[dict]:
         from replicator.core import data as D
-        from replicator.core.errors import ReplicatorError
 
         files = self.data_files(data_dir)
 
@@ -271,13 +226,13 @@ class Arena33k:
             if files:
                 rows = [r for f in files for r in self._read_file(f)]
             elif self.hub_id is not None and D.hub_reachable():
-                print(f"replicator: arena_33k: {D.resolve_data_path(data_dir, self.file)} not found; loading hub "
-                      f"dataset {self.hub_id}", file=sys.stderr)
+                log.info("arena_33k: %s not found; loading hub dataset %s", D.resolve_data_path(data_dir, self.file),
+                         self.hub_id)
                 ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
                 rows = convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)),
                                        f"hf://datasets/{self.hub_id}", "hub")
             else:
-                raise ReplicatorError("; ".join(self.check(data_dir)))
+                raise sources.missing_data_error(self.data_check(data_dir))
             rows = sources.suffix_repeated_ids(rows)  # several files may repeat a question id
             if self.dedup:
                 rows = dedup_pairs(rows, "arena_33k")

@@ -13,6 +13,8 @@ import dataclasses
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
 
+#: probabilities are clipped to this before their log is taken (the log loss itself is the project's
+#: one, :func:`replicator.core.metrics.log_loss`)
 EPS = 1e-12
 
 
@@ -30,13 +32,6 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def log_loss(probs, labels) -> float:
-    """Mean multi-class log loss of probability rows against one-hot or soft labels."""
-    import numpy as np
-
-    return float(-(np.asarray(labels, dtype=np.float64) * _log(probs)).sum(axis=1).mean())
-
-
 def apply_temperature(probs, temperature: float):
     """``softmax(log p / T)``; T = 1 returns the input (renormalised) unchanged."""
     import numpy as np
@@ -51,6 +46,8 @@ def fit_temperature(probs, labels, bounds=(0.05, 20.0)) -> float:
     """The T in ``bounds`` minimising the log loss of ``softmax(log p / T)`` (bounded 1-D search on log T)."""
     import numpy as np
     from scipy.optimize import minimize_scalar
+
+    from replicator.core.metrics import log_loss
 
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     res = minimize_scalar(lambda lt: log_loss(apply_temperature(probs, float(np.exp(lt))), labels),

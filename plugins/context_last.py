@@ -6,13 +6,23 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.truncation import (
+    POLICY_DOC,
+    Policy,
+    Ref,
+    Turns,
+    bos,
+    budgets_field,
+    check_budgets,
+    encoder,
+    fit,
+    row_turns,
+)
 from replicator.core.params import param
-
-from .truncation import POLICY_DOC, Policy, Ref, TruncationParams, Turns, bos, encoder, fit, row_turns
 
 
 @dataclasses.dataclass(frozen=True)
-class ContextLast(TruncationParams):
+class ContextLast:
     """9th place [P9]: ``response_a`` = last response of A, ``response_b`` = last of B,
     ``context`` = all earlier user turns + one model's earlier responses.
 
@@ -31,7 +41,11 @@ class ContextLast(TruncationParams):
     """
 
     truncate: Policy = param("keep_end", POLICY_DOC)
+    budgets: list[float] = budgets_field()
     context_from: Literal["a", "b"] = param("a", "whose earlier responses go into the context (our choice)")
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

@@ -5,13 +5,23 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.truncation import (
+    POLICY_DOC,
+    Policy,
+    Turns,
+    bos,
+    budgets_field,
+    check_budgets,
+    encoder,
+    fit,
+    grouped,
+    row_turns,
+)
 from replicator.core.params import param
-
-from .truncation import POLICY_DOC, Policy, TruncationParams, Turns, bos, encoder, fit, grouped, row_turns
 
 
 @dataclasses.dataclass(frozen=True)
-class ContextResult(TruncationParams):
+class ContextResult:
     """3rd place, Raja's format [P3]: ``[CONTEXT] {prompt}\\n\\n[RESPONSE A] {response_a}\\n\\n[RESPONSE B] {response_b}\\n\\n[Result]:``.
 
     [P3] gives the template for one turn only. For several turns (**our choice**, following the
@@ -26,9 +36,13 @@ class ContextResult(TruncationParams):
     """
 
     truncate: Policy = param("keep_end", POLICY_DOC)
+    budgets: list[float] = budgets_field()
     keep_turns: int = param(2, "with more than 2×keep_turns turns keep the first and last keep_turns "
                             "turns [P3]; 0 keeps all")
     joiner: str = param("\n\n", "text between the turns of one field (our choice; unknown in [P3])")
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

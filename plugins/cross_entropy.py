@@ -5,11 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-
-
-def preference_logits(logits):
-    """The first three columns are the preference logits (others belong to auxiliary heads)."""
-    return logits[:, :3]
+from replicator.core.lib.losses import preference_logits
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ import dataclasses
 
 from replicator.core.errors import ReplicatorError
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.losses import preference_logits
 from replicator.core.params import param
-from replicator.plugins.cross_entropy import preference_logits
 
 
 def teacher_probs(rows: list[dict], stage: str):

@@ -30,7 +30,7 @@ Conversion rules
   marker, a transcript that does not start with a Human turn or has no Assistant turn, Human turns
   that differ between the two.
 * Ids are ``hh-<file stem>-<line>``. Rows whose prompt is in the validation split are dropped
-  (count on stderr); train split only; ``max_rows`` samples with the seed.
+  (count in the log); train split only; ``max_rows`` samples with the seed.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from pathlib import Path
 
 from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
 from replicator.core.params import param
-from replicator.plugins import sources
 
 MARKER = re.compile(r"\n\n(Human|Assistant):(?: |(?=\n)|$)")
 
@@ -83,9 +83,7 @@ def _stem(path: Path) -> str:
     return name
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class HHRLHF:
     """HH-RLHF chosen/rejected transcripts as train rows: all turns kept, random A/B order, hard labels, no ties.
 
@@ -104,11 +102,13 @@ class HHRLHF:
     def _path(self, data_dir) -> Path:
         return resolve_data_path(data_dir, self.file)
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         return sources.missing_file(self._path(data_dir), "HH-RLHF file not found",
                                     [f"set REPLICATOR_DATA_DIR to a folder containing {self.file} "
                                      "(anthropics/hh-rlhf, e.g. harmless-base/test.jsonl.gz)"])
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         return [self._path(data_dir)]
 
@@ -154,11 +154,10 @@ class HHRLHF:
 
     def _load(self, data_dir, seed: int) -> list[dict]:
         from replicator.core import data as D
-        from replicator.core.errors import ReplicatorError
 
         path = self._path(data_dir)
         if not path.is_file():
-            raise ReplicatorError("; ".join(self.check(data_dir)))
+            raise sources.missing_data_error(self.data_check(data_dir))
 
         def load() -> list[dict]:
             if D.record_format(path) != "jsonl":

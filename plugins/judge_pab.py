@@ -5,21 +5,21 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.params import param
-
-from .truncation import (
+from replicator.core.lib.truncation import (
     POLICY_DOC,
     Policy,
     Ref,
-    TruncationParams,
     Turns,
     bos,
+    budgets_field,
+    check_budgets,
     encoder,
     fit,
     hard_cap,
     per_round,
     row_turns,
 )
+from replicator.core.params import param
 
 #: the MT-Bench pairwise judge instruction (arXiv 2306.05685), line breaks as in [R2]
 INSTRUCTION = """Please act as an impartial judge and evaluate the quality of the responses provided by two
@@ -44,8 +44,28 @@ PAPB_END = "<|The End of Assistant B’s Conversation with User|>\n"
 _SLOT = "\ue000CONVERSATION\ue000"  # a private-use marker where the conversation goes
 
 
+def judge_wrap(tokenizer, enc, start: str, end: str, system_role: bool) -> tuple[list[int], list[int]]:
+    """Token ids before and after the conversation: the judge instruction and the model's chat template
+    around the ``start``/``end`` tags, then ``verdict is: [[`` [R2] (BOS + bare text without a chat template)."""
+    conv = start + _SLOT + end
+    if system_role:
+        messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": conv}]
+    else:
+        messages = [{"role": "user", "content": f"{INSTRUCTION}\n{conv}"}]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        before, after = text.split(_SLOT)
+        return enc(before), enc(after + SUFFIX)
+    first = INSTRUCTION + "\n" if system_role else ""
+    before, after = (first + messages[-1]["content"]).split(_SLOT)
+    return bos(tokenizer) + enc(before), enc(after + SUFFIX)
+
+
+SYSTEM_ROLE_DOC = "instruction as a system message (ArmoRM [R2]); Gemma has no system role"
+
+
 @dataclasses.dataclass(frozen=True)
-class JudgePAB(TruncationParams):
+class JudgePAB:
     """2nd place **PAB** format [R2] ``human_pref/data/processors.py``, [P2].
 
     The MT-Bench pairwise judge instruction (arXiv 2306.05685): SOLUTIONS.md quotes its first and
@@ -67,27 +87,16 @@ class JudgePAB(TruncationParams):
     """
 
     truncate: Policy = param("keep_start", POLICY_DOC)
-    system_role: bool = param(False, "instruction as a system message (ArmoRM [R2]); Gemma has no system role")
+    budgets: list[float] = budgets_field()
+    system_role: bool = param(False, SYSTEM_ROLE_DOC)
 
-    def _wrap(self, tokenizer, enc, start: str, end: str) -> tuple[list[int], list[int]]:
-        """Token ids before and after the conversation: chat template around the start/end tags."""
-        conv = start + _SLOT + end
-        if self.system_role:
-            messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": conv}]
-        else:
-            messages = [{"role": "user", "content": f"{INSTRUCTION}\n{conv}"}]
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            before, after = text.split(_SLOT)
-            return enc(before), enc(after + SUFFIX)
-        first = INSTRUCTION + "\n" if self.system_role else ""
-        before, after = (first + messages[-1]["content"]).split(_SLOT)
-        return bos(tokenizer) + enc(before), enc(after + SUFFIX)
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
         enc = encoder(tokenizer)
-        head, tail = self._wrap(tokenizer, enc, PAB_START, PAB_END)
+        head, tail = judge_wrap(tokenizer, enc, PAB_START, PAB_END, self.system_role)
         layout = per_round(lambda pos, i: [
             "\n### User:\n", Ref("prompt", i), "\n\n### Assistant A:\n", Ref("a", i),
             "\n\n### Assistant B:\n", Ref("b", i), "\n"])
@@ -96,7 +105,7 @@ class JudgePAB(TruncationParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class JudgePAPB(JudgePAB):
+class JudgePAPB:
     """2nd place **PAPB** format [R2] ``ProcessorPAPB``, [P2]: A's whole conversation, then B's.
 
     Same instruction, chat template and ``verdict is: [[`` suffix as :class:`JudgePAB`; the
@@ -110,10 +119,17 @@ class JudgePAPB(JudgePAB):
     [P2]: PAB+PAPB multi-format augmentation +0.001 (stage 1 only).
     """
 
+    truncate: Policy = param("keep_start", POLICY_DOC)
+    budgets: list[float] = budgets_field()
+    system_role: bool = param(False, SYSTEM_ROLE_DOC)
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
+
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
         enc = encoder(tokenizer)
-        head, tail = self._wrap(tokenizer, enc, PAPB_START, PAPB_END)
+        head, tail = judge_wrap(tokenizer, enc, PAPB_START, PAPB_END, self.system_role)
         sep = enc(PAPB_SEP)
         room = max(0, max_length - len(head) - len(sep) - len(tail))
         sides = []

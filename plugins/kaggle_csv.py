@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 from replicator.core.data import resolve_data_path as resolve  # ``file`` under the data dir unless absolute
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
 from replicator.core.params import param
-from replicator.plugins import sources
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class KaggleCSV:
     """Competition rows (human one-hot labels) from the Kaggle CSV format, split by prompt group.
 
@@ -62,7 +62,8 @@ class KaggleCSV:
     def _needs_train(self) -> bool:
         return "train" in self.splits or "valid" in self.splits
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
         from replicator.core.data import hub_reachable
 
@@ -79,6 +80,7 @@ class KaggleCSV:
                                              ["put it under REPLICATOR_DATA_DIR"], field="test_file")
         return problems
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         """The files this source reads (a missing train file means the hub copy is used)."""
         out = []
@@ -93,7 +95,6 @@ class KaggleCSV:
 
     def _train_valid(self, data_dir, seed: int) -> tuple[list[dict], list[dict]]:
         from replicator.core import data as D
-        from replicator.core.errors import ReplicatorError
 
         path = resolve(data_dir, self.train_file)
 
@@ -101,11 +102,10 @@ class KaggleCSV:
             if path.is_file():
                 rows = D.read_competition_csv(path, require_labels=True)
             elif self.hub_id is not None and D.hub_reachable():
-                print(f"replicator: kaggle_csv: {path} not found; loading hub dataset {self.hub_id}",
-                      file=sys.stderr)
+                log.info("kaggle_csv: %s not found; loading hub dataset %s", path, self.hub_id)
                 rows = D.load_hub_55k(self.hub_id)
             else:
-                raise ReplicatorError("; ".join(self.check(data_dir)))
+                raise sources.missing_data_error(self.data_check(data_dir))
             rows = D.sample_rows(rows, self.max_rows, seed)
             if self.folds:
                 return D.split_fold(rows, self.folds, self.fold, seed)
@@ -120,9 +120,7 @@ class KaggleCSV:
 
         path = resolve(data_dir, self.test_file)  # type: ignore[arg-type]
         if not path.is_file():
-            from replicator.core.errors import ReplicatorError
-
-            raise ReplicatorError("; ".join(self.check(data_dir)))
+            raise sources.missing_data_error(self.data_check(data_dir))
         return sources.cached(self, sources.file_stamp([path]),
                               lambda: D.read_competition_csv(path, require_labels=False), slot="test")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.losses import preference_logits
 from replicator.core.params import param
-from replicator.plugins.cross_entropy import preference_logits
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,20 +5,31 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.truncation import (
+    Policy,
+    Ref,
+    Turns,
+    bos,
+    budgets_field,
+    check_budgets,
+    encoder,
+    eos,
+    fit,
+    per_round,
+    row_turns,
+)
 from replicator.core.params import param
-
-from .truncation import Policy, Ref, TruncationParams, Turns, bos, encoder, eos, fit, per_round, row_turns
 
 
 @dataclasses.dataclass(frozen=True)
-class PlainTurns(TruncationParams):
+class PlainTurns:
     """Rounds of ``User: … / Response A: … / Response B: …``, then a question line.
 
     The project's own simple format (not from a write-up): BOS, then per round
     ``"\\n## Round {i}\\nUser: {prompt}\\n\\nResponse A: {a}\\n\\nResponse B: {b}\\n"`` and finally
     ``"\\nWhich response is better? A, B or tie:"`` and EOS; the last token (EOS) is where the
     head reads. Truncation (our choice, default ``longest_first``): see
-    :mod:`replicator.plugins.truncation`.
+    :mod:`replicator.core.lib.truncation`.
 
     ``show_lengths`` (our option, off by default) adds ``"\nLength in words: A {n_a}, B {n_b}."``
     before the question, counted on the whole untruncated responses. Response length is the
@@ -27,10 +38,14 @@ class PlainTurns(TruncationParams):
     """
 
     truncate: Policy = param("longest_first", "keep_start | keep_end | longest_first | budgets "
-                             "(see replicator.plugins.truncation)")
+                             "(see replicator.core.lib.truncation)")
+    budgets: list[float] = budgets_field()
     question: str = param("\nWhich response is better? A, B or tie:", "closing text before EOS")
     show_lengths: bool = param(False, "state each response's full length in words before the question "
                                "(never truncated), so a short budget still sees it")
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

@@ -25,12 +25,12 @@ Rules
   ignored), validated by :func:`replicator.core.data.read_competition_csv` (``require_labels``
   false). Ids become ``<id_prefix><id>`` so pool rows never collide with training ids (teacher
   probabilities and token caches are keyed by id).
-* Pool rows whose prompt is in the validation split are dropped (count on stderr), in both
+* Pool rows whose prompt is in the validation split are dropped (count in the log), in both
   stages: the pool the labeller predicts is already free of its validation prompts, and the
   consumer drops those in *its* validation split.
 * Labels: the stage's probabilities renormalised to sum 1 (``hard: true`` -> the argmax one-hot).
   ``min_confidence``: keep only rows whose largest probability is at least this value (0 = all;
-  e.g. 0.6 keeps confident pseudo-labels only); the count dropped goes to stderr. A prediction that
+  e.g. 0.6 keeps confident pseudo-labels only); the count dropped goes to the log. A prediction that
   is not three finite non-negative numbers with a positive sum -> ``ReplicatorError`` naming the
   stage and the row id (never NaN).
 * ``from_stage`` set but that stage stored no pool predictions -> ``ReplicatorError`` naming the
@@ -40,14 +40,16 @@ Rules
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-import sys
 from pathlib import Path
 
 from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
 from replicator.core.params import param
-from replicator.plugins import sources
+
+log = logging.getLogger(__name__)
 
 
 def pseudo_label(probs, hard: bool) -> list[float] | None:
@@ -60,15 +62,10 @@ def pseudo_label(probs, hard: bool) -> list[float] | None:
         return None
     s = sum(p)
     p = [x / s for x in p]
-    if hard:
-        k = max(range(3), key=lambda i: p[i])
-        return [float(i == k) for i in range(3)]
-    return p
+    return sources.hard_label(p) if hard else p
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class PseudoLabels:
     """Unlabelled pool rows (competition CSV) fed to the ``pool`` split; with ``from_stage``, train rows soft-labelled by that stage.
 
@@ -100,11 +97,13 @@ class PseudoLabels:
     def _path(self, data_dir) -> Path | None:
         return None if self.file is None else resolve_data_path(data_dir, self.file)
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         return sources.missing_file(self._path(data_dir), "pseudo-label pool file not found",
                                     [f"put a competition-format CSV (id, prompt, response_a, response_b) at "
                                      f"{self.file} under REPLICATOR_DATA_DIR"])
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         path = self._path(data_dir)
         return [] if path is None else [path]
@@ -118,7 +117,7 @@ class PseudoLabels:
             raise ReplicatorError(f"pseudo_labels: stage {ctx.stage or '(main)'} feeds the pool split but no file "
                                   "is given; set file to a competition-format CSV of unlabelled rows")
         if not path.is_file():
-            raise ReplicatorError("; ".join(self.check(ctx.data_dir)))
+            raise sources.missing_data_error(self.data_check(ctx.data_dir))
 
         def load() -> list[dict]:
             rows = D.read_competition_csv(path, require_labels=False, source="pseudo_labels")
@@ -157,8 +156,8 @@ class PseudoLabels:
             rows.append(make_row(rid, r["prompt"], r["response_a"], r["response_b"], label=label,
                                  model_a=r.get("model_a"), model_b=r.get("model_b"), source="pseudo_labels"))
         if low:
-            print(f"replicator: pseudo_labels: dropped {low} of {len(pool)} pool row(s) whose largest predicted "
-                  f"probability is below min_confidence {self.min_confidence}", file=sys.stderr)
+            log.info("pseudo_labels: dropped %d of %d pool row(s) whose largest predicted probability is below "
+                     "min_confidence %s", low, len(pool), self.min_confidence)
         return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
     @hookimpl

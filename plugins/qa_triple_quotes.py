@@ -6,9 +6,18 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.truncation import (
+    Ref,
+    Turns,
+    bos,
+    budgets_field,
+    check_budgets,
+    encoder,
+    eos,
+    fit,
+    per_round,
+)
 from replicator.core.params import param
-
-from .truncation import Ref, TruncationParams, Turns, bos, encoder, eos, fit, per_round
 
 QAPolicy = Literal["prompt_then_answers", "keep_start", "keep_end", "longest_first", "budgets"]
 
@@ -22,7 +31,7 @@ def first_words(text: str, n: int) -> tuple[str, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class QATripleQuotes(TruncationParams):
+class QATripleQuotes:
     """1st place [R1] ``src/prepare_data.py`` ``create_rounds`` + training script, [P1].
 
     ``User question:\\n\"\"\"{query}\"\"\"\\nAnswer A:\\n\"\"\"{answer_a}\"\"\"\\nAnswer B:\\n\"\"\"{answer_b}\"\"\"\\n``
@@ -42,11 +51,15 @@ class QATripleQuotes(TruncationParams):
     """
 
     truncate: QAPolicy = param("prompt_then_answers", "prompt_then_answers (1st place) | keep_start | "
-                               "keep_end | longest_first | budgets (see replicator.plugins.truncation)")
+                               "keep_end | longest_first | budgets (see replicator.core.lib.truncation)")
+    budgets: list[float] = budgets_field()
     prompt_words: int = param(256, "word pre-cut: keep the first N words of the prompt [R1]; 0 = off")
     answer_words: int = param(700, "word pre-cut: keep the first N words of each answer [R1]; 0 = off")
     prompt_tokens: int = param(256, "prompt_then_answers: the prompt keeps its first N tokens [R1]")
     eos_replacement: str = param("<end>", "replaces literal EOS token text inside the conversation [R1]")
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

@@ -6,15 +6,25 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.truncation import (
+    Ref,
+    Turns,
+    bos,
+    budgets_field,
+    check_budgets,
+    encoder,
+    eos,
+    fit,
+    per_round,
+    row_turns,
+)
 from replicator.core.params import param
-
-from .truncation import Ref, TruncationParams, Turns, bos, encoder, eos, fit, per_round, row_turns
 
 RoundPolicy = Literal["overflow_split", "keep_start", "keep_end", "longest_first", "budgets"]
 
 
 @dataclasses.dataclass(frozen=True)
-class RoundHeaders(TruncationParams):
+class RoundHeaders:
     """4th place [R4] readme ``tokenize_cls_p3`` (and ``code/1.train.py``).
 
     BOS + per round ``## Round {i}:`` (``\\n\\n## Round {i}:`` after the first) +
@@ -32,10 +42,14 @@ class RoundHeaders(TruncationParams):
     """
 
     truncate: RoundPolicy = param("overflow_split", "overflow_split (4th place) | keep_start | keep_end | "
-                                  "longest_first | budgets (see replicator.plugins.truncation)")
+                                  "longest_first | budgets (see replicator.core.lib.truncation)")
+    budgets: list[float] = budgets_field()
     min_tail_budget: int = param(80, "overflow_split: below this many tokens for the overflowing round, "
                                  "drop it and all later rounds [R4]")
     ellipsis: str = param("......", "overflow_split: text appended to a field that was cut [R4]")
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

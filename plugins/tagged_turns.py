@@ -5,24 +5,24 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.params import param
-
-from .truncation import (
+from replicator.core.lib.truncation import (
     POLICY_DOC,
     Policy,
     Ref,
-    TruncationParams,
     Turns,
     bos,
+    budgets_field,
+    check_budgets,
     encoder,
     fit,
     per_round,
     row_turns,
 )
+from replicator.core.params import param
 
 
 @dataclasses.dataclass(frozen=True)
-class TaggedTurns(TruncationParams):
+class TaggedTurns:
     """3rd place, Mark's format [R3m] ``llm_qlora.py format_prompt``, [P3].
 
     Per turn ``<PROMPT>{prompt}</PROMPT><RESPONSE A>{response_a}</RESPONSE A><RESPONSE B>{response_b}</RESPONSE B>``,
@@ -35,6 +35,10 @@ class TaggedTurns(TruncationParams):
     """
 
     truncate: Policy = param("keep_start", POLICY_DOC)
+    budgets: list[float] = budgets_field()
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

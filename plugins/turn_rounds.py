@@ -5,25 +5,25 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.params import param
-
-from .truncation import (
+from replicator.core.lib.truncation import (
     POLICY_DOC,
     Policy,
     Ref,
-    TruncationParams,
     Turns,
     bos,
+    budgets_field,
+    check_budgets,
     encoder,
     eos,
     fit,
     per_round,
     row_turns,
 )
+from replicator.core.params import param
 
 
 @dataclasses.dataclass(frozen=True)
-class TurnRounds(TruncationParams):
+class TurnRounds:
     """16th place [P16]: rounds of (prompt, response A, response B); the exact strings are unknown
     there, so this follows a third-party copy *(secondary, unverified)* (SOLUTIONS.md §1, 16th).
 
@@ -37,6 +37,10 @@ class TurnRounds(TruncationParams):
     """
 
     truncate: Policy = param("keep_end", POLICY_DOC)
+    budgets: list[float] = budgets_field()
+
+    def __post_init__(self):
+        check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

@@ -33,26 +33,29 @@ Label rule (score of the side shown as A minus the score of B: ``d``)
 * ``temperature == 0``: hard one-hot for the higher-rated side.
 * ``d == 0`` (equal ratings): ``[0, 0, 1]`` when ``ties`` is true (the only way a tie arises: "no
   ties unless the rating says so"); otherwise ``[0.5, 0.5, 0]`` for soft labels, and for hard
-  labels the row is dropped (no hard label exists) with a count on stderr.
+  labels the row is dropped (no hard label exists) with a count in the log.
 * A/B order: the chosen (or first) side is A when a coin seeded by (seed, row id) says so, so
   the order is deterministic for a seed, independent of row order, and about half are swapped.
 * A score that is not a finite number, a missing column, a response that is neither text nor a
   list of messages -> :class:`~replicator.core.errors.DataError` naming file, row and field.
   ``null`` text -> ``""``. Labels never contain NaN.
-* Rows whose prompt is in the validation split are dropped (count on stderr). Train split only.
+* Rows whose prompt is in the validation split are dropped (count in the log). Train split only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib import sources
+from replicator.core.lib.conversations import pad_turns, parse_conversation
 from replicator.core.params import param
-from replicator.plugins import sources
+
+log = logging.getLogger(__name__)
 
 BINARIZED = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 RAW = ("instruction", "completions")
@@ -86,7 +89,6 @@ def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
     import json
 
     from replicator.core.data import clean_text
-    from replicator.plugins.arena_33k import parse_conversation
 
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
@@ -103,9 +105,7 @@ def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
     return [], [], f"expected the response text or a list of {{role, content}} messages, got {type(value).__name__}"
 
 
-# eq=False: pluggy refuses a plugin equal (==) to one already registered, so two blocks
-# with the same parameters would clash; identity equality avoids that.
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class UltraFeedbackPairs:
     """UltraFeedback-style rated pairs (binarized or raw schema) as train rows with Bradley-Terry soft labels.
 
@@ -134,7 +134,8 @@ class UltraFeedbackPairs:
             raise ValueError(f"temperature must be >= 0 (0 = hard labels), got {self.temperature}")
         sources.check_source_params(self)
 
-    def check(self, data_dir) -> list[str]:
+    @hookimpl
+    def data_check(self, data_dir) -> list[str]:
         from replicator.core.data import hub_reachable, resolve_data_path
 
         if self.data_files(data_dir) or (self.hub_id is not None and hub_reachable()):
@@ -145,6 +146,7 @@ class UltraFeedbackPairs:
              f"or raw: instruction, completions) at {self.file} under REPLICATOR_DATA_DIR"],
             hub_id=self.hub_id, also=["use alpacaeval_pairs, the offline stand-in"], provide="them")]
 
+    @hookimpl
     def data_files(self, data_dir) -> list[Path]:
         return sources.find_data_files(data_dir, self.file)
 
@@ -161,8 +163,7 @@ class UltraFeedbackPairs:
         if label is None:
             stats["equal"] += 1
             return None
-        n = max(len(prompt), len(resp1), len(resp2))
-        prompt, resp1, resp2 = (list(x) + [""] * (n - len(x)) for x in (prompt, resp1, resp2))
+        prompt, resp1, resp2, _ = pad_turns(prompt, resp1, resp2)
         return make_row(rid, prompt, resp1, resp2, label=label, model_a=models[0], model_b=models[1],
                         source="ultrafeedback_pairs")
 
@@ -263,13 +264,11 @@ class UltraFeedbackPairs:
         if problems:
             raise DataError(file, problems)
         if stats["equal"]:
-            print(f"replicator: {file}: dropped {stats['equal']} pair(s) with equal ratings (hard labels, "
-                  "ties: false)", file=sys.stderr)
+            log.info("%s: dropped %d pair(s) with equal ratings (hard labels, ties: false)", file, stats["equal"])
         return rows
 
     def _load(self, data_dir, seed: int) -> list[dict]:
         from replicator.core import data as D
-        from replicator.core.errors import ReplicatorError
 
         files = self.data_files(data_dir)
 
@@ -277,13 +276,13 @@ class UltraFeedbackPairs:
             if files:
                 rows = [r for f in files for r in self.convert(D.read_records(f), str(f), f.stem, seed)]
             elif self.hub_id is not None and D.hub_reachable():
-                print(f"replicator: ultrafeedback_pairs: {D.resolve_data_path(data_dir, self.file)} not found; "
-                      f"loading hub dataset {self.hub_id} ({self.hub_split})", file=sys.stderr)
+                log.info("ultrafeedback_pairs: %s not found; loading hub dataset %s (%s)",
+                         D.resolve_data_path(data_dir, self.file), self.hub_id, self.hub_split)
                 ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
                 rows = self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
                                     "hub", seed)
             else:
-                raise ReplicatorError("; ".join(self.check(data_dir)))
+                raise sources.missing_data_error(self.data_check(data_dir))
             rows = sources.suffix_repeated_ids(rows)  # several files may repeat a prompt id
             return D.sample_rows(rows, self.max_rows, seed)
 

@@ -14,8 +14,8 @@ import pytest
 
 from replicator.core import hookspecs
 from replicator.core.manager import BUILTINS, catalogue, describe, plugin_hooks
+from replicator.core.pipeline import run_recipe as run
 from replicator.core.recipe import resolve
-from replicator.core.run import run
 
 from .conftest import RECIPES, TINY
 
@@ -172,7 +172,7 @@ def test_full_fine_tuning_and_8bit_inference(rich_data_dir, tmp_path, monkeypatc
 
 
 def test_submission_postprocess_uses_validation_fit(rich_data_dir, tmp_path, monkeypatch):
-    from replicator.core.run import predict
+    from replicator.core.submission import predict
 
     r, m = _tiny_run(["plugins.temp={use: temperature_scaling}"], rich_data_dir, tmp_path, monkeypatch)
     run_dir = next((tmp_path / "reports").glob("smoke/*"))

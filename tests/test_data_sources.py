@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,12 @@ from replicator.plugins.arena_33k import Arena33k, winner_label
 from replicator.plugins.hh_rlhf import HHRLHF, parse_transcript
 from replicator.plugins.pseudo_labels import PseudoLabels
 from replicator.plugins.ultrafeedback import UltraFeedbackPairs, rating_label
+
+
+@pytest.fixture(autouse=True)
+def _info_logs(caplog):
+    """The sources report what they drop or repair at INFO (``replicator.*`` loggers): capture it."""
+    caplog.set_level(logging.INFO, logger="replicator")
 
 
 def conv(*turns) -> list[dict]:
@@ -129,15 +136,15 @@ def test_arena_winner_mapping():
     assert winner_label("bothbad") is None and winner_label(None) is None and winner_label(float("nan")) is None
 
 
-def test_arena_dedup_within_set_and_against_valid(tmp_path, capsys):
+def test_arena_dedup_within_set_and_against_valid(tmp_path, caplog):
     write_arena(tmp_path / "arena-33k" / "b.json", arena_records(), "json")
     rows = Arena33k().data_sources("train", DataContext(tmp_path, 0))
     assert len(rows) == 4  # the swapped duplicate (extra space in its prompt) is dropped
-    assert "dedup dropped 1 of 5" in capsys.readouterr().err
+    assert "dedup dropped 1 of 5" in caplog.text
     valid = {prompt_group(["fuji VS. nikon, which is better?", "Which one has better lenses for wildlife?"])}
     rows = Arena33k().data_sources("train", DataContext(tmp_path, 0, valid_groups=valid))
     assert len(rows) == 3 and all("Fuji" not in r["prompt"][0] for r in rows)
-    assert "dropped 1 of 4 row(s) whose prompt is in the validation or test split" in capsys.readouterr().err
+    assert "dropped 1 of 4 row(s) whose prompt is in the validation or test split" in caplog.text
     assert Arena33k().data_sources("valid", DataContext(tmp_path, 0)) is None
     assert Arena33k().data_sources("pool", DataContext(tmp_path, 0)) is None
 
@@ -192,18 +199,18 @@ def test_arena_missing_column_and_bad_jsonl_line(tmp_path):
 
 def test_arena_check_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (msg,) = Arena33k().check(tmp_path)
+    (msg,) = Arena33k().data_check(tmp_path)
     assert "33k arena data not found" in msg and str(tmp_path / "arena-33k") in msg
     assert "REPLICATOR_DATA_DIR" in msg and "absolute path" in msg and "lmsys/chatbot_arena_conversations" in msg
-    (msg,) = Arena33k(hub_id=None).check(tmp_path)
+    (msg,) = Arena33k(hub_id=None).data_check(tmp_path)
     assert "Hugging Face" not in msg
     with pytest.raises(ReplicatorError, match="33k arena data not found"):
         Arena33k().data_sources("train", DataContext(tmp_path, 0))
     (tmp_path / "arena-33k").mkdir()
-    assert "has no .json" in Arena33k().check(tmp_path)[0]
+    assert "has no .json" in Arena33k().data_check(tmp_path)[0]
     write_arena(tmp_path / "arena-33k" / "part-2.jsonl", arena_records()[2:], "jsonl")
     write_arena(tmp_path / "arena-33k" / "part-1.jsonl", arena_records()[:2], "jsonl")
-    assert Arena33k().check(tmp_path) == []
+    assert Arena33k().data_check(tmp_path) == []
     assert [p.name for p in Arena33k().data_files(tmp_path)] == ["part-1.jsonl", "part-2.jsonl"]
 
 
@@ -274,12 +281,12 @@ def test_ultrafeedback_binarized_soft_labels_and_order(tmp_path):
     assert [r["response_a"] for r in other] != [r["response_a"] for r in rows]
 
 
-def test_ultrafeedback_hard_and_no_ties(tmp_path, capsys):
+def test_ultrafeedback_hard_and_no_ties(tmp_path, caplog):
     path = write_parquet(tmp_path / "uf.parquet", uf_binarized())
     rows = UltraFeedbackPairs(file=str(path), temperature=0.0, ties=False).data_sources("train", DataContext(tmp_path, 0))
     n_equal = sum(s["score_chosen"] == s["score_rejected"] for s in uf_binarized())
     assert len(rows) == 60 - n_equal
-    assert f"dropped {n_equal} pair(s) with equal ratings" in capsys.readouterr().err
+    assert f"dropped {n_equal} pair(s) with equal ratings" in caplog.text
     assert all(sorted(r["label"]) == [0.0, 0.0, 1.0] and r["label"][2] == 0.0 for r in rows)
     soft = UltraFeedbackPairs(file=str(path), ties=False).data_sources("train", DataContext(tmp_path, 0))
     assert len(soft) == 60 and not any(r["label"][2] for r in soft)
@@ -326,17 +333,17 @@ def test_ultrafeedback_malformed_and_check(tmp_path, monkeypatch):
         UltraFeedbackPairs(file=str(write_parquet(tmp_path / "x.parquet", [{"q": "hi"}]))).data_sources(
             "train", DataContext(tmp_path, 0))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (msg,) = UltraFeedbackPairs().check(tmp_path)
+    (msg,) = UltraFeedbackPairs().data_check(tmp_path)
     assert "UltraFeedback pairs not found" in msg and "alpacaeval_pairs" in msg and "absolute path" in msg
     with pytest.raises(ValueError, match="temperature"):
         UltraFeedbackPairs(temperature=-1.0)
 
 
-def test_ultrafeedback_dedup_valid(tmp_path, capsys):
+def test_ultrafeedback_dedup_valid(tmp_path, caplog):
     path = write_parquet(tmp_path / "uf.parquet", uf_binarized())
     valid = {prompt_group(["Explain binary search to a twelve-year-old."])}
     rows = UltraFeedbackPairs(file=str(path)).data_sources("train", DataContext(tmp_path, 0, valid_groups=valid))
-    assert len(rows) == 59 and "dropped 1 of 60" in capsys.readouterr().err
+    assert len(rows) == 59 and "dropped 1 of 60" in caplog.text
     assert UltraFeedbackPairs(file=str(path)).data_sources("valid", DataContext(tmp_path, 0)) is None
 
 
@@ -438,7 +445,7 @@ def test_hh_rlhf_malformed_names_file_line_field(tmp_path, line, field, message)
 
 
 def test_hh_rlhf_check(tmp_path):
-    (msg,) = HHRLHF().check(tmp_path)
+    (msg,) = HHRLHF().data_check(tmp_path)
     assert "HH-RLHF file not found" in msg and "REPLICATOR_DATA_DIR" in msg and "harmless-base-test.jsonl.gz" in msg
     with pytest.raises(ReplicatorError, match="HH-RLHF file not found"):
         HHRLHF().data_sources("train", DataContext(tmp_path, 0))
@@ -510,7 +517,7 @@ def fake_outputs(pool: list[dict]) -> dict:
     return {"teacher": {"pool": probs, "pool_rows": [{k: v for k, v in r.items() if k != "label"} for r in pool]}}
 
 
-def test_pseudo_labels_from_stage(tmp_path, capsys):
+def test_pseudo_labels_from_stage(tmp_path, caplog):
     write_pool_csv(tmp_path / "pool.csv")
     pool = PseudoLabels(file="pool.csv").data_sources("pool", DataContext(tmp_path, 0, stage="teacher"))
     outs = fake_outputs(pool)
@@ -526,7 +533,7 @@ def test_pseudo_labels_from_stage(tmp_path, capsys):
     assert [r["label"] for r in hard] == [[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]
     confident = PseudoLabels(from_stage="teacher", min_confidence=0.6).data_sources("train", ctx)
     assert [r["id"] for r in confident] == ["pool-77001", "pool-77003", "pool-77004"]
-    assert "dropped 1 of 4 pool row(s)" in capsys.readouterr().err
+    assert "dropped 1 of 4 pool row(s)" in caplog.text
     valid = {prompt_group(["Suggest a weekend trip from Berlin."])}
     ctx_v = DataContext(tmp_path, 0, stage="student", stage_outputs=outs, valid_groups=valid)
     assert len(PseudoLabels(from_stage="teacher").data_sources("train", ctx_v)) == 3
@@ -550,9 +557,9 @@ def test_pseudo_labels_errors(tmp_path):
         PseudoLabels()
     with pytest.raises(ValueError, match="min_confidence"):
         PseudoLabels(file="x.csv", min_confidence=1.5)
-    (msg,) = PseudoLabels(file="pool.csv").check(tmp_path)
+    (msg,) = PseudoLabels(file="pool.csv").data_check(tmp_path)
     assert "pseudo-label pool file not found" in msg and "REPLICATOR_DATA_DIR" in msg
-    assert PseudoLabels(from_stage="teacher").check(tmp_path) == []
+    assert PseudoLabels(from_stage="teacher").data_check(tmp_path) == []
     with pytest.raises(ReplicatorError, match="no file"):
         PseudoLabels(from_stage="teacher").data_sources("pool", DataContext(tmp_path, 0, stage="teacher"))
 
@@ -576,19 +583,7 @@ def test_seeded_coin_balanced_and_stable():
     assert flips != [D.seeded_coin(1, f"row-{i}") for i in range(1000)]
 
 
-def test_equal_blocks_register():
-    import pluggy
-
-    from replicator.core import hookspecs
-
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    for i, p in enumerate([Arena33k(), Arena33k(), UltraFeedbackPairs(), UltraFeedbackPairs(), HHRLHF(), HHRLHF(),
-                           PseudoLabels(file="a.csv"), PseudoLabels(file="a.csv")]):
-        pm.register(p, name=str(i))
-
-
-def test_extra_data_is_deduplicated_against_test_prompts_too(tmp_path, capsys):
+def test_extra_data_is_deduplicated_against_test_prompts_too(tmp_path, caplog):
     path = write_jsonl_gz(tmp_path / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
     src = HHRLHF(file=str(path))
     everything = src.data_sources(split="train", ctx=DataContext(data_dir=tmp_path, seed=0))
@@ -597,4 +592,4 @@ def test_extra_data_is_deduplicated_against_test_prompts_too(tmp_path, capsys):
     kept = src.data_sources(split="train", ctx=ctx)
     assert len(kept) == len(everything) - sum(r["group"] == test_group for r in everything)
     assert test_group not in {r["group"] for r in kept}
-    assert "validation or test split" in capsys.readouterr().err
+    assert "validation or test split" in caplog.text

@@ -17,14 +17,16 @@ def test_wheel_contains_the_namespace_and_imports_from_it(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("arena_replicator-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "replicator/core/hookspecs.py" in names and "replicator/plugins/swap_ab.py" in names
+    assert "replicator/core/lib/truncation.py" in names and "replicator/core/lib/sources.py" in names
     assert not any(n.startswith(("core/", "plugins/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "replicate = replicator.core.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True)
-    code = ("import replicator.core as c; from replicator.core.manager import catalogue; "
-            "print(c.__file__); print(len(catalogue().values()))")
+    code = ("import replicator.core as c, replicator.core.lib.truncation as t; "
+            "from replicator.core.manager import catalogue; "
+            "print(c.__file__); print(t.__file__); print(len(catalogue().values()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(target)), cwd=tmp_path).stdout.split()
-    assert out[0].startswith(str(target)) and int(out[1]) >= 27
+    assert out[0].startswith(str(target)) and out[1].startswith(str(target)) and int(out[2]) >= 27

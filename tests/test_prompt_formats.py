@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 from pytest_regressions.data_regression import RegressionYamlDumper
 
+from replicator.core.lib.truncation import POLICIES, Ref, Turns, cut_longest
 from replicator.core.params import build, doc_of
 from replicator.plugins.context_last import ContextLast
 from replicator.plugins.context_result import ContextResult
@@ -22,7 +23,6 @@ from replicator.plugins.plain_turns import PlainTurns
 from replicator.plugins.qa_triple_quotes import QATripleQuotes
 from replicator.plugins.round_headers import RoundHeaders
 from replicator.plugins.tagged_turns import TaggedTurns
-from replicator.plugins.truncation import POLICIES, Ref, Turns, cut_longest
 from replicator.plugins.turn_rounds import TurnRounds
 
 from .char_tokenizer import char_tokenizer

@@ -11,14 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from replicator.core.batches import length_grouped_batches, units_of
 from replicator.core.data import data_dir
 from replicator.core.errors import RecipeError, ReplicatorError
 from replicator.core.manager import build_plugins
+from replicator.core.metrics import log_loss
 from replicator.core.recipe import resolve
 from replicator.core.rows import SWAP_PERM, make_row, swap_row
-from replicator.core.train import length_grouped_batches, units_of
 from replicator.plugins.aux_model_heads import IGNORE_INDEX, AuxModelHeads, family_index, model_family
-from replicator.plugins.calibration import PlattScaling, TemperatureScaling, log_loss
+from replicator.plugins.calibration import PlattScaling, TemperatureScaling
 from replicator.plugins.cross_entropy import CrossEntropy
 from replicator.plugins.distill_kl_cos import DistillKLCos
 from replicator.plugins.empty_identical_rules import EmptyIdenticalRules, rule_of
@@ -296,8 +297,9 @@ def _tiny_model(head_block, seed=0):
 
 
 def test_aux_model_heads_train_and_are_absent_at_prediction(isolated):
+    from replicator.core.batches import Encoder, collate
     from replicator.core.data import read_competition_csv
-    from replicator.core.train import Encoder, collate, predict_probs
+    from replicator.core.predict import predict_probs
 
     torch.set_num_threads(1)
     model, tok, info, plugins, stage = _tiny_model("{use: aux_model_heads, families: [gpt-4, claude-2, vicuna-13b]}")
@@ -349,7 +351,7 @@ def test_aux_loss_ignores_unknown_names():
 
 
 def _run(overrides):
-    from replicator.core.run import run
+    from replicator.core.pipeline import run_recipe as run
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=2"] + overrides, data_dir=data_dir())
     return run(r, data_dir(), progress=False)

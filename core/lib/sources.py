@@ -8,9 +8,13 @@ Plain functions, not a base class: every source stays a plain frozen dataclass a
 * :func:`file_stamp` and :func:`cached` -- a load cache keyed by the files' identity (path,
   mtime, size) and the seed, holding one entry per slot, so a changed file or seed reloads.
 * :func:`hub_way`, :func:`missing_data_message` and :func:`missing_file` -- the "not found; to
-  provide it, ..." message.
+  provide it, ..." message a source's ``data_check`` hook returns; :func:`missing_data_error` --
+  the error its loader raises with those messages when the data is still missing at load time.
 * :func:`suffix_repeated_ids` -- ``-f2``, ``-f3``, ... for ids repeated across several files.
+* :func:`hard_label` -- the one-hot argmax of a soft label (``hard_labels`` / ``hard`` options).
 * :func:`train_rows` -- the ``data_sources`` hook of a train-only extra-data source.
+
+Row sampling is :func:`replicator.core.data.sample_rows` (seeded, keeps row order).
 """
 
 from __future__ import annotations
@@ -95,6 +99,21 @@ def missing_file(path: Path | None, what: str, ways: Sequence[str], **kw) -> lis
     if path is None or path.is_file():
         return []
     return [missing_data_message(what, path, ways, **kw)]
+
+
+def missing_data_error(problems: Sequence[str]):
+    """The :class:`~replicator.core.errors.ReplicatorError` a loader raises when its data is missing;
+    ``problems`` is the source's ``data_check`` answer (the messages of :func:`missing_data_message`)."""
+    from replicator.core.errors import ReplicatorError
+
+    return ReplicatorError("; ".join(problems) or "data files changed while loading (they were there at resolve "
+                           "time); run again")
+
+
+def hard_label(label: Sequence[float]) -> list[float]:
+    """The one-hot vector of ``label``'s largest entry (the first one on ties)."""
+    k = max(range(len(label)), key=lambda j: label[j])
+    return [float(j == k) for j in range(len(label))]
 
 
 def suffix_repeated_ids(rows: list[dict]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Turn-aware layout and truncation shared by the prompt formats (a helper module, not a plugin).
+"""Turn-aware layout and truncation shared by the prompt formats (a library module, not a plugin).
 
 A format describes its text as a **layout**: a function from the rounds still kept to a list of
 pieces, each either fixed template text (``str``, or token ids) or a :class:`Ref` to one field
@@ -9,7 +9,9 @@ does not fit (then the end of the head/body is cut and the tail is kept). Every 
 tokenized on its own, so the ids at a field boundary can differ from tokenizing the whole text
 at once (a few tokens with BPE tokenizers; none with a character tokenizer).
 
-Shared policies, accepted by every format's ``truncate`` parameter:
+Every format declares its own ``truncate`` parameter (a :data:`Policy`, or a ``Literal`` that adds
+its special policy) and ``budgets = budgets_field()``, and checks ``budgets`` with
+:func:`check_budgets` in its ``__post_init__``. Shared policies, accepted by every format:
 
 ``keep_start``     right truncation: the body is laid out in order and cut at the budget, so the
                    beginning survives (HF ``truncation_side="right"``; 1st/2nd/3rd place).
@@ -48,7 +50,7 @@ SPECIAL = ("prompt_then_answers", "overflow_split")
 FIELDS = ("prompt", "a", "b")
 POLICY_DOC = ("how to fit the budget: keep_start (cut the end) | keep_end (drop earliest rounds) | "
               "longest_first (trim the longest field) | budgets (per-field fractions); "
-              "see replicator.plugins.truncation")
+              "see replicator.core.lib.truncation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +65,19 @@ Piece = str | list | Ref  # fixed text, fixed token ids, or a field
 Layout = Callable[[list[int]], list[Piece]]
 
 
-@dataclasses.dataclass(frozen=True)
-class TruncationParams:
-    """The truncation parameters every prompt format shares (a base class, not a plugin)."""
+BUDGETS_DOC = ("fractions of the room for prompt / response A / response B, used by the `budgets` policy "
+               "(and by `overflow_split` where a format offers it)")
 
-    truncate: Policy = param("longest_first", POLICY_DOC)
-    budgets: list[float] = param(
-        [0.2, 0.4, 0.4], "fractions of the room for prompt / response A / response B, used by the "
-        "`budgets` policy (and by `overflow_split` where a format offers it)")
 
-    def __post_init__(self):
-        b = self.budgets
-        if len(b) != 3 or any(x < 0 for x in b) or sum(b) <= 0:
-            raise ValueError(f"budgets must be three non-negative fractions (prompt, A, B), got {b!r}")
+def budgets_field():
+    """The ``budgets`` parameter every prompt format declares: ``budgets: list[float] = budgets_field()``."""
+    return param([0.2, 0.4, 0.4], BUDGETS_DOC)
+
+
+def check_budgets(budgets: Sequence[float]) -> None:
+    """Three non-negative fractions (prompt, A, B) with a positive sum, else ValueError naming ``budgets``."""
+    if len(budgets) != 3 or any(x < 0 for x in budgets) or sum(budgets) <= 0:
+        raise ValueError(f"budgets must be three non-negative fractions (prompt, A, B), got {budgets!r}")
 
 
 # ------------------------------------------------------------------------------------ tokens
