@@ -39,7 +39,7 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None):  
 
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
-    """List every plugin with its hooks and documented parameters."""
+    """List every plugin with its hooks, the package that provides it and its documented parameters."""
     from .manager import describe
 
     try:
@@ -51,7 +51,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
         return
     for e in entries:
         first = e["doc"].splitlines()[0] if e["doc"] else ""
-        typer.echo(f"{e['name']}  [{', '.join(e['hooks'])}]")
+        dist = e["distribution"] or "(unknown distribution)"
+        ver = e["version"] or "(not installed)"
+        typer.echo(f"{e['name']}  [{', '.join(e['hooks'])}]  {dist} {ver}")
         typer.echo(f"    {first}")
         for name, tp, default, doc in e["params"]:
             typer.echo(f"    - {name}: {tp} = {default!r}  {doc}")

@@ -271,7 +271,8 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
 
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
-    """Ask each data plugin whether its files are there (``check(data_dir)`` -> list of problems)."""
+    """Ask each data plugin whether its files are there (the ``data_check`` hook, per plugin): the first
+    plugin with problems is a RecipeError naming its block."""
     for alias, problems in plugins.check_data(data_dir):
         if problems:
             raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))
