@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,11 +12,21 @@ from .conftest import ROOT
 
 
 def test_wheel_contains_the_namespace_and_imports_from_it(tmp_path):
+    # build from a clean copy of the sources: pip builds in the source tree, and setuptools' build/
+    # folder there keeps modules that were moved or deleted since the last build
+    src = tmp_path / "src"
+    for d in ("core", "plugins"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / f, src / f)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, cwd=tmp_path,
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, cwd=tmp_path,
                    env=dict(os.environ, PIP_NO_INPUT="1"))
     (wheel,) = (tmp_path / "dist").glob("arena_replicator-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    sources = {f"replicator/{p.relative_to(ROOT).as_posix()}" for d in ("core", "plugins")
+               for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts}
+    assert {n for n in names if n.endswith(".py")} == sources  # every module, and only those
     assert "replicator/core/hookspecs.py" in names and "replicator/plugins/swap_ab.py" in names
     assert "replicator/core/lib/truncation.py" in names and "replicator/core/lib/sources.py" in names
     assert not any(n.startswith(("core/", "plugins/", "tests/")) for n in names)
