@@ -1,0 +1,251 @@
+"""`replicate report`: runs grouped into variants (seeds pooled), Δ with paired bootstrap intervals,
+reference rows, comparability flags, deterministic report.md / report.html / report.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from replicator.core.cli import app
+from replicator.core.errors import ReplicatorError
+from replicator.core.report import build_report, default_out_dir, discover_runs
+from replicator.core.rowpreds import FILENAME, write_row_predictions
+from replicator.core.stats import paired_bootstrap, row_log_loss
+
+ENV = {"python": "3.11.7", "device": "cpu", "torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"}
+N_ROWS, PER_GROUP = 240, 3
+
+
+def valid_rows(n: int = N_ROWS, split: int = 0) -> list[dict]:
+    """Synthetic validation rows, PER_GROUP rows per prompt group; lengths vary."""
+    return [{"id": str(10_000 * split + i), "group": f"{split:02d}{i // PER_GROUP:014x}",
+             "prompt": [f"Explain item {i // PER_GROUP}."], "response_a": ["a" * (20 + 7 * i)],
+             "response_b": ["b" * (15 + (i * 37) % 400)]} for i in range(n)]
+
+
+def synthetic(seed: int, strength: float, noise: float = 0.15, n: int = N_ROWS, split: int = 0):
+    """Labels from a latent score; predictions that see it with ``strength`` (plus seed noise)."""
+    rng = np.random.default_rng(1000 + split)
+    latent = rng.normal(0, 1, (n, 3))
+    labels = np.eye(3)[(latent + rng.gumbel(size=(n, 3))).argmax(1)]
+    noise_rng = np.random.default_rng(seed)
+    logits = strength * latent + noise * noise_rng.normal(0, 1, (n, 3))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True), labels
+
+
+def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, probs, labels, rows=None,
+             data_hash: str = "d" * 64, env: dict | None = None, history: bool = True, prior=(0.35, 0.35, 0.30),
+             variant: str | None = None) -> Path:
+    rows = rows if rows is not None else valid_rows(len(labels))
+    key = json.dumps([sorted(toggles), data_hash, env, variant])
+    run_id = f"{recipe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}-s{seed}"
+    d = root / recipe / run_id
+    d.mkdir(parents=True)
+    cfg = {"name": recipe, "seed": seed, "train": {"lr": 1e-4},
+           "plugins": {"swap": {"use": "swap_ab"}} if "no_swap" not in toggles else {}}
+    if "focal" in toggles:
+        cfg["plugins"]["loss"] = {"use": "focal_loss"}
+    (d / "resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    fp = {"run_id": run_id, "recipe": recipe, "config_hash": hashlib.sha256(json.dumps(cfg).encode()).hexdigest(),
+          "seed": seed, "data_hash": data_hash, "data_files": {"train.csv": data_hash},
+          "toggles": list(toggles), "environment": env or ENV}
+    if variant:
+        fp["variant"] = variant
+    (d / "fingerprint.json").write_text(json.dumps(fp, indent=2))
+    ll = float(row_log_loss(probs, labels).mean())
+    steps = 40
+    stage = {"optimizer_steps": steps, "seconds": 300.0 + seed, "train_tokens": 200_000, "n_valid_rows": len(rows),
+             "final_log_loss": ll, "train_label_prior": list(prior)}
+    if history:
+        stage["train_loss_history"] = [1.1 * math.exp(-k / 50) + 0.02 * ((k * 7 + seed) % 5) for k in range(steps)]
+    metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll, "log_loss": ll,
+               "n_valid_rows": len(rows), "train_label_prior": list(prior), "stages": {"main": stage}}
+    (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_row_predictions(d / FILENAME, rows, {"identity": probs, "final": probs}, labels)
+    return d
+
+
+def ablation(root: Path, seeds=(1, 2)) -> dict[str, list[Path]]:
+    """base (weak), +focal (clearly better), +no_swap (the same up to noise), over ``seeds``."""
+    out: dict[str, list[Path]] = {"base": [], "focal": [], "no_swap": []}
+    for s in seeds:
+        p, y = synthetic(s, 0.4)
+        out["base"].append(make_run(root, seed=s, probs=p, labels=y))
+        p, y = synthetic(s, 1.0)
+        out["focal"].append(make_run(root, toggles=("focal",), seed=s, probs=p, labels=y))
+        p, y = synthetic(s + 50, 0.4)
+        out["no_swap"].append(make_run(root, toggles=("no_swap",), seed=s, probs=p, labels=y))
+    return out
+
+
+def test_table_has_base_variants_and_references(tmp_path):
+    runs = ablation(tmp_path / "reports")
+    all_dirs = discover_runs([tmp_path / "reports" / "toy"])
+    assert len(all_dirs) == 6
+    out = tmp_path / "rep"
+    r = build_report(all_dirs, out, base=runs["base"][0])
+    names = [v["name"] for v in r["variants"]]
+    assert names[0] == "toy"  # the base first, then in the order found
+    assert sorted(names) == ["toy", "toy +focal", "toy +no_swap"]
+    assert all(v["seeds"] == [1, 2] for v in r["variants"])
+    base, focal, noswap = (next(v for v in r["variants"] if v["name"] == n) for n in ("toy", "toy +focal",
+                                                                                       "toy +no_swap"))
+    assert base["is_base"] and base["delta"] is None
+    assert focal["verdict"] == "better" and focal["delta"]["hi"] < 0
+    assert noswap["verdict"] == "unresolved" and noswap["delta"]["lo"] < 0 < noswap["delta"]["hi"]
+    assert focal["delta"]["n_rows"] == 2 * N_ROWS and focal["delta"]["n_seeds"] == 2
+    assert focal["delta"]["n_groups"] == N_ROWS // PER_GROUP
+    assert base["log_loss_sd"] is not None and base["seconds"] == pytest.approx(301.5)
+    assert base["train_tokens"] == 200_000
+    refs = {x["name"]: x for x in r["references"]}
+    assert refs["uniform (ln 3)"]["log_loss"] == pytest.approx(math.log(3))
+    assert "train_label_prior" in refs["class prior"]["source"]
+    prior_loss = -np.mean([np.log([0.35, 0.35, 0.30])[k] for k in synthetic(1, 0)[1].argmax(1)])
+    assert refs["class prior"]["log_loss"] == pytest.approx(prior_loss)
+    md = (out / "report.md").read_text()
+    table = r["table_md"]
+    assert table in md
+    for name in ("| toy |", "| toy +focal |", "| toy +no_swap |", "*uniform (ln 3)*", "*class prior*"):
+        assert name in table
+    assert "interval excludes 0: a real difference at this sample size" in md
+    assert "interval includes 0: not resolved at this sample size" in md
+    assert "toy beats the uniform (ln 3) reference" in md
+    assert not r["flags"]
+    assert json.loads((out / "report.json").read_text())["variants"][1]["name"] == names[1]
+
+
+def test_delta_and_interval_match_stats(tmp_path):
+    runs = ablation(tmp_path / "reports", seeds=(3,))
+    r = build_report(runs["base"] + runs["focal"], tmp_path / "rep")
+    p0, y = synthetic(3, 0.4)
+    p1, _ = synthetic(3, 1.0)
+    # through the file: probabilities were written with 6 decimals
+    p0, p1 = np.round(p0, 6), np.round(p1, 6)
+    groups = np.array([row["group"] for row in valid_rows()])
+    want = paired_bootstrap(row_log_loss(p0, y), row_log_loss(p1, y), groups, n_boot=2000, seed=0,
+                            seeds=np.full(N_ROWS, "3"))
+    got = r["variants"][1]["delta"]
+    for k in ("delta", "lo", "hi", "se", "p_better"):
+        assert got[k] == pytest.approx(want[k], abs=1e-9), k
+    assert r["variants"][0]["log_loss"] == pytest.approx(row_log_loss(p0, y).mean(), abs=1e-9)
+
+
+def test_rows_pair_by_seed_and_id(tmp_path):
+    """The variant predicted only some rows: only rows both predicted are compared."""
+    root = tmp_path / "reports"
+    p, y = synthetic(1, 0.4)
+    b = make_run(root, seed=1, probs=p, labels=y)
+    q, _ = synthetic(1, 1.2)
+    keep = np.arange(N_ROWS) % 4 != 0
+    rows = [row for row, k in zip(valid_rows(), keep, strict=True) if k]
+    v = make_run(root, toggles=("focal",), seed=1, probs=q[keep], labels=y[keep], rows=rows)
+    other_seed = make_run(root, toggles=("no_swap",), seed=9, probs=q, labels=y)
+    r = build_report([b, v, other_seed], tmp_path / "rep")
+    assert r["variants"][1]["delta"]["n_rows"] == keep.sum()
+    assert r["variants"][2]["delta"] is None and "no seed in common" in r["variants"][2]["why_no_delta"]
+    assert any("split" in d for f in r["flags"] for d in f["differs"])  # same seed, other rows
+
+
+def test_flags_data_hash_environment_and_strict_refuses(tmp_path):
+    root = tmp_path / "reports"
+    p, y = synthetic(1, 0.4)
+    b = make_run(root, seed=1, probs=p, labels=y)
+    q, _ = synthetic(1, 1.2)
+    other_data = make_run(root, toggles=("focal",), seed=1, probs=q, labels=y, data_hash="e" * 64)
+    gpu = make_run(root, toggles=("no_swap",), seed=1, probs=q, labels=y,
+                   env={**ENV, "device": "cuda", "torch": "2.13.0+cu128"})
+    r = build_report([b, other_data, gpu], tmp_path / "rep")
+    flags = {f["run"]: " ".join(f["differs"]) for f in r["flags"]}
+    assert set(flags) == {other_data.name, gpu.name}
+    assert "data_hash eeeeeeeeeeee vs dddddddddddd" in flags[other_data.name]
+    assert "device cuda vs cpu" in flags[gpu.name] and "torch 2.13.0+cu128" in flags[gpu.name]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"**{other_data.name}** differs from the base: data_hash" in md
+    assert "Not comparable as they stand" in (tmp_path / "rep" / "report.html").read_text()
+    with pytest.raises(ReplicatorError, match="refused") as e:
+        build_report([b, other_data, gpu], tmp_path / "rep2", strict=True)
+    assert other_data.name in str(e.value) and gpu.name in str(e.value) and "data_hash" in str(e.value)
+    assert not (tmp_path / "rep2").exists()
+    build_report([b], tmp_path / "rep3", strict=True)  # the base alone is comparable with itself
+
+
+def test_byte_identical_rerun(tmp_path):
+    runs = ablation(tmp_path / "reports")
+    dirs = [d for ds in runs.values() for d in ds]
+    build_report(dirs, tmp_path / "a")
+    first = {n: (tmp_path / "a" / n).read_bytes() for n in ("report.md", "report.html", "report.json")}
+    build_report(dirs, tmp_path / "a")
+    for n, b in first.items():
+        assert (tmp_path / "a" / n).read_bytes() == b, n
+    html = first["report.html"].decode()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    assert html.count('src="data:image/svg+xml;base64,') == 5
+
+
+def test_variant_key_and_missing_pieces(tmp_path):
+    root = tmp_path / "reports"
+    p, y = synthetic(1, 0.4)
+    a = make_run(root, seed=1, probs=p, labels=y, variant="lr-1e-4", history=False, prior=(0.3, 0.3, 0.4))
+    m = json.loads((a / "metrics.json").read_text())
+    del m["train_label_prior"], m["stages"]["main"]["train_label_prior"]
+    (a / "metrics.json").write_text(json.dumps(m))
+    (a / "resolved.yaml").unlink()  # the variant key makes it unnecessary
+    r = build_report([a], tmp_path / "rep")
+    assert r["variants"][0]["name"] == "lr-1e-4"
+    prior = next(x for x in r["references"] if x["name"] == "class prior")
+    assert "cross-fitted" in prior["source"]
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "no loss history" in html
+    with pytest.raises(ReplicatorError, match=r"resolved\.yaml: missing"):
+        q, _ = synthetic(2, 0.4)
+        b = make_run(root, seed=2, probs=q, labels=y)
+        (b / "resolved.yaml").unlink()
+        build_report([b], tmp_path / "rep2")
+    with pytest.raises(ReplicatorError, match="no run folders"):
+        discover_runs([tmp_path / "rep"])
+    (a / "metrics.json").write_text("{not json")
+    with pytest.raises(ReplicatorError, match=r"metrics\.json: not valid JSON"):
+        build_report([a], tmp_path / "rep4")
+
+
+def test_pinned_numbers(tmp_path, num_regression, data_regression):
+    runs = ablation(tmp_path / "reports")
+    r = build_report([d for ds in runs.values() for d in ds], tmp_path / "rep")
+    cols: dict[str, list[float]] = {k: [] for k in ("log_loss", "accuracy", "ece", "delta", "lo", "hi", "p_better")}
+    for v in r["variants"][1:] + r["references"]:
+        for k in ("log_loss", "accuracy"):
+            cols[k].append(v[k])
+        cols["ece"].append(v.get("ece") or 0.0)
+        for k in ("delta", "lo", "hi", "p_better"):
+            cols[k].append(v["delta"][k])
+    num_regression.check({k: np.array(v) for k, v in cols.items()}, default_tolerance={"atol": 1e-7, "rtol": 1e-6})
+    data_regression.check({"names": [v["name"] for v in r["variants"]] + [x["name"] for x in r["references"]],
+                           "verdicts": [v["verdict"] for v in r["variants"]] + [x["verdict"] for x in r["references"]],
+                           "table_header": r["table_md"].splitlines()[0]})
+
+
+def test_cli_report(tmp_path):
+    runs = ablation(tmp_path / "reports", seeds=(1,))
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "reports" / "toy"), "--base", str(runs["base"][0])])
+    assert res.exit_code == 0, res.output
+    want = default_out_dir(discover_runs([tmp_path / "reports" / "toy"]), runs["base"][0])
+    assert want.parent == tmp_path / "reports" / "toy" and want.name.startswith("report-")
+    assert "| toy +focal |" in res.output and str(want / "report.html") in res.output
+    assert (want / "report.md").is_file()
+    # a report folder beside the runs is not mistaken for a run on the next call
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "reports" / "toy"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    bad = make_run(tmp_path / "reports", toggles=("focal",), seed=5, probs=synthetic(5, 1)[0],
+                   labels=synthetic(5, 1)[1], data_hash="f" * 64)
+    res = CliRunner().invoke(app, ["report", str(runs["base"][0]), str(bad), "--strict", "-o", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "error:" in res.output and bad.name in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no such folder" in res.output
