@@ -6,18 +6,8 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    POLICY_DOC,
-    Policy,
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    fit,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 
@@ -40,16 +30,16 @@ class ContextLast:
     Lengths: train 256×6 = 1536, inference 256×7 = 1792 [P9].
     """
 
-    truncate: Policy = param("keep_end", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_end", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
     context_from: Literal["a", "b"] = param("a", "whose earlier responses go into the context (our choice)")
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
+        enc = tr.encoder(tokenizer)
         ctx = self.context_from
 
         def layout(kept):
@@ -62,5 +52,5 @@ class ContextLast:
             return out + ["User: ", Ref("prompt", last), "\n</context>\n<response_A>\n", Ref("a", last),
                           "\n</response_A>\n<response_B>\n", Ref("b", last), "\n</response_B>"]
 
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), budgets=self.budgets)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=tr.bos(tokenizer), budgets=self.budgets)

@@ -5,18 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    POLICY_DOC,
-    Policy,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    fit,
-    grouped,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
 from replicator.core.params import param
 
 
@@ -35,27 +24,27 @@ class ContextResult:
     approximation). Lengths: 1664 (Gemma), 1792 (Llama) for training [R3r]; 4096/3072 inference [P3].
     """
 
-    truncate: Policy = param("keep_end", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_end", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
     keep_turns: int = param(2, "with more than 2×keep_turns turns keep the first and last keep_turns "
                             "turns [P3]; 0 keeps all")
     joiner: str = param("\n\n", "text between the turns of one field (our choice; unknown in [P3])")
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
-        rounds = row_turns(row)
+        enc = tr.encoder(tokenizer)
+        rounds = tr.row_turns(row)
         k, dropped = self.keep_turns, 0
         if k > 0 and len(rounds) > 2 * k:
             dropped = len(rounds) - 2 * k
             rounds = rounds[:k] + rounds[-k:]
-        layout = grouped([("prompt", "[CONTEXT] ", ""), ("a", "\n\n[RESPONSE A] ", ""),
-                          ("b", "\n\n[RESPONSE B] ", "")], self.joiner)
-        out = fit(Turns(enc, rounds), layout, max_length, self.truncate, enc,
-                  head=bos(tokenizer), tail=enc("\n\n[Result]:"), budgets=self.budgets)
+        layout = tr.grouped([("prompt", "[CONTEXT] ", ""), ("a", "\n\n[RESPONSE A] ", ""),
+                             ("b", "\n\n[RESPONSE B] ", "")], self.joiner)
+        out = tr.fit(tr.Turns(enc, rounds), layout, max_length, self.truncate, enc,
+                     head=tr.bos(tokenizer), tail=enc("\n\n[Result]:"), budgets=self.budgets)
         if dropped:
             out.truncated = True
             out.removed["turns"] = dropped

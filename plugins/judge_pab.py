@@ -5,20 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    POLICY_DOC,
-    Policy,
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    fit,
-    hard_cap,
-    per_round,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 #: the MT-Bench pairwise judge instruction (arXiv 2306.05685), line breaks as in [R2]
@@ -58,7 +46,7 @@ def judge_wrap(tokenizer, enc, start: str, end: str, system_role: bool) -> tuple
         return enc(before), enc(after + SUFFIX)
     first = INSTRUCTION + "\n" if system_role else ""
     before, after = (first + messages[-1]["content"]).split(_SLOT)
-    return bos(tokenizer) + enc(before), enc(after + SUFFIX)
+    return tr.bos(tokenizer) + enc(before), enc(after + SUFFIX)
 
 
 SYSTEM_ROLE_DOC = "instruction as a system message (ArmoRM [R2]); Gemma has no system role"
@@ -86,22 +74,22 @@ class JudgePAB:
     for Gemma), and the ids are kept as cut.
     """
 
-    truncate: Policy = param("keep_start", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
     system_role: bool = param(False, SYSTEM_ROLE_DOC)
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
+        enc = tr.encoder(tokenizer)
         head, tail = judge_wrap(tokenizer, enc, PAB_START, PAB_END, self.system_role)
-        layout = per_round(lambda pos, i: [
+        layout = tr.per_round(lambda pos, i: [
             "\n### User:\n", Ref("prompt", i), "\n\n### Assistant A:\n", Ref("a", i),
             "\n\n### Assistant B:\n", Ref("b", i), "\n"])
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=head, tail=tail, budgets=self.budgets)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=head, tail=tail, budgets=self.budgets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,27 +107,28 @@ class JudgePAPB:
     [P2]: PAB+PAPB multi-format augmentation +0.001 (stage 1 only).
     """
 
-    truncate: Policy = param("keep_start", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
     system_role: bool = param(False, SYSTEM_ROLE_DOC)
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
+        enc = tr.encoder(tokenizer)
         head, tail = judge_wrap(tokenizer, enc, PAPB_START, PAPB_END, self.system_role)
         sep = enc(PAPB_SEP)
         room = max(0, max_length - len(head) - len(sep) - len(tail))
         sides = []
         for field, name, budget in (("a", "A", room // 2), ("b", "B", room - room // 2)):
-            layout = per_round(lambda pos, i, f=field, n=name: [
+            layout = tr.per_round(lambda pos, i, f=field, n=name: [
                 "\n### User:\n", Ref("prompt", i), f"\n\n### Assistant {n}:\n", Ref(f, i), "\n"])
-            sides.append(fit(Turns(enc, row_turns(row)), layout, budget, self.truncate, enc, budgets=self.budgets))
+            sides.append(tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, budget, self.truncate, enc,
+                                budgets=self.budgets))
         removed: dict[str, int] = {}
         for side in sides:
             for k, v in side.removed.items():
                 removed[k] = removed.get(k, 0) + v
         truncated = any(s.truncated for s in sides)
-        return hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated, removed)
+        return tr.hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated, removed)

@@ -5,19 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    Policy,
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    eos,
-    fit,
-    per_round,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 
@@ -37,25 +26,25 @@ class PlainTurns:
     GBDT baselines, SOLUTIONS.md §4), and a short token budget otherwise hides it.
     """
 
-    truncate: Policy = param("longest_first", "keep_start | keep_end | longest_first | budgets "
+    truncate: tr.Policy = param("longest_first", "keep_start | keep_end | longest_first | budgets "
                              "(see replicator.core.lib.truncation)")
-    budgets: list[float] = budgets_field()
+    budgets: list[float] = tr.budgets_field()
     question: str = param("\nWhich response is better? A, B or tie:", "closing text before EOS")
     show_lengths: bool = param(False, "state each response's full length in words before the question "
                                "(never truncated), so a short budget still sees it")
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
-        layout = per_round(lambda pos, i: [
+        enc = tr.encoder(tokenizer)
+        layout = tr.per_round(lambda pos, i: [
             f"\n## Round {i + 1}\nUser: ", Ref("prompt", i), "\n\nResponse A: ", Ref("a", i),
             "\n\nResponse B: ", Ref("b", i), "\n"])
         question = self.question
         if self.show_lengths:
             words = [sum(len(t.split()) for t in row[f]) for f in ("response_a", "response_b")]
             question = f"\nLength in words: A {words[0]}, B {words[1]}." + question
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), tail=enc(question) + eos(tokenizer), budgets=self.budgets)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=tr.bos(tokenizer), tail=enc(question) + tr.eos(tokenizer), budgets=self.budgets)

@@ -6,17 +6,8 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    eos,
-    fit,
-    per_round,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 QAPolicy = Literal["prompt_then_answers", "keep_start", "keep_end", "longest_first", "budgets"]
@@ -52,18 +43,18 @@ class QATripleQuotes:
 
     truncate: QAPolicy = param("prompt_then_answers", "prompt_then_answers (1st place) | keep_start | "
                                "keep_end | longest_first | budgets (see replicator.core.lib.truncation)")
-    budgets: list[float] = budgets_field()
+    budgets: list[float] = tr.budgets_field()
     prompt_words: int = param(256, "word pre-cut: keep the first N words of the prompt [R1]; 0 = off")
     answer_words: int = param(700, "word pre-cut: keep the first N words of each answer [R1]; 0 = off")
     prompt_tokens: int = param(256, "prompt_then_answers: the prompt keeps its first N tokens [R1]")
     eos_replacement: str = param("<end>", "replaces literal EOS token text inside the conversation [R1]")
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
+        enc = tr.encoder(tokenizer)
         texts = ["\n".join(t or "" for t in row[k]) for k in ("prompt", "response_a", "response_b")]
         if tokenizer.eos_token:
             texts = [t.replace(tokenizer.eos_token, self.eos_replacement) for t in texts]
@@ -71,12 +62,12 @@ class QATripleQuotes:
         for j, (key, n) in enumerate((("prompt_words", self.prompt_words), ("a_words", self.answer_words),
                                       ("b_words", self.answer_words))):
             texts[j], cut[key] = first_words(texts[j], n)
-        layout = per_round(lambda pos, i: [
+        layout = tr.per_round(lambda pos, i: [
             'User question:\n"""', Ref("prompt", i), '"""\nAnswer A:\n"""', Ref("a", i),
             '"""\nAnswer B:\n"""', Ref("b", i), '"""\n'])
-        out = fit(Turns(enc, [tuple(texts)]), layout, max_length, self.truncate, enc,
-                  head=bos(tokenizer), tail=eos(tokenizer), budgets=self.budgets,
-                  prompt_tokens=self.prompt_tokens)
+        out = tr.fit(tr.Turns(enc, [tuple(texts)]), layout, max_length, self.truncate, enc,
+                     head=tr.bos(tokenizer), tail=tr.eos(tokenizer), budgets=self.budgets,
+                     prompt_tokens=self.prompt_tokens)
         for key, n in cut.items():
             if n:
                 out.truncated = True

@@ -6,18 +6,8 @@ import dataclasses
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    eos,
-    fit,
-    per_round,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 RoundPolicy = Literal["overflow_split", "keep_start", "keep_end", "longest_first", "budgets"]
@@ -43,21 +33,21 @@ class RoundHeaders:
 
     truncate: RoundPolicy = param("overflow_split", "overflow_split (4th place) | keep_start | keep_end | "
                                   "longest_first | budgets (see replicator.core.lib.truncation)")
-    budgets: list[float] = budgets_field()
+    budgets: list[float] = tr.budgets_field()
     min_tail_budget: int = param(80, "overflow_split: below this many tokens for the overflowing round, "
                                  "drop it and all later rounds [R4]")
     ellipsis: str = param("......", "overflow_split: text appended to a field that was cut [R4]")
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
-        layout = per_round(lambda pos, i: [
+        enc = tr.encoder(tokenizer)
+        layout = tr.per_round(lambda pos, i: [
             ("\n\n" if pos else "") + f"## Round {i + 1}:", "\n### Prompt:\n", Ref("prompt", i),
             "\n\n### Response A:\n", Ref("a", i), "\n\n### Response B:\n", Ref("b", i)])
-        tail = enc("\n\n---\nWhich response is better? [A or B or tie]\nAnswer: ") + eos(tokenizer)
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), tail=tail, budgets=self.budgets,
-                   min_tail_budget=self.min_tail_budget, ellipsis=self.ellipsis)
+        tail = enc("\n\n---\nWhich response is better? [A or B or tie]\nAnswer: ") + tr.eos(tokenizer)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=tr.bos(tokenizer), tail=tail, budgets=self.budgets,
+                      min_tail_budget=self.min_tail_budget, ellipsis=self.ellipsis)

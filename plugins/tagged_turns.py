@@ -5,19 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    POLICY_DOC,
-    Policy,
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    fit,
-    per_round,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 
@@ -34,17 +23,17 @@ class TaggedTurns:
     ``predict.max_length``).
     """
 
-    truncate: Policy = param("keep_start", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
-        layout = per_round(lambda pos, i: [
+        enc = tr.encoder(tokenizer)
+        layout = tr.per_round(lambda pos, i: [
             "<PROMPT>", Ref("prompt", i), "</PROMPT><RESPONSE A>", Ref("a", i),
             "</RESPONSE A><RESPONSE B>", Ref("b", i), "</RESPONSE B>"])
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), budgets=self.budgets)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=tr.bos(tokenizer), budgets=self.budgets)

@@ -5,20 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.truncation import (
-    POLICY_DOC,
-    Policy,
-    Ref,
-    Turns,
-    bos,
-    budgets_field,
-    check_budgets,
-    encoder,
-    eos,
-    fit,
-    per_round,
-    row_turns,
-)
+from replicator.core.lib import truncation as tr
+from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
 
@@ -36,18 +24,18 @@ class TurnRounds:
     train 2048, inference 3072 [P16].
     """
 
-    truncate: Policy = param("keep_end", POLICY_DOC)
-    budgets: list[float] = budgets_field()
+    truncate: tr.Policy = param("keep_end", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
 
     def __post_init__(self):
-        check_budgets(self.budgets)
+        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = encoder(tokenizer)
-        layout = per_round(lambda pos, i: [
+        enc = tr.encoder(tokenizer)
+        layout = tr.per_round(lambda pos, i: [
             "<start_of_turn>prompt\n", Ref("prompt", i),
             "<end_of_turn>\n<start_of_turn>response_a\n", Ref("a", i),
             "<end_of_turn>\n<start_of_turn>response_b\n", Ref("b", i), "<end_of_turn>"], sep="\n")
-        return fit(Turns(enc, row_turns(row)), layout, max_length, self.truncate, enc,
-                   head=bos(tokenizer), tail=eos(tokenizer), budgets=self.budgets)
+        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
+                      head=tr.bos(tokenizer), tail=tr.eos(tokenizer), budgets=self.budgets)
