@@ -164,10 +164,11 @@ def loss_plot(series: list[dict]) -> str:
             for b in s.get("boundaries", []):
                 ax.axvline(b, color="#8c959f", linestyle=":", linewidth=1)
         ax.axhline(math.log(3), color="black", linestyle="--", linewidth=0.8)
-        ax.annotate("ln 3 (uniform)", (1, math.log(3)), xytext=(2, 3), textcoords="offset points", fontsize=8)
+        ax.text(1.0, math.log(3), "ln 3 (uniform) ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                fontsize=8)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
-        ax.legend(loc="upper right", fontsize=8, frameon=False)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
     return to_data_uri(fig)
 
@@ -197,6 +198,6 @@ def length_plot(buckets: list[str], lines: list[dict], xlabel: str) -> str:
         ax.set_xticks(range(len(buckets)), buckets)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Δ log loss vs base")
-        ax.legend(fontsize=8, frameon=False)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     return to_data_uri(fig)

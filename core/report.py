@@ -415,10 +415,11 @@ def _length_buckets(variants: list[Variant]) -> dict | None:
     edges = np.unique(np.quantile(chars, [0.25, 0.5, 0.75]).round())
     edges = edges[edges < chars.max()]  # no empty top bucket when many rows share the longest length
     bounds = [int(chars.min())] + [int(e) for e in edges] + [int(chars.max())]
+    counts = np.bincount(np.searchsorted(edges, chars, side="left"), minlength=len(bounds) - 1)
     labels = []
     for k in range(len(bounds) - 1):
         lo = bounds[k] if k == 0 else bounds[k] + 1
-        labels.append(f"{lo:,}–{bounds[k + 1]:,}")
+        labels.append(f"{lo:,}–{bounds[k + 1]:,}\n{counts[k]} rows")
     out = {"labels": labels, "edges": [int(e) for e in edges], "variants": []}
     for v in variants[1:]:
         pairs = _pairs(bvar, v)
@@ -632,7 +633,7 @@ def _plots(data: dict, variants: list[Variant]) -> list[dict]:
         figs.append({"id": "plot-length", "title": "Δ by prompt length",
                      "alt": "Delta log loss versus the base per quartile of characters of prompt and responses",
                      "caption": "Buckets: quartiles of the characters of prompt + both responses of the base's "
-                                "validation rows.",
+                                "validation rows (row counts over all its seeds).",
                      "src": plots.length_plot(lb["labels"], lines, "characters of prompt + responses")})
     else:
         figs.append({"id": "plot-length", "title": "Δ by prompt length", "alt": "",

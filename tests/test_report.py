@@ -43,7 +43,7 @@ def synthetic(seed: int, strength: float, noise: float = 0.15, n: int = N_ROWS, 
 
 def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, probs, labels, rows=None,
              data_hash: str = "d" * 64, env: dict | None = None, history: bool = True, prior=(0.35, 0.35, 0.30),
-             variant: str | None = None) -> Path:
+             variant: str | None = None, history_scale: float = 1.0) -> Path:
     rows = rows if rows is not None else valid_rows(len(labels))
     key = json.dumps([sorted(toggles), data_hash, env, variant])
     run_id = f"{recipe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}-s{seed}"
@@ -65,7 +65,8 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     stage = {"optimizer_steps": steps, "seconds": 300.0 + seed, "train_tokens": 200_000, "n_valid_rows": len(rows),
              "final_log_loss": ll, "train_label_prior": list(prior)}
     if history:
-        stage["train_loss_history"] = [1.1 * math.exp(-k / 50) + 0.02 * ((k * 7 + seed) % 5) for k in range(steps)]
+        stage["train_loss_history"] = [1.1 * math.exp(-history_scale * k / 50) + 0.02 * ((k * 7 + seed) % 5)
+                                       for k in range(steps)]
     metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll, "log_loss": ll,
                "n_valid_rows": len(rows), "train_label_prior": list(prior), "stages": {"main": stage}}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -80,9 +81,9 @@ def ablation(root: Path, seeds=(1, 2)) -> dict[str, list[Path]]:
         p, y = synthetic(s, 0.4)
         out["base"].append(make_run(root, seed=s, probs=p, labels=y))
         p, y = synthetic(s, 1.0)
-        out["focal"].append(make_run(root, toggles=("focal",), seed=s, probs=p, labels=y))
+        out["focal"].append(make_run(root, toggles=("focal",), seed=s, probs=p, labels=y, history_scale=1.6))
         p, y = synthetic(s + 50, 0.4)
-        out["no_swap"].append(make_run(root, toggles=("no_swap",), seed=s, probs=p, labels=y))
+        out["no_swap"].append(make_run(root, toggles=("no_swap",), seed=s, probs=p, labels=y, history_scale=1.2))
     return out
 
 
