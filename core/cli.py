@@ -16,6 +16,30 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ToggleOpt = Annotated[list[str], typer.Option("--toggle", "-t", help="named toggle of the recipe (repeatable)")]
 OverrideArg = Annotated[list[str], typer.Argument(help="overrides key.path=value", show_default=False)]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug messages and the hook trace")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only, no progress bars")]
+
+#: -v / -q given before the command (``replicate -q run ...``): they apply to every command
+_GLOBAL = {"verbose": False, "quiet": False}
+
+
+@app.callback()
+def _options(verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes."""
+    _GLOBAL.update(verbose=verbose, quiet=quiet)
+    logging_setup()
+
+
+def logging_setup(verbose: bool = False, quiet: bool = False) -> bool:
+    """Set up logging for a command from its -v/-q and the global ones; return whether progress
+    bars show (not with -q). -v sets DEBUG and REPLICATOR_TRACE=1 (the hook trace)."""
+    from .logs import setup
+
+    verbose, quiet = verbose or _GLOBAL["verbose"], quiet or _GLOBAL["quiet"]
+    if verbose and quiet:
+        _fail(ValueError("-v/--verbose and -q/--quiet exclude each other"))
+    setup(1 if verbose else -1 if quiet else 0)
+    return not quiet
 
 
 def _fail(e: Exception) -> None:
@@ -24,10 +48,12 @@ def _fail(e: Exception) -> None:
 
 
 @app.command()
-def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None):  # noqa: B006
-    """Print the resolved recipe and its hash (no model is loaded)."""
+def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
+         verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Print the resolved recipe, every default written out, and its hash (no model is loaded)."""
     from .recipe import resolve
 
+    logging_setup(verbose, quiet)
     try:
         r = resolve(recipe, toggle, overrides or [])
     except ReplicatorError as e:
@@ -62,17 +88,18 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 @app.command()
 def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
         force: Annotated[bool, typer.Option("--force", help="recompute even if this run exists")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False):
+        verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/."""
     from .data import data_dir
     from .recipe import resolve
 
+    progress = logging_setup(verbose, quiet)
     try:
         ddir = data_dir()
         r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
-        from .run import run as run_recipe
+        from .pipeline import run_recipe
 
-        run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=not quiet)
+        run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=progress)
     except ReplicatorError as e:
         _fail(e)
     typer.echo(f"{'reused' if reused else 'finished'}: {run_dir}")
@@ -84,12 +111,13 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
 @app.command()
 def predict(run: str, test_csv: Path,
             out: Annotated[Path, typer.Option("--out", "-o", help="submission CSV to write")] = Path("submission.csv"),
-            quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False):
+            verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Predict a Kaggle-format test CSV with a finished run; write a valid submission."""
-    from .run import predict as predict_run
+    from .submission import predict as predict_run
 
+    progress = logging_setup(verbose, quiet)
     try:
-        info = predict_run(run, test_csv, out, progress=not quiet)
+        info = predict_run(run, test_csv, out, progress=progress)
     except ReplicatorError as e:
         _fail(e)
     typer.echo(f"wrote {info['out']} ({info['rows']} rows) with {info['run']}")

@@ -29,12 +29,12 @@ Every case is either handled by one of these rules or rejected:
   accepted as they are. Rules that repair instead of rejecting:
 
   - ``null`` entries (``[null]``, ``["hi", null]``) become ``""`` (an empty turn); counted and
-    reported in one summary line on stderr.
+    reported in one summary line in the log.
   - Lists of different lengths are padded at the end with ``""`` so the rounds align (the
-    shorter side said nothing in that round); counted, one summary line on stderr.
+    shorter side said nothing in that round); counted, one summary line in the log.
   - Lone UTF-16 surrogates from JSON escapes (the real data has unpaired ``"\\ud83d"``) are
     replaced by U+FFFD so tokenizers never crash (paired escapes decode to the real character);
-    counted, one summary line on stderr.
+    counted, one summary line in the log.
   - All three lists empty -> rejected (nothing to compare).
 * **Labels.** Each of ``winner_model_a, winner_model_b, winner_tie`` must be a finite number
   equal to 0 or 1 (``1``, ``0``, ``1.0`` accepted) and exactly one of them must be 1.
@@ -56,13 +56,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import random
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import DataError, ReplicatorError
 from .rows import LABELS, make_row
@@ -71,6 +73,8 @@ TURN_FIELDS = ("prompt", "response_a", "response_b")
 MODEL_FIELDS = ("model_a", "model_b")
 LABEL_FIELDS = LABELS
 LABEL_FIELD_NAME = "/".join(LABELS)
+
+log = logging.getLogger(__name__)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # what ``errors="surrogateescape"`` makes of undecodable bytes
@@ -101,7 +105,7 @@ class _Stats:
                           (self.surrogates, "lone UTF-16 surrogate(s) replaced by U+FFFD")):
             if ids:
                 eg = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-                print(f"replicator: {file}: {len(ids)} row(s): {what} (e.g. id {eg})", file=sys.stderr)
+                log.info("%s: %d row(s): %s (e.g. id %s)", file, len(ids), what, eg)
 
 
 def _bad_bytes(text: str) -> bool:
@@ -271,53 +275,67 @@ def _checked_rows(file: str, rows: list[dict], problems: list[tuple[str, str, st
 # the competition CSV
 
 
+def _csv_header(reader, file: str) -> list[str]:
+    """The header of a CSV file (a leading BOM dropped), or DataError for an empty/unreadable one."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # responses can be long
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(file, [("(header)", "", "the file is empty")]) from None
+    except csv.Error as e:
+        raise DataError(file, [("(header)", "", f"unreadable CSV header: {e}")]) from None
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")
+    return header
+
+
+def _csv_records(reader, header: list[str], problems: list) -> Iterator[tuple[int, str, str, dict]]:
+    """``(record number, "line N", "line N" or "lines N-M", record)`` of each CSV record after the header.
+
+    Blank lines are skipped (still counted); a record with another number of fields than the
+    header, or an unreadable one (which ends the file), goes to ``problems``.
+    """
+    line, record = reader.line_num + 1, 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            problems.append((f"line {line}", "", f"unreadable CSV record: {e}"))
+            return
+        record += 1
+        span = f"line {line}" if reader.line_num == line else f"lines {line}-{reader.line_num}"
+        start, line = line, reader.line_num + 1
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(header):
+            problems.append((f"line {start}", "", f"expected {len(header)} fields (as the header), got {len(fields)}"))
+            continue
+        yield record, f"line {start}", span, dict(zip(header, fields, strict=True))
+
+
 def read_competition_csv(path: str | Path, require_labels: bool, source: str = "kaggle_csv") -> list[dict]:
-    """Read a Kaggle ``train.csv``/``test.csv`` into validated rows (rules: module docstring)."""
+    """Read a Kaggle ``train.csv``/``test.csv`` (``.gz`` too) into validated rows (rules: module docstring)."""
     path = Path(path)
     file = str(path)
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+    with _open_text(path, errors="surrogateescape") as fh:
         reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(file, [("(header)", "", "the file is empty")]) from None
-        except csv.Error as e:
-            raise DataError(file, [("(header)", "", f"unreadable CSV header: {e}")]) from None
+        header = _csv_header(reader, file)
         bad_header = [c for c in header if _bad_bytes(c)]
         if bad_header:
             raise DataError(file, [("(header)", "", _show_bytes(bad_header[0]))])
         has_labels, problems = _check_header(header, require_labels)
         if problems:
             raise DataError(file, problems)
-
         rows: list[dict] = []
         seen: dict[str, list[str]] = {}
         stats = _Stats()
-        line = reader.line_num + 1
-        record = 0
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                problems.append((f"line {line}", "", f"unreadable CSV record: {e}"))
-                break
-            record += 1
-            where = f"line {line}" if reader.line_num == line else f"lines {line}-{reader.line_num}"
-            start, line = line, reader.line_num + 1
-            if not fields:  # a blank line
-                continue
-            if len(fields) != len(header):
-                problems.append((f"line {start}", "",
-                                 f"expected {len(header)} fields (as the header), got {len(fields)}"))
-                continue
-            rec = dict(zip(header, fields, strict=True))
-            row, probs = _validate_record(rec, f"line {start}", require_labels, has_labels, stats, source)
+        for record, where, span, rec in _csv_records(reader, header, problems):
+            row, probs = _validate_record(rec, where, require_labels, has_labels, stats, source)
             rid = rec["id"]
             if rid.strip() and not _bad_bytes(rid):
-                seen.setdefault(rid, []).append(f"{where}, row {record}")
+                seen.setdefault(rid, []).append(f"{span}, row {record}")
             if probs:
                 problems.extend(probs)
             else:
@@ -490,14 +508,15 @@ def plain(v: Any) -> Any:
     return v
 
 
-def _open_text(path: Path):
+def _open_text(path: Path, errors: str = "strict"):
+    """A text file, gzip-compressed or not (by its magic bytes), UTF-8 with an optional BOM."""
     import gzip
 
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     if gz:
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors, newline="")
+    return open(path, encoding="utf-8-sig", errors=errors, newline="")
 
 
 def record_format(path: Path) -> str:
@@ -512,85 +531,86 @@ def record_format(path: Path) -> str:
     return ""
 
 
+def _read_jsonl(path: Path, file: str) -> list[tuple[str, dict]]:
+    out, problems = [], []
+    with _open_text(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append((f"line {n}", "(line)", f"invalid JSON ({e.msg} at char {e.pos})"))
+                continue
+            if not isinstance(rec, dict):
+                problems.append((f"line {n}", "(line)", f"expected a JSON object, got a JSON {type(rec).__name__}"))
+                continue
+            out.append((f"line {n}", rec))
+    if problems:
+        raise DataError(file, problems)
+    return out
+
+
+def _read_json(path: Path, file: str) -> list[tuple[str, dict]]:
+    with _open_text(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise DataError(file, [(f"line {e.lineno}", "(file)", f"invalid JSON: {e.msg}")]) from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(file, [("(file)", "", f"expected a JSON array of records, got a JSON {type(data).__name__}")])
+    problems = [(f"record {i}", "(record)", f"expected a JSON object, got a JSON {type(r).__name__}")
+                for i, r in enumerate(data) if not isinstance(r, dict)]
+    if problems:
+        raise DataError(file, problems)
+    return [(f"record {i}", r) for i, r in enumerate(data)]
+
+
+def _read_parquet(path: Path, file: str) -> list[tuple[str, dict]]:
+    import pandas as pd
+
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:
+        raise DataError(file, [("(file)", "", f"cannot read parquet: {type(e).__name__}: {e}")]) from None
+    cols = {c: df[c].tolist() for c in df.columns}
+    return [(f"record {i}", {str(c): plain(v[i]) for c, v in cols.items()}) for i in range(len(df))]
+
+
+def _read_csv(path: Path, file: str) -> list[tuple[str, dict]]:
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = _csv_header(reader, file)
+        problems: list = []
+        out = [(where, rec) for _, where, _, rec in _csv_records(reader, header, problems)]
+    if problems:
+        raise DataError(file, problems)
+    return out
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet, "csv": _read_csv}
+
+
 def read_records(path: Path) -> list[tuple[str, dict]]:
-    """``(where, record)`` pairs of a JSON array, JSONL(.gz), parquet or CSV file of records.
+    """``(where, record)`` pairs of a JSON array, JSONL(.gz), parquet or CSV(.gz) file of records.
 
     ``where`` is ``line N`` (JSONL: the physical line; CSV: the record's first line) or
     ``record N`` (JSON array, parquet; 0-based). Unreadable files, invalid JSON lines and records
     that are not objects raise :class:`DataError` naming the file and the line; blank JSONL lines
-    are skipped. Parquet values are converted to plain lists/dicts (:func:`plain`).
+    are skipped. Parquet values are converted to plain lists/dicts (:func:`plain`). CSV goes
+    through the same reader as the competition CSV.
     """
     file, fmt = str(path), record_format(path)
-    out: list[tuple[str, dict]] = []
+    if fmt not in _READERS:
+        raise DataError(file, [("(file)", "", "unknown file type; expected .json, .jsonl(.gz), .parquet or .csv")])
     try:
-        if fmt == "jsonl":
-            problems = []
-            with _open_text(path) as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        problems.append((f"line {n}", "(line)", f"invalid JSON ({e.msg} at char {e.pos})"))
-                        continue
-                    if not isinstance(rec, dict):
-                        problems.append((f"line {n}", "(line)", f"expected a JSON object, got a JSON {type(rec).__name__}"))
-                        continue
-                    out.append((f"line {n}", rec))
-            if problems:
-                raise DataError(file, problems)
-        elif fmt == "json":
-            with _open_text(path) as fh:
-                try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as e:
-                    raise DataError(file, [(f"line {e.lineno}", "(file)", f"invalid JSON: {e.msg}")]) from None
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]
-            if not isinstance(data, list):
-                raise DataError(file, [("(file)", "", f"expected a JSON array of records, got a JSON {type(data).__name__}")])
-            problems = [(f"record {i}", "(record)", f"expected a JSON object, got a JSON {type(r).__name__}")
-                        for i, r in enumerate(data) if not isinstance(r, dict)]
-            if problems:
-                raise DataError(file, problems)
-            out = [(f"record {i}", r) for i, r in enumerate(data)]
-        elif fmt == "parquet":
-            import pandas as pd
-
-            try:
-                df = pd.read_parquet(path)
-            except Exception as e:
-                raise DataError(file, [("(file)", "", f"cannot read parquet: {type(e).__name__}: {e}")]) from None
-            cols = {c: df[c].tolist() for c in df.columns}
-            out = [(f"record {i}", {str(c): plain(v[i]) for c, v in cols.items()}) for i in range(len(df))]
-        elif fmt == "csv":
-            csv.field_size_limit(2**31 - 1)
-            with _open_text(path) as fh:
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if not header:
-                    raise DataError(file, [("(header)", "", "empty file")])
-                header[0] = header[0].lstrip("\ufeff")
-                line = reader.line_num + 1
-                problems = []
-                for fields in reader:
-                    where, line = f"line {line}", reader.line_num + 1
-                    if not fields:
-                        continue
-                    if len(fields) != len(header):
-                        problems.append((where, "", f"expected {len(header)} fields (as the header), got {len(fields)}"))
-                        continue
-                    out.append((where, dict(zip(header, fields, strict=True))))
-                if problems:
-                    raise DataError(file, problems)
-        else:
-            raise DataError(file, [("(file)", "", "unknown file type; expected .json, .jsonl(.gz), .parquet or .csv")])
+        return _READERS[fmt](path, file)
     except UnicodeDecodeError as e:
         raise DataError(file, [("(file)", "", f"bytes are not valid UTF-8 ({e.reason} at byte {e.start})")]) from None
     except (OSError, EOFError, csv.Error) as e:
         raise DataError(file, [("(file)", "", f"cannot read: {type(e).__name__}: {e}")]) from None
-    return out
 
 
 def seeded_coin(seed: int, key: str) -> bool:
@@ -602,12 +622,12 @@ def seeded_coin(seed: int, key: str) -> bool:
 
 def drop_valid_groups(rows: list[dict], valid_groups, source: str) -> list[dict]:
     """Copies of the rows whose prompt group is not held out (``ctx.held_out_groups``: validation and
-    test prompts); the count dropped goes to stderr."""
+    test prompts); the count dropped is logged."""
     valid = valid_groups or set()
     out = [copy_row(r) for r in rows if r["group"] not in valid]
     if len(out) < len(rows):
-        print(f"replicator: {source}: dropped {len(rows) - len(out)} of {len(rows)} row(s) whose prompt "
-              "is in the validation or test split", file=sys.stderr)
+        log.info("%s: dropped %d of %d row(s) whose prompt is in the validation or test split",
+                 source, len(rows) - len(out), len(rows))
     return out
 
 
@@ -617,3 +637,41 @@ def sample_rows(rows: list[dict], max_rows: int, seed: int) -> list[dict]:
         return rows
     keep = sorted(random.Random(seed).sample(range(len(rows)), max_rows))
     return [rows[i] for i in keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# the rows of one stage (through the data_sources hook)
+
+
+def stage_rows_error(stage: str, split: str, why: str) -> NoReturn:
+    """The one error for a stage's rows (a split missing or empty, rows without labels, a leak):
+    a :class:`DataError` naming the stage, the split and why."""
+    raise DataError(f"stage {stage or 'main'}", [(f"({split} split)", "", why)])
+
+
+def collect_rows(plugins, ctx) -> tuple[list[dict], list[dict]]:
+    """Validation rows first (so train sources can de-duplicate against them), then training rows.
+
+    Raises :func:`stage_rows_error` when a split is empty, a training row shares a prompt with a
+    validation row, or a row has no label.
+    """
+    def split(name: str) -> list[dict]:
+        return [r for rows in plugins.all("data_sources", split=name, ctx=ctx) if rows for r in rows]
+
+    valid = split("valid")
+    ctx.valid_groups = {r["group"] for r in valid}
+    ctx.test_groups = {r["group"] for r in split("test")}
+    train = split("train")
+    if not train:
+        stage_rows_error(ctx.stage, "train", "no training rows (no data source fed the 'train' split)")
+    if not valid:
+        stage_rows_error(ctx.stage, "valid", "no validation rows (a data source must feed the 'valid' split)")
+    leaked = [r["id"] for r in train if r["group"] in ctx.valid_groups]
+    if leaked:
+        stage_rows_error(ctx.stage, "train", f"{len(leaked)} training rows share a prompt with validation rows "
+                     f"(first: {leaked[0]}); a data source did not de-duplicate against ctx.valid_groups")
+    for name, rows in (("train", train), ("valid", valid)):
+        bad = [r["id"] for r in rows if r.get("label") is None]
+        if bad:
+            stage_rows_error(ctx.stage, name, f"{len(bad)} rows have no label (first: {bad[0]})")
+    return train, valid

@@ -12,13 +12,14 @@ load that folder in seconds.
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 from .errors import ReplicatorError
+from .io import atomic_folder
+
+log = logging.getLogger(__name__)
 
 PREFIX = "embedded:"
 KNOWN = {
@@ -43,25 +44,12 @@ def resolve_embedded(base: str) -> Path:
     folder = cache_root() / "models" / name
     if (folder / "config.json").exists():
         return folder
-    print(f"[model] converting embedded {name} once into {folder} (about a minute)", file=sys.stderr, flush=True)
+    log.info("converting embedded %s once into %s (about a minute)", name, folder)
     if name == "gemma-3-270m":
         _convert_gemma3(folder)
     else:
         _convert_smollm2(folder)
     return folder
-
-
-def _atomic_folder(folder: Path, build) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        build(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert_gemma3(folder: Path) -> None:
@@ -89,7 +77,7 @@ def _convert_gemma3(folder: Path) -> None:
         clean.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    _atomic_folder(folder, build)
+    atomic_folder(folder, build)
 
 
 def _convert_smollm2(folder: Path) -> None:

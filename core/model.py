@@ -3,12 +3,14 @@ the recipe's head, LoRA (peft) or full fine-tuning, optional 4/8-bit (bitsandbyt
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 from .errors import ReplicatorError
 from .recipe import ModelConfig
+
+log = logging.getLogger(__name__)
 
 NUM_LABELS = 3
 HEAD_NAMES = ("score", "classifier")
@@ -92,74 +94,97 @@ def _freeze(model, n: int, lora: bool) -> dict:
     return {"num_layers": len(layers)}
 
 
-def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool | None = None):
-    """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
-    import dataclasses
+def _quantization(cfg: ModelConfig):
+    from transformers import BitsAndBytesConfig
 
-    import torch
+    if cfg.load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch_dtype(cfg))
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _load_backbone(cfg: ModelConfig, path: str):
+    """The sequence classifier of ``path`` (quantized when asked), transformers' load report silenced."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
-    if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
-        cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit, load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
+    from .logs import quiet_transformers
 
-    hf_logging.set_verbosity_error()  # the load report lists the new head as "missing": expected
-    path = resolve_base(cfg.base)
-    tok = load_tokenizer(path)
     kwargs: dict = {"config": model_config(path, cfg), "dtype": torch_dtype(cfg)}
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     if cfg.load_in_4bit or cfg.load_in_8bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = (
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch_dtype(cfg))
-            if cfg.load_in_4bit else BitsAndBytesConfig(load_in_8bit=True)
-        )
+        kwargs["quantization_config"] = _quantization(cfg)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        with quiet_transformers():  # the load report lists the new head as "missing": expected
+            return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except OSError as e:
         raise ReplicatorError(f"model.base: cannot load {cfg.base!r}: {e}") from None
-    model.config.pad_token_id = tok.pad_token_id
+
+
+def _replace_head(model, plugins, dtype):
+    """The ``head`` hook's module in place of the model's head; (head name, its aux loss or None)."""
     name, old = head_module(model)
-    hidden = model.config.hidden_size
-    new = plugins.one("head", hidden_size=hidden, num_labels=NUM_LABELS, model=model)
-    aux_loss = None
-    if new is not None:
-        setattr(model, name, new.to(dtype=old.weight.dtype if hasattr(old, "weight") else kwargs["dtype"]))
-        aux_loss = getattr(new, "aux_loss", None)
+    new = plugins.one("head", hidden_size=model.config.hidden_size, num_labels=NUM_LABELS, model=model)
+    if new is None:
+        return name, None
+    setattr(model, name, new.to(dtype=old.weight.dtype if hasattr(old, "weight") else dtype))
+    return name, getattr(new, "aux_loss", None)
+
+
+def _add_lora(model, cfg: ModelConfig, head: str, train: bool, num_layers: int | None):
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if (cfg.load_in_4bit or cfg.load_in_8bit) and train:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    targets = cfg.lora.targets
+    if cfg.freeze_layers and isinstance(targets, str):  # peft needs names with layers_to_transform
+        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                          if isinstance(m, torch.nn.Linear) and ".layers." in n})
+    lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                      lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=[head],
+                      layers_to_transform=(list(range(cfg.freeze_layers, num_layers)) if cfg.freeze_layers else None))
+    return get_peft_model(model, lcfg)
+
+
+def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool | None = None):
+    """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
+    import dataclasses
+
+    if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
+        cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit, load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
+    path = resolve_base(cfg.base)
+    tok = load_tokenizer(path)
+    model = _load_backbone(cfg, path)
+    model.config.pad_token_id = tok.pad_token_id
+    dtype = torch_dtype(cfg)
+    name, aux_loss = _replace_head(model, plugins, dtype)
     if cfg.gradient_checkpointing and train:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     layers_info = _freeze(model, cfg.freeze_layers, cfg.lora is not None) if cfg.freeze_layers else {}
     if cfg.lora is not None:
-        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-
-        if (cfg.load_in_4bit or cfg.load_in_8bit) and train:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        targets = cfg.lora.targets
-        if cfg.freeze_layers and isinstance(targets, str):  # peft needs names with layers_to_transform
-            targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                              if isinstance(m, torch.nn.Linear) and ".layers." in n})
-        lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                          lora_dropout=cfg.lora.dropout, target_modules=targets,
-                          modules_to_save=[name],
-                          layers_to_transform=(list(range(cfg.freeze_layers, layers_info["num_layers"]))
-                                               if cfg.freeze_layers else None))
-        model = get_peft_model(model, lcfg)
-    elif cfg.load_in_4bit or cfg.load_in_8bit:
-        if train:
-            raise ReplicatorError("model: full fine-tuning of a 4/8-bit model is not possible; set model.lora")
+        model = _add_lora(model, cfg, name, train, layers_info.get("num_layers"))
+    elif (cfg.load_in_4bit or cfg.load_in_8bit) and train:
+        raise ReplicatorError("model: full fine-tuning of a 4/8-bit model is not possible; set model.lora")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     info = {"path": path, "head": name, "trainable_params": n_train, "all_params": n_all,
-            "dtype": str(kwargs["dtype"]).replace("torch.", "")}
+            "dtype": str(dtype).replace("torch.", "")}
     if aux_loss is not None:
         info["aux_loss"] = aux_loss
-    print(f"[model] {cfg.base} -> {type(model).__name__}: {n_train:,} trainable of {n_all:,} params, "
-          f"{info['dtype']}", file=sys.stderr, flush=True)
+    log.info("%s -> %s: %s trainable of %s params, %s", cfg.base, type(model).__name__, f"{n_train:,}",
+             f"{n_all:,}", info["dtype"])
     return model, tok, info
+
+
+def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool = False):
+    """The model rebuilt for prediction (backbone in 8-bit with ``load_in_8bit``) with its trained weights."""
+    from safetensors.torch import load_file
+
+    model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit or None)
+    load_trainable(model, load_file(str(weights)), where=str(weights))
+    return model, tok
 
 
 def trainable_state(model) -> dict:

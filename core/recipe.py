@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -164,20 +165,30 @@ class Resolved:
     file: str
     name: str
     seed: int
-    config: dict  # the fully patched recipe (no toggles block), as written to resolved.yaml
+    config: dict  # the fully patched recipe (no toggles block), as the user wrote it
     stages: list[StageConfig]
     toggles: list[str]
 
+    @functools.cached_property
+    def complete(self) -> dict:
+        """The config as built, every default written out (plugin blocks included): what
+        ``resolved.yaml`` holds (see :func:`replicator.core.fingerprint.complete_config`)."""
+        from .fingerprint import complete_config
+
+        return complete_config(self)
+
     @property
     def config_hash(self) -> str:
-        return config_hash(self.config)
+        """Hash of the complete config (defaults included; the free-text description left out)."""
+        return config_hash({k: v for k, v in self.complete.items() if k != "description"})
 
     @property
     def final(self) -> StageConfig:
         return self.stages[-1]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
+        """The complete config as YAML (``resolved.yaml``); it resolves again to the same stages."""
+        return yaml.safe_dump(self.complete, sort_keys=False, allow_unicode=True, width=100)
 
 
 def config_hash(config: dict) -> str:

@@ -11,6 +11,7 @@ import string
 from pathlib import Path
 
 from .embedded import cache_root
+from .io import atomic_folder
 
 PREFIX = "tiny:"
 ARCHS = ("llama", "gemma2", "gemma3", "qwen2", "llama128")  # llama128: wide enough for 4-bit blocks
@@ -82,14 +83,10 @@ def resolve_tiny(base: str) -> Path:
     torch.manual_seed(1234)  # the same tiny weights everywhere, without touching the caller's RNG
     model = AutoModelForCausalLM.from_config(config)
     torch.random.set_rng_state(state)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if folder.exists():  # another process won the race
-        import shutil
 
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(folder)
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    atomic_folder(folder, build, keep_existing=True)  # another process may have won the race
     return folder

@@ -100,18 +100,20 @@ def test_test_file_without_labels_or_models(tmp_path):
     assert len(rows) == 3 and all(r["label"] is None and r["model_a"] is None for r in rows)
 
 
-def test_null_turns_become_empty(tmp_path, capsys):
+def test_null_turns_become_empty(tmp_path, caplog):
+    caplog.set_level("INFO", logger="replicator")
     rows = good_rows()
     rows[0]["response_a"] = j(None)
     rows[1]["response_b"] = j("Grey drops on the pane", None)
     out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert out[0]["response_a"] == [""]
     assert out[1]["response_b"] == ["Grey drops on the pane", ""]
-    err = capsys.readouterr().err
-    assert "2 row(s): null turn(s)" in err and err.count("\n") == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "replicator.core.data"]
+    assert len(logged) == 1 and "2 row(s): null turn(s)" in logged[0]
 
 
-def test_mismatched_turns_are_padded_and_counted(tmp_path, capsys):
+def test_mismatched_turns_are_padded_and_counted(tmp_path, caplog):
+    caplog.set_level("INFO", logger="replicator")
     rows = good_rows()
     rows[1]["response_b"] = j("Grey drops on the pane")  # the second round is missing
     rows[2]["prompt"] = j("What is the capital of Australia?", "And of Canada?")
@@ -120,8 +122,7 @@ def test_mismatched_turns_are_padded_and_counted(tmp_path, capsys):
     assert len(out[1]["prompt"]) == len(out[1]["response_a"]) == 2
     assert out[2]["response_a"] == ["The capital of Australia is Sydney.", ""]
     assert out[2]["response_b"][1] == ""
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if "padded" in ln]
+    lines = [r.getMessage() for r in caplog.records if "padded" in r.getMessage()]
     assert len(lines) == 1 and "2 row(s)" in lines[0] and "90321577" in lines[0]
 
 
@@ -373,7 +374,7 @@ def test_kaggle_csv_source(tmp_path):
     fresh = src.data_sources("train", ctx)[0]
     assert fresh["prompt"] != train[0]["prompt"] and fresh["label"][0] != 99.0
     assert src.data_files(tmp_path) == [tmp_path / "lmsys-chatbot-arena" / "train.csv"]
-    assert src.check(tmp_path) == []
+    assert src.data_check(tmp_path) == []
 
 
 def test_kaggle_csv_folds_splits_and_max_rows(tmp_path):
@@ -406,7 +407,7 @@ def test_kaggle_csv_hub_fallback(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     monkeypatch.setattr(D, "hub_reachable", lambda timeout=3: True)
     src = KaggleCSV(valid_fraction=0.3)
-    assert src.check(tmp_path) == []
+    assert src.data_check(tmp_path) == []
     ctx = DataContext(data_dir=tmp_path, seed=0)
     rows = src.data_sources("train", ctx) + src.data_sources("valid", ctx)
     assert sorted(r["id"] for r in rows) == ["118290", "4410732", "90321577"]
@@ -435,14 +436,14 @@ def test_kaggle_csv_params(kw, msg):
 
 def test_kaggle_csv_check_missing_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    problems = KaggleCSV().check(tmp_path)
+    problems = KaggleCSV().data_check(tmp_path)
     assert len(problems) == 1
     msg = problems[0]
     assert str(tmp_path / "lmsys-chatbot-arena" / "train.csv") in msg
     assert "REPLICATOR_DATA_DIR" in msg and "absolute" in msg and "lmsys/lmsys-arena-human-preference-55k" in msg
     with pytest.raises(ReplicatorError, match="REPLICATOR_DATA_DIR"):
         KaggleCSV().data_sources("train", DataContext(data_dir=tmp_path, seed=0))
-    assert KaggleCSV(hub_id=None).check(tmp_path)
+    assert KaggleCSV(hub_id=None).data_check(tmp_path)
     assert KaggleCSV().data_files(tmp_path) == []
 
 
@@ -486,12 +487,13 @@ def test_alpacaeval_soft_labels(tmp_path):
     assert [r["label"] for r in hard] == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
 
 
-def test_alpacaeval_dedup_against_valid(tmp_path, capsys):
+def test_alpacaeval_dedup_against_valid(tmp_path, caplog):
+    caplog.set_level("INFO", logger="replicator")
     ctx = DataContext(data_dir=alpaca_dir(tmp_path), seed=0,
                       valid_groups={prompt_group(["what is the capital of  Australia?"])})
     rows = AlpacaEvalPairs().data_sources("train", ctx)
     assert len(rows) == 3 and "Sydney." not in [r["response_a"][0] for r in rows]
-    assert "dropped 1 of 4" in capsys.readouterr().err
+    assert "dropped 1 of 4" in caplog.text
 
 
 def test_alpacaeval_max_rows_and_bad_preference(tmp_path):
@@ -510,9 +512,9 @@ def test_alpacaeval_max_rows_and_bad_preference(tmp_path):
 
 
 def test_alpacaeval_check(tmp_path):
-    problems = AlpacaEvalPairs().check(tmp_path)
+    problems = AlpacaEvalPairs().data_check(tmp_path)
     assert len(problems) == 1 and "REPLICATOR_DATA_DIR" in problems[0]
-    assert AlpacaEvalPairs().check(alpaca_dir(tmp_path)) == []
+    assert AlpacaEvalPairs().data_check(alpaca_dir(tmp_path)) == []
 
 
 # --- the real shared data --------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Scoring a stage on its validation rows: predictions per TTA view, their mean, the cross-fitted
+postprocess; metrics of each; every prediction kept in ``valid_predictions.json`` (artifacts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from .calibrate import crossfit_postprocess
+from .io import atomic_write_text
+from .predict import IDENTITY, predict_probs
+from .recipe import StageConfig
+
+VALID_PREDICTIONS = "valid_predictions.json"
+CLASSES = ("a", "b", "tie")
+
+
+def labels_of(rows: list[dict]) -> np.ndarray:
+    return np.array([r["label"] for r in rows], dtype=np.float64)
+
+
+def label_prior(rows: list[dict]) -> list[float]:
+    """The share of each class in the labels of ``rows`` (soft labels count fractionally)."""
+    return [round(float(x), 6) for x in labels_of(rows).mean(axis=0)]
+
+
+def scores(preds: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """log loss and accuracy of the identity view (no prefix), the TTA mean (``tta_``), the
+    postprocessed predictions (``final_``) and each other view (``view_<name>_``)."""
+    result = {"n_valid_rows": len(labels), "uniform_log_loss": M.UNIFORM_LOG_LOSS}
+    result.update(M.summarize(preds[IDENTITY], labels))
+    result.update(M.summarize(preds["tta"], labels, "tta_"))
+    result.update(M.summarize(preds["final"], labels, "final_"))
+    for name, p in preds.items():
+        if name not in (IDENTITY, "tta", "final"):
+            result.update(M.summarize(p, labels, f"view_{name}_"))
+    return result
+
+
+def write_valid_predictions(path: Path, rows: list[dict], preds: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    """``{"id": [...], "<view>_a": [...], ..., "final_tie": [...], "label_a": [...], ...}`` as JSON."""
+    cols: dict[str, list] = {"id": [r["id"] for r in rows]}
+    for name, p in [*preds.items(), ("label", labels)]:
+        for k, lab in enumerate(CLASSES):
+            cols[f"{name}_{lab}"] = p[:, k].tolist()
+    atomic_write_text(path, json.dumps(cols))
+
+
+def read_valid_fit(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(TTA probabilities, labels) of the validation rows, what ``predict`` fits calibrators on."""
+    valid = json.loads(Path(path).read_text())
+    return (np.array([valid[f"tta_{k}"] for k in CLASSES]).T,
+            np.array([valid[f"label_{k}"] for k in CLASSES]).T)
+
+
+def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, progress=True):
+    """(metrics, predictions per view + ``tta`` + ``final``, labels) of ``valid_rows``."""
+    labels = labels_of(valid_rows)
+    preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
+                          progress)
+    preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
+    write_valid_predictions(art / VALID_PREDICTIONS, valid_rows, preds, labels)
+    return scores(preds, labels), preds, labels

@@ -1,0 +1,70 @@
+"""Prediction with test-time augmentation: each ``tta`` view's probabilities, inverted back to the
+original A/B order, and their mean ``tta``. One pass per view over length-sorted batches sized by
+a token budget."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .batches import Encoder, collate, forward_logits
+
+IDENTITY = "identity"
+
+
+class Identity:
+    """The view that changes nothing (always first)."""
+
+    name = IDENTITY
+
+    @staticmethod
+    def apply(row):
+        return row
+
+    @staticmethod
+    def invert(probs):
+        return probs
+
+
+def views_of(plugins) -> list:
+    """The identity view, then every ``tta`` plugin's views in recipe order."""
+    views: list = [Identity()]
+    for vs in plugins.all("tta"):
+        views.extend(vs)
+    return views
+
+
+def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    seqs = [encoder(dict(view.apply(r), view=view.name), max_length) for r in rows]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    probs = np.zeros((len(rows), 3), dtype=np.float64)
+    bar = tqdm(total=len(rows), desc=f"predict {view.name}", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
+    i = 0
+    with torch.inference_mode():
+        while i < len(order):
+            n = max(1, batch_tokens // max(len(seqs[order[i]]), 1))
+            idx = order[i:i + n]
+            ids, mask = collate([seqs[j] for j in idx], tok.pad_token_id, device)
+            logits = forward_logits(model, ids, mask)[:, :3].float()
+            probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+            i += n
+            bar.update(len(idx))
+    bar.close()
+    return view.invert(probs)
+
+
+def predict_probs(model, tok, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,
+                  use_tta: bool = True) -> dict[str, np.ndarray]:
+    """Probabilities per view (already inverted to the original order) and their mean ``tta``."""
+    encoder = Encoder(plugins, tok)
+    views = views_of(plugins) if use_tta else views_of(plugins)[:1]
+    model.eval()
+    out = {v.name: _predict_view(model, tok, encoder, rows, v, max_length, batch_tokens, progress) for v in views}
+    out["tta"] = np.mean([out[v.name] for v in views], axis=0)
+    return out

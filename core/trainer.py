@@ -1,0 +1,218 @@
+"""The training loop of one stage, written out in one place: plan -> optimizer -> steps -> checkpoints.
+
+Single process here; the same code runs under ``accelerate launch`` on several GPUs (each
+process takes its share of every optimizer step's micro-batches; only the main process writes).
+A stage with ``checkpoint.pt`` resumes from it: model, optimizer, scheduler, RNG, loss history and
+token count come back, so a killed run finishes with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batches import Encoder, collate, forward_logits, length_grouped_batches, units_of
+from .errors import ReplicatorError
+from .io import atomic_torch_save
+from .recipe import StageConfig
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int):
+    """Per epoch: augmented rows and their micro-batches; then the optimizer-step schedule."""
+    tcfg = stage.train
+    n_epochs = max(1, math.ceil(tcfg.epochs))
+    epochs = []
+    for e in range(n_epochs):
+        rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
+        lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
+        batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, random.Random(f"{seed}:{e}"))
+        if e == n_epochs - 1 and tcfg.epochs < n_epochs:
+            batches = batches[: max(1, int(len(batches) * (tcfg.epochs - (n_epochs - 1))))]
+        epochs.append((rows, batches))
+    micro = [(e, b) for e, (_, batches) in enumerate(epochs) for b in batches]
+    steps = math.ceil(len(micro) / tcfg.grad_accum)
+    if tcfg.max_steps:
+        steps = min(steps, tcfg.max_steps)
+    return epochs, micro, steps
+
+
+def _param_groups(model, tcfg, head_name: str):
+    head, body = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (head if f".{head_name}." in f".{n}" or n.startswith(head_name + ".") else body).append(p)
+    body_lr = tcfg.lr
+    if tcfg.lr_rule == "alpha_over_r":  # 16th place: backbone lr = alpha / r x head lr
+        lora = getattr(getattr(model, "peft_config", {}).get("default"), "r", None)
+        if lora is None:
+            raise ReplicatorError("train.lr_rule alpha_over_r needs model.lora")
+        cfg = model.peft_config["default"]
+        body_lr = cfg.lora_alpha / cfg.r * tcfg.head_lr
+    groups = [{"params": body, "lr": body_lr}]
+    if head:
+        groups.append({"params": head, "lr": tcfg.head_lr or tcfg.lr})
+    return [g for g in groups if g["params"]]
+
+
+@dataclasses.dataclass
+class Loop:
+    """What the loop carries from step to step (and what a checkpoint saves)."""
+
+    acc: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    ckpt: Path
+    step: int = 0
+    history: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0
+
+    def save(self, step: int) -> None:
+        import torch
+
+        from .model import trainable_state
+
+        if not self.acc.is_main_process:
+            return
+        atomic_torch_save({
+            "step": step, "trainable": trainable_state(self.acc.unwrap_model(self.model)),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.random.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history, "tokens": self.tokens,
+        }, self.ckpt)
+
+    def resume(self) -> None:
+        import torch
+
+        from .model import load_trainable
+
+        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.random.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.history, self.tokens = state["step"], state["history"], state.get("tokens", 0)
+
+
+def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, art: Path) -> Loop:
+    """The accelerator, optimizer and schedule; the weights of ``init_from``; a checkpoint resumed."""
+    import torch
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+    from transformers import get_scheduler
+
+    from .model import load_trainable
+
+    tcfg = stage.train
+    acc = Accelerator()
+    if init_from is not None:
+        n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
+        log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
+    optimizer = torch.optim.AdamW(_param_groups(model, tcfg, info["head"]), lr=tcfg.lr,
+                                  weight_decay=tcfg.weight_decay)
+    scheduler = get_scheduler(tcfg.schedule if tcfg.schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=steps)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
+    if loop.ckpt.exists():
+        loop.resume()
+        log.info("resuming from %s at step %d/%d", loop.ckpt, loop.step, steps)
+    return loop
+
+
+def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, n_micro: int) -> float:
+    """Forward and backward of one micro-batch; the loss (divided by ``n_micro``) as a float."""
+    import torch
+
+    acc = loop.acc
+    ids, mask = collate([encoder(r, tcfg.max_length) for r in rows], tok.pad_token_id, acc.device)
+    labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
+    logits = forward_logits(loop.model, ids, mask)
+    extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
+    loss = loss_fn(logits, labels, extra)
+    if aux_loss is not None:
+        loss = loss + aux_loss(logits, extra)
+    loss = loss / n_micro
+    acc.backward(loss)
+    return loss.item()
+
+
+def _optimizer_step(loop: Loop, tcfg) -> None:
+    if tcfg.max_grad_norm > 0:
+        loop.acc.clip_grad_norm_(loop.model.parameters(), tcfg.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+
+
+def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: Path, seed: int,
+                init_from: Path | None = None, progress: bool = True) -> dict:
+    """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present."""
+    from tqdm.auto import tqdm
+
+    tcfg = stage.train
+    encoder = Encoder(plugins, tok)
+    epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed)
+    loop = _start(stage, model, info, steps, init_from, art)
+    loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
+    crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
+    acc, start, tokens_before = loop.acc, loop.step, loop.tokens
+    group = tcfg.grad_accum * acc.num_processes
+    bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}", disable=not (progress and acc.is_main_process),
+               dynamic_ncols=True, file=sys.stderr)
+    loop.model.train()
+    t0, ema = time.time(), None
+    for step in range(start, steps):
+        everyone = micro[step * group:(step + 1) * group]
+        mine = everyone[acc.process_index::acc.num_processes]
+        step_loss = sum(_micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss,
+                                    len(mine)) for e, batch in mine)
+        _optimizer_step(loop, tcfg)
+        # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
+        loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length)) for e, batch in everyone for i in batch)
+        if not math.isfinite(step_loss):
+            loop.save(step)
+            raise ReplicatorError(f"training loss is {step_loss} at step {step + 1}; "
+                                  f"last good checkpoint kept at {loop.ckpt}")
+        loop.history.append(round(step_loss, 6))
+        ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
+        done = step + 1
+        if done % tcfg.checkpoint_every == 0 or done == steps:
+            loop.save(done)
+        if crash_after and done == crash_after:
+            raise RuntimeError(f"simulated crash after step {done} (REPLICATOR_CRASH_AFTER_STEP)")
+    bar.close()
+    return _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before, time.time() - t0)
+
+
+def _summary(loop: Loop, steps, start, train_rows, epochs, encoder, new_tokens: int, elapsed: float) -> dict:
+    history = loop.history
+    return {
+        "optimizer_steps": steps,
+        "resumed_at_step": start,
+        "n_train_rows": len(train_rows),
+        "n_train_rows_augmented": sum(len(r) for r, _ in epochs),
+        "train_loss_first": float(np.mean(history[:10])) if history else None,
+        "train_loss_last": float(np.mean(history[-10:])) if history else None,
+        "train_loss_history": history,
+        "train_tokens": loop.tokens,
+        "train_tokens_per_second": round(new_tokens / elapsed, 1) if elapsed > 0 and new_tokens else None,
+        "train_truncated_share": round(encoder.truncated / max(encoder.count, 1), 4),
+    }
