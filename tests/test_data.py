@@ -556,13 +556,13 @@ def test_real_alpacaeval():
 
 
 def test_two_equal_blocks_register():
-    import pluggy
+    """Two blocks with the same parameters are two plugins (equal dataclasses; the manager registers
+    each under its own alias)."""
+    from replicator.core.manager import build_plugins
 
-    from replicator.core import hookspecs
-
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(KaggleCSV(), name="a")
-    pm.register(KaggleCSV(), name="b")
-    pm.register(AlpacaEvalPairs(), name="c")
-    pm.register(AlpacaEvalPairs(), name="d")
+    blocks = {"a": {"use": "kaggle_csv"}, "b": {"use": "kaggle_csv"}, "c": {"use": "alpacaeval_pairs"},
+              "d": {"use": "alpacaeval_pairs"}, "prompt": {"use": "plain_turns"}, "head": {"use": "default_head"},
+              "loss": {"use": "cross_entropy"}}
+    assert KaggleCSV() == KaggleCSV()
+    plugins = build_plugins(blocks, "t.yaml")
+    assert [alias for alias, _ in plugins.providers("data_sources")] == ["a", "b", "c", "d"]

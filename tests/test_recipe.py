@@ -49,8 +49,9 @@ def test_parse_override_yaml_values():
 
 
 def test_smoke_recipe_resolves_with_toggles_and_overrides():
-    r = resolve(RECIPES / "smoke.yaml", ["no_swap"], ["train.lr=0.001"])
-    assert "swap" not in r.config["plugins"]
+    r = resolve(RECIPES / "smoke.yaml", ["swap"], ["train.lr=0.001"])  # the shared toggle: swap augmentation off
+    assert r.config["plugins"]["swap"]["train"] == "none" and r.toggles == ["swap:off"]
+    assert r.complete["plugins"]["swap"] == {"use": "swap_ab", "train": "none", "p": 0.5, "test_time": True}
     assert r.final.train.lr == 0.001
     assert len(r.config_hash) == 64
     assert r.config_hash != resolve(RECIPES / "smoke.yaml").config_hash
@@ -100,8 +101,8 @@ def test_core_section_errors(tmp_path, snippet, key, words):
 
 
 def test_unknown_toggle_and_bad_override(tmp_path):
-    with pytest.raises(RecipeError, match="did you mean 'no_swap'"):
-        resolve(RECIPES / "smoke.yaml", ["no_swp"])
+    with pytest.raises(RecipeError, match="did you mean 'tiny'"):
+        resolve(RECIPES / "smoke.yaml", ["tinyy"])
     with pytest.raises(RecipeError, match="train.batch_size"):
         resolve(RECIPES / "smoke.yaml", [], ["train.batch_size=many"])
 

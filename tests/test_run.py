@@ -194,19 +194,22 @@ def test_atomic_writes_are_readable_unique_and_clean_up(tmp_path):
         atomic_path,
         atomic_save_safetensors,
         atomic_torch_save,
+        atomic_write_bytes,
         atomic_write_text,
     )
 
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "a" / "x.txt", "hello")
+        atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
         atomic_torch_save({"t": torch.ones(2)}, tmp_path / "c.pt")
         atomic_save_safetensors({"w": torch.zeros(3)}, tmp_path / "w.safetensors", metadata={"k": "v"})
         atomic_folder(tmp_path / "folder", lambda d: (d / "f.txt").write_text("1"))
     finally:
         os.umask(old)
     assert (tmp_path / "a" / "x.txt").read_text() == "hello"
-    for f in (tmp_path / "a" / "x.txt", tmp_path / "c.pt", tmp_path / "w.safetensors"):
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    for f in (tmp_path / "a" / "x.txt", tmp_path / "b.bin", tmp_path / "c.pt", tmp_path / "w.safetensors"):
         assert f.stat().st_mode & 0o777 == 0o644, f
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
     assert torch.load(tmp_path / "c.pt")["t"].sum() == 2
