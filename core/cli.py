@@ -151,5 +151,65 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def ablate(recipe: Annotated[Path, typer.Argument(
+               help="recipe file (default: recipes/smoke.yaml, relative to the current folder)",
+               show_default=False)] = Path("recipes/smoke.yaml"),
+           toggle: Annotated[list[str], typer.Option(
+               "--toggle", "-t", help="a toggle to measure: one variant per toggle (repeatable); shared toggles "
+                                      "(swap, tta, focal, ...) flip their technique, see recipes/README.md")] = [],  # noqa: B006
+           seeds: Annotated[str | None, typer.Option(
+               "--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the recipe's seed)",
+               show_default=False)] = None,
+           base_toggle: Annotated[list[str], typer.Option(
+               "--base-toggle", "-b", help="toggle applied to the base and every variant, e.g. tiny "
+                                           "(repeatable)")] = [],  # noqa: B006
+           set_: Annotated[list[str], typer.Option(
+               "--set", help="override key.path=value for every run (repeatable)")] = [],  # noqa: B006
+           force: Annotated[bool, typer.Option("--force", help="recompute runs that exist")] = False,
+           out: Annotated[Path | None, typer.Option(
+               "--out", "-o", help="report folder (default: reports/<recipe>/ablation-<toggles joined by +>-"
+                                   "s<seeds joined by ->, + -on-<base toggles> when -b is given)",
+               show_default=False)] = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
+           list_: Annotated[bool, typer.Option(
+               "--list", help="list the recipe's toggles and which way each shared toggle goes on it")] = False,
+           verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Ablate: for each seed a base run and one run per toggle (same split), then the report with Δ log
+    loss and paired bootstrap intervals. Prints the plan first; finished runs are reused."""
+    from .ablate import execute, parse_seeds, plan
+
+    progress = logging_setup(verbose, quiet)
+    try:
+        if list_:
+            _list_toggles(recipe, base_toggle)
+            return
+        p = plan(recipe, toggle, parse_seeds(seeds), base_toggle, set_, out_dir=out, force=force)
+        typer.echo(p.text())
+        if dry_run:
+            return
+        result = execute(p, progress=progress)
+    except ReplicatorError as e:
+        _fail(e)
+    typer.echo(result["report"]["table_md"])
+    for path in [*result["report"]["files"].values(), p.out_dir / "ablation.json"]:
+        typer.echo(f"wrote {path}")
+
+
+def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
+    from .recipe import load_yaml
+    from .toggles import apply_toggle, recipe_toggles, status
+
+    raw = load_yaml(recipe)
+    named = recipe_toggles(raw, str(recipe))
+    cfg = {k: v for k, v in raw.items() if k != "toggles"}
+    for t in base_toggles:
+        cfg, _ = apply_toggle(cfg, t, named, str(recipe))
+    typer.echo(f"recipe toggles of {recipe}: {', '.join(named) or '(none)'}")
+    typer.echo("shared toggles" + (f" (after {' '.join(base_toggles)})" if base_toggles else "") + ":")
+    for name, direction, what in status(cfg, str(recipe)):
+        typer.echo(f"  {name:<16} {direction:<4} {what}")
+
+
 def main():  # pragma: no cover
     sys.exit(app())
