@@ -1,8 +1,13 @@
 """Typed parameter blocks (recipe sections and plugin parameters) built from plain dicts.
 
 One mechanism for every block: dataclass fields declare name, type, default and documentation
-(``param(default, "doc")``); :func:`build` checks unknown keys (with a did-you-mean), types and
-choices, and names the recipe file and key path of the first problem.
+(``param(default, "doc")``) and, where a value can be out of range, its bounds
+(``param(0.15, "doc", gt=0, lt=1)``) or a check (``param([...], "doc", check=fn)``); :func:`build`
+checks unknown keys (with a did-you-mean), types, choices and those bounds, and names the recipe
+file and key path of the first problem. Checks that involve several fields stay in the class's
+``__post_init__`` and raise :class:`ParamError` naming the field, which :func:`build` reports as
+``<block>.<field>``. :func:`check_params` applies the declared bounds to an instance, for a
+``__post_init__`` that also wants them checked when the class is constructed directly.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import RecipeError
@@ -20,14 +26,73 @@ _MISSING = dataclasses.MISSING
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def param(default: Any = _MISSING, doc: str = "", **kw) -> Any:
-    """A documented dataclass field; mutable defaults (lists, dicts) are copied per instance."""
-    meta = {"doc": doc}
+class ParamError(ValueError):
+    """A parameter value is wrong; ``field`` names the parameter (``build`` reports ``<block>.<field>``)
+    and the message names it too, for errors outside a recipe."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def param(default: Any = _MISSING, doc: str = "", *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None, check: Callable[[Any], None] | None = None,
+          **kw) -> Any:
+    """A documented dataclass field; mutable defaults (lists, dicts) are copied per instance.
+
+    ``ge``/``gt``/``le``/``lt``: bounds of a numeric value (``None`` values are not checked);
+    ``check(value)``: raises ValueError (its message naming the parameter) when the value is wrong.
+    """
+    meta: dict[str, Any] = {"doc": doc}
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if bounds:
+        meta["bounds"] = bounds
+    if check is not None:
+        meta["check"] = check
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     if default is _MISSING:
         return dataclasses.field(metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def range_text(bounds: dict[str, float]) -> str:
+    """``{"gt": 0, "lt": 1}`` -> ``"in (0, 1)"``, ``{"ge": 1}`` -> ``">= 1"``."""
+    low = [(k, v) for k, v in bounds.items() if k in ("ge", "gt")]
+    high = [(k, v) for k, v in bounds.items() if k in ("le", "lt")]
+    if low and high:
+        (lk, lv), (hk, hv) = low[0], high[0]
+        return f"in {'[' if lk == 'ge' else '('}{lv:g}, {hv:g}{']' if hk == 'le' else ')'}"
+    sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{sign[k]} {v:g}" for k, v in bounds.items())
+
+
+def _in_bounds(value: float, bounds: dict[str, float]) -> bool:
+    return all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[k] for k, b in bounds.items())
+
+
+def check_value(f: dataclasses.Field, value: Any) -> None:
+    """Raise :class:`ParamError` when ``value`` breaks the bounds or the check declared on field ``f``."""
+    if value is None:
+        return
+    bounds = f.metadata.get("bounds")
+    if bounds and isinstance(value, (int, float)) and not isinstance(value, bool) and not _in_bounds(value, bounds):
+        raise ParamError(f.name, f"{f.name} must be {range_text(bounds)}, got {value!r}")
+    check = f.metadata.get("check")
+    if check is not None:
+        try:
+            check(value)
+        except ParamError:
+            raise
+        except ValueError as e:
+            raise ParamError(f.name, str(e)) from None
+
+
+def check_params(obj) -> None:
+    """Apply the declared bounds and checks of dataclass instance ``obj`` (ParamError on the first problem)."""
+    for f in dataclasses.fields(obj):
+        if not f.name.startswith("_"):
+            check_value(f, getattr(obj, f.name))
 
 
 def did_you_mean(name: str, choices) -> str:
@@ -132,6 +197,8 @@ def _check(value: Any, tp, file: str, key: str):
 
 def build(cls, data: dict | None, file: str, key: str, ignore: tuple[str, ...] = ()):
     """Instantiate dataclass ``cls`` from ``data``; ``key`` is the block's path in the recipe."""
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(file, key or cls.__name__, f"expected a mapping, got {type(data).__name__} {data!r}")
     data = dict(data or {})
     for k in ignore:
         data.pop(k, None)
@@ -148,13 +215,23 @@ def build(cls, data: dict | None, file: str, key: str, ignore: tuple[str, ...] =
         path = f"{key}.{name}" if key else name
         if name in data:
             kwargs[name] = _check(data[name], hints[name], file, path)
+            _check_declared(f, kwargs[name], file, path)
         elif f.default is _MISSING and f.default_factory is _MISSING:  # type: ignore[misc]
             raise RecipeError(file, path, "required parameter is missing")
     try:
         obj = cls(**kwargs)
-    except (ValueError, TypeError) as e:  # __post_init__ checks
+    except ParamError as e:  # __post_init__ checks that name their field
+        raise RecipeError(file, f"{key}.{e.field}" if key else e.field, str(e)) from None
+    except (ValueError, TypeError) as e:  # other __post_init__ checks
         raise RecipeError(file, key or cls.__name__, str(e)) from None
     return obj
+
+
+def _check_declared(f: dataclasses.Field, value: Any, file: str, path: str) -> None:
+    try:
+        check_value(f, value)
+    except ParamError as e:
+        raise RecipeError(file, path, str(e)) from None
 
 
 def to_dict(obj) -> dict:

@@ -20,17 +20,20 @@ from typing import Any, Literal
 import yaml
 
 from .errors import RecipeError
-from .params import build, did_you_mean, param
+from .params import ParamError, build, check_params, did_you_mean, param
 from .toggles import apply_toggle, recipe_toggles
 
 # ---------------------------------------------------------------- schema of the core sections
 
+#: the smallest token budget a row may be given (below it not even a prompt template fits)
+MIN_LENGTH = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
-    r: int = param(16, "LoRA rank")
-    alpha: float = param(32, "LoRA alpha (scaling = alpha / r)")
-    dropout: float = param(0.05, "dropout on the LoRA input")
+    r: int = param(16, "LoRA rank", ge=1)
+    alpha: float = param(32, "LoRA alpha (scaling = alpha / r)", gt=0)
+    dropout: float = param(0.05, "dropout on the LoRA input", ge=0, lt=1)
     targets: str | list[str] = param("all-linear", "'all-linear' or a list of module names (q_proj, ...)")
 
 
@@ -43,49 +46,46 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", "auto = bf16 on CUDA, fp32 on CPU")
     gradient_checkpointing: bool = param(False, "trade compute for memory")
     revision: str | None = param(None, "hub revision")
-    freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters there)")
+    freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters there)",
+                               ge=0)
     attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th [R4])")
     sliding_window: bool = param(True, "false: every layer full attention (2nd [R2] from stage 2)")
 
     def __post_init__(self):
+        check_params(self)
         if self.load_in_4bit and self.load_in_8bit:
-            raise ValueError("load_in_4bit and load_in_8bit are exclusive")
-        if self.freeze_layers < 0:
-            raise ValueError("freeze_layers must be >= 0")
+            raise ParamError("load_in_8bit", "load_in_4bit and load_in_8bit are exclusive")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = param(1.0, "passes over the training rows (fractions allowed)")
-    lr: float = param(1e-4, "peak learning rate")
-    head_lr: float | None = param(None, "learning rate of the head (null = lr)")
-    batch_size: int = param(4, "rows per micro-batch")
-    grad_accum: int = param(1, "micro-batches per optimizer step")
-    max_length: int = param(512, "token budget per row in training")
+    epochs: float = param(1.0, "passes over the training rows (fractions allowed)", gt=0)
+    lr: float = param(1e-4, "peak learning rate", gt=0)
+    head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
+    batch_size: int = param(4, "rows per micro-batch", ge=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
+    max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
     schedule: Literal["cosine", "linear", "constant"] = param("cosine", "learning-rate schedule after warm-up")
-    warmup_steps: int = param(0, "linear warm-up, in optimizer steps")
-    weight_decay: float = param(0.0, "AdamW weight decay")
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)")
-    max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)")
-    max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)")
-    checkpoint_every: int = param(25, "optimizer steps between checkpoints")
+    warmup_steps: int = param(0, "linear warm-up, in optimizer steps", ge=0)
+    weight_decay: float = param(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
+    max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)", ge=0)
+    max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)", ge=0)
+    checkpoint_every: int = param(25, "optimizer steps between checkpoints", ge=1)
     lr_rule: Literal["fixed", "alpha_over_r"] = param(
         "fixed", "alpha_over_r: backbone (LoRA) lr = alpha / r x head_lr (16th place's rule [P16])")
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("batch_size and grad_accum must be >= 1")
-        if self.lr <= 0:
-            raise ValueError("lr must be > 0")
+        check_params(self)
         if self.lr_rule == "alpha_over_r" and self.head_lr is None:
-            raise ValueError("lr_rule alpha_over_r needs head_lr")
+            raise ParamError("lr_rule", "lr_rule alpha_over_r needs head_lr")
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
-    max_length: int = param(1024, "token budget per row at inference")
-    batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)")
-    max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)")
+    max_length: int = param(1024, "token budget per row at inference", ge=MIN_LENGTH)
+    batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)", ge=1)
+    max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)", ge=0)
     load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
 
 
@@ -213,63 +213,16 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
     path = Path(path)
     file = str(path)
     raw = load_yaml(path)
-    for k in raw:
-        if k not in TOP_KEYS:
-            raise RecipeError(file, k, f"unknown top-level key{did_you_mean(k, TOP_KEYS)}; known: {', '.join(TOP_KEYS)}")
-    named = recipe_toggles(raw, file)
-    cfg = {k: v for k, v in raw.items() if k != "toggles"}
-    labels = []
-    for t in toggles:  # a recipe toggle, or a shared one (core/toggles.py) recorded as NAME:off / NAME:on
-        cfg, label = apply_toggle(cfg, t, named, file)
-        labels.append(label)
-    toggles = labels
-    for o in overrides:
-        cfg = merge_patch(cfg, parse_override(o))
+    _check_top_keys(raw, file, TOP_KEYS, "")
+    cfg, labels = patch_config(raw, file, toggles, overrides)
     cfg.setdefault("name", path.stem)
     seed = cfg.setdefault("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(file, "seed", f"expected an integer, got {seed!r}")
     if not isinstance(cfg["name"], str):
         raise RecipeError(file, "name", "expected a string")
-
-    stages_raw = cfg.get("stages") or {"main": {}}
-    if not isinstance(stages_raw, dict):
-        raise RecipeError(file, "stages", "expected a mapping of stage name -> patch")
-    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins")}
-    stages: list[StageConfig] = []
-    for sname, patch in stages_raw.items():
-        patch = patch or {}
-        key = f"stages.{sname}" if "stages" in cfg else ""
-        if not isinstance(patch, dict):
-            raise RecipeError(file, key, "a stage is a mapping (a patch over the defaults)")
-        for k in patch:
-            if k not in STAGE_KEYS:
-                raise RecipeError(file, f"{key}.{k}", f"unknown stage key{did_you_mean(k, STAGE_KEYS)}; "
-                                  f"known: {', '.join(sorted(STAGE_KEYS))}")
-        src = patch.get("from")
-        if src is not None and src not in [s.name for s in stages]:
-            raise RecipeError(file, f"{key}.from", f"{src!r} is not an earlier stage"
-                              f"{did_you_mean(str(src), [s.name for s in stages])}")
-        outputs = patch.get("outputs") or []
-        if not isinstance(outputs, list) or any(o not in STAGE_OUTPUTS for o in outputs):
-            raise RecipeError(file, f"{key}.outputs", f"expected a list of {', '.join(STAGE_OUTPUTS)}, got {outputs!r}")
-        merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head", "outputs")})
-        pre = f"{key}." if key else ""
-        model = build(ModelConfig, merged.get("model"), file, pre + "model")
-        if isinstance(model.lora, dict):  # pragma: no cover - build() already converts
-            model = dataclasses.replace(model, lora=build(LoraConfig, model.lora, file, pre + "model.lora"))
-        stage = StageConfig(
-            name=sname,
-            model=model,
-            train=build(TrainConfig, merged.get("train"), file, pre + "train"),
-            predict=build(PredictConfig, merged.get("predict"), file, pre + "predict"),
-            plugins=merged.get("plugins") or {},
-            from_stage=src,
-            reinit_head=bool(patch.get("reinit_head", False)),
-            outputs=tuple(outputs),
-        )
-        stages.append(stage)
-    resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=list(toggles))
+    stages = build_stages(cfg, file)
+    resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=labels)
     if check_plugins:
         from .manager import build_plugins, catalogue
 
@@ -279,6 +232,79 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
             if data_dir is not None:
                 check_data(plugins, data_dir, file, s.name)
     return resolved
+
+
+#: top-level keys a toggle or an override may set (``toggles:`` is read from the file only)
+PATCHABLE_KEYS = {k: v for k, v in TOP_KEYS.items() if k != "toggles"}
+SECTIONS = ("model", "train", "predict", "plugins", "stages")
+
+
+def patch_config(raw: dict, file: str, toggles=(), overrides=()) -> tuple[dict, list[str]]:
+    """The recipe without its ``toggles:`` block, patched by ``toggles`` then ``overrides``, and the
+    toggle labels to record (``name``, or ``name:off``/``name:on`` for a shared toggle, core/toggles.py).
+    Every patch is checked like the file: an unknown top-level key is a RecipeError naming it."""
+    named = recipe_toggles(raw, file)
+    cfg = {k: v for k, v in raw.items() if k != "toggles"}
+    labels = []
+    for t in toggles:
+        cfg, label = apply_toggle(cfg, t, named, file)
+        _check_top_keys(cfg, file, PATCHABLE_KEYS, f" (set by toggle {t!r})")
+        labels.append(label)
+    for o in overrides:
+        cfg = merge_patch(cfg, parse_override(o))
+        _check_top_keys(cfg, file, PATCHABLE_KEYS, f" (set by override {o!r})")
+    return cfg, labels
+
+
+def _check_top_keys(cfg: dict, file: str, known: dict, source: str) -> None:
+    for k in cfg:
+        if k not in known:
+            hint = "; the toggles block is read from the recipe file only" if k == "toggles" else ""
+            raise RecipeError(file, str(k), f"unknown top-level key{did_you_mean(str(k), known)}{source}; "
+                              f"known: {', '.join(known)}{hint}")
+    for k in SECTIONS:
+        if cfg.get(k) is not None and not isinstance(cfg[k], dict):
+            raise RecipeError(file, k, f"expected a mapping, got {type(cfg[k]).__name__} {cfg[k]!r}{source}")
+
+
+def build_stages(cfg: dict, file: str) -> list[StageConfig]:
+    """The stages of a patched config: each a patch over its core sections and plugin blocks."""
+    stages_raw = cfg.get("stages") or {"main": {}}
+    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins")}
+    stages: list[StageConfig] = []
+    for sname, patch in stages_raw.items():
+        key = f"stages.{sname}" if "stages" in cfg else ""
+        stages.append(_build_stage(sname, patch or {}, defaults, stages, file, key))
+    return stages
+
+
+def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConfig], file: str,
+                 key: str) -> StageConfig:
+    if not isinstance(patch, dict):
+        raise RecipeError(file, key, "a stage is a mapping (a patch over the defaults)")
+    for k in patch:
+        if k not in STAGE_KEYS:
+            raise RecipeError(file, f"{key}.{k}", f"unknown stage key{did_you_mean(k, STAGE_KEYS)}; "
+                              f"known: {', '.join(sorted(STAGE_KEYS))}")
+    names = [s.name for s in earlier]
+    src = patch.get("from")
+    if src is not None and src not in names:
+        raise RecipeError(file, f"{key}.from", f"{src!r} is not an earlier stage{did_you_mean(str(src), names)}")
+    outputs = patch.get("outputs") or []
+    if not isinstance(outputs, list) or any(o not in STAGE_OUTPUTS for o in outputs):
+        raise RecipeError(file, f"{key}.outputs", f"expected a list of {', '.join(STAGE_OUTPUTS)}, got {outputs!r}")
+    merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head", "outputs")})
+    pre = f"{key}." if key else ""
+    return StageConfig(
+        name=sname,
+        model=build(ModelConfig, merged.get("model"), file, pre + "model"),
+        train=build(TrainConfig, merged.get("train"), file, pre + "train"),
+        predict=build(PredictConfig, merged.get("predict"), file, pre + "predict"),
+        plugins=merged.get("plugins") or {},
+        from_stage=src,
+        reinit_head=bool(patch.get("reinit_head", False)),
+        outputs=tuple(outputs),
+    )
 
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:

@@ -46,6 +46,29 @@ def paired_bootstrap(loss_base, loss_var, groups, n_boot: int = 2000, seed: int 
     ``confidence``), ``se`` (bootstrap standard deviation), ``p_better`` (share of resamples with
     delta < 0), ``n_rows``, ``n_groups``, ``n_seeds``, ``n_boot``. Deterministic for ``seed``.
     """
+    d, gi, si = _paired_deltas(loss_base, loss_var, groups, seeds)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    sums, counts = _cell_totals(d, gi, si)
+    boots = _resampled_deltas(sums, counts, n_boot, np.random.default_rng(seed))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    n_seeds, n_groups = sums.shape
+    return {
+        "delta": float(d.mean()),
+        "lo": float(lo),
+        "hi": float(hi),
+        "se": float(boots.std(ddof=1)) if n_boot > 1 else 0.0,
+        "p_better": float((boots < 0).mean()),
+        "n_rows": int(d.size),
+        "n_groups": n_groups,
+        "n_seeds": n_seeds,
+        "n_boot": int(n_boot),
+    }
+
+
+def _paired_deltas(loss_base, loss_var, groups, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs as (per-row ``loss_var - loss_base``, group index, seed index) of each row."""
     a = np.asarray(loss_base, dtype=np.float64)
     b = np.asarray(loss_var, dtype=np.float64)
     g = np.asarray(groups)
@@ -56,24 +79,29 @@ def paired_bootstrap(loss_base, loss_var, groups, n_boot: int = 2000, seed: int 
         raise ValueError("no paired rows to bootstrap")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("per-row losses must be finite")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     d = b - a
     _, gi = np.unique(g, return_inverse=True)
     if seeds is None:
-        si = np.zeros(d.size, dtype=np.int64)
-    else:
-        s = np.asarray(seeds)
-        if s.shape != d.shape:
-            raise ValueError(f"seeds must have one tag per row, got shape {s.shape} for {d.size} rows")
-        _, si = np.unique(s, return_inverse=True)
-    n_groups, n_seeds = int(gi.max()) + 1, int(si.max()) + 1
-    sums = np.zeros((n_seeds, n_groups))
-    counts = np.zeros((n_seeds, n_groups))
+        return d, gi, np.zeros(d.size, dtype=np.int64)
+    s = np.asarray(seeds)
+    if s.shape != d.shape:
+        raise ValueError(f"seeds must have one tag per row, got shape {s.shape} for {d.size} rows")
+    _, si = np.unique(s, return_inverse=True)
+    return d, gi, si
+
+
+def _cell_totals(d: np.ndarray, gi: np.ndarray, si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_seeds, n_groups) sums of ``d`` and row counts per (seed, group) cell."""
+    shape = (int(si.max()) + 1, int(gi.max()) + 1)
+    sums, counts = np.zeros(shape), np.zeros(shape)
     np.add.at(sums, (si, gi), d)
     np.add.at(counts, (si, gi), 1.0)
+    return sums, counts
 
-    rng = np.random.default_rng(seed)
+
+def _resampled_deltas(sums: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` crossed resamples (groups drawn once, shared by the drawn seeds) of the weighted mean delta."""
+    n_seeds, n_groups = sums.shape
 
     def resample(m: int) -> tuple[np.ndarray, np.ndarray]:
         wg = _draw_counts(rng, m, n_groups)
@@ -88,21 +116,7 @@ def paired_bootstrap(loss_base, loss_var, groups, n_boot: int = 2000, seed: int 
         num[empty], den[empty] = resample(empty.size)
     else:
         raise ValueError("bootstrap resamples keep drawing no rows: seeds and groups barely overlap")
-    boots = num / den
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    delta = float(d.mean())
-    return {
-        "delta": delta,
-        "lo": float(lo),
-        "hi": float(hi),
-        "se": float(boots.std(ddof=1)) if n_boot > 1 else 0.0,
-        "p_better": float((boots < 0).mean()),
-        "n_rows": int(d.size),
-        "n_groups": n_groups,
-        "n_seeds": n_seeds,
-        "n_boot": int(n_boot),
-    }
+    return num / den
 
 
 def _top_label(probs, labels) -> tuple[np.ndarray, np.ndarray]:
