@@ -143,6 +143,16 @@ class View:
         return alias
 
 
+def _replace_provider(v: View, hook: str, expected: str, block: Callable[[str], dict], why: str) -> list[dict]:
+    """Patch the block that provides ``hook`` to ``block(alias)``; defined only when that block uses ``expected``
+    (else NotApplicable with ``why``)."""
+    alias = v.one_by_hook(hook)
+    current = v.plugins[alias].get("use")
+    if current != expected:
+        raise NotApplicable(f"{v.at('plugins.' + alias)} is {current!r}: {why}")
+    return [_plugins({alias: block(alias)})]
+
+
 def _plugins(patch: dict) -> dict:
     return {"plugins": patch}
 
@@ -224,12 +234,8 @@ def _loss_toggle(use: str) -> tuple[Callable, Callable, Callable]:
         return [_plugins({v.one_by_hook("loss"): {"use": "cross_entropy"}})]
 
     def on(v: View) -> list[dict]:
-        alias = v.one_by_hook("loss")
-        current = v.plugins[alias].get("use")
-        if current != "cross_entropy":
-            raise NotApplicable(f"{v.at('plugins.' + alias)} is {current!r}: adding {use} is defined from cross_entropy only "
-                                "(it would also remove the current loss)")
-        return [_plugins({alias: {"use": use}})]
+        return _replace_provider(v, "loss", "cross_entropy", lambda alias: {"use": use},
+                                 f"adding {use} is defined from cross_entropy only (it would also remove the current loss)")
 
     return has, off, on
 
@@ -316,12 +322,9 @@ def _aux_off(v: View) -> list[dict]:
 
 
 def _aux_on(v: View) -> list[dict]:
-    alias = v.one_by_hook("head")
-    current = v.plugins[alias].get("use")
-    if current != "default_head":
-        raise NotApplicable(f"{v.at('plugins.' + alias)} is {current!r}: aux_model_heads replaces the preference head, so it is "
-                            "defined from default_head only")
-    return [_plugins({alias: {"use": "aux_model_heads", "init": _INIT_TO_AUX[v.params(alias).init]}})]
+    return _replace_provider(v, "head", "default_head",
+                             lambda alias: {"use": "aux_model_heads", "init": _INIT_TO_AUX[v.params(alias).init]},
+                             "aux_model_heads replaces the preference head, so it is defined from default_head only")
 
 
 # -- model and inference settings

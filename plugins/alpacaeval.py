@@ -46,7 +46,7 @@ class AlpacaEvalPairs:
 
     file: str = param("alpacaeval/gpt4_pairwise_30k.parquet",
                       "parquet file of AlpacaEval annotations, relative to the data dir or absolute")
-    max_rows: int = param(0, "use at most this many rows, sampled with the seed; 0 = all")
+    max_rows: int = sources.max_rows_field()
     hard_labels: bool = param(False, "use the argmax one-hot label instead of the soft one")
 
     def __post_init__(self):

@@ -182,7 +182,7 @@ class Arena33k:
                                "Hugging Face dataset loaded when file is missing and the hub is reachable "
                                "(gated: accept its terms and set HF_TOKEN); null = never")
     dedup: bool = param(True, "drop rows whose prompt and (unordered) responses repeat an earlier row's")
-    max_rows: int = param(0, "use at most this many rows (after dedup), sampled with the seed; 0 = all")
+    max_rows: int = sources.max_rows_field("use at most this many rows (after dedup), sampled with the seed; 0 = all")
 
     def __post_init__(self):
         sources.check_source_params(self)
@@ -190,16 +190,10 @@ class Arena33k:
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
-        from replicator.core.data import hub_reachable, resolve_data_path
-
-        if self.data_files(data_dir) or (self.hub_id is not None and hub_reachable()):
-            return []
-        p = resolve_data_path(data_dir, self.file)
-        what = "has no .json/.jsonl/.parquet/.csv file" if p.is_dir() else "not found"
-        return [sources.missing_data_message(
-            f"33k arena data {what}", p,
+        return sources.files_or_hub_check(
+            self, data_dir, "33k arena data",
             [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
-             f"{self.file} under REPLICATOR_DATA_DIR"], hub_id=self.hub_id, gated=True)]
+             f"{self.file} under REPLICATOR_DATA_DIR"], gated=True)
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
@@ -220,26 +214,16 @@ class Arena33k:
     def _load(self, data_dir, seed: int) -> list[dict]:
         from replicator.core import data as D
 
-        files = self.data_files(data_dir)
+        def read_hub() -> list[dict]:
+            ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
+            return convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)), f"hf://datasets/{self.hub_id}",
+                                   "hub")
 
-        def load() -> list[dict]:
-            if files:
-                rows = [r for f in files for r in self._read_file(f)]
-            elif self.hub_id is not None and D.hub_reachable():
-                log.info("arena_33k: %s not found; loading hub dataset %s", D.resolve_data_path(data_dir, self.file),
-                         self.hub_id)
-                ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
-                rows = convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)),
-                                       f"hf://datasets/{self.hub_id}", "hub")
-            else:
-                raise sources.missing_data_error(self.data_check(data_dir))
-            rows = sources.suffix_repeated_ids(rows)  # several files may repeat a question id
-            if self.dedup:
-                rows = dedup_pairs(rows, "arena_33k")
-            return D.sample_rows(rows, self.max_rows, seed)
+        def finish(rows: list[dict]) -> list[dict]:
+            return dedup_pairs(rows, "arena_33k") if self.dedup else rows
 
-        stamp = sources.file_stamp(files) if files else f"hub:{self.hub_id}"
-        return sources.cached(self, (stamp, seed), load)
+        return sources.files_or_hub_rows(self, data_dir, seed, "arena_33k", self._read_file, read_hub,
+                                         str(self.hub_id), finish)
 
     @hookimpl
     def data_sources(self, split, ctx):

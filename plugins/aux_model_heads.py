@@ -7,7 +7,7 @@ import re
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.params import param
+from replicator.core.params import ParamError, param
 
 OTHER = "other"
 IGNORE_INDEX = -100
@@ -148,18 +148,16 @@ class AuxModelHeads:
     """
 
     families: list[str] = param(DEFAULT_FAMILIES, "model families the aux heads classify (others -> 'other')")
-    weight: float = param(0.1, "weight of each auxiliary cross-entropy ([P16] secondary copy: 0.1)")
+    weight: float = param(0.1, "weight of each auxiliary cross-entropy ([P16] secondary copy: 0.1)", ge=0)
     init: Literal["normal", "zeros"] = param(
         "normal", "preference head init: normal (std = model's initializer_range) | zeros (start uniform)")
 
     def __post_init__(self):
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
         fams = [f.strip().lower() for f in self.families]
         if len(set(fams)) != len(fams) or OTHER in fams or not all(fams):
-            raise ValueError("families must be distinct, non-empty, lower-case names other than 'other'")
+            raise ParamError("families", "families must be distinct, non-empty, lower-case names other than 'other'")
         if fams != list(self.families):
-            raise ValueError(f"families must be given normalised (lower-case, stripped): {self.families}")
+            raise ParamError("families", f"families must be given normalised (lower-case, stripped): {self.families}")
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):

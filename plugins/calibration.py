@@ -94,6 +94,11 @@ def fit_platt(probs, labels, l2: float = 1e-4):
     return a, b - b.mean()
 
 
+def _check_interval(bounds: list[float]) -> None:
+    if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+        raise ValueError(f"bounds must be [low, high] with 0 < low < high, got {bounds}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TemperatureScaling:
     """Divide log-probabilities by a temperature T and renormalise: ``softmax(log p / T)``.
@@ -105,14 +110,8 @@ class TemperatureScaling:
     ``clip_probs`` and rules in the chain: ``fit`` holds the raw (TTA) validation predictions.
     """
 
-    fixed_temperature: float | None = param(None, "use this T instead of fitting one (null = fit on validation)")
-    bounds: list[float] = param([0.05, 20.0], "search interval of the fitted T")
-
-    def __post_init__(self):
-        if self.fixed_temperature is not None and self.fixed_temperature <= 0:
-            raise ValueError(f"fixed_temperature must be > 0, got {self.fixed_temperature}")
-        if len(self.bounds) != 2 or not 0 < self.bounds[0] < self.bounds[1]:
-            raise ValueError(f"bounds must be [low, high] with 0 < low < high, got {self.bounds}")
+    fixed_temperature: float | None = param(None, "use this T instead of fitting one (null = fit on validation)", gt=0)
+    bounds: list[float] = param([0.05, 20.0], "search interval of the fitted T", check=_check_interval)
 
     def temperature(self, fit) -> float:
         if self.fixed_temperature is not None:
@@ -134,11 +133,7 @@ class PlattScaling:
     is used and nothing changes. Not used by any top solution (our addition, to measure it).
     """
 
-    l2: float = param(1e-4, "L2 penalty pulling (a, b) towards the identity (a=1, b=0)")
-
-    def __post_init__(self):
-        if self.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2}")
+    l2: float = param(1e-4, "L2 penalty pulling (a, b) towards the identity (a=1, b=0)", ge=0)
 
     def parameters(self, fit):
         import numpy as np

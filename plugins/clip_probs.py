@@ -16,11 +16,7 @@ class ClipProbs:
     (SOLUTIONS.md §3 [MLE]), so clipping is ours to do.
     """
 
-    eps: float = param(1e-6, "lower bound of every probability")
-
-    def __post_init__(self):
-        if not 0 <= self.eps < 1 / 3:
-            raise ValueError(f"eps must be in [0, 1/3), got {self.eps}")
+    eps: float = param(1e-6, "lower bound of every probability (below 1/3: three classes must fit)", ge=0, lt=1 / 3)
 
     @hookimpl
     def postprocess(self, probs, rows, fit):

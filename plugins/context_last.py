@@ -34,12 +34,8 @@ class ContextLast:
     budgets: list[float] = tr.budgets_field()
     context_from: Literal["a", "b"] = param("a", "whose earlier responses go into the context (our choice)")
 
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
-
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         ctx = self.context_from
 
         def layout(kept):
@@ -52,5 +48,4 @@ class ContextLast:
             return out + ["User: ", Ref("prompt", last), "\n</context>\n<response_A>\n", Ref("a", last),
                           "\n</response_A>\n<response_B>\n", Ref("b", last), "\n</response_B>"]
 
-        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
-                      head=tr.bos(tokenizer), budgets=self.budgets)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, budgets=self.budgets)

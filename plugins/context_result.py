@@ -27,15 +27,11 @@ class ContextResult:
     truncate: tr.Policy = param("keep_end", tr.POLICY_DOC)
     budgets: list[float] = tr.budgets_field()
     keep_turns: int = param(2, "with more than 2×keep_turns turns keep the first and last keep_turns "
-                            "turns [P3]; 0 keeps all")
+                            "turns [P3]; 0 keeps all", ge=0)
     joiner: str = param("\n\n", "text between the turns of one field (our choice; unknown in [P3])")
-
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         rounds = tr.row_turns(row)
         k, dropped = self.keep_turns, 0
         if k > 0 and len(rounds) > 2 * k:
@@ -43,8 +39,8 @@ class ContextResult:
             rounds = rounds[:k] + rounds[-k:]
         layout = tr.grouped([("prompt", "[CONTEXT] ", ""), ("a", "\n\n[RESPONSE A] ", ""),
                              ("b", "\n\n[RESPONSE B] ", "")], self.joiner)
-        out = tr.fit(tr.Turns(enc, rounds), layout, max_length, self.truncate, enc,
-                     head=tr.bos(tokenizer), tail=enc("\n\n[Result]:"), budgets=self.budgets)
+        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail="\n\n[Result]:", rounds=rounds,
+                         budgets=self.budgets)
         if dropped:
             out.truncated = True
             out.removed["turns"] = dropped

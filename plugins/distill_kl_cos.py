@@ -7,7 +7,7 @@ import dataclasses
 from replicator.core.errors import ReplicatorError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib.losses import preference_logits
-from replicator.core.params import param
+from replicator.core.params import ParamError, param
 
 
 def teacher_probs(rows: list[dict], stage: str):
@@ -70,13 +70,11 @@ class DistillKLCos:
     """
 
     teachers: list[str] = param(doc="stage names whose training-row predictions are the teachers")
-    temperature: float = param(1.0, "distillation temperature T ([R1]: 1)")
+    temperature: float = param(1.0, "distillation temperature T ([R1]: 1)", gt=0)
 
     def __post_init__(self):
         if not self.teachers:
-            raise ValueError("teachers must name at least one earlier stage")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise ParamError("teachers", "teachers must name at least one earlier stage")
 
     @hookimpl
     def loss(self):

@@ -32,9 +32,9 @@ def rule_of(row: dict) -> str | None:
     return None
 
 
-def _check_vector(name: str, v: list[float]) -> None:
+def _check_vector(v: list[float]) -> None:
     if len(v) != 3 or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
-        raise ValueError(f"{name} must be 3 non-negative probabilities summing to 1, got {v}")
+        raise ValueError(f"must be 3 non-negative probabilities summing to 1, got {v}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +49,12 @@ class EmptyIdenticalRules:
     then empty B. Scores for the rule alone: unknown ([R4] gives none).
     """
 
-    empty_a: list[float] = param([0.04, 0.88, 0.08], "probabilities when response A is empty ([R4])")
-    empty_b: list[float] = param([0.88, 0.04, 0.08], "probabilities when response B is empty ([R4])")
-    identical: list[float] = param([0.06, 0.06, 0.88], "probabilities when A and B are identical ([R4])")
-
-    def __post_init__(self):
-        for name in ("empty_a", "empty_b", "identical"):
-            _check_vector(name, getattr(self, name))
+    empty_a: list[float] = param([0.04, 0.88, 0.08], "probabilities when response A is empty ([R4])",
+                                 check=_check_vector)
+    empty_b: list[float] = param([0.88, 0.04, 0.08], "probabilities when response B is empty ([R4])",
+                                 check=_check_vector)
+    identical: list[float] = param([0.06, 0.06, 0.88], "probabilities when A and B are identical ([R4])",
+                                   check=_check_vector)
 
     @hookimpl
     def postprocess(self, probs, rows, fit):

@@ -33,11 +33,8 @@ class FocalLoss:
     choice. ``gamma = 0`` equals ``cross_entropy``.
     """
 
-    gamma: float = param(2.0, "focusing exponent; 0 = cross-entropy (value unknown in the sources; 2.0 ours)")
-
-    def __post_init__(self):
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+    gamma: float = param(2.0, "focusing exponent; 0 = cross-entropy (value unknown in the sources; 2.0 ours)",
+                         ge=0)
 
     @hookimpl
     def loss(self):

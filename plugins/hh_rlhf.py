@@ -94,7 +94,7 @@ class HHRLHF:
 
     file: str = param("hh-rlhf/harmless-base-test.jsonl.gz",
                       "JSONL(.gz) of {chosen, rejected} transcripts, relative to the data dir or absolute")
-    max_rows: int = param(0, "use at most this many rows, sampled with the seed; 0 = all")
+    max_rows: int = sources.max_rows_field()
 
     def __post_init__(self):
         sources.check_source_params(self)

@@ -78,9 +78,6 @@ class JudgePAB:
     budgets: list[float] = tr.budgets_field()
     system_role: bool = param(False, SYSTEM_ROLE_DOC)
 
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
-
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
         enc = tr.encoder(tokenizer)
@@ -110,9 +107,6 @@ class JudgePAPB:
     truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
     budgets: list[float] = tr.budgets_field()
     system_role: bool = param(False, SYSTEM_ROLE_DOC)
-
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):

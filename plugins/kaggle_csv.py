@@ -9,7 +9,7 @@ from pathlib import Path
 from replicator.core.data import resolve_data_path as resolve  # ``file`` under the data dir unless absolute
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
-from replicator.core.params import param
+from replicator.core.params import ParamError, param
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +30,32 @@ class KaggleCSV:
     train_file: str = param("lmsys-chatbot-arena/train.csv",
                             "competition train CSV, relative to the data dir (REPLICATOR_DATA_DIR) or absolute")
     test_file: str | None = param(None, "competition test CSV (no labels) for the test split; null = no test rows")
-    folds: int = param(0, "number of StratifiedGroupKFold folds; 0 = a random grouped hold-out of valid_fraction")
-    fold: int = param(0, "which fold is the validation fold (0 <= fold < folds)")
-    valid_fraction: float = param(0.15, "share of rows held out for validation when folds is 0")
+    folds: int = param(0, "number of StratifiedGroupKFold folds; 0 = a random grouped hold-out of valid_fraction",
+                       ge=0)
+    fold: int = param(0, "which fold is the validation fold (0 <= fold < folds)", ge=0)
+    valid_fraction: float = param(0.15, "share of rows held out for validation when folds is 0", gt=0, lt=1)
     splits: list[str] = param(["train", "valid", "test"],
                               "which splits this source feeds (e.g. [valid] for a pretraining stage)")
-    max_rows: int = param(0, "use at most this many rows of the train file, sampled with the seed before "
-                             "splitting; 0 = all")
+    max_rows: int = sources.max_rows_field("use at most this many rows of the train file, sampled with the seed "
+                                           "before splitting; 0 = all")
     hub_id: str | None = param("lmsys/lmsys-arena-human-preference-55k",
                                "Hugging Face dataset loaded when train_file is missing and the hub is "
                                "reachable; null = never")
 
     def __post_init__(self):
+        sources.check_source_params(self, file_field="train_file")
         if not isinstance(self.splits, (list, tuple)) or not self.splits:
-            raise ValueError(f"splits must be a non-empty list of {', '.join(SPLITS)}, got {self.splits!r}")
+            raise ParamError("splits", f"splits must be a non-empty list of {', '.join(SPLITS)}, got {self.splits!r}")
         bad = [s for s in self.splits if s not in SPLITS]
         if bad:
-            raise ValueError(f"splits: unknown split(s) {', '.join(map(repr, bad))}; known: {', '.join(SPLITS)}")
-        if self.folds < 0 or self.folds == 1:
-            raise ValueError(f"folds must be 0 (hold-out) or >= 2, got {self.folds}")
-        if self.folds and not 0 <= self.fold < self.folds:
-            raise ValueError(f"fold must be in [0, {self.folds}) (fold < folds), got {self.fold}")
+            raise ParamError("splits", f"splits: unknown split(s) {', '.join(map(repr, bad))}; known: "
+                             f"{', '.join(SPLITS)}")
+        if self.folds == 1:
+            raise ParamError("folds", f"folds must be 0 (hold-out) or >= 2, got {self.folds}")
+        if self.folds and self.fold >= self.folds:
+            raise ParamError("fold", f"fold must be in [0, {self.folds}) (fold < folds), got {self.fold}")
         if not self.folds and self.fold != 0:
-            raise ValueError(f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
-        if not 0 <= self.valid_fraction < 1:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
-        sources.check_source_params(self, file_field="train_file")
+            raise ParamError("fold", f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
 
     # -- checks and fingerprints ---------------------------------------------------------------
 

@@ -18,11 +18,8 @@ class LabelSmoothing:
     ``cross_entropy``.
     """
 
-    eps: float = param(0.03, "smoothing mass spread uniformly over the 3 classes ([P3] Raja: 0.03)")
-
-    def __post_init__(self):
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {self.eps}")
+    eps: float = param(0.03, "smoothing mass spread uniformly over the 3 classes ([P3] Raja: 0.03)",
+                       ge=0, lt=1)
 
     @hookimpl
     def loss(self):

@@ -20,11 +20,7 @@ class MLPHead:
     pools the last non-pad token.
     """
 
-    dropout: float = param(0.1, "dropout probability before each Linear layer ([R2]: 0.1)")
-
-    def __post_init__(self):
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    dropout: float = param(0.1, "dropout probability before each Linear layer ([R2]: 0.1)", ge=0, lt=1)
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):

@@ -33,12 +33,8 @@ class PlainTurns:
     show_lengths: bool = param(False, "state each response's full length in words before the question "
                                "(never truncated), so a short budget still sees it")
 
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
-
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         layout = tr.per_round(lambda pos, i: [
             f"\n## Round {i + 1}\nUser: ", Ref("prompt", i), "\n\nResponse A: ", Ref("a", i),
             "\n\nResponse B: ", Ref("b", i), "\n"])
@@ -46,5 +42,5 @@ class PlainTurns:
         if self.show_lengths:
             words = [sum(len(t.split()) for t in row[f]) for f in ("response_a", "response_b")]
             question = f"\nLength in words: A {words[0]}, B {words[1]}." + question
-        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
-                      head=tr.bos(tokenizer), tail=enc(question) + tr.eos(tokenizer), budgets=self.budgets)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail=question, eos_end=True,
+                          budgets=self.budgets)

@@ -47,7 +47,7 @@ from pathlib import Path
 from replicator.core.data import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
-from replicator.core.params import param
+from replicator.core.params import ParamError, param
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,20 @@ class PseudoLabels:
     from_stage: str | None = param(None, "stage whose pool predictions label these rows (that stage needs "
                                          "outputs: [pool]); null = only feed the pool split")
     hard: bool = param(False, "use the argmax one-hot of the predictions instead of the soft probabilities")
-    min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; 0 = all")
+    min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; 0 = all",
+                                  ge=0, le=1)
     id_prefix: str = param("pool-", "prefix added to the file's ids so they never collide with training ids")
-    max_rows: int = param(0, "use at most this many pool rows of the file, sampled with the seed; 0 = all")
+    max_rows: int = sources.max_rows_field("use at most this many pool rows of the file, sampled with the seed; "
+                                           "0 = all")
 
     def __post_init__(self):
+        sources.check_source_params(self, file_field=None)  # file may be null (consumer stage)
         if self.file is None and self.from_stage is None:
             raise ValueError("give file (the unlabelled pool CSV) or from_stage (the stage that labelled it)")
         if self.file == "":
-            raise ValueError("file must not be empty")
+            raise ParamError("file", "file must not be empty")
         if self.from_stage == "":
-            raise ValueError("from_stage must be a stage name or null")
-        if not (math.isfinite(self.min_confidence) and 0 <= self.min_confidence <= 1):
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        sources.check_source_params(self, file_field=None)  # file may be null (consumer stage)
+            raise ParamError("from_stage", "from_stage must be a stage name or null")
 
     def _path(self, data_dir) -> Path | None:
         return None if self.file is None else resolve_data_path(data_dir, self.file)

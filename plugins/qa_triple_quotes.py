@@ -44,17 +44,13 @@ class QATripleQuotes:
     truncate: QAPolicy = param("prompt_then_answers", "prompt_then_answers (1st place) | keep_start | "
                                "keep_end | longest_first | budgets (see replicator.core.lib.truncation)")
     budgets: list[float] = tr.budgets_field()
-    prompt_words: int = param(256, "word pre-cut: keep the first N words of the prompt [R1]; 0 = off")
-    answer_words: int = param(700, "word pre-cut: keep the first N words of each answer [R1]; 0 = off")
-    prompt_tokens: int = param(256, "prompt_then_answers: the prompt keeps its first N tokens [R1]")
+    prompt_words: int = param(256, "word pre-cut: keep the first N words of the prompt [R1]; 0 = off", ge=0)
+    answer_words: int = param(700, "word pre-cut: keep the first N words of each answer [R1]; 0 = off", ge=0)
+    prompt_tokens: int = param(256, "prompt_then_answers: the prompt keeps its first N tokens [R1]", ge=0)
     eos_replacement: str = param("<end>", "replaces literal EOS token text inside the conversation [R1]")
-
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         texts = ["\n".join(t or "" for t in row[k]) for k in ("prompt", "response_a", "response_b")]
         if tokenizer.eos_token:
             texts = [t.replace(tokenizer.eos_token, self.eos_replacement) for t in texts]
@@ -65,9 +61,8 @@ class QATripleQuotes:
         layout = tr.per_round(lambda pos, i: [
             'User question:\n"""', Ref("prompt", i), '"""\nAnswer A:\n"""', Ref("a", i),
             '"""\nAnswer B:\n"""', Ref("b", i), '"""\n'])
-        out = tr.fit(tr.Turns(enc, [tuple(texts)]), layout, max_length, self.truncate, enc,
-                     head=tr.bos(tokenizer), tail=tr.eos(tokenizer), budgets=self.budgets,
-                     prompt_tokens=self.prompt_tokens)
+        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True, rounds=[tuple(texts)],
+                         budgets=self.budgets, prompt_tokens=self.prompt_tokens)
         for key, n in cut.items():
             if n:
                 out.truncated = True

@@ -35,19 +35,14 @@ class RoundHeaders:
                                   "longest_first | budgets (see replicator.core.lib.truncation)")
     budgets: list[float] = tr.budgets_field()
     min_tail_budget: int = param(80, "overflow_split: below this many tokens for the overflowing round, "
-                                 "drop it and all later rounds [R4]")
+                                 "drop it and all later rounds [R4]", ge=0)
     ellipsis: str = param("......", "overflow_split: text appended to a field that was cut [R4]")
-
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         layout = tr.per_round(lambda pos, i: [
             ("\n\n" if pos else "") + f"## Round {i + 1}:", "\n### Prompt:\n", Ref("prompt", i),
             "\n\n### Response A:\n", Ref("a", i), "\n\n### Response B:\n", Ref("b", i)])
-        tail = enc("\n\n---\nWhich response is better? [A or B or tie]\nAnswer: ") + tr.eos(tokenizer)
-        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
-                      head=tr.bos(tokenizer), tail=tail, budgets=self.budgets,
-                      min_tail_budget=self.min_tail_budget, ellipsis=self.ellipsis)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate,
+                          tail="\n\n---\nWhich response is better? [A or B or tie]\nAnswer: ", eos_end=True,
+                          budgets=self.budgets, min_tail_budget=self.min_tail_budget, ellipsis=self.ellipsis)

@@ -59,12 +59,8 @@ class SwapAB:
 
     train: Literal["none", "random", "duplicate", "full", "alternate", "swapped"] = param(
         "random", "none | random | duplicate | full (both orders in one step) | alternate (per epoch) | swapped")
-    p: float = param(0.5, "probability of swapping a row (train: random)")
+    p: float = param(0.5, "probability of swapping a row (train: random)", ge=0, le=1)
     test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order")
-
-    def __post_init__(self):
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
 
     @hookimpl
     def augment(self, rows, epoch, seed):

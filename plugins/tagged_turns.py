@@ -26,14 +26,9 @@ class TaggedTurns:
     truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
     budgets: list[float] = tr.budgets_field()
 
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
-
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         layout = tr.per_round(lambda pos, i: [
             "<PROMPT>", Ref("prompt", i), "</PROMPT><RESPONSE A>", Ref("a", i),
             "</RESPONSE A><RESPONSE B>", Ref("b", i), "</RESPONSE B>"])
-        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
-                      head=tr.bos(tokenizer), budgets=self.budgets)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, budgets=self.budgets)

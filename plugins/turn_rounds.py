@@ -27,15 +27,10 @@ class TurnRounds:
     truncate: tr.Policy = param("keep_end", tr.POLICY_DOC)
     budgets: list[float] = tr.budgets_field()
 
-    def __post_init__(self):
-        tr.check_budgets(self.budgets)
-
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        enc = tr.encoder(tokenizer)
         layout = tr.per_round(lambda pos, i: [
             "<start_of_turn>prompt\n", Ref("prompt", i),
             "<end_of_turn>\n<start_of_turn>response_a\n", Ref("a", i),
             "<end_of_turn>\n<start_of_turn>response_b\n", Ref("b", i), "<end_of_turn>"], sep="\n")
-        return tr.fit(tr.Turns(enc, tr.row_turns(row)), layout, max_length, self.truncate, enc,
-                      head=tr.bos(tokenizer), tail=tr.eos(tokenizer), budgets=self.budgets)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True, budgets=self.budgets)

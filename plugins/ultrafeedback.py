@@ -118,33 +118,27 @@ class UltraFeedbackPairs:
                       "file or folder of rated pairs (.parquet/.jsonl/.json/.csv), relative to the data dir "
                       "or absolute")
     temperature: float = param(1.0, "Bradley-Terry temperature: P(A) = sigmoid((score_A - score_B) / temperature); "
-                                    "0 = hard one-hot labels")
+                                    "0 = hard one-hot labels", ge=0)
     ties: bool = param(True, "equal ratings give a tie label [0, 0, 1]; false: [0.5, 0.5, 0] (soft) or the row "
                              "is dropped (hard)")
     pairing: Literal["best_vs_random", "best_vs_worst", "all_pairs"] = param(
         "best_vs_random", "raw schema only: which completion pairs become rows")
-    max_rows: int = param(0, "use at most this many rows, sampled with the seed; 0 = all")
+    max_rows: int = sources.max_rows_field()
     hub_id: str | None = param("HuggingFaceH4/ultrafeedback_binarized",
                                "Hugging Face dataset loaded when file is missing and the hub is reachable; "
                                "null = never")
     hub_split: str = param("train_prefs", "split of hub_id to load")
 
     def __post_init__(self):
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be >= 0 (0 = hard labels), got {self.temperature}")
         sources.check_source_params(self)
 
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
-        from replicator.core.data import hub_reachable, resolve_data_path
-
-        if self.data_files(data_dir) or (self.hub_id is not None and hub_reachable()):
-            return []
-        return [sources.missing_data_message(
-            "UltraFeedback pairs not found", resolve_data_path(data_dir, self.file),
+        return sources.files_or_hub_check(
+            self, data_dir, "UltraFeedback pairs",
             [f"put an UltraFeedback file (binarized: prompt, chosen, rejected, score_chosen, score_rejected; "
              f"or raw: instruction, completions) at {self.file} under REPLICATOR_DATA_DIR"],
-            hub_id=self.hub_id, also=["use alpacaeval_pairs, the offline stand-in"], provide="them")]
+            also=["use alpacaeval_pairs, the offline stand-in"], provide="them")
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
@@ -270,24 +264,14 @@ class UltraFeedbackPairs:
     def _load(self, data_dir, seed: int) -> list[dict]:
         from replicator.core import data as D
 
-        files = self.data_files(data_dir)
+        def read_hub() -> list[dict]:
+            ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
+            return self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
+                                "hub", seed)
 
-        def load() -> list[dict]:
-            if files:
-                rows = [r for f in files for r in self.convert(D.read_records(f), str(f), f.stem, seed)]
-            elif self.hub_id is not None and D.hub_reachable():
-                log.info("ultrafeedback_pairs: %s not found; loading hub dataset %s (%s)",
-                         D.resolve_data_path(data_dir, self.file), self.hub_id, self.hub_split)
-                ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
-                rows = self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
-                                    "hub", seed)
-            else:
-                raise sources.missing_data_error(self.data_check(data_dir))
-            rows = sources.suffix_repeated_ids(rows)  # several files may repeat a prompt id
-            return D.sample_rows(rows, self.max_rows, seed)
-
-        stamp = sources.file_stamp(files) if files else f"hub:{self.hub_id}:{self.hub_split}"
-        return sources.cached(self, (stamp, seed), load)
+        return sources.files_or_hub_rows(self, data_dir, seed, "ultrafeedback_pairs",
+                                         lambda f: self.convert(D.read_records(f), str(f), f.stem, seed), read_hub,
+                                         f"{self.hub_id}:{self.hub_split}")
 
     @hookimpl
     def data_sources(self, split, ctx):

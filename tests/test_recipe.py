@@ -69,7 +69,7 @@ def test_misspelled_plugin_parameter_names_file_key_and_suggestion(tmp_path):
     ("  swap: {use: swapab}\n", "plugins.swap.use", "did you mean 'swap_ab'"),
     ("  swap: {use: swap_ab, p: high}\n", "plugins.swap.p", "expected a number"),
     ("  swap: {use: swap_ab, train: duplicat}\n", "plugins.swap.train", "did you mean 'duplicate'"),
-    ("  swap: {use: swap_ab, p: 1.5}\n", "plugins.swap", "p must be in [0, 1]"),
+    ("  swap: {use: swap_ab, p: 1.5}\n", "plugins.swap.p", "p must be in [0, 1]"),
     ("  loss2: {use: cross_entropy}\n", "plugins", "hook 'loss' needs exactly one plugin, found 2"),
 ])
 def test_plugin_errors(tmp_path, snippet, key, words):

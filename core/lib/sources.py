@@ -2,8 +2,8 @@
 
 Plain functions, not a base class: every source stays a plain frozen dataclass and calls these.
 
-* :func:`check_source_params` -- the common ``__post_init__`` checks (``max_rows``, the file
-  parameter) and the per-instance load cache.
+* :func:`max_rows_field` and :func:`check_source_params` -- the ``max_rows`` parameter, the common
+  ``__post_init__`` checks (the declared bounds, the file parameter) and the per-instance load cache.
 * :func:`find_data_files` -- a file, or every record file under a folder, in name order.
 * :func:`file_stamp` and :func:`cached` -- a load cache keyed by the files' identity (path,
   mtime, size) and the seed, holding one entry per slot, so a changed file or seed reloads.
@@ -13,25 +13,42 @@ Plain functions, not a base class: every source stays a plain frozen dataclass a
 * :func:`suffix_repeated_ids` -- ``-f2``, ``-f3``, ... for ids repeated across several files.
 * :func:`hard_label` -- the one-hot argmax of a soft label (``hard_labels`` / ``hard`` options).
 * :func:`train_rows` -- the ``data_sources`` hook of a train-only extra-data source.
+* :func:`files_or_hub_rows` and :func:`files_or_hub_check` -- the loader and the ``data_check`` of a
+  source that reads ``file`` (a file or a folder) or, when it is missing, the hub dataset ``hub_id``.
 
 Row sampling is :func:`replicator.core.data.sample_rows` (seeded, keeps row order).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 RECORD_EXTS = ("json", "jsonl", "parquet", "csv")
 
 
+MAX_ROWS_DOC = "use at most this many rows, sampled with the seed; 0 = all"
+
+
+def max_rows_field(doc: str = MAX_ROWS_DOC):
+    """The ``max_rows`` parameter of a source (0 = all rows, never negative)."""
+    from replicator.core.params import param
+
+    return param(0, doc, ge=0)
+
+
 def check_source_params(source: Any, file_field: str | None = "file") -> None:
-    """Reject ``max_rows < 0`` and an empty ``file_field`` (ValueError); give ``source`` its load cache."""
-    if source.max_rows < 0:
-        raise ValueError(f"max_rows must be >= 0 (0 = all rows), got {source.max_rows}")
+    """Check the declared bounds of ``source``'s parameters (``max_rows >= 0``, ...) and that ``file_field``
+    is not empty (:class:`~replicator.core.params.ParamError`, a ValueError); give ``source`` its load cache."""
+    from replicator.core.params import ParamError, check_params
+
+    check_params(source)
     if file_field is not None and not getattr(source, file_field):
-        raise ValueError(f"{file_field} must not be empty")
+        raise ParamError(file_field, f"{file_field} must not be empty")
     object.__setattr__(source, "_cache", {})
 
 
@@ -134,3 +151,44 @@ def train_rows(split: str, ctx, load: Callable[[Any, int], list[dict]], source: 
     if split != "train":
         return None
     return drop_valid_groups(load(ctx.data_dir, ctx.seed), ctx.held_out_groups, source)
+
+
+def files_or_hub_rows(source: Any, data_dir, seed: int, name: str, read_file: Callable[[Path], list[dict]],
+                      read_hub: Callable[[], list[dict]], hub_key: str,
+                      finish: Callable[[list[dict]], list[dict]] = lambda rows: rows) -> list[dict]:
+    """The rows of a source that reads ``source.file`` (a file, or the record files of a folder, each by
+    ``read_file``) or, when there is none and the hub is reachable, the hub dataset ``source.hub_id``
+    (``read_hub()``; ``hub_key`` names it and its split). Ids repeated across files get suffixes, then
+    ``finish(rows)`` (e.g. dedup), then at most ``source.max_rows`` rows sampled with the seed; cached
+    by the files' identity (or ``hub_key``) and the seed. ``name`` is the source's name in log lines."""
+    from replicator.core import data as D
+
+    files = find_data_files(data_dir, source.file)
+
+    def load() -> list[dict]:
+        if files:
+            rows = [r for f in files for r in read_file(f)]
+        elif source.hub_id is not None and D.hub_reachable():
+            log.info("%s: %s not found; loading hub dataset %s", name, D.resolve_data_path(data_dir, source.file),
+                     hub_key)
+            rows = read_hub()
+        else:
+            raise missing_data_error(source.data_check(data_dir))
+        rows = finish(suffix_repeated_ids(rows))  # several files may repeat an id
+        return D.sample_rows(rows, source.max_rows, seed)
+
+    stamp = file_stamp(files) if files else f"hub:{hub_key}"
+    return cached(source, (stamp, seed), load)
+
+
+def files_or_hub_check(source: Any, data_dir, what: str, ways: Sequence[str], **kw) -> list[str]:
+    """The ``data_check`` answer of a source read by :func:`files_or_hub_rows`: ``[]`` when ``source.file``
+    has record files or the hub can serve ``source.hub_id``, else ``"<what> not found"`` (``"<what> has no
+    .json/... file"`` for a folder) as a :func:`missing_data_message` (``kw``: its keyword arguments)."""
+    from replicator.core.data import hub_reachable, resolve_data_path
+
+    if find_data_files(data_dir, source.file) or (source.hub_id is not None and hub_reachable()):
+        return []
+    p = resolve_data_path(data_dir, source.file)
+    state = f"has no {'/'.join('.' + e for e in RECORD_EXTS)} file" if p.is_dir() else "not found"
+    return [missing_data_message(f"{what} {state}", p, ways, hub_id=source.hub_id, **kw)]

@@ -10,8 +10,10 @@ tokenized on its own, so the ids at a field boundary can differ from tokenizing 
 at once (a few tokens with BPE tokenizers; none with a character tokenizer).
 
 Every format declares its own ``truncate`` parameter (a :data:`Policy`, or a ``Literal`` that adds
-its special policy) and ``budgets = budgets_field()``, and checks ``budgets`` with
-:func:`check_budgets` in its ``__post_init__``. Shared policies, accepted by every format:
+its special policy) and ``budgets = budgets_field()`` (checked by :func:`check_budgets` when the
+recipe is resolved). A format of the common shape (BOS, its layout over the row's rounds, a tail)
+calls :func:`fit_row`; others call :func:`fit` with their own head and tail. Shared policies,
+accepted by every format:
 
 ``keep_start``     right truncation: the body is laid out in order and cut at the budget, so the
                    beginning survives (HF ``truncation_side="right"``; 1st/2nd/3rd place).
@@ -70,8 +72,9 @@ BUDGETS_DOC = ("fractions of the room for prompt / response A / response B, used
 
 
 def budgets_field():
-    """The ``budgets`` parameter every prompt format declares: ``budgets: list[float] = budgets_field()``."""
-    return param([0.2, 0.4, 0.4], BUDGETS_DOC)
+    """The ``budgets`` parameter every prompt format declares: ``budgets: list[float] = budgets_field()``
+    (:func:`check_budgets` runs on it when a recipe is built)."""
+    return param([0.2, 0.4, 0.4], BUDGETS_DOC, check=check_budgets)
 
 
 def check_budgets(budgets: Sequence[float]) -> None:
@@ -105,6 +108,16 @@ def bos(tokenizer) -> list[int]:
 
 def eos(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def fit_row(row, tokenizer, layout: Layout, max_length: int, policy: str, *, tail: str = "", eos_end: bool = False,
+            rounds: Sequence[tuple[str, str, str]] | None = None, **kw) -> Encoded:
+    """The common case of a format: BOS + ``layout`` over the rounds + ``tail`` text (+ EOS with ``eos_end``)
+    fitted by :func:`fit` (``kw``: its options, e.g. ``budgets``); ``rounds`` defaults to :func:`row_turns`."""
+    enc = encoder(tokenizer)
+    turns = Turns(enc, row_turns(row) if rounds is None else rounds)
+    end = enc(tail) + (eos(tokenizer) if eos_end else [])
+    return fit(turns, layout, max_length, policy, enc, head=bos(tokenizer), tail=end, **kw)
 
 
 def row_turns(row) -> list[tuple[str, str, str]]:
