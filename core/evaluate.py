@@ -15,6 +15,7 @@ from .predict import IDENTITY, predict_probs
 from .recipe import StageConfig
 
 VALID_PREDICTIONS = "valid_predictions.json"
+BASELINE_VIEW = "baseline_"  # views named so are baselines (replicator.core.baselines), scored as such
 CLASSES = ("a", "b", "tie")
 
 
@@ -29,13 +30,16 @@ def label_prior(rows: list[dict]) -> list[float]:
 
 def scores(preds: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     """log loss and accuracy of the identity view (no prefix), the TTA mean (``tta_``), the
-    postprocessed predictions (``final_``) and each other view (``view_<name>_``)."""
+    postprocessed predictions (``final_``), each baseline (``baseline_<name>_``: views named so, see
+    :mod:`replicator.core.baselines`) and each other view (``view_<name>_``)."""
     result = {"n_valid_rows": len(labels), "uniform_log_loss": M.UNIFORM_LOG_LOSS}
     result.update(M.summarize(preds[IDENTITY], labels))
     result.update(M.summarize(preds["tta"], labels, "tta_"))
     result.update(M.summarize(preds["final"], labels, "final_"))
     for name, p in preds.items():
-        if name not in (IDENTITY, "tta", "final"):
+        if name.startswith(BASELINE_VIEW):
+            result.update(M.summarize(p, labels, f"{name}_"))
+        elif name not in (IDENTITY, "tta", "final"):
             result.update(M.summarize(p, labels, f"view_{name}_"))
     return result
 
@@ -56,11 +60,16 @@ def read_valid_fit(path: Path) -> tuple[np.ndarray, np.ndarray]:
             np.array([valid[f"label_{k}"] for k in CLASSES]).T)
 
 
-def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, progress=True):
-    """(metrics, predictions per view + ``tta`` + ``final``, labels) of ``valid_rows``."""
+def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, progress=True,
+             baselines: dict[str, np.ndarray] | None = None):
+    """(metrics, predictions per view + ``tta`` + ``final`` + ``baselines``, labels) of ``valid_rows``.
+
+    ``baselines``: the baseline views of the same rows (``baseline_prior``, ``baseline_length``),
+    added after ``final``: never averaged into ``tta`` nor postprocessed."""
     labels = labels_of(valid_rows)
     preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
                           progress)
     preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
+    preds.update(baselines or {})
     write_valid_predictions(art / VALID_PREDICTIONS, valid_rows, preds, labels)
     return scores(preds, labels), preds, labels

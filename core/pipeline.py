@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from . import baselines
 from .data import collect_rows, sample_rows
 from .evaluate import VALID_PREDICTIONS, evaluate, label_prior
 from .fingerprint import fingerprint
@@ -66,7 +67,8 @@ def _readable_predictions(path: Path) -> bool:
 
 def stage_missing(stage: StageConfig, sart: Path) -> list[str]:
     """What a finished stage should have under ``sart`` and has not (``[]``: the stage is done)."""
-    need = [DONE, WEIGHTS, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
+    weights = baselines.PARAMS_FILE if baselines.is_baseline(stage.model.base) else WEIGHTS
+    need = [DONE, weights, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
     missing = [f for f in need if not (sart / f).exists()]
     if VALID_PREDICTIONS not in missing and not _readable_predictions(sart / VALID_PREDICTIONS):
         missing.append(f"{VALID_PREDICTIONS} (unreadable)")
@@ -113,15 +115,32 @@ def stage_rows(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext
 
 def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path, run_dir: Path,
               progress: bool) -> dict:
-    """Train and evaluate one stage; its results (what ``done.json`` holds)."""
-    from .model import load_for_inference, load_model, trainable_state
-    from .trainer import train_stage
-
+    """Train and evaluate one stage; its results (what ``done.json`` holds). The baselines
+    (:mod:`replicator.core.baselines`) are fitted on the same training rows and scored on the same
+    validation rows; a ``baseline:`` model trains nothing else."""
     t0 = time.time()
     plugins = build_plugins(stage.plugins, resolved.file)
     ctx = DataContext(data_dir=data_dir, seed=resolved.seed, stage=stage.name, cache_dir=sart.parent / "cache",
                       stage_outputs=load_stage_outputs(resolved, stage, sart.parent))
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
+    if baselines.is_baseline(stage.model.base):
+        result, preds, labels = baselines.run_baseline(stage, train_rows, valid_rows, sart)
+    else:
+        result, preds, labels = _train_and_evaluate(resolved, stage, plugins, ctx, train_rows, valid_rows, sart,
+                                                    progress)
+    write_row_predictions(run_dir, stage, resolved.final.name, valid_rows, preds, labels)
+    result.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
+    return result
+
+
+def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
+                        sart: Path, progress: bool):
+    """Load, train, save and evaluate the stage's model (+ its outputs for later stages): (results,
+    predictions per view with the baselines', labels)."""
+    from .model import load_for_inference, load_model, trainable_state
+    from .trainer import train_stage
+
+    refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
     _seed_everything(resolved.seed)
     model, tok, info = load_model(stage.model, plugins, train=True)
     init_from = sart.parent / stage.from_stage / WEIGHTS if stage.from_stage else None
@@ -131,14 +150,12 @@ def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit
         del model
         model, tok = load_for_inference(stage.model, plugins, sart / WEIGHTS, load_in_8bit=True)
-    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress)
+    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs)
     result.update(scores)
-    write_row_predictions(run_dir, stage, resolved.final.name, valid_rows, preds, labels)
     if stage.outputs:
         result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, sart, progress)
-    result.update({"stage": stage.name, "model": {k: v for k, v in info.items() if k != "aux_loss"},
-                   "seconds": round(time.time() - t0, 1)})
-    return result
+    result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
+    return result, preds, labels
 
 
 def row_predictions_path(run_dir: Path, stage: str, final: str) -> Path:
@@ -184,6 +201,9 @@ def run_metrics(fp: dict, resolved: Resolved, stages: dict[str, dict]) -> dict:
 def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
                progress: bool = True) -> tuple[Path, dict, bool]:
     """Run every stage of ``resolved``; return (run folder, metrics, reused)."""
+    for s in resolved.stages:  # an unknown baseline name fails before anything is written
+        if baselines.is_baseline(s.model.base):
+            baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
     fp = fingerprint(resolved, data_dir)
     run_dir, art = run_folders(resolved, fp["run_id"])
     metrics_file = run_dir / METRICS

@@ -302,107 +302,150 @@ def _flags(runs: list[Run], base: Variant) -> tuple[list[dict], list[str]]:
     return flags, notes
 
 
-def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Variant], dict]:
-    """Load the runs and compute every number of the report (``report.json``'s content)."""
+def _load_runs(run_dirs: list[Path], base: Path | None) -> tuple[list[Run], Run]:
+    """The runs of ``run_dirs`` and the base run (``base``, loaded too when not among them; default: the first)."""
     if not run_dirs:
         raise ReplicatorError("no runs to compare")
     runs = [load_run(d) for d in run_dirs]
-    if base is not None:
-        bres = Path(base).resolve()
-        base_run = next((r for r in runs if r.path.resolve() == bres), None)
-        if base_run is None:
-            base_run = load_run(Path(base))
-            runs.insert(0, base_run)
-    else:
-        base_run = runs[0]
+    if base is None:
+        return runs, runs[0]
+    bres = Path(base).resolve()
+    base_run = next((r for r in runs if r.path.resolve() == bres), None)
+    if base_run is None:
+        base_run = load_run(Path(base))
+        runs.insert(0, base_run)
+    return runs, base_run
+
+
+def _run_numbers(r: Run) -> dict:
+    """log loss, accuracy, ECE and rows of one run: from its per-row predictions, else metrics.json."""
+    if r.preds is not None:
+        p, y = r.probs(), r.preds.labels
+        return {"log_loss": float(r.row_losses().mean()), "accuracy": float((p.argmax(1) == y.argmax(1)).mean()),
+                "ece": expected_calibration_error(p, y), "n_rows": len(r.preds)}
+    m = r.metrics
+    return {"log_loss": m.get("final_log_loss", m.get("log_loss")), "accuracy": m.get("final_accuracy", m.get("accuracy")),
+            "ece": None, "n_rows": m.get("n_valid_rows")}
+
+
+def _variant_row(v: Variant, bvar: Variant, flags: list[dict]) -> dict:
+    """The table line of variant ``v``: its numbers (mean over seeds) and its Δ against the base."""
+    per_run = [_run_numbers(r) for r in v.runs]
+    ll, ll_sd = _mean_sd([x["log_loss"] for x in per_run])
+    row = {
+        "name": v.name, "key": v.key, "runs": [r.run_id for r in v.runs], "seeds": v.seeds,
+        "views": sorted({r.view for r in v.runs if r.view}),
+        "log_loss": ll, "log_loss_sd": ll_sd,
+        "accuracy": _mean_sd([x["accuracy"] for x in per_run])[0],
+        "ece": _mean_sd([x["ece"] for x in per_run])[0],
+        "seconds": _mean_sd([r.seconds() for r in v.runs])[0],
+        "train_tokens": _mean_sd([r.train_tokens() for r in v.runs])[0],
+        "n_rows": _mean_sd([x["n_rows"] for x in per_run])[0],
+        "is_base": v is bvar, "delta": None, "verdict": None, "why_no_delta": None,
+    }
+    if v is bvar:
+        return row
+    pairs = _pairs(bvar, v)
+    if pairs is None:
+        row["why_no_delta"] = "no paired rows: no seed in common with the base, or no per-row predictions"
+        return row
+    row["delta"] = _boot(pairs)
+    row["verdict"] = _verdict(row["delta"])
+    if pairs["label_mismatch"]:
+        flags.append({"run": ", ".join(row["runs"]), "differs": [
+            f"labels differ from the base on {pairs['label_mismatch']} paired row(s)"]})
+    return row
+
+
+def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Variant], dict]:
+    """Load the runs and compute every number of the report (``report.json``'s content)."""
+    runs, base_run = _load_runs(run_dirs, base)
     variants = _group_variants(runs, base_run)
     bvar = variants[0]
     flags, notes = _flags(runs, bvar)
-
-    rows = []
-    for v in variants:
-        per_run = []
-        for r in v.runs:
-            if r.preds is not None:
-                p, y = r.probs(), r.preds.labels
-                per_run.append({"log_loss": float(r.row_losses().mean()),
-                                "accuracy": float((p.argmax(1) == y.argmax(1)).mean()),
-                                "ece": expected_calibration_error(p, y), "n_rows": len(r.preds)})
-            else:
-                m = r.metrics
-                ll = m.get("final_log_loss", m.get("log_loss"))
-                acc = m.get("final_accuracy", m.get("accuracy"))
-                per_run.append({"log_loss": ll, "accuracy": acc, "ece": None, "n_rows": m.get("n_valid_rows")})
-        ll, ll_sd = _mean_sd([x["log_loss"] for x in per_run])
-        row = {
-            "name": v.name, "key": v.key, "runs": [r.run_id for r in v.runs], "seeds": v.seeds,
-            "views": sorted({r.view for r in v.runs if r.view}),
-            "log_loss": ll, "log_loss_sd": ll_sd,
-            "accuracy": _mean_sd([x["accuracy"] for x in per_run])[0],
-            "ece": _mean_sd([x["ece"] for x in per_run])[0],
-            "seconds": _mean_sd([r.seconds() for r in v.runs])[0],
-            "train_tokens": _mean_sd([r.train_tokens() for r in v.runs])[0],
-            "n_rows": _mean_sd([x["n_rows"] for x in per_run])[0],
-            "is_base": v is bvar, "delta": None, "verdict": None, "why_no_delta": None,
-        }
-        if v is not bvar:
-            pairs = _pairs(bvar, v)
-            if pairs is None:
-                row["why_no_delta"] = ("no paired rows: no seed in common with the base, or no per-row "
-                                       "predictions")
-            else:
-                row["delta"] = _boot(pairs)
-                row["verdict"] = _verdict(row["delta"])
-                if pairs["label_mismatch"]:
-                    flags.append({"run": ", ".join(row["runs"]), "differs": [
-                        f"labels differ from the base on {pairs['label_mismatch']} paired row(s)"]})
-        rows.append(row)
-
-    references = _references(bvar)
-    buckets = _length_buckets(variants)
+    rows = [_variant_row(v, bvar, flags) for v in variants]
+    references = _references(bvar, notes)
     return variants, {
         "base": bvar.name, "base_runs": [r.run_id for r in bvar.runs],
         "bootstrap": {"n_boot": N_BOOT, "seed": BOOT_SEED, "confidence": 0.95,
                       "resamples": "prompt groups (and seeds when a variant has several)"},
-        "variants": rows, "references": references, "length_buckets": buckets,
+        "variants": rows, "references": references, "length_buckets": _length_buckets(variants),
         "flags": flags, "notes": notes,
     }
 
 
-def _references(bvar: Variant) -> list[dict]:
+# reference rows: the name, and the view of valid_predictions.csv.gz that holds its per-row predictions
+UNIFORM, PRIOR, LENGTH = "uniform (ln 3)", "class prior (training shares)", "length features (logistic regression)"
+PRIOR_CROSSFIT = "class prior (cross-fitted validation shares)"
+PRIOR_VIEW, LENGTH_VIEW = "baseline_prior", "baseline_length"
+
+
+def _prior_reference(runs: list[Run]) -> tuple[str, str, dict] | None:
+    """(name, source, per-run probabilities) of the class prior: the runs' ``baseline_prior`` view,
+    else the training label shares in metrics.json, else validation shares cross-fitted."""
+    if all(PRIOR_VIEW in r.preds.views for r in runs):
+        return (PRIOR, f"label shares of each run's training rows (the {PRIOR_VIEW} view of {PREDICTIONS})",
+                {r.run_id: r.preds.views[PRIOR_VIEW] for r in runs})
+    priors = [r.label_prior() for r in runs]
+    if all(p is not None for p in priors):
+        return (PRIOR, "label shares of the training rows (metrics.json train_label_prior; these runs have no "
+                f"{PRIOR_VIEW} view)", {r.run_id: np.tile(np.asarray(p) / sum(p), (len(r.preds), 1))
+                                       for r, p in zip(runs, priors, strict=True)})
+    probs = {r.run_id: crossfit_prior(r.preds.labels, r.preds.groups) for r in runs}
+    if any(p is None for p in probs.values()):
+        return None
+    return (PRIOR_CROSSFIT, "validation-label shares cross-fitted over two halves of the prompt groups "
+            "(metrics.json has no train_label_prior)", probs)
+
+
+def _length_reference(runs: list[Run], notes: list[str]) -> tuple[str, str, dict] | None:
+    """(name, source, per-run probabilities) of the length baseline, from the runs that have its view."""
+    have = [r for r in runs if LENGTH_VIEW in r.preds.views]
+    if len(have) < len(runs):
+        missing = ", ".join(r.run_id for r in runs if r not in have)
+        notes.append(f"{LENGTH}: no {LENGTH_VIEW} view in {PREDICTIONS} of {missing} (runs written before every "
+                     "run computed the baselines; run them again to get it)"
+                     + (f"; its reference row uses the other {len(have)} run(s) of the base" if have else ""))
+    if not have:
+        return None
+    return (LENGTH, "multinomial logistic regression on response and prompt lengths fitted on each run's training "
+            f"rows (the {LENGTH_VIEW} view of {PREDICTIONS}; core/baselines.py)", {r.run_id: r.preds.views[LENGTH_VIEW]
+                                                                            for r in have})
+
+
+def _reference_row(name: str, source: str, probs: dict[str, np.ndarray], runs: list[Run]) -> dict:
+    """A reference line: its log loss on the base's rows and the paired interval against the base."""
+    runs = [r for r in runs if r.run_id in probs]
+    losses = {r.run_id: row_log_loss(probs[r.run_id], r.preds.labels) for r in runs}
+    pairs = {"base": np.concatenate([r.row_losses() for r in runs]),
+             "var": np.concatenate([losses[r.run_id] for r in runs]),
+             "groups": np.concatenate([np.array(r.preds.groups) for r in runs]),
+             "seeds": np.concatenate([np.full(len(r.preds), str(r.seed)) for r in runs])}
+    d = _boot(pairs)
+    return {"name": name, "source": source, "runs": [r.run_id for r in runs],
+            "log_loss": float(np.mean([losses[r.run_id].mean() for r in runs])),
+            "accuracy": float(np.mean([(probs[r.run_id].argmax(1) == r.preds.labels.argmax(1)).mean() for r in runs])),
+            "delta": d, "verdict": _verdict(d),
+            "base_minus_reference": {"delta": -d["delta"], "lo": -d["hi"], "hi": -d["lo"]}}
+
+
+def _references(bvar: Variant, notes: list[str]) -> list[dict]:
+    """Reference lines on the base's validation rows, pooled over its seeds: uniform, the class prior
+    and the length baseline. ``delta`` is reference − base (as the table's Δ column);
+    ``base_minus_reference`` the same interval from the base's side."""
     runs = [r for r in bvar.runs if r.preds is not None]
     if not runs:
         return []
-    priors = [r.label_prior() for r in runs]
-    if all(p is not None for p in priors):
-        prior_source = "label shares of the training rows (metrics.json train_label_prior)"
-        prior_probs = {r.run_id: np.tile(np.asarray(p) / sum(p), (len(r.preds), 1)) for r, p in zip(runs, priors, strict=True)}
+    out = [_reference_row(UNIFORM, "1/3 each", {r.run_id: np.full((len(r.preds), 3), 1 / 3) for r in runs}, runs)]
+    prior = _prior_reference(runs)
+    if prior is None:
+        out.append({"name": PRIOR, "source": "not computable: fewer than two prompt groups", "runs": [],
+                    "log_loss": None, "accuracy": None, "delta": None, "verdict": None, "base_minus_reference": None})
     else:
-        prior_source = ("validation-label shares cross-fitted over two halves of the prompt groups "
-                        "(metrics.json has no train_label_prior)")
-        prior_probs = {r.run_id: crossfit_prior(r.preds.labels, r.preds.groups) for r in runs}
-    out = []
-    refs = [("uniform (ln 3)", "1/3 each", {r.run_id: np.full((len(r.preds), 3), 1 / 3) for r in runs})]
-    if all(p is not None for p in prior_probs.values()):
-        refs.append(("class prior", prior_source, prior_probs))
-    for name, source, probs in refs:
-        losses = {r.run_id: row_log_loss(probs[r.run_id], r.preds.labels) for r in runs}
-        parts = {"base": [], "var": [], "groups": [], "seeds": []}
-        for r in runs:
-            parts["base"].append(r.row_losses())
-            parts["var"].append(losses[r.run_id])
-            parts["groups"].append(np.array(r.preds.groups))
-            parts["seeds"].append(np.full(len(r.preds), str(r.seed)))
-        pairs = {k: np.concatenate(v) for k, v in parts.items()}
-        per_run = [float(losses[r.run_id].mean()) for r in runs]
-        d = _boot(pairs)
-        out.append({"name": name, "source": source, "log_loss": float(np.mean(per_run)),
-                    "accuracy": float(np.mean([(probs[r.run_id].argmax(1) == r.preds.labels.argmax(1)).mean()
-                                               for r in runs])),
-                    "delta": d, "verdict": _verdict(d)})
-    if len(refs) == 1:
-        out.append({"name": "class prior", "source": "not computable: fewer than two prompt groups",
-                    "log_loss": None, "accuracy": None, "delta": None, "verdict": None})
+        out.append(_reference_row(*prior, runs))
+    length = _length_reference(runs, notes)
+    if length is not None:
+        out.append(_reference_row(*length, runs))
     return out
 
 
@@ -537,18 +580,18 @@ def verdict_lines(data: dict) -> list[str]:
             how = "lower log loss than" if v["verdict"] == "better" else "higher log loss than"
             out.append(f"{v['name']}: {ci}: {how} {base}; the interval excludes 0: a real difference at this "
                        f"sample size ({size}).")
-    for r in data["references"]:
-        d = r["delta"]
-        if d is None:
-            continue
-        ci = f"{r['name']} − base {_signed(d['delta'])} [{_signed(d['lo'])}, {_signed(d['hi'])}]"
-        if d["lo"] > 0:
-            out.append(f"{base} beats the {r['name']} reference: {ci} excludes 0.")
-        elif d["hi"] < 0:
-            out.append(f"{base} is worse than the {r['name']} reference: {ci} excludes 0.")
-        else:
-            out.append(f"{base} is not distinguishable from the {r['name']} reference: {ci} includes 0.")
-    return out
+    return out + [_reference_line(base, r) for r in data["references"] if r["delta"] is not None]
+
+
+def _reference_line(base: str, r: dict) -> str:
+    """``<base> beats the <reference> reference: Δ vs <reference> (base − reference) -0.0120 [...] excludes 0.``"""
+    d = r["base_minus_reference"]
+    ci = f"Δ vs {r['name']} (base − reference) {_signed(d['delta'])} [{_signed(d['lo'])}, {_signed(d['hi'])}]"
+    if d["hi"] < 0:
+        return f"{base} beats the {r['name']} reference: {ci} excludes 0."
+    if d["lo"] > 0:
+        return f"{base} is worse than the {r['name']} reference: {ci} excludes 0."
+    return f"{base} is not distinguishable from the {r['name']} reference: {ci} includes 0."
 
 
 def _compared_lines(data: dict, variants: list[Variant], out_dir: Path) -> list[str]:
@@ -577,7 +620,13 @@ def _plots(data: dict, variants: list[Variant]) -> list[dict]:
     from . import plots
 
     colors = dict(zip([v.name for v in variants], plots.palette(len(variants)), strict=True))
-    figs = []
+    return [_delta_fig(data), *_calibration_figs(variants, colors), _loss_fig(variants, colors),
+            _length_fig(data, colors)]
+
+
+def _delta_fig(data: dict) -> dict:
+    from . import plots
+
     entries = [{"name": v["name"], **{k: v["delta"][k] for k in ("delta", "lo", "hi")}}
                for v in data["variants"] if v["delta"] is not None]
     xlabel = "Δ log loss vs base (variant − base; below 0: the variant has lower loss)"
@@ -585,12 +634,17 @@ def _plots(data: dict, variants: list[Variant]) -> list[dict]:
         entries = [{"name": f"{r['name']} − base", **{k: r["delta"][k] for k in ("delta", "lo", "hi")}}
                    for r in data["references"] if r["delta"] is not None]
         xlabel = "reference − base log loss (above 0: the base beats the reference)"
-    figs.append({"id": "plot-delta", "title": "Δ log loss with 95% bootstrap intervals",
-                 "alt": "Delta log loss versus the base with 95% paired bootstrap intervals, one line per variant",
-                 "caption": "Green: the interval lies below 0 (lower loss than the base), red: above 0, "
-                            "grey: it crosses 0 (not resolved at this sample size).",
-                 **({"src": plots.delta_plot(entries, xlabel)} if entries else
-                    {"missing": "no interval to draw (no per-row predictions)"})})
+    return {"id": "plot-delta", "title": "Δ log loss with 95% bootstrap intervals",
+            "alt": "Delta log loss versus the base with 95% paired bootstrap intervals, one line per variant",
+            "caption": "Green: the interval lies below 0 (lower loss than the base), red: above 0, "
+                       "grey: it crosses 0 (not resolved at this sample size).",
+            **({"src": plots.delta_plot(entries, xlabel)} if entries else
+               {"missing": "no interval to draw (no per-row predictions)"})}
+
+
+def _calibration_figs(variants: list[Variant], colors: dict) -> list[dict]:
+    """The reliability diagrams and the confusion matrices, seeds pooled."""
+    from . import plots
 
     rel, conf = [], []
     for v in variants:
@@ -604,15 +658,18 @@ def _plots(data: dict, variants: list[Variant]) -> list[dict]:
                     "count": b["count"], "confidence": b["confidence"], "accuracy": b["accuracy"]})
         conf.append({"name": v.name, "counts": _confusion(p, y)})
     pooled = " (seeds pooled)" if any(len(v.runs) > 1 for v in variants) else ""
-    figs.append({"id": "plot-reliability", "title": "Reliability (top-label calibration)",
-                 "alt": "Reliability diagrams: accuracy against confidence of the top class, one panel per variant",
-                 "caption": "Points on the diagonal are calibrated; point size is the share of rows in the bin"
-                            + pooled + ".",
-                 **({"src": plots.reliability_plot(rel)} if rel else {"missing": "no per-row predictions"})})
-    figs.append({"id": "plot-confusion", "title": "Confusion matrices",
-                 "alt": "Confusion matrices of true against predicted class, one panel per variant",
-                 "caption": "Rows: the true class; cells: share of the row and count" + pooled + ".",
-                 **({"src": plots.confusion_plot(conf)} if conf else {"missing": "no per-row predictions"})})
+    return [{"id": "plot-reliability", "title": "Reliability (top-label calibration)",
+             "alt": "Reliability diagrams: accuracy against confidence of the top class, one panel per variant",
+             "caption": "Points on the diagonal are calibrated; point size is the share of rows in the bin" + pooled + ".",
+             **({"src": plots.reliability_plot(rel)} if rel else {"missing": "no per-row predictions"})},
+            {"id": "plot-confusion", "title": "Confusion matrices",
+             "alt": "Confusion matrices of true against predicted class, one panel per variant",
+             "caption": "Rows: the true class; cells: share of the row and count" + pooled + ".",
+             **({"src": plots.confusion_plot(conf)} if conf else {"missing": "no per-row predictions"})}]
+
+
+def _loss_fig(variants: list[Variant], colors: dict) -> dict:
+    from . import plots
 
     series = []
     for v in variants:
@@ -621,24 +678,25 @@ def _plots(data: dict, variants: list[Variant]) -> list[dict]:
             if losses:
                 series.append({"name": v.name, "color": colors[v.name], "seed": r.seed, "losses": losses,
                                "boundaries": starts})
-    figs.append({"id": "plot-loss", "title": "Training loss",
-                 "alt": "Training loss per optimizer step, one line per run",
-                 "caption": "Thin: per step; thick: running mean; dotted: a stage starts.",
-                 **({"src": plots.loss_plot(series)} if series else
-                    {"missing": "no loss history: metrics.json of these runs has no stages[*].train_loss_history"})})
+    return {"id": "plot-loss", "title": "Training loss", "alt": "Training loss per optimizer step, one line per run",
+            "caption": "Thin: per step; thick: running mean; dotted: a stage starts.",
+            **({"src": plots.loss_plot(series)} if series else
+               {"missing": "no loss history: metrics.json of these runs has no stages[*].train_loss_history"})}
+
+
+def _length_fig(data: dict, colors: dict) -> dict:
+    from . import plots
 
     lb = data["length_buckets"]
-    if lb and lb["variants"]:
-        lines = [{"name": x["name"], "color": colors[x["name"]], "points": x["points"]} for x in lb["variants"]]
-        figs.append({"id": "plot-length", "title": "Δ by prompt length",
-                     "alt": "Delta log loss versus the base per quartile of characters of prompt and responses",
-                     "caption": "Buckets: quartiles of the characters of prompt + both responses of the base's "
-                                "validation rows (row counts over all its seeds).",
-                     "src": plots.length_plot(lb["labels"], lines, "characters of prompt + responses")})
-    else:
-        figs.append({"id": "plot-length", "title": "Δ by prompt length", "alt": "",
-                     "caption": "", "missing": "no variant to compare with the base row by row"})
-    return figs
+    if not (lb and lb["variants"]):
+        return {"id": "plot-length", "title": "Δ by prompt length", "alt": "", "caption": "",
+                "missing": "no variant to compare with the base row by row"}
+    lines = [{"name": x["name"], "color": colors[x["name"]], "points": x["points"]} for x in lb["variants"]]
+    return {"id": "plot-length", "title": "Δ by prompt length",
+            "alt": "Delta log loss versus the base per quartile of characters of prompt and responses",
+            "caption": "Buckets: quartiles of the characters of prompt + both responses of the base's "
+                       "validation rows (row counts over all its seeds).",
+            "src": plots.length_plot(lb["labels"], lines, "characters of prompt + responses")}
 
 
 CSS = """
@@ -675,9 +733,7 @@ def render_markdown(data: dict, compared: list[str], title: str) -> str:
     else:
         out.append("- all runs share the base's data hash, validation rows (per seed) and environment")
     out += [f"- {n}" for n in data["notes"]]
-    prior = next((r for r in data["references"] if r["name"] == "class prior"), None)
-    if prior:
-        out.append(f"- class prior: {prior['source']}")
+    out += [f"- {r['name']}: {r['source']}" for r in data["references"] if r["name"] != UNIFORM]
     out += ["", "## What was compared", ""] + [f"- {c}" for c in compared] + [""]
     return "\n".join(out)
 
@@ -731,9 +787,7 @@ def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -
         parts.append('<li class="ok">all runs share the base\'s data hash, validation rows (per seed) and '
                      "environment</li>")
     parts += [f"<li>{e(n)}</li>" for n in data["notes"]]
-    prior = next((r for r in data["references"] if r["name"] == "class prior"), None)
-    if prior:
-        parts.append(f"<li>class prior: {e(prior['source'])}</li>")
+    parts += [f"<li>{e(r['name'])}: {e(r['source'])}</li>" for r in data["references"] if r["name"] != UNIFORM]
     parts.append("</ul><h2>What was compared</h2><ul>" + "".join(f'<li class="mono">{e(c)}</li>' for c in compared)
                  + "</ul></body></html>")
     return "\n".join(parts) + "\n"

@@ -42,6 +42,8 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
     """Write a Kaggle/mle-bench submission for ``test_csv`` with the final model of ``run``.
 
     Postprocessing (calibration) is fitted on all the run's validation predictions."""
+    from .baselines import PARAMS_FILE, is_baseline, load_params
+    from .baselines import predict as baseline_predict
     from .calibrate import postprocess
     from .data import read_competition_csv
     from .evaluate import VALID_PREDICTIONS, read_valid_fit
@@ -56,6 +58,10 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
     resolved = resolve(run_dir / "resolved.yaml", check_plugins=False)
     stage = resolved.final
     art = artifacts_root() / fp["recipe"] / fp["run_id"] / stage.name
+    if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
+        rows = read_competition_csv(test_csv, require_labels=False)
+        final = baseline_predict(load_params(art / PARAMS_FILE), rows)
+        return _write(out, rows, final, run_dir)
     weights = art / WEIGHTS
     if not weights.exists():
         raise ReplicatorError(f"{weights} is missing: run `replicate run` for this recipe first "
@@ -65,6 +71,10 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
     model, tok = load_for_inference(stage.model, plugins, weights, load_in_8bit=stage.predict.load_in_8bit)
     probs = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens, progress)
     final = postprocess(plugins, probs["tta"], rows, fit=read_valid_fit(art / VALID_PREDICTIONS))
+    return _write(out, rows, final, run_dir)
+
+
+def _write(out, rows: list[dict], final: np.ndarray, run_dir: Path) -> dict:
     out = Path(out)
     atomic_write_text(out, submission_frame([r["id"] for r in rows], final).to_csv(index=False, float_format="%.10f"))
     log.info("wrote %s (%d rows) with %s", out, len(rows), run_dir)

@@ -43,7 +43,7 @@ def synthetic(seed: int, strength: float, noise: float = 0.15, n: int = N_ROWS, 
 
 def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, probs, labels, rows=None,
              data_hash: str = "d" * 64, env: dict | None = None, history: bool = True, prior=(0.35, 0.35, 0.30),
-             variant: str | None = None, history_scale: float = 1.0) -> Path:
+             variant: str | None = None, history_scale: float = 1.0, baselines: dict | None = None) -> Path:
     rows = rows if rows is not None else valid_rows(len(labels))
     key = json.dumps([sorted(toggles), data_hash, env, variant])
     run_id = f"{recipe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}-s{seed}"
@@ -70,7 +70,7 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll, "log_loss": ll,
                "n_valid_rows": len(rows), "train_label_prior": list(prior), "stages": {"main": stage}}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_row_predictions(d / FILENAME, rows, {"identity": probs, "final": probs}, labels)
+    write_row_predictions(d / FILENAME, rows, {"identity": probs, "final": probs, **(baselines or {})}, labels)
     return d
 
 
@@ -108,13 +108,16 @@ def test_table_has_base_variants_and_references(tmp_path):
     assert base["train_tokens"] == 200_000
     refs = {x["name"]: x for x in r["references"]}
     assert refs["uniform (ln 3)"]["log_loss"] == pytest.approx(math.log(3))
-    assert "train_label_prior" in refs["class prior"]["source"]
+    assert "train_label_prior" in refs["class prior (training shares)"]["source"]
     prior_loss = -np.mean([np.log([0.35, 0.35, 0.30])[k] for k in synthetic(1, 0)[1].argmax(1)])
-    assert refs["class prior"]["log_loss"] == pytest.approx(prior_loss)
+    assert refs["class prior (training shares)"]["log_loss"] == pytest.approx(prior_loss)
+    assert "length features (logistic regression)" not in refs  # these runs have no baseline_length view
+    assert "no baseline_length view in valid_predictions.csv.gz of" in " ".join(r["notes"])
     md = (out / "report.md").read_text()
     table = r["table_md"]
     assert table in md
-    for name in ("| toy |", "| toy +focal |", "| toy +no_swap |", "*uniform (ln 3)*", "*class prior*"):
+    for name in ("| toy |", "| toy +focal |", "| toy +no_swap |", "*uniform (ln 3)*",
+                 "*class prior (training shares)*"):
         assert name in table
     assert "interval excludes 0: a real difference at this sample size" in md
     assert "interval includes 0: not resolved at this sample size" in md
@@ -201,8 +204,8 @@ def test_variant_key_and_missing_pieces(tmp_path):
     (a / "resolved.yaml").unlink()  # the variant key makes it unnecessary
     r = build_report([a], tmp_path / "rep")
     assert r["variants"][0]["name"] == "lr-1e-4"
-    prior = next(x for x in r["references"] if x["name"] == "class prior")
-    assert "cross-fitted" in prior["source"]
+    prior = r["references"][1]
+    assert prior["name"] == "class prior (cross-fitted validation shares)" and "cross-fitted" in prior["source"]
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "no loss history" in html
     with pytest.raises(ReplicatorError, match=r"resolved\.yaml: missing"):
@@ -250,3 +253,63 @@ def test_cli_report(tmp_path):
     assert res.exit_code == 2 and "error:" in res.output and bad.name in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such folder" in res.output
+
+
+def _baseline_views(seed: int, strength: float = 0.25) -> dict[str, np.ndarray]:
+    """Per-run baseline views as a run writes them: the prior (constant) and a weak length model."""
+    p, y = synthetic(seed, strength, noise=0.3)
+    return {"baseline_prior": np.tile([0.36, 0.34, 0.30], (len(y), 1)), "baseline_length": p}
+
+
+def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
+    """The class prior and length references use each run's own views, pooled over seeds, with the paired
+    interval of base − reference in the verdict lines."""
+    root = tmp_path / "reports"
+    dirs = []
+    for s in (1, 2):
+        p, y = synthetic(s, 1.0)
+        dirs.append(make_run(root, seed=s, probs=p, labels=y, baselines=_baseline_views(s)))
+    r = build_report(dirs, tmp_path / "rep")
+    names = [x["name"] for x in r["references"]]
+    assert names == ["uniform (ln 3)", "class prior (training shares)", "length features (logistic regression)"]
+    prior, length = r["references"][1:]
+    y = synthetic(1, 0)[1]
+    assert prior["log_loss"] == pytest.approx(-np.log([0.36, 0.34, 0.30])[y.argmax(1)].mean(), abs=1e-9)
+    assert "baseline_prior view" in prior["source"]  # not metrics.json's (0.35, 0.35, 0.30)
+    base_losses = np.concatenate([row_log_loss(np.round(synthetic(s, 1.0)[0], 6), y) for s in (1, 2)])
+    ref_losses = np.concatenate([row_log_loss(np.round(_baseline_views(s)["baseline_length"], 6), y) for s in (1, 2)])
+    groups = np.array([row["group"] for row in valid_rows()] * 2)
+    want = paired_bootstrap(base_losses, ref_losses, groups, n_boot=2000, seed=0,
+                            seeds=np.repeat(["1", "2"], N_ROWS))
+    assert length["log_loss"] == pytest.approx(ref_losses.mean(), abs=1e-9)
+    for k in ("delta", "lo", "hi"):
+        assert length["delta"][k] == pytest.approx(want[k], abs=1e-9)
+    bmr = length["base_minus_reference"]
+    assert (bmr["delta"], bmr["lo"], bmr["hi"]) == pytest.approx((-want["delta"], -want["hi"], -want["lo"]))
+    assert bmr["hi"] < 0 and length["verdict"] == "worse"  # the base (strength 1.0) beats the weak length model
+    md = (tmp_path / "rep" / "report.md").read_text()
+    line = (f"toy beats the length features (logistic regression) reference: Δ vs length features (logistic "
+            f"regression) (base − reference) {bmr['delta']:+.4f} [{bmr['lo']:+.4f}, {bmr['hi']:+.4f}] excludes 0.")
+    assert line in md
+    assert "| *length features (logistic regression)* |" in md and "base beats it" in md
+    assert "- length features (logistic regression): multinomial logistic regression" in md
+    assert not r["notes"]
+
+
+def test_reference_rows_fall_back_for_older_runs_and_say_so(tmp_path):
+    """A base run without the views (written before baselines) leaves the length row to the runs that have it."""
+    root = tmp_path / "reports"
+    p1, y = synthetic(1, 1.0)
+    old = make_run(root, seed=1, probs=p1, labels=y)
+    p2, _ = synthetic(2, 1.0)
+    new = make_run(root, seed=2, probs=p2, labels=y, baselines=_baseline_views(2))
+    r = build_report([old, new], tmp_path / "rep")
+    prior, length = r["references"][1:]
+    assert "metrics.json train_label_prior" in prior["source"]  # not every run has the prior view
+    assert length["runs"] == [new.name] and length["delta"]["n_seeds"] == 1
+    (note,) = r["notes"]
+    assert old.name in note and "run them again" in note and "uses the other 1 run(s)" in note
+    assert note in (tmp_path / "rep" / "report.md").read_text()
+    r = build_report([old], tmp_path / "rep2")
+    assert [x["name"] for x in r["references"]] == ["uniform (ln 3)", "class prior (training shares)"]
+    assert "no baseline_length view" in (tmp_path / "rep2" / "report.html").read_text()

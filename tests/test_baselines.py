@@ -1,0 +1,214 @@
+"""Baselines (core/baselines.py): length features, the swap-symmetric length regression and the prior;
+their views and metrics in every run; baseline-only runs (``model.base: baseline:<name>``) with reuse
+and `replicate predict`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replicator.core import baselines as B
+from replicator.core.errors import ReplicatorError
+from replicator.core.metrics import log_loss
+from replicator.core.pipeline import run_recipe as run
+from replicator.core.recipe import resolve
+from replicator.core.rowpreds import read_row_predictions
+from replicator.core.rows import make_row, swap_row
+from replicator.core.submission import predict
+
+from .conftest import RECIPES, TINY
+
+BASELINE = RECIPES / "baseline_length.yaml"
+#: the shared data, read before the ``isolated`` fixture points REPLICATOR_DATA_DIR at synthetic rows
+REAL_DATA = os.environ.get("REPLICATOR_DATA_DIR")
+
+
+def _row(i, a, b, label, prompt="Tell me something."):
+    return make_row(i, [prompt] if isinstance(prompt, str) else prompt, a if isinstance(a, list) else [a],
+                    b if isinstance(b, list) else [b], label=label)
+
+
+def test_length_features_count_each_response_over_turns():
+    a = ["Intro line.\n- one\n* two\n3. three\n```py\nx = 1\n```", "More words here."]
+    b = [None, ""]
+    x = B.length_features(_row(1, a, b, [1, 0, 0], prompt=["Hi there", "again"]))
+    assert x.shape == (len(B.FEATURES),)
+    counts = B.text_counts(a)
+    chars = len(a[0]) + len(a[1])
+    assert counts.tolist() == [chars, 13 + 3, 7 + 1, 3, 1]
+    assert B.text_counts(b).tolist() == [0, 0, 0, 0, 0]
+    f = dict(zip(B.FEATURES, x, strict=True))
+    assert f["log1p_a_chars"] == pytest.approx(math.log1p(chars)) and f["log1p_b_chars"] == 0
+    assert f["diff_list_items"] == 3 and f["diff_code_blocks"] == 1
+    assert f["log_ratio_words"] == pytest.approx(math.log1p(16))
+    assert f["log1p_prompt_chars"] == pytest.approx(math.log1p(len("Hi there") + len("again")))
+    assert B.text_counts(["```unclosed"]).tolist()[4] == 1 and B.text_counts(["-not a list item"])[3] == 0
+
+
+def _longer_wins(n: int, seed: int) -> list[dict]:
+    """Rows whose label follows the length ratio: the longer answer usually wins, close lengths tie."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        la, lb = rng.randint(1, 60), rng.randint(1, 60)
+        a = " ".join(["word"] * la) + ("\n- point" * (la // 15))
+        b = " ".join(["word"] * lb) + ("\n- point" * (lb // 15))
+        r = math.log(la / lb) * 2 + rng.gauss(0, 1)
+        label = [1, 0, 0] if r > 0.8 else [0, 1, 0] if r < -0.8 else [0, 0, 1]
+        rows.append(_row(f"r{seed}-{i}", a, b, label, prompt=f"Question {i}?"))
+    return rows
+
+
+def test_length_baseline_beats_the_prior_where_the_longer_answer_wins():
+    train, valid = _longer_wins(400, 0), _longer_wins(200, 1)
+    y = B.labels_of(valid)
+    prior = B.predict(B.fit("prior", train), valid)
+    length = B.predict(B.fit("length_lr", train), valid)
+    assert np.allclose(prior[0], B.labels_of(train).mean(0))
+    assert log_loss(length, y) < log_loss(prior, y) - 0.15
+    assert (length.argmax(1) == y.argmax(1)).mean() > 0.6
+    assert log_loss(B.predict(B.fit("uniform", train), valid), y) == pytest.approx(math.log(3))
+
+
+def test_length_baseline_is_swap_symmetric_and_matches_sklearn():
+    """Fitted on rows + swapped copies, predicting the mean of both orientations: swapping A and B of a
+    row swaps its prediction exactly; the saved coefficients reproduce sklearn's probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = _longer_wins(300, 2)
+    train = [dict(r, label=[1.0, 0.0, 0.0]) if i % 7 == 0 else r for i, r in enumerate(train)]  # A-biased labels
+    params = B.fit("length_lr", train)
+    valid = _longer_wins(50, 3)
+    p, q = B.predict(params, valid), B.predict(params, [swap_row(r) for r in valid])
+    assert np.allclose(q, p[:, B.SWAP], atol=1e-12)
+    x, k, w = B.training_samples(train)
+    assert len(x) == 2 * len(train) and np.allclose(w, 1.0)
+    sk = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(x, k)
+    xv = B.feature_matrix(valid)
+    assert np.allclose(B._length_probs(params, xv), sk.predict_proba(xv), atol=1e-9)
+    assert json.loads(json.dumps(params)) == params  # plain JSON
+    assert B.fit("length_lr", train) == params  # deterministic
+
+
+def test_soft_labels_become_weighted_samples():
+    rows = [_row(1, "a b c", "a", [0.7, 0.0, 0.3]), _row(2, "a", "a b", [0.0, 1.0, 0.0])]
+    x, k, w = B.training_samples(rows)
+    # row 1: classes 0 and 2; row 2: class 1; then the swapped copies: row 1 -> classes 1 and 2, row 2 -> 0
+    assert k.tolist() == [0, 2, 1, 1, 2, 0] and w.tolist() == pytest.approx([0.7, 0.3, 1.0, 0.7, 0.3, 1.0])
+    assert np.allclose(x[0], x[1]) and np.allclose(x[3], B.swap_features(x[:1])[0])
+    assert B.fit("prior", rows)["probs"] == pytest.approx([0.35, 0.5, 0.15])
+    one_class = B.fit("length_lr", [_row(1, "a", "b", [0, 0, 1]), _row(2, "a b", "b", [0, 0, 1])])
+    assert one_class["kind"] == "prior" and "one class" in one_class["note"]
+
+
+def test_unknown_baseline_fails_before_anything_is_written(isolated):
+    from replicator.core.data import data_dir
+
+    r = resolve(BASELINE, [], ["model.base=baseline:lenght"], data_dir=data_dir())
+    with pytest.raises(ReplicatorError, match=r"model.base: unknown baseline 'baseline:lenght'; known: "
+                                              r"baseline:uniform, baseline:prior, baseline:length_lr"):
+        run(r, data_dir(), progress=False)
+    assert not (isolated / "reports").exists()
+
+
+def _baseline_run(overrides=(), force=False):
+    from replicator.core.data import data_dir
+
+    r = resolve(BASELINE, [], list(overrides), data_dir=data_dir())
+    return run(r, data_dir(), force=force, progress=False)
+
+
+def test_baseline_run_writes_the_run_outputs_and_is_reused(isolated):
+    run_dir, m, reused = _baseline_run()
+    assert not reused and run_dir.parent.name == "baseline_length" and run_dir.name.endswith("-s7")
+    assert m["log_loss"] == m["tta_log_loss"] == m["final_log_loss"] == m["baseline_length_log_loss"]
+    assert m["baseline_prior_log_loss"] > m["log_loss"]  # the synthetic rows: a fuller answer tends to win
+    assert m["baseline"] == "length_lr" and m["n_train_rows"] > 100 and m["optimizer_steps"] > 0
+    for f in ("resolved.yaml", "fingerprint.json", "metrics.json", "valid_predictions.csv.gz"):
+        assert (run_dir / f).is_file(), f
+    art = isolated / "artifacts" / "baseline_length" / run_dir.name / "main"
+    assert {p.name for p in art.iterdir()} == {"baseline.json", "done.json", "valid_predictions.json"}
+    params = json.loads((art / "baseline.json").read_text())
+    assert params["kind"] == "length_lr" and len(params["coef"]) == 3 and params["features"] == list(B.FEATURES)
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert list(rp.views) == ["identity", "tta", "final", "baseline_prior", "baseline_length"]
+    assert len(rp) == m["n_valid_rows"] and np.allclose(rp.views["final"], rp.views["baseline_length"])
+    assert log_loss(rp.views["final"], rp.labels) == pytest.approx(m["final_log_loss"], abs=1e-5)
+    again_dir, again, reused = _baseline_run()
+    assert reused and again_dir == run_dir and again == m
+    (art / "baseline.json").unlink()  # reuse never trusts a marker alone
+    _, redone, reused = _baseline_run()
+    assert not reused and redone["final_log_loss"] == m["final_log_loss"]
+
+
+def test_prior_and_uniform_baseline_runs(isolated):
+    _, prior, _ = _baseline_run(["model.base=baseline:prior"])
+    _, uniform, _ = _baseline_run(["model.base=baseline:uniform"])
+    assert prior["final_log_loss"] == pytest.approx(prior["baseline_prior_log_loss"])
+    assert uniform["final_log_loss"] == pytest.approx(math.log(3)) and uniform["optimizer_steps"] == 0
+    assert prior["run_id"] != uniform["run_id"]
+
+
+def test_predict_on_a_baseline_run_writes_a_valid_submission(isolated, synthetic_data_dir):
+    from replicator.core.data import read_competition_csv
+
+    run_dir, _, _ = _baseline_run()
+    test_csv = synthetic_data_dir / "lmsys-chatbot-arena" / "test.csv"
+    out = isolated / "submission.csv"
+    info = predict(str(run_dir), test_csv, out, progress=False)
+    sub = pd.read_csv(out)
+    test = pd.read_csv(test_csv)
+    assert list(sub.columns) == ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+    assert info["rows"] == len(test) and sub["id"].tolist() == test["id"].tolist()
+    probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(axis=1).round(6) == 1).all()
+    art = isolated / "artifacts" / "baseline_length" / run_dir.name / "main"
+    want = B.predict(json.loads((art / "baseline.json").read_text()), read_competition_csv(test_csv, False))
+    assert np.allclose(probs, want, atol=1e-9)
+    assert np.ptp(probs[:, 0]) > 0.05  # not a constant: lengths differ between test rows
+
+
+def test_every_run_has_baseline_views_and_metrics_that_do_not_change_the_model(isolated, monkeypatch):
+    from replicator.core import pipeline
+    from replicator.core.data import data_dir
+
+    r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=1"], data_dir=data_dir())
+    run_dir, m, _ = run(r, data_dir(), progress=False)
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert list(rp.views) == ["identity", "swap_ab", "tta", "final", "baseline_prior", "baseline_length"]
+    assert np.allclose(rp.views["tta"], (rp.views["identity"] + rp.views["swap_ab"]) / 2, atol=2e-6)
+    for name in ("baseline_prior", "baseline_length"):
+        assert m[f"{name}_log_loss"] == pytest.approx(log_loss(rp.views[name], rp.labels), abs=1e-5)
+        assert f"view_{name}_log_loss" not in m
+    assert np.allclose(rp.views["baseline_prior"], m["train_label_prior"], atol=1e-6)
+    _, baseline_run, _ = _baseline_run(["train.max_rows=0"])
+    assert m["baseline_length_log_loss"] == pytest.approx(baseline_run["final_log_loss"])  # same rows, same fit
+    # without the baselines the model's numbers are the same
+    monkeypatch.setenv("REPLICATOR_REPORTS", str(isolated / "r2"))
+    monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(isolated / "a2"))
+    monkeypatch.setattr(pipeline.baselines, "every_run", lambda train, valid: {})
+    _, bare, _ = run(r, data_dir(), progress=False)
+    assert "baseline_length_log_loss" not in bare
+    for k in ("log_loss", "tta_log_loss", "final_log_loss", "train_loss_last"):
+        assert bare[k] == m[k], k
+
+
+@pytest.mark.real_data
+def test_length_baseline_on_the_real_smoke_split(isolated, monkeypatch):
+    """On the real rows (smoke's split: 222 validation rows) length features beat the class prior."""
+    if not REAL_DATA:
+        pytest.skip("REPLICATOR_DATA_DIR is not set")
+    real = Path(REAL_DATA)
+    monkeypatch.setenv("REPLICATOR_DATA_DIR", str(real))
+    _, m, _ = run(resolve(BASELINE, [], [], data_dir=real), real, progress=False)
+    assert m["n_valid_rows"] == 222 and m["n_train_rows"] == 1256
+    assert m["final_log_loss"] < m["baseline_prior_log_loss"] - 0.02
