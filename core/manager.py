@@ -46,6 +46,7 @@ BUILTINS: dict[str, str] = {
     "alpacaeval_pairs": "replicator.plugins.alpacaeval:AlpacaEvalPairs",
     "ultrafeedback_pairs": "replicator.plugins.ultrafeedback:UltraFeedbackPairs",
     "hh_rlhf": "replicator.plugins.hh_rlhf:HHRLHF",
+    "mt_bench": "replicator.plugins.mt_bench:MTBenchHuman",
     "pseudo_labels": "replicator.plugins.pseudo_labels:PseudoLabels",
     # prompt_format
     "plain_turns": "replicator.plugins.plain_turns:PlainTurns",

@@ -104,6 +104,7 @@ def rich_data_dir(tmp_path_factory) -> Path:
         write_parquet,
         write_pool_csv,
     )
+    from .test_mt_bench import write_mt_bench
 
     d = tmp_path_factory.mktemp("rich_data")
     write_competition_files(d, 60, 12)
@@ -117,6 +118,7 @@ def rich_data_dir(tmp_path_factory) -> Path:
         for (c, f), p in zip([("red", "strawberry"), ("yellow", "banana"), ("green", "kiwi"), ("orange", "orange"),
                               ("purple", "plum"), ("blue", "blueberry")], [1.1, 1.9, 1.0, 2.0, 1.5, 1.3], strict=True)])
     write_pool_csv(d / "pool" / "unlabelled.csv")
+    write_mt_bench(d / "mt-bench-human" / "human_judgments.jsonl.gz")
     return d
 
 

@@ -92,6 +92,7 @@ RUNS = {
     "data-arena_33k": ["plugins.extra={use: arena_33k, file: arena-33k/battles.json}"],
     "data-ultrafeedback_pairs": ["plugins.extra={use: ultrafeedback_pairs}"],
     "data-hh_rlhf": ["plugins.extra={use: hh_rlhf}"],
+    "data-mt_bench": ["plugins.extra={use: mt_bench, aggregate: soft}"],
     "data-alpacaeval_pairs": ["plugins.extra={use: alpacaeval_pairs}"],
     "data-folds": ["plugins.data={use: kaggle_csv, folds: 4, fold: 1}"],
     "data-pseudo_labels": [POOL],
