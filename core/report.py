@@ -426,7 +426,7 @@ def _reference_row(name: str, source: str, probs: dict[str, np.ndarray], runs: l
             "log_loss": float(np.mean([losses[r.run_id].mean() for r in runs])),
             "accuracy": float(np.mean([(probs[r.run_id].argmax(1) == r.preds.labels.argmax(1)).mean() for r in runs])),
             "delta": d, "verdict": _verdict(d),
-            "base_minus_reference": {"delta": -d["delta"], "lo": -d["hi"], "hi": -d["lo"]}}
+            "base_minus_reference": {"delta": 0.0 - d["delta"], "lo": 0.0 - d["hi"], "hi": 0.0 - d["lo"]}}
 
 
 def _references(bvar: Variant, notes: list[str]) -> list[dict]:
@@ -490,7 +490,8 @@ def _f(x, fmt="{:.4f}", none="—") -> str:
 
 
 def _signed(x: float) -> str:
-    return f"{x:+.4f}"
+    s = f"{x:+.4f}"
+    return "+0.0000" if s == "-0.0000" else s  # no negative zero
 
 
 def _seconds(s) -> str:
