@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -40,8 +41,9 @@ def param(default: Any = _MISSING, doc: str = "", *, ge: float | None = None, gt
           **kw) -> Any:
     """A documented dataclass field; mutable defaults (lists, dicts) are copied per instance.
 
-    ``ge``/``gt``/``le``/``lt``: bounds of a numeric value (``None`` values are not checked);
-    ``check(value)``: raises ValueError (its message naming the parameter) when the value is wrong.
+    ``ge``/``gt``/``le``/``lt``: bounds of a numeric value, which must also be finite (``None`` is not checked);
+    ``check(value)``: raises ValueError when the value is wrong (the parameter's name is put in front
+    of the message unless it starts with it).
     """
     meta: dict[str, Any] = {"doc": doc}
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
@@ -68,7 +70,9 @@ def range_text(bounds: dict[str, float]) -> str:
 
 
 def _in_bounds(value: float, bounds: dict[str, float]) -> bool:
-    return all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[k] for k, b in bounds.items())
+    """Whether ``value`` is finite and within ``bounds`` (NaN and infinities are never in bounds)."""
+    ok = {"ge": lambda b: value >= b, "gt": lambda b: value > b, "le": lambda b: value <= b, "lt": lambda b: value < b}
+    return math.isfinite(value) and all(ok[k](b) for k, b in bounds.items())
 
 
 def check_value(f: dataclasses.Field, value: Any) -> None:
@@ -85,7 +89,8 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
         except ParamError:
             raise
         except ValueError as e:
-            raise ParamError(f.name, str(e)) from None
+            msg = str(e)
+            raise ParamError(f.name, msg if msg.startswith(f.name) else f"{f.name}: {msg}") from None
 
 
 def check_params(obj) -> None:

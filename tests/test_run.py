@@ -304,9 +304,6 @@ def test_cli_verbosity_options(monkeypatch, tmp_path):
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 MAX_FUNCTION_LINES = 60
-#: functions still over the limit in modules this change does not own, each with who splits it;
-#: the test fails when one of them gets short, so the list cannot go stale
-PENDING_SPLIT: dict[str, str] = {}
 
 
 def _functions():
@@ -319,11 +316,8 @@ def _functions():
 
 
 def test_no_function_in_core_is_over_60_lines():
-    long = {name: n for name, n, _ in _functions() if n > MAX_FUNCTION_LINES}
-    over = {k: v for k, v in long.items() if k not in PENDING_SPLIT}
+    over = {name: n for name, n, _ in _functions() if n > MAX_FUNCTION_LINES}
     assert not over, "functions over 60 lines in core/: " + ", ".join(f"{k} ({v})" for k, v in sorted(over.items()))
-    fixed = [k for k in PENDING_SPLIT if k not in long]
-    assert not fixed, f"now short enough, remove from PENDING_SPLIT: {fixed}"
 
 
 def test_core_logs_instead_of_printing():
