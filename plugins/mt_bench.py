@@ -180,20 +180,7 @@ class MTBenchHuman:
         return rows
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core import data as D
-
-        path = self._path(data_dir)
-        if not path.is_file():
-            raise sources.missing_data_error(self.data_check(data_dir))
-
-        def load() -> list[dict]:
-            if D.record_format(path) != "jsonl":
-                from replicator.core.errors import DataError
-
-                raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
-            return D.sample_rows(self.convert(D.read_records(path), str(path)), self.max_rows, seed)
-
-        return sources.cached(self, (sources.file_stamp([path]), seed), load)
+        return sources.jsonl_rows(self, self._path(data_dir), seed, self.convert, lambda: self.data_check(data_dir))
 
     @hookimpl
     def data_sources(self, split, ctx):

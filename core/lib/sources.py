@@ -192,3 +192,22 @@ def files_or_hub_check(source: Any, data_dir, what: str, ways: Sequence[str], **
     p = resolve_data_path(data_dir, source.file)
     state = f"has no {'/'.join('.' + e for e in RECORD_EXTS)} file" if p.is_dir() else "not found"
     return [missing_data_message(f"{what} {state}", p, ways, hub_id=source.hub_id, **kw)]
+
+
+def jsonl_rows(source: Any, path: Path, seed: int, convert: Callable[[list, str], list[dict]],
+               missing: Callable[[], list[str]]) -> list[dict]:
+    """The rows of one JSONL(.gz) file: ``convert(records, file)`` on its records, then ``max_rows``
+    of them sampled with ``seed`` (row order kept); cached on ``source`` by the file's identity and
+    the seed. A missing file raises the ``missing()`` problems (the plugin's ``data_check``)."""
+    from replicator.core import data as D
+    from replicator.core.errors import DataError
+
+    if not path.is_file():
+        raise missing_data_error(missing())
+
+    def load() -> list[dict]:
+        if D.record_format(path) != "jsonl":
+            raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
+        return D.sample_rows(convert(D.read_records(path), str(path)), source.max_rows, seed)
+
+    return cached(source, (file_stamp([path]), seed), load)
