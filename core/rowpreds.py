@@ -22,13 +22,12 @@ import dataclasses
 import gzip
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ReplicatorError
+from .io import atomic_write_bytes
 
 FILENAME = "valid_predictions.csv.gz"
 CLASSES = ("a", "b", "tie")
@@ -69,20 +68,6 @@ def _check_matrix(name: str, m, n: int, path: Path) -> np.ndarray:
     return a
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def encode_row_predictions(rows: list[dict], preds: dict[str, np.ndarray], labels, where: Path) -> bytes:
     """The gzip-compressed CSV bytes :func:`write_row_predictions` writes (no file touched)."""
     n = len(rows)
@@ -116,7 +101,7 @@ def write_row_predictions(path, rows: list[dict], preds: dict[str, np.ndarray], 
     ``prompt``, ``response_a``, ``response_b``), ``preds`` (view name -> (N, 3) probabilities, in the
     column order wanted) and ``labels`` ((N, 3)). Returns the path written."""
     path = Path(path)
-    write_bytes_atomic(path, encode_row_predictions(rows, preds, labels, path))
+    atomic_write_bytes(path, encode_row_predictions(rows, preds, labels, path))
     return path
 
 
