@@ -70,19 +70,19 @@ class Run:
     def stages(self) -> dict:
         return self.metrics.get("stages") or {}
 
-    def seconds(self) -> float | None:
-        vals = [s.get("seconds") for s in self.stages().values()]
+    def _stage_total(self, key: str) -> float | None:
+        """The sum of ``key`` over the stages when every stage has it, else the run-level value."""
+        vals = [s.get(key) for s in self.stages().values()]
         if vals and all(isinstance(v, int | float) for v in vals):
             return float(sum(vals))
-        v = self.metrics.get("seconds")
+        v = self.metrics.get(key)
         return float(v) if isinstance(v, int | float) else None
 
+    def seconds(self) -> float | None:
+        return self._stage_total("seconds")
+
     def train_tokens(self) -> float | None:
-        vals = [s.get("train_tokens") for s in self.stages().values()]
-        if vals and all(isinstance(v, int | float) for v in vals):
-            return float(sum(vals))
-        v = self.metrics.get("train_tokens")
-        return float(v) if isinstance(v, int | float) else None
+        return self._stage_total("train_tokens")
 
     def label_prior(self) -> list[float] | None:
         p = self.metrics.get("train_label_prior")
