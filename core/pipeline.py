@@ -65,9 +65,19 @@ def _readable_predictions(path: Path) -> bool:
     return n > 0 and all(len(cols.get(f"{v}_{k}", [])) == n for v in ("tta", "final", "label") for k in ("a", "b", "tie"))
 
 
+def weights_file(stage: StageConfig) -> str:
+    """What a finished stage keeps of its model: trained weights, a baseline's parameters or a
+    frozen-feature stage's head."""
+    from .features import HEAD_FILE
+
+    if baselines.is_baseline(stage.model.base):
+        return baselines.PARAMS_FILE
+    return HEAD_FILE if stage.model.features else WEIGHTS
+
+
 def stage_missing(stage: StageConfig, sart: Path) -> list[str]:
     """What a finished stage should have under ``sart`` and has not (``[]``: the stage is done)."""
-    weights = baselines.PARAMS_FILE if baselines.is_baseline(stage.model.base) else WEIGHTS
+    weights = weights_file(stage)
     need = [DONE, weights, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
     missing = [f for f in need if not (sart / f).exists()]
     if VALID_PREDICTIONS not in missing and not _readable_predictions(sart / VALID_PREDICTIONS):
@@ -125,6 +135,11 @@ def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
     if baselines.is_baseline(stage.model.base):
         result, preds, labels = baselines.run_baseline(stage, train_rows, valid_rows, sart)
+    elif stage.model.features:
+        from .features import run_features_stage
+
+        result, preds, labels = run_features_stage(stage, plugins, train_rows, valid_rows, sart, resolved.seed,
+                                                   progress)
     else:
         result, preds, labels = _train_and_evaluate(resolved, stage, plugins, ctx, train_rows, valid_rows, sart,
                                                     progress)

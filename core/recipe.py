@@ -38,9 +38,42 @@ class LoraConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """A frozen-backbone stage (:mod:`replicator.core.features`): each response encoded apart, a
+    logistic-regression head on the pooled hidden states (+ length features)."""
+
+    layers: list[int] = param([9], "hidden-state layers to pool (0 = embeddings, -1 = last)")
+    pool: Literal["mean", "last", "mean+last"] = param("mean", "mean of the response tokens and/or the last token")
+    max_length: int = param(256, "token budget per (prompt, response) text", ge=MIN_LENGTH)
+    prompt_tokens: int = param(64, "the prompt's last N tokens before the response (more when the response is short)",
+                               ge=0)
+    batch_tokens: int = param(4096, "encoding batch size by padded tokens", ge=1)
+    shard_size: int = param(512, "texts per cache shard (what an interrupted run keeps)", ge=1)
+    lm: bool = param(True, "false: no model at all, the head reads the length and text features only (ablation)")
+    pca: int = param(12, "project the vectors on their first N principal components (fitted on the training "
+                         "responses; 0 = raw vectors)", ge=0)
+    lengths: bool = param(True, "add the length features of the length baseline to the head's inputs")
+    text: bool = param(True, "add style counts (refusal, bold, headers, ?, digits, paragraphs, links) and pair "
+                             "features (word overlap, identical, both refuse)")
+    C: float | None = param(None, "inverse L2 strength of the head; null = chosen by grouped CV on the training rows",
+                            gt=0)
+    c_grid: list[float] = param([0.001, 0.002, 0.003, 0.005, 0.01, 0.03], "the values of C that the CV tries")
+    cv_folds: int = param(5, "folds of that CV (grouped by prompt)", ge=2)
+
+    def __post_init__(self):
+        check_params(self)
+        if not self.layers:
+            raise ParamError("layers", "at least one layer")
+        if not self.c_grid or any(c <= 0 for c in self.c_grid):
+            raise ParamError("c_grid", f"positive values, at least one; got {self.c_grid}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     base: str = param("embedded:gemma-3-270m", "hub id, local path, or embedded:<name> (embedded:gemma-3-270m, embedded:smollm2-135m)")
     lora: LoraConfig | None = param(None, "LoRA settings; null = full fine-tuning")
+    features: FeaturesConfig | None = param(None, "frozen backbone: encode each response once, train a small head "
+                                            "(no fine-tuning; lora and train.* unused)")
     load_in_4bit: bool = param(False, "QLoRA: load the backbone in 4-bit nf4 (bitsandbytes)")
     load_in_8bit: bool = param(False, "load the backbone in 8-bit (bitsandbytes)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", "auto = bf16 on CUDA, fp32 on CPU")

@@ -62,6 +62,14 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
         rows = read_competition_csv(test_csv, require_labels=False)
         final = baseline_predict(load_params(art / PARAMS_FILE), rows)
         return _write(out, rows, final, run_dir)
+    if stage.model.features:  # a frozen-feature run: the backbone encodes, the saved head predicts
+        from .features import predict_rows
+
+        rows = read_competition_csv(test_csv, require_labels=False)
+        plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"))
+        probs = predict_rows(stage, art, rows, progress)
+        final = postprocess(plugins, probs, rows, fit=read_valid_fit(art / VALID_PREDICTIONS))
+        return _write(out, rows, final, run_dir)
     weights = art / WEIGHTS
     if not weights.exists():
         raise ReplicatorError(f"{weights} is missing: run `replicate run` for this recipe first "
