@@ -27,6 +27,7 @@ reuses old vectors.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -54,7 +55,7 @@ def encode_response(tok, prompt: list, response: list, max_length: int, prompt_t
     tokens (turns as ``User: ...``), the response's first tokens (turns as ``Assistant: ...``)."""
     p_ids: list[int] = []
     r_ids: list[int] = []
-    for p, r in zip(prompt, response):
+    for p, r in itertools.zip_longest(prompt, response, fillvalue=""):
         p_ids += tok("User: " + (p or "") + "\n\n", add_special_tokens=False)["input_ids"]
         r_ids += tok("Assistant: " + (r or "") + "\n\n", add_special_tokens=False)["input_ids"]
     budget = max_length - 1
@@ -103,7 +104,7 @@ def read_cache(folder: Path) -> dict[str, np.ndarray]:
     for shard in sorted(folder.glob("*.npz")) if folder.exists() else []:
         try:
             with np.load(shard) as z:
-                out.update(zip(z["keys"].tolist(), z["vectors"]))
+                out.update(zip(z["keys"].tolist(), z["vectors"], strict=True))
         except (OSError, ValueError, KeyError) as e:
             log.warning("feature cache %s unreadable (%s): its texts are encoded again", shard, e)
     return out
@@ -195,14 +196,14 @@ def row_features(model, tok, path: str, rows: list[dict], fcfg, progress: bool) 
     texts = [(r["prompt"], r[side]) for r in rows for side in ("response_a", "response_b")]
     keys = [text_key(p, t) for p, t in texts]
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
-    log.info("features: %d texts, %d cached in %s, %d to encode", len(keys), len(keys) - len(todo), folder, len(todo))
+    log.info("features: %d texts (%d distinct), %d to encode, cache %s", len(keys), len(set(keys)), len(todo), folder)
     t0 = time.time()
     for start in range(0, len(todo), fcfg.shard_size):  # a shard at a time: an interrupted run keeps what it did
         part = todo[start:start + fcfg.shard_size]
         items = [encode_response(tok, *texts[i], fcfg.max_length, fcfg.prompt_tokens) for i in part]
         vectors = encode_texts(model, tok, items, fcfg, progress)
         write_shard(folder, [keys[i] for i in part], vectors)
-        cache.update(zip((keys[i] for i in part), vectors))
+        cache.update(zip([keys[i] for i in part], vectors, strict=True))
     if todo:
         log.info("features: encoded %d texts in %.0f s", len(todo), time.time() - t0)
     return np.stack([cache[k] for k in keys]).reshape(len(rows), 2, -1)

@@ -207,7 +207,7 @@ def data_hash(resolved: Resolved, data_dir: Path) -> tuple[str, dict]:
 
     files: dict[str, str] = {}
     for stage in resolved.stages:
-        plugins = build_plugins(stage.plugins, resolved.file)
+        plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
         for f in map(Path, plugins.data_files(data_dir)):
             if f.exists() and str(f) not in files:
                 files[str(f)] = file_sha256(f)

@@ -315,8 +315,12 @@ def _check_pending(pm: pluggy.PluginManager, order: list[tuple[str, Any]], file:
                           ) from None
 
 
-def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, trace: bool | None = None) -> Plugins:
+def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, trace: bool | None = None,
+                  unused: tuple[str, ...] = ()) -> Plugins:
     """Instantiate and register the recipe's plugin blocks; check hooks, signatures and cardinality.
+
+    ``unused``: ``one`` hooks the stage never calls (:attr:`StageConfig.unused_hooks`: a baseline
+    or frozen-feature stage has no prompt, head or loss): zero plugins is fine there, two is not.
 
     ``trace``: log every hook call (:func:`enable_trace`); None reads ``REPLICATOR_TRACE``.
     """
@@ -342,7 +346,7 @@ def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, t
     plugins = Plugins(pm, order, {alias: origin(inst._use) for alias, inst in order})
     for hook, kind in hookspecs.HOOK_KINDS.items():
         provs = plugins.providers(hook)
-        if kind == "one" and len(provs) != 1:
+        if kind == "one" and len(provs) != 1 and not (hook in unused and not provs):
             names = ", ".join(f"{a} ({p._use})" for a, p in provs) or "none"
             raise RecipeError(file, "plugins", f"hook {hook!r} needs exactly one plugin, found {len(provs)}: {names}")
     if not plugins.providers("data_sources"):

@@ -129,7 +129,7 @@ def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path
     (:mod:`replicator.core.baselines`) are fitted on the same training rows and scored on the same
     validation rows; a ``baseline:`` model trains nothing else."""
     t0 = time.time()
-    plugins = build_plugins(stage.plugins, resolved.file)
+    plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
     ctx = DataContext(data_dir=data_dir, seed=resolved.seed, stage=stage.name, cache_dir=sart.parent / "cache",
                       stage_outputs=load_stage_outputs(resolved, stage, sart.parent))
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)

@@ -137,6 +137,14 @@ class StageConfig:
     #: training rows, for distillation) and/or "pool" (pseudo-labels for the ``pool`` split)
     outputs: tuple[str, ...] = ()
 
+    @property
+    def unused_hooks(self) -> tuple[str, ...]:
+        """The ``one`` hooks this stage never calls: a baseline (``model.base: baseline:...``) or a
+        frozen-feature stage (``model.features``) formats no prompt and trains no head or loss."""
+        if self.model.features or str(self.model.base).startswith("baseline:"):
+            return ("prompt_format", "head", "loss")
+        return ()
+
 
 TOP_KEYS = {
     "name": "recipe name (defaults to the file stem)",
@@ -261,10 +269,25 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
 
         cat = catalogue()
         for s in stages:
-            plugins = build_plugins(s.plugins, file, cat)
+            plugins = build_plugins(s.plugins, file, cat, unused=s.unused_hooks)
+            _check_unused(plugins, s, file)
             if data_dir is not None:
                 check_data(plugins, data_dir, file, s.name)
     return resolved
+
+
+def _check_unused(plugins, stage: StageConfig, file: str) -> None:
+    """A baseline or frozen-feature stage calls no ``augment`` or ``tta`` hook: a plugin for them would
+    change the run id and nothing else, so it is an error (these stages are swap-symmetric by
+    construction)."""
+    if not stage.unused_hooks:
+        return
+    for hook in ("augment", "tta", "prompt_format", "head", "loss"):
+        for alias, p in plugins.providers(hook):
+            raise RecipeError(file, f"plugins.{alias}", f"stage {stage.name} ({stage.model.base}"
+                              f"{', model.features' if stage.model.features else ''}) never calls the {hook!r} "
+                              f"hook, so {p._use!r} would change nothing (its predictions are swap-symmetric by "
+                              "construction)")
 
 
 #: top-level keys a toggle or an override may set (``toggles:`` is read from the file only)

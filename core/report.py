@@ -369,7 +369,8 @@ def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Varian
         "base": bvar.name, "base_runs": [r.run_id for r in bvar.runs],
         "bootstrap": {"n_boot": N_BOOT, "seed": BOOT_SEED, "confidence": 0.95,
                       "resamples": "prompt groups (and seeds when a variant has several)"},
-        "variants": rows, "references": references, "length_buckets": _length_buckets(variants),
+        "variants": rows, "references": references, "per_seed": _per_seed(bvar, notes),
+        "length_buckets": _length_buckets(variants),
         "flags": flags, "notes": notes,
     }
 
@@ -447,6 +448,38 @@ def _references(bvar: Variant, notes: list[str]) -> list[dict]:
     if length is not None:
         out.append(_reference_row(*length, runs))
     return out
+
+
+def _per_seed(bvar: Variant, notes: list[str]) -> list[dict]:
+    """The base on each of its seeds (split seeds) alone, with the reference rows of that seed: what a
+    pooled interval can hide (one lucky split). Empty for a base of one seed (the table says it all)."""
+    runs = sorted((r for r in bvar.runs if r.preds is not None), key=lambda r: str(r.seed))
+    if len(runs) < 2:
+        return []
+    out = []
+    for r in runs:
+        refs = {ref["name"]: ref for ref in _references(Variant(bvar.key, bvar.name, [r]), [])}
+        out.append({"seed": r.seed, "run": r.run_id, "n_rows": len(r.preds), "log_loss": float(r.row_losses().mean()),
+                    "references": {name: {"log_loss": ref["log_loss"], "base_minus_reference": ref["base_minus_reference"],
+                                          "verdict": ref["verdict"]} for name, ref in refs.items()}})
+    return out
+
+
+def per_seed_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-seed table: the base and each reference per seed, and the base's Δ
+    against the length baseline (base − length) with its interval."""
+    header = ["seed", "rows", "base", "uniform", "class prior", "length baseline", "Δ vs length (base − length)",
+              "95% interval"]
+    cells = []
+    for s in data.get("per_seed") or []:
+        refs = s["references"]
+        length = refs.get(LENGTH, {}).get("base_minus_reference")
+        prior = next((v for k, v in refs.items() if k.startswith("class prior")), {})
+        cells.append([str(s["seed"]), str(s["n_rows"]), _f(s["log_loss"]), _f(refs.get(UNIFORM, {}).get("log_loss")),
+                      _f(prior.get("log_loss")), _f(refs.get(LENGTH, {}).get("log_loss")),
+                      _signed(length["delta"]) if length else "—",
+                      f"[{_signed(length['lo'])}, {_signed(length['hi'])}]" if length else "—"])
+    return header, cells
 
 
 def _length_buckets(variants: list[Variant]) -> dict | None:
@@ -727,6 +760,10 @@ def render_markdown(data: dict, compared: list[str], title: str) -> str:
            f"({data['bootstrap']['n_boot']} resamples of {data['bootstrap']['resamples']}).", "",
            markdown_table(data), "", "## Verdicts", ""]
     out += [f"- {line}" for line in verdict_lines(data)] or ["- only the base: nothing to compare"]
+    header, cells = per_seed_rows(data)
+    if cells:
+        out += ["", f"## {data['base']} per split seed", "", "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in cells]
     out += ["", "## Comparability", ""]
     if data["flags"]:
         for f in data["flags"]:
@@ -780,7 +817,7 @@ def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -
               + ("".join(items) or "<li>only the base: nothing to compare</li>") + "</ul>"]
     fig0 = figs[0]
     parts.append(_figure_html(fig0))
-    parts += ["<h2>Comparison</h2>", table]
+    parts += ["<h2>Comparison</h2>", table, _per_seed_html(data)]
     for fig in figs[1:]:
         parts.append(f"<h2>{e(fig['title'])}</h2>" + _figure_html(fig, title=False))
     parts.append("<h2>Comparability</h2><ul>")
@@ -792,6 +829,17 @@ def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -
     parts.append("</ul><h2>What was compared</h2><ul>" + "".join(f'<li class="mono">{e(c)}</li>' for c in compared)
                  + "</ul></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _per_seed_html(data: dict) -> str:
+    header, cells = per_seed_rows(data)
+    if not cells:
+        return ""
+    e = html.escape
+    return (f'<h2>{e(data["base"])} per split seed</h2><table id="per-seed"><thead><tr>'
+            + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f'<td class="num">{e(x)}</td>' for x in c) + "</tr>" for c in cells)
+            + "</tbody></table>")
 
 
 def _figure_html(fig: dict, title: bool = True) -> str:

@@ -66,7 +66,7 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
         from .features import predict_rows
 
         rows = read_competition_csv(test_csv, require_labels=False)
-        plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"))
+        plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"), unused=stage.unused_hooks)
         probs = predict_rows(stage, art, rows, progress)
         final = postprocess(plugins, probs, rows, fit=read_valid_fit(art / VALID_PREDICTIONS))
         return _write(out, rows, final, run_dir)
@@ -75,7 +75,7 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
         raise ReplicatorError(f"{weights} is missing: run `replicate run` for this recipe first "
                               f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
     rows = read_competition_csv(test_csv, require_labels=False)
-    plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"))
+    plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"), unused=stage.unused_hooks)
     model, tok = load_for_inference(stage.model, plugins, weights, load_in_8bit=stage.predict.load_in_8bit)
     probs = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens, progress)
     final = postprocess(plugins, probs["tta"], rows, fit=read_valid_fit(art / VALID_PREDICTIONS))

@@ -74,6 +74,10 @@ class NotApplicable(Exception):
 # ---------------------------------------------------------------- the recipe as a toggle sees it
 
 
+#: shared toggles that apply to stages without a fine-tuned LM too (they act on the predictions)
+LM_FREE_TOGGLES = ("temperature",)
+
+
 class View:
     """The partly patched recipe ``cfg``: its stages and its final stage's plugin blocks."""
 
@@ -91,6 +95,19 @@ class View:
         self.final_name = list(self.stages)[-1]
         patch = {k: v for k, v in self.stages[self.final_name].items() if k not in ("from", "reinit_head", "outputs")}
         self.final: dict = merge_patch(defaults, patch)
+        model = self.section("model")
+        self.baseline = str(model.get("base", "")).startswith("baseline:")
+        self.lm_free = bool(model.get("features")) or self.baseline
+
+    def check_trains_an_lm(self, name: str) -> None:
+        """Shared toggles other than :data:`LM_FREE_TOGGLES` change how an LM is fine-tuned or
+        prompted: not applicable to a baseline or frozen-feature final stage."""
+        if self.baseline:
+            raise NotApplicable(f"the final stage {self.final_name!r} is a baseline: it has no model, prompt, loss, "
+                                "augmentation, TTA or postprocessing to toggle")
+        if self.lm_free and name not in LM_FREE_TOGGLES:
+            raise NotApplicable(f"the final stage {self.final_name!r} fine-tunes no LM (a baseline or model.features "
+                                "stage): it has no prompt, loss, augmentation or TTA to toggle")
 
     # -- the final stage's values
     def section(self, name: str) -> dict:
@@ -467,6 +484,7 @@ def plan_toggle(cfg: dict, name: str, named: dict, file: str) -> Applied:
     t = SHARED[name]
     try:
         view = View(cfg, file)
+        view.check_trains_an_lm(name)
         direction = "off" if t.has(view) else "on"
         patches = (t.off if direction == "off" else t.on)(view)
     except NotApplicable as e:
@@ -511,6 +529,7 @@ def status(cfg: dict, file: str) -> list[tuple[str, str, str]]:
     for name, t in SHARED.items():
         try:
             view = View(cfg, file)
+            view.check_trains_an_lm(name)
             direction = "off" if t.has(view) else "on"
             (t.off if direction == "off" else t.on)(view)
             out.append((name, direction, t.meaning(direction)))

@@ -296,6 +296,32 @@ def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
     assert not r["notes"]
 
 
+def test_per_seed_table_shows_each_split_seed_against_its_references(tmp_path):
+    """A base of several seeds gets one line per seed: its log loss, uniform, prior and length
+    baseline on that seed's rows, and the paired interval of base − length on those rows alone."""
+    root = tmp_path / "reports"
+    dirs = []
+    for s in (1, 2, 3):
+        p, y = synthetic(s, 1.0)
+        dirs.append(make_run(root, seed=s, probs=p, labels=y, baselines=_baseline_views(s)))
+    r = build_report(dirs, tmp_path / "rep")
+    assert [x["seed"] for x in r["per_seed"]] == [1, 2, 3]
+    y = synthetic(1, 0)[1]
+    groups = np.array([row["group"] for row in valid_rows()])
+    for s, line in zip((1, 2, 3), r["per_seed"], strict=True):
+        base = row_log_loss(np.round(synthetic(s, 1.0)[0], 6), y)
+        ref = row_log_loss(np.round(_baseline_views(s)["baseline_length"], 6), y)
+        want = paired_bootstrap(base, ref, groups, n_boot=2000, seed=0, seeds=np.full(N_ROWS, str(s)))
+        got = line["references"]["length features (logistic regression)"]["base_minus_reference"]
+        assert line["log_loss"] == pytest.approx(base.mean()) and line["n_rows"] == N_ROWS
+        assert (got["delta"], got["lo"], got["hi"]) == pytest.approx((-want["delta"], -want["hi"], -want["lo"]))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## toy per split seed" in md and md.count("| 2 | ") >= 1
+    assert 'id="per-seed"' in (tmp_path / "rep" / "report.html").read_text()
+    one = build_report(dirs[:1], tmp_path / "rep1")
+    assert one["per_seed"] == [] and "per split seed" not in (tmp_path / "rep1" / "report.md").read_text()
+
+
 def test_reference_rows_fall_back_for_older_runs_and_say_so(tmp_path):
     """A base run without the views (written before baselines) leaves the length row to the runs that have it."""
     root = tmp_path / "reports"
