@@ -1,7 +1,8 @@
 """The training loop of one stage, written out in one place: plan -> optimizer -> steps -> checkpoints.
 
-The same code runs in one process and under ``accelerate launch --num_processes N`` (GPUs, or
-``--cpu`` with gloo): an optimizer step takes ``grad_accum`` micro-batches per process from one
+The same code runs in one process and under a launcher: ``accelerate launch --num_processes N`` on
+GPUs, ``torchrun --nproc_per_node N`` on CPU (gloo; ``accelerate launch --cpu`` starts one process
+unless MPI is set up): an optimizer step takes ``grad_accum`` micro-batches per process from one
 schedule (so N processes with ``grad_accum`` g give the same steps as one process with N x g);
 each process takes every N-th micro-batch of the step, padded with weight-0 repeats to the same
 count, gradients are synchronised once per step (``no_sync`` before the last micro-batch), and
