@@ -47,6 +47,15 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _fail_os(e: OSError) -> None:
+    """A file that could not be read or written, named, without a traceback (it is logged at debug level)."""
+    import logging
+
+    logging.getLogger(__name__).debug("traceback of the error", exc_info=e)
+    where = e.filename if e.filename is not None else "a file"
+    _fail(ReplicatorError(f"{where}: {e.strerror or e}" + (f" ({type(e).__name__})" if e.strerror else "")))
+
+
 @app.command()
 def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
          verbose: VerboseOpt = False, quiet: QuietOpt = False):
@@ -102,6 +111,12 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
         run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=progress)
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
+    from .dist import is_main
+
+    if not is_main():  # under a launcher the main process reports
+        return
     typer.echo(f"{'reused' if reused else 'finished'}: {run_dir}")
     keys = ("log_loss", "accuracy", "tta_log_loss", "tta_accuracy", "final_log_loss", "final_accuracy",
             "n_train_rows", "n_valid_rows")
@@ -120,6 +135,8 @@ def predict(run: str, test_csv: Path,
         info = predict_run(run, test_csv, out, progress=progress)
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
     typer.echo(f"wrote {info['out']} ({info['rows']} rows) with {info['run']}")
 
 
@@ -213,3 +230,7 @@ def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
 
 def main():  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m replicator.core.cli (accelerate launch -m replicator.core.cli ...)
+    main()

@@ -35,6 +35,9 @@ Every case is either handled by one of these rules or rejected:
   - Lone UTF-16 surrogates from JSON escapes (the real data has unpaired ``"\\ud83d"``) are
     replaced by U+FFFD so tokenizers never crash (paired escapes decode to the real character);
     counted, one summary line in the log.
+  - NUL characters (``\\x00``, raw or as a ``\\u0000`` escape) inside a turn are removed (tokenizers
+    and C string APIs stop at them); counted, one summary line in the log naming the row ids and
+    fields. Rows of the other data sources get the same repair and notice in :func:`collect_rows`.
   - All three lists empty -> rejected (nothing to compare).
 * **Labels.** Each of ``winner_model_a, winner_model_b, winner_tie`` must be a finite number
   equal to 0 or 1 (``1``, ``0``, ``1.0`` accepted) and exactly one of them must be 1.
@@ -97,15 +100,19 @@ class _Stats:
         self.nulls: list[str] = []
         self.padded: list[str] = []
         self.surrogates: list[str] = []
+        #: "<row id> <field>" of every turn field that had NUL characters (removed)
+        self.nuls: list[str] = []
 
     def report(self, file: str) -> None:
-        for ids, what in ((self.nulls, "null turn(s) replaced by \"\""),
+        for ids, what in ((self.nuls, "NUL character(s) (\\x00) removed from the text of the named field(s)"),
+                          (self.nulls, "null turn(s) replaced by \"\""),
                           (self.padded, "turn counts differed between prompt/response_a/response_b; "
                                         "shorter lists padded with \"\""),
                           (self.surrogates, "lone UTF-16 surrogate(s) replaced by U+FFFD")):
             if ids:
                 eg = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-                log.info("%s: %d row(s): %s (e.g. id %s)", file, len(ids), what, eg)
+                log.info("%s: %d %s: %s (e.g. id %s)", file, len(ids), "field(s)" if ids is self.nuls else "row(s)",
+                         what, eg)
 
 
 def _bad_bytes(text: str) -> bool:
@@ -205,6 +212,7 @@ def _validate_record(rec: dict[str, Any], where: str, require_labels: bool, has_
     if problems:
         return None, problems
 
+    stats.nuls.extend(f"{rid} {f}" for f in strip_nul(turns))
     lens = [len(turns[f]) for f in TURN_FIELDS]
     if max(lens) == 0:
         return None, [(rid, "prompt", "prompt, response_a and response_b are all empty lists")]
@@ -225,6 +233,14 @@ def _validate_record(rec: dict[str, Any], where: str, require_labels: bool, has_
     row = make_row(rid, turns["prompt"], turns["response_a"], turns["response_b"], label=label,
                    model_a=models[0], model_b=models[1], source=source)
     return row, []
+
+
+def strip_nul(row: dict) -> list[str]:
+    """Remove NUL characters from the turn fields of ``row`` (in place); the fields that had any."""
+    fields = [f for f in TURN_FIELDS if any("\x00" in t for t in row.get(f) or [])]
+    for f in fields:
+        row[f] = [t.replace("\x00", "") for t in row[f]]
+    return fields
 
 
 def _duplicate_problems(seen: dict[str, list[str]]) -> list[tuple[str, str, str]]:
@@ -649,6 +665,23 @@ def stage_rows_error(stage: str, split: str, why: str) -> NoReturn:
     raise DataError(f"stage {stage or 'main'}", [(f"({split} split)", "", why)])
 
 
+def _repair_nul(rows: list[dict]) -> None:
+    """NUL characters removed from the turns of any source's rows (the competition CSV's are gone
+    already), the prompt group recomputed; one notice per source naming rows and fields."""
+    from .rows import prompt_group
+
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        fields = strip_nul(r)
+        if fields:
+            r["group"] = prompt_group(r["prompt"])
+            found.setdefault(r.get("source") or "(unknown source)", []).extend(f"{r['id']} {f}" for f in fields)
+    for source, where in found.items():
+        eg = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
+        log.info("%s: %d field(s): NUL character(s) (\\x00) removed from the text of the named field(s) "
+                 "(e.g. id %s)", source, len(where), eg)
+
+
 def collect_rows(plugins, ctx) -> tuple[list[dict], list[dict]]:
     """Validation rows first (so train sources can de-duplicate against them), then training rows.
 
@@ -670,6 +703,7 @@ def collect_rows(plugins, ctx) -> tuple[list[dict], list[dict]]:
     if leaked:
         stage_rows_error(ctx.stage, "train", f"{len(leaked)} training rows share a prompt with validation rows "
                      f"(first: {leaked[0]}); a data source did not de-duplicate against ctx.valid_groups")
+    _repair_nul(train + valid)
     for name, rows in (("train", train), ("valid", valid)):
         bad = [r["id"] for r in rows if r.get("label") is None]
         if bad:

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import metrics as M
 from .calibrate import crossfit_postprocess
+from .dist import is_main
 from .io import atomic_write_text
 from .predict import IDENTITY, predict_probs
 from .recipe import StageConfig
@@ -71,5 +72,6 @@ def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, pro
                           progress)
     preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
     preds.update(baselines or {})
-    write_valid_predictions(art / VALID_PREDICTIONS, valid_rows, preds, labels)
+    if is_main():  # every process has all the predictions (gathered); one writes them
+        write_valid_predictions(art / VALID_PREDICTIONS, valid_rows, preds, labels)
     return scores(preds, labels), preds, labels

@@ -87,3 +87,24 @@ def atomic_folder(folder: Path, build: Callable[[Path], None], keep_existing: bo
         for leftover in (tmp, old):
             if leftover is not None and leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of :func:`atomic_path`'s or :func:`atomic_folder`'s temp names."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".old"))
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Remove the temp files and folders of atomic writes under ``folder`` (left by a writer that was
+    killed: a failing one removes its own); call it only where no other process writes (a run's
+    folders under its lock). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = sorted((p for p in folder.rglob(".*") if is_temp_name(p.name)), key=lambda p: -len(p.parts))
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found

@@ -7,13 +7,23 @@ and, written last, ``metrics.json``. Heavy outputs (checkpoints, weights, predic
 ``artifacts/<recipe>/<run_id>/<stage>/`` (``REPLICATOR_ARTIFACTS``, git-ignored).
 
 Reuse never trusts a marker alone: a stage is done when its ``done.json`` exists *and* the outputs
-it vouches for are there (weights, readable validation predictions, ``outputs.json`` when asked);
-a run is finished when its ``metrics.json`` exists and every stage is done. A stage with a
-``checkpoint.pt`` resumes from it. ``force`` first removes ``metrics.json``, then the artifacts.
+it vouches for are there (weights complete, readable validation predictions, ``outputs.json`` when
+asked); a run is finished when its ``metrics.json`` and ``fingerprint.json`` exist, no
+``failed.json`` does, and every stage is done. A stage with a ``checkpoint.pt`` resumes from it.
+
+Order of an attempt: the reports and artifacts folders are checked writable; the run's lock is
+taken (:mod:`replicator.core.lock`); the first stage's data is read and checked; only then does the
+run write (``force`` first removes ``metrics.json``, then the artifacts; ``resolved.yaml``);
+``fingerprint.json`` and, last, ``metrics.json`` are written when every stage is done. A failure
+after the first write leaves ``failed.json`` (error, stage) and no ``metrics.json``/``fingerprint.json``
+(``replicate report`` only sees finished runs). Under ``accelerate launch`` every process computes
+its share and only the main process writes (:mod:`replicator.core.dist`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,10 +33,13 @@ from pathlib import Path
 
 from . import baselines
 from .data import collect_rows, sample_rows
+from .dist import barrier, is_main
 from .evaluate import VALID_PREDICTIONS, evaluate, label_prior
 from .fingerprint import fingerprint
-from .io import atomic_save_safetensors, atomic_write_text
+from .io import atomic_save_safetensors, atomic_write_text, remove_temp_files
+from .lock import run_lock
 from .manager import build_plugins
+from .preflight import safetensors_problem, writable_folder
 from .recipe import Resolved, StageConfig
 from .rows import DataContext
 from .stage_outputs import OUTPUTS, attach_teachers, load_stage_outputs, write_stage_outputs
@@ -36,6 +49,8 @@ log = logging.getLogger(__name__)
 WEIGHTS = "final.safetensors"
 DONE = "done.json"
 METRICS = "metrics.json"
+FINGERPRINT = "fingerprint.json"
+FAILED = "failed.json"
 #: per-stage results kept out of the top level of metrics.json (they stay under ``stages``)
 STAGE_ONLY = ("train_loss_history", "model", "stage")
 
@@ -82,12 +97,15 @@ def stage_missing(stage: StageConfig, sart: Path) -> list[str]:
     missing = [f for f in need if not (sart / f).exists()]
     if VALID_PREDICTIONS not in missing and not _readable_predictions(sart / VALID_PREDICTIONS):
         missing.append(f"{VALID_PREDICTIONS} (unreadable)")
+    if weights == WEIGHTS and WEIGHTS not in missing and safetensors_problem(sart / WEIGHTS):
+        missing.append(f"{WEIGHTS} ({safetensors_problem(sart / WEIGHTS)})")
     return missing
 
 
 def finished(resolved: Resolved, run_dir: Path, art: Path) -> bool:
-    """Whether the run's ``metrics.json`` exists and every stage it vouches for is done."""
-    if not (run_dir / METRICS).exists():
+    """Whether the run's ``metrics.json`` and ``fingerprint.json`` exist, no ``failed.json`` says its
+    last attempt failed, and every stage it vouches for is done."""
+    if not ((run_dir / METRICS).exists() and (run_dir / FINGERPRINT).exists()) or (run_dir / FAILED).exists():
         return False
     missing = {s.name: stage_missing(s, art / s.name) for s in resolved.stages}
     missing = {k: v for k, v in missing.items() if v}
@@ -123,16 +141,68 @@ def stage_rows(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext
     return train_rows, valid_rows
 
 
-def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path, run_dir: Path,
-              progress: bool) -> dict:
-    """Train and evaluate one stage; its results (what ``done.json`` holds). The baselines
+@dataclasses.dataclass
+class RunState:
+    """One attempt at a run: where it writes and whether it has begun writing (:meth:`begin`)."""
+
+    resolved: Resolved
+    fp: dict
+    run_dir: Path
+    art: Path
+    data_dir: Path
+    force: bool = False
+    progress: bool = True
+    begun: bool = False
+    stage: str = ""
+
+    def begin(self) -> None:
+        """The first write of this attempt, once the first stage's data and config passed their checks:
+        what ``force`` replaces goes (metrics first, then the artifacts), the results of an older
+        attempt stop vouching for anything, temp files of killed writers (the lock is ours) go,
+        ``resolved.yaml`` is written."""
+        if self.begun:
+            return
+        if is_main():
+            for f in (METRICS, FINGERPRINT):
+                (self.run_dir / f).unlink(missing_ok=True)
+            if self.force and self.art.exists():
+                shutil.rmtree(self.art)
+            for folder in (self.run_dir, self.art):
+                remove_temp_files(folder)
+            atomic_write_text(self.run_dir / "resolved.yaml", self.resolved.to_yaml())
+        barrier()
+        self.begun = True
+        log.info("run %s: %d stage(s) -> %s", self.fp["run_id"], len(self.resolved.stages), self.run_dir)
+
+    def mark_failed(self, error: BaseException) -> None:
+        """``failed.json`` (the error, the stage) once this attempt has written anything: the folder is
+        never taken for a result, and the next run recomputes what is not done."""
+        if not (self.begun and is_main()):
+            return
+        info = {"run_id": self.fp["run_id"], "stage": self.stage, "error": type(error).__name__,
+                "message": str(error), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            atomic_write_text(self.run_dir / FAILED, json.dumps(info, indent=2))
+        except Exception as e:  # the original error matters more than this one
+            log.error("could not write %s: %s", self.run_dir / FAILED, e)
+        else:
+            log.error("run %s failed in stage %s: %s (%s)", self.fp["run_id"], self.stage or "-", error,
+                      self.run_dir / FAILED)
+
+
+def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
+    """Check, train and evaluate one stage; its results (what ``done.json`` holds). The stage's data
+    is read and checked before the run writes anything (:meth:`RunState.begin`). The baselines
     (:mod:`replicator.core.baselines`) are fitted on the same training rows and scored on the same
     validation rows; a ``baseline:`` model trains nothing else."""
-    t0 = time.time()
+    t0, resolved, sart = time.time(), state.resolved, state.art / stage.name
     plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
-    ctx = DataContext(data_dir=data_dir, seed=resolved.seed, stage=stage.name, cache_dir=sart.parent / "cache",
-                      stage_outputs=load_stage_outputs(resolved, stage, sart.parent))
+    ctx = DataContext(data_dir=state.data_dir, seed=resolved.seed, stage=stage.name, cache_dir=state.art / "cache",
+                      stage_outputs=load_stage_outputs(resolved, stage, state.art))
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
+    state.begin()
+    if is_main():
+        (sart / DONE).unlink(missing_ok=True)
     if baselines.is_baseline(stage.model.base):
         result, preds, labels = baselines.run_baseline(stage, train_rows, valid_rows, sart)
     elif stage.model.features:
@@ -143,7 +213,8 @@ def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path
     else:
         result, preds, labels = _train_and_evaluate(resolved, stage, plugins, ctx, train_rows, valid_rows, sart,
                                                     progress)
-    write_row_predictions(run_dir, stage, resolved.final.name, valid_rows, preds, labels)
+    if is_main():
+        write_row_predictions(state.run_dir, stage, resolved.final.name, valid_rows, preds, labels)
     result.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
     return result
 
@@ -151,7 +222,8 @@ def run_stage(resolved: Resolved, stage: StageConfig, sart: Path, data_dir: Path
 def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
                         sart: Path, progress: bool):
     """Load, train, save and evaluate the stage's model (+ its outputs for later stages): (results,
-    predictions per view with the baselines', labels)."""
+    predictions per view with the baselines', labels). Every process trains and predicts its share;
+    the main process writes."""
     from .model import load_for_inference, load_model, trainable_state
     from .trainer import train_stage
 
@@ -161,8 +233,10 @@ def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: Da
     init_from = sart.parent / stage.from_stage / WEIGHTS if stage.from_stage else None
     result = train_stage(stage, plugins, train_rows, model, tok, info, sart, resolved.seed, init_from, progress)
     result["train_label_prior"] = label_prior(train_rows)
-    atomic_save_safetensors(trainable_state(model), sart / WEIGHTS, metadata={"base": stage.model.base})
+    if is_main():
+        atomic_save_safetensors(trainable_state(model), sart / WEIGHTS, metadata={"base": stage.model.base})
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit
+        barrier()  # the weights are written
         del model
         model, tok = load_for_inference(stage.model, plugins, sart / WEIGHTS, load_in_8bit=True)
     scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs)
@@ -185,18 +259,27 @@ def write_row_predictions(run_dir: Path, stage: StageConfig, final: str, rows, p
     write(row_predictions_path(run_dir, stage.name, final), rows, preds, labels)
 
 
-def _stage(resolved: Resolved, stage: StageConfig, art: Path, data_dir: Path, run_dir: Path, progress: bool) -> dict:
-    """A stage's results: reused when it is done, else computed and marked done."""
-    sart = art / stage.name
-    missing = stage_missing(stage, sart)
-    if not missing:
-        log.info("stage %s: already done, reused", stage.name)
+def _stage(state: RunState, stage: StageConfig) -> dict:
+    """A stage's results: reused when it is done (never before ``force`` has cleared the old run),
+    else computed and marked done. A baseline stage runs in the main process only."""
+    sart = state.art / stage.name
+    state.stage = stage.name
+    if state.begun or not state.force:
+        missing = stage_missing(stage, sart)
+        barrier()  # every process has looked before anyone writes
+        if not missing:
+            log.info("stage %s: already done, reused", stage.name)
+            return json.loads((sart / DONE).read_text())
+        if (sart / DONE).exists():
+            log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name, ", ".join(missing))
+    if baselines.is_baseline(stage.model.base) and not is_main():
+        state.begin()  # in step with the main process's begin()
+        barrier()
         return json.loads((sart / DONE).read_text())
-    if (sart / DONE).exists():
-        log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name, ", ".join(missing))
-        (sart / DONE).unlink()
-    result = run_stage(resolved, stage, sart, data_dir, run_dir, progress)
-    atomic_write_text(sart / DONE, json.dumps(result, indent=2))
+    result = run_stage(state, stage, state.progress)
+    if is_main():
+        atomic_write_text(sart / DONE, json.dumps(result, indent=2))
+    barrier()
     return result
 
 
@@ -213,27 +296,49 @@ def run_metrics(fp: dict, resolved: Resolved, stages: dict[str, dict]) -> dict:
     return metrics
 
 
-def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
-               progress: bool = True) -> tuple[Path, dict, bool]:
-    """Run every stage of ``resolved``; return (run folder, metrics, reused)."""
+def _finish(state: RunState, stages: dict[str, dict]) -> dict:
+    """The run's last writes: ``failed.json`` of an older attempt goes, ``fingerprint.json``, then
+    ``metrics.json``, the run's done marker."""
+    state.begin()  # every stage reused, metrics missing: the run still writes through begin()
+    metrics = run_metrics(state.fp, state.resolved, stages)
+    if is_main():
+        (state.run_dir / FAILED).unlink(missing_ok=True)
+        atomic_write_text(state.run_dir / FINGERPRINT, json.dumps(state.fp, indent=2))
+        atomic_write_text(state.run_dir / METRICS, json.dumps(metrics, indent=2))
+    barrier()
+    return metrics
+
+
+def preflight(resolved: Resolved, run_dir: Path, art: Path) -> None:
+    """What a run checks before it takes its lock: baseline names, the reports and artifacts folders
+    writable (a probe file, so a read-only folder fails here and not after training)."""
     for s in resolved.stages:  # an unknown baseline name fails before anything is written
         if baselines.is_baseline(s.model.base):
             baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
+    writable_folder(run_dir, "reports folder (REPLICATOR_REPORTS)")
+    writable_folder(art, "artifacts folder (REPLICATOR_ARTIFACTS)")
+
+
+def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
+               progress: bool = True) -> tuple[Path, dict, bool]:
+    """Run every stage of ``resolved``; return (run folder, metrics, reused).
+
+    One process at a time per run id (:func:`replicator.core.lock.run_lock`: a second one waits,
+    then reuses); nothing is written before the first stage's data passed its checks; a failure
+    after that leaves ``failed.json`` (and no ``metrics.json``)."""
     fp = fingerprint(resolved, data_dir)
     run_dir, art = run_folders(resolved, fp["run_id"])
-    metrics_file = run_dir / METRICS
-    if force:
-        metrics_file.unlink(missing_ok=True)  # first: a forced run never leaves old metrics behind
-        if art.exists():
-            shutil.rmtree(art)
-    elif finished(resolved, run_dir, art):
-        log.info("%s is finished: reused", run_dir)
-        return run_dir, json.loads(metrics_file.read_text()), True
-    metrics_file.unlink(missing_ok=True)  # stale metrics vouch for nothing while we recompute
-    atomic_write_text(run_dir / "resolved.yaml", resolved.to_yaml())
-    atomic_write_text(run_dir / "fingerprint.json", json.dumps(fp, indent=2))
-    log.info("run %s: %d stage(s) -> %s", fp["run_id"], len(resolved.stages), run_dir)
-    stages = {s.name: _stage(resolved, s, art, data_dir, run_dir, progress) for s in resolved.stages}
-    metrics = run_metrics(fp, resolved, stages)
-    atomic_write_text(metrics_file, json.dumps(metrics, indent=2))  # last: the run's done marker
-    return run_dir, metrics, False
+    preflight(resolved, run_dir, art)
+    with run_lock(run_dir, fp["run_id"]) if is_main() else contextlib.nullcontext():
+        done = not force and finished(resolved, run_dir, art)
+        barrier()  # the main process holds the lock; every process has looked
+        if done:
+            log.info("%s is finished: reused", run_dir)
+            return run_dir, json.loads((run_dir / METRICS).read_text()), True
+        state = RunState(resolved, fp, run_dir, art, data_dir, force, progress)
+        try:
+            stages = {s.name: _stage(state, s) for s in resolved.stages}
+            return run_dir, _finish(state, stages), False
+        except BaseException as e:
+            state.mark_failed(e)
+            raise

@@ -36,14 +36,20 @@ def views_of(plugins) -> list:
 
 
 def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):
+    """One view's probabilities of ``rows``; under several processes each predicts every N-th row of
+    the length-sorted order and the parts are gathered (each row once)."""
     import torch
     from tqdm.auto import tqdm
 
+    from .dist import gather_rows, shard
+
     device = next(model.parameters()).device
-    seqs = [encoder(dict(view.apply(r), view=view.name), max_length) for r in rows]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    probs = np.zeros((len(rows), 3), dtype=np.float64)
-    bar = tqdm(total=len(rows), desc=f"predict {view.name}", disable=not progress, dynamic_ncols=True,
+    by_length = sorted(range(len(rows)), key=lambda i: -len(encoder(dict(view.apply(rows[i]), view=view.name),
+                                                                    max_length)))
+    order = [by_length[k] for k in shard(len(rows))]
+    seqs = {j: encoder(dict(view.apply(rows[j]), view=view.name), max_length) for j in order}
+    probs = np.zeros((len(order), 3), dtype=np.float64)
+    bar = tqdm(total=len(order), desc=f"predict {view.name}", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
     i = 0
     with torch.inference_mode():
@@ -52,11 +58,11 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
             idx = order[i:i + n]
             ids, mask = collate([seqs[j] for j in idx], tok.pad_token_id, device)
             logits = forward_logits(model, ids, mask)[:, :3].float()
-            probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+            probs[i:i + len(idx)] = torch.softmax(logits, dim=-1).cpu().numpy()
             i += n
             bar.update(len(idx))
     bar.close()
-    return view.invert(probs)
+    return view.invert(gather_rows(order, probs, len(rows)))
 
 
 def predict_probs(model, tok, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,

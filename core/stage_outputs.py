@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .data import stage_rows_error
+from .dist import is_main
 from .io import atomic_write_text
 from .predict import predict_probs
 from .recipe import Resolved, StageConfig
@@ -36,7 +37,8 @@ def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx
                          "the 'pool' split")
         out["pool"] = _probs_by_id(model, tok, plugins, stage, pool, progress)
         out["pool_rows"] = [{k: v for k, v in r.items() if k != "label"} for r in pool]
-    atomic_write_text(art / OUTPUTS, json.dumps(out))
+    if is_main():
+        atomic_write_text(art / OUTPUTS, json.dumps(out))
     return {k: len(v) for k, v in out.items()}
 
 

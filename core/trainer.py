@@ -1,7 +1,14 @@
 """The training loop of one stage, written out in one place: plan -> optimizer -> steps -> checkpoints.
 
-Single process here; the same code runs under ``accelerate launch`` on several GPUs (each
-process takes its share of every optimizer step's micro-batches; only the main process writes).
+The same code runs in one process and under a launcher: ``accelerate launch --num_processes N`` on
+GPUs, ``torchrun --nproc_per_node N`` on CPU (gloo; ``accelerate launch --cpu`` starts one process
+unless MPI is set up): an optimizer step takes ``grad_accum`` micro-batches per process from one
+schedule (so N processes with ``grad_accum`` g give the same steps as one process with N x g);
+each process takes every N-th micro-batch of the step, padded with weight-0 repeats to the same
+count, gradients are synchronised once per step (``no_sync`` before the last micro-batch), and
+the loss is scaled so that the averaged gradient is the mean over the step's micro-batches, as
+in one process. Dropout masks are seeded per micro-batch (:func:`micro_seed`), so they do not
+depend on which process runs it. Only the main process writes checkpoints.
 A stage with ``checkpoint.pt`` resumes from it: model, optimizer, scheduler, RNG, loss history and
 token count come back, so a killed run finishes with the same numbers as an uninterrupted one.
 """
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .batches import Encoder, collate, forward_logits, length_grouped_batches, units_of
+from .dist import all_sum, use_cpu, world_size
 from .errors import ReplicatorError
 from .io import atomic_torch_save
 from .recipe import StageConfig
@@ -29,8 +37,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
-def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int):
-    """Per epoch: augmented rows and their micro-batches; then the optimizer-step schedule."""
+def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
+    """Per epoch: augmented rows and their micro-batches; then the optimizer-step schedule: one step
+    takes ``grad_accum`` micro-batches from each of the ``n_processes`` processes."""
     tcfg = stage.train
     n_epochs = max(1, math.ceil(tcfg.epochs))
     epochs = []
@@ -42,7 +51,7 @@ def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int):
             batches = batches[: max(1, int(len(batches) * (tcfg.epochs - (n_epochs - 1))))]
         epochs.append((rows, batches))
     micro = [(e, b) for e, (_, batches) in enumerate(epochs) for b in batches]
-    steps = math.ceil(len(micro) / tcfg.grad_accum)
+    steps = math.ceil(len(micro) / (tcfg.grad_accum * n_processes))
     if tcfg.max_steps:
         steps = min(steps, tcfg.max_steps)
     return epochs, micro, steps
@@ -119,7 +128,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from .model import load_trainable
 
     tcfg = stage.train
-    acc = Accelerator()
+    acc = Accelerator(cpu=use_cpu())
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
@@ -127,7 +136,8 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
                                   weight_decay=tcfg.weight_decay)
     scheduler = get_scheduler(tcfg.schedule if tcfg.schedule != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=steps)
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # the scheduler stays unprepared: accelerate steps a prepared one once per process per optimizer step
+    model, optimizer = acc.prepare(model, optimizer)
     loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
     if loop.ckpt.exists():
         loop.resume()
@@ -135,8 +145,8 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     return loop
 
 
-def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, n_micro: int) -> float:
-    """Forward and backward of one micro-batch; the loss (divided by ``n_micro``) as a float."""
+def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: float) -> float:
+    """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
     import torch
 
     acc = loop.acc
@@ -147,9 +157,44 @@ def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, n_micro
     loss = loss_fn(logits, labels, extra)
     if aux_loss is not None:
         loss = loss + aux_loss(logits, extra)
-    loss = loss / n_micro
+    loss = loss * scale
     acc.backward(loss)
     return loss.item()
+
+
+def share(everyone: list, rank: int, n: int) -> list[tuple[int, Any, float]]:
+    """This process's part of one optimizer step's micro-batches: ``(index in the step, micro-batch,
+    weight)`` for every ``n``-th, padded with weight-0 repeats so that every process runs as many
+    forward/backward passes (gradients are averaged over processes in lockstep)."""
+    mine = [(k, mb, 1.0) for k, mb in enumerate(everyone) if k % n == rank]
+    per_process = math.ceil(len(everyone) / n)
+    pad = [(k, everyone[k], 0.0) for k in range(len(everyone))]
+    return mine + pad[: per_process - len(mine)]
+
+
+def micro_seed(seed: int, index: int) -> int:
+    """The torch seed of the ``index``-th micro-batch of a stage (dropout masks): fixed by the
+    micro-batch, not by which process runs it or how many ran before it on that process."""
+    return (seed * 1_000_003 + index) % 2**63
+
+
+def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro) -> float:
+    """One optimizer step: this process's micro-batches (gradients synchronised once, on the last),
+    the update; the step's mean micro-batch loss over all processes."""
+    import contextlib
+
+    import torch
+
+    acc = loop.acc
+    mine = share(everyone, acc.process_index, acc.num_processes)
+    scale = acc.num_processes / len(everyone)  # processes average gradients: x n / (all micro-batches)
+    total = 0.0
+    for j, (k, (e, batch), weight) in enumerate(mine):
+        torch.manual_seed(micro_seed(seed, first_index + k))
+        sync = j == len(mine) - 1
+        with contextlib.nullcontext() if sync else acc.no_sync(loop.model):
+            total += run_micro(e, batch, scale * weight)
+    return all_sum(total) / acc.num_processes
 
 
 def _optimizer_step(loop: Loop, tcfg) -> None:
@@ -167,7 +212,7 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
 
     tcfg = stage.train
     encoder = Encoder(plugins, tok)
-    epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed)
+    epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed, world_size())
     loop = _start(stage, model, info, steps, init_from, art)
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
@@ -177,11 +222,13 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
                dynamic_ncols=True, file=sys.stderr)
     loop.model.train()
     t0, ema = time.time(), None
+
+    def run_micro(e, batch, scale):
+        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss, scale)
+
     for step in range(start, steps):
         everyone = micro[step * group:(step + 1) * group]
-        mine = everyone[acc.process_index::acc.num_processes]
-        step_loss = sum(_micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss,
-                                    len(mine)) for e, batch in mine)
+        step_loss = _step(loop, everyone, step * group, seed, run_micro)
         _optimizer_step(loop, tcfg)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
         loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length)) for e, batch in everyone for i in batch)

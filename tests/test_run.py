@@ -157,10 +157,10 @@ def test_force_removes_the_old_metrics_before_anything_else(isolated, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(pipeline, "run_stage", boom)
+    monkeypatch.setattr(pipeline, "_train_and_evaluate", boom)  # after the data checks, before training
     with pytest.raises(RuntimeError, match="killed"):
         _run(QUICK, force=True)
-    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "metrics.json").exists() and (run_dir / "failed.json").exists()
     assert not (isolated / "artifacts" / "smoke" / run_dir.name / "main" / "final.safetensors").exists()
 
 
