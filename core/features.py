@@ -367,10 +367,14 @@ def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     predictions per view with the baselines', labels), shaped like a trained stage's. Writes
     :data:`HEAD_FILE` under ``sart``."""
     from .calibrate import crossfit_postprocess
+    from .dist import world_size
     from .evaluate import VALID_PREDICTIONS, label_prior, labels_of, scores, write_valid_predictions
     from .io import atomic_write_text
 
     fcfg = stage.model.features
+    if world_size() > 1:
+        raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage runs in one process (it trains no "
+                              f"network; the encoding is cached), not {world_size()}: start it without torchrun")
     if stage.outputs:
         raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage writes no outputs for later stages "
                               f"(outputs: {list(stage.outputs)})")

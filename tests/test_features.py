@@ -18,10 +18,10 @@ from replicator.core.submission import predict
 
 from .conftest import RECIPES, synthetic_rows, write_csv
 
-#: the smoke recipe turned into a tiny frozen-feature recipe
-TINY_FEATURES = ["model.base=tiny:llama", "model.lora=null", "train.max_rows=0", "predict.max_rows=0",
-                 "model.features.layers=[1,-1]", "model.features.max_length=64", "model.features.prompt_tokens=16",
-                 "model.features.c_grid=[0.01,1.0]", "model.features.cv_folds=3"]
+CPU = RECIPES / "cpu.yaml"
+#: the cpu recipe's tiny toggle on every synthetic row, with a short budget and a small C grid
+TINY_FEATURES = ["train.max_rows=0", "predict.max_rows=0", "model.features.max_length=64",
+                 "model.features.prompt_tokens=16", "model.features.c_grid=[0.01,1.0]", "model.features.cv_folds=3"]
 
 
 class WordTokenizer:
@@ -116,9 +116,13 @@ def test_text_inputs_are_swap_aware_and_name_what_they_count():
 
 def test_features_config_is_validated(isolated):
     with pytest.raises(RecipeError, match="model.features.layers"):
-        resolve(RECIPES / "smoke.yaml", [], ["model.features.layers=[]"])
+        resolve(CPU, [], ["model.features.layers=[]"])
     with pytest.raises(RecipeError, match="model.features.pool"):
-        resolve(RECIPES / "smoke.yaml", [], ["model.features.pool=max"])
+        resolve(CPU, [], ["model.features.pool=max"])
+    with pytest.raises(RecipeError, match="plugins.swap: stage main .* never calls the 'augment' hook"):
+        resolve(CPU, [], ["plugins.swap.use=swap_ab"])
+    with pytest.raises(RecipeError, match="toggle 'focal'.*fine-tunes no LM"):
+        resolve(CPU, ["focal"])
     assert FeaturesConfig().C is None
 
 
@@ -126,7 +130,7 @@ def test_features_run_end_to_end_cache_reuse_and_predict(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
     from replicator.core.data import data_dir
 
-    resolved = resolve(RECIPES / "smoke.yaml", [], TINY_FEATURES, data_dir=data_dir())
+    resolved = resolve(CPU, ["tiny"], TINY_FEATURES, data_dir=data_dir())
     run_dir, m, reused = run(resolved, data_dir(), progress=False)
     assert not reused and m["stages"]["main"]["model"]["kind"] == "frozen_features" and m["head_C"] in (0.01, 1.0)
     assert set(m["head_cv_log_loss"]) == {"0.01", "1.0"}

@@ -73,3 +73,40 @@ def test_smoke_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     assert sub["id"].astype(str).tolist() == df["id"].tolist()
     probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(1).round(6) == 1).all()
+
+
+def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
+    """recipes/cpu.yaml on 120 real training rows and 40 validation rows: the frozen Gemma-3-270M
+    encodes each response once (cached), the head fits, and `replicate predict` scores unseen rows
+    from the cache-free path."""
+    real_env = dict(real_env, REPLICATOR_CACHE=str(tmp_path / "cache"))
+    models = Path(os.environ.get("REPLICATOR_CACHE", Path.home() / ".cache" / "arena-replicator")) / "models"
+    if models.exists():  # the converted model is reused; only the feature cache is fresh
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "models").symlink_to(models)
+    cut = ["train.max_rows=120", "predict.max_rows=40", "model.features.max_length=96",
+           "model.features.cv_folds=3", "model.features.c_grid=[0.002,0.01]"]
+    r = _cli(["run", str(RECIPES / "cpu.yaml"), "-q", *cut], real_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = Path(r.stdout.split("finished:")[1].split()[0])
+    run_dir = run_dir if run_dir.is_absolute() else tmp_path / run_dir
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["n_valid_rows"] == 40 and m["n_train_rows"] == 120 and m["head_C"] in (0.002, 0.01)
+    assert 0 < m["final_log_loss"] < 1.5 and "baseline_length_log_loss" in m
+    assert m["stages"]["main"]["model"]["kind"] == "frozen_features"
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")}
+    assert shards  # the vectors are cached: an ablation of the head encodes nothing again
+    again = _cli(["run", str(RECIPES / "cpu.yaml"), "-q", *cut, "model.features.text=false"], real_env, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")} == shards
+    src = Path(real_env["REPLICATOR_DATA_DIR"]) / "lmsys-chatbot-arena" / "train.csv"
+    df = pd.read_csv(src, dtype=str, keep_default_na=False).tail(6)
+    test = tmp_path / "test.csv"
+    df[["id", "prompt", "response_a", "response_b"]].to_csv(test, index=False, quoting=csv.QUOTE_MINIMAL)
+    out = tmp_path / "submission.csv"
+    p = _cli(["predict", str(run_dir), str(test), "-o", str(out), "-q"], real_env, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sub = pd.read_csv(out)
+    assert sub["id"].astype(str).tolist() == df["id"].tolist()
+    probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(1).round(6) == 1).all()
