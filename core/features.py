@@ -190,7 +190,9 @@ def encode_texts(model, tok, items: list[tuple[list[int], int]], fcfg, progress:
 
 def row_features(model, tok, path: str, rows: list[dict], fcfg, progress: bool) -> np.ndarray:
     """(N, 2, D) pooled vectors of each row's response A and B, from the cache where they are and
-    computed (then cached) where not."""
+    computed (then cached) where not; None for no rows."""
+    if not rows:
+        return None
     folder = cache_folder(path, fcfg)
     cache = read_cache(folder)
     texts = [(r["prompt"], r[side]) for r in rows for side in ("response_a", "response_b")]
@@ -364,8 +366,10 @@ def choose_c(f, inputs: dict, y, groups, fcfg, seed: int) -> tuple[float, dict]:
 def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[dict], sart: Path, seed: int,
                        progress: bool):
     """Encode, fit the head (``C`` by grouped CV on the training rows unless fixed), score: (results,
-    predictions per view with the baselines', labels), shaped like a trained stage's. Writes
-    :data:`HEAD_FILE` under ``sart``."""
+    predictions per view with the baselines', labels, the scored rows), shaped like a trained stage's. Writes
+    :data:`HEAD_FILE` under ``sart``. With ``features.crossfit: K`` the scored rows are every row of
+    the validation rows' sources (training and validation alike), each predicted by a head fitted
+    without its fold (grouped K-fold, seeded), the baselines likewise; the saved head is fitted on all."""
     from .calibrate import crossfit_postprocess
     from .dist import world_size
     from .evaluate import VALID_PREDICTIONS, label_prior, labels_of, scores, write_valid_predictions
@@ -378,31 +382,90 @@ def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     if stage.outputs:
         raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage writes no outputs for later stages "
                               f"(outputs: {list(stage.outputs)})")
-    refs = B.every_run(train_rows, valid_rows)
     t0 = time.time()
-    f_tr, f_va = model_vectors(stage, [train_rows, valid_rows], progress)
-    t1 = time.time()
-    y, groups = labels_of(train_rows), np.array([r["group"] for r in train_rows])
-    in_tr, in_va = row_inputs(train_rows, fcfg), row_inputs(valid_rows, fcfg)
-    C, cv = fcfg.C, {}
-    if C is None:
-        C, cv = choose_c(f_tr, in_tr, y, groups, fcfg, seed)
-        log.info("features: C=%g chosen by %d-fold grouped CV on the training rows (%s)", C, fcfg.cv_folds, cv)
-    params = fit_head(f_tr, in_tr, y, C, fcfg.pca, seed)
-    params.update({"base": stage.model.base})
+    if fcfg.crossfit:
+        scored, extra = scored_pool(train_rows, valid_rows)
+        f_sc, f_ex = model_vectors(stage, [scored, extra], progress)
+        t1 = time.time()
+        p, refs, folds = crossfit_predictions(fcfg, scored, f_sc, extra, f_ex, seed)
+        train_all, f_all = scored + extra, _stack(f_sc, f_ex)
+    else:
+        scored, refs, folds = valid_rows, B.every_run(train_rows, valid_rows), None
+        f_all, f_sc = model_vectors(stage, [train_rows, valid_rows], progress)
+        t1, train_all = time.time(), train_rows
+    params, cv = _fit_final(fcfg, train_all, f_all, seed)
     sart.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sart / HEAD_FILE, json.dumps(params) + "\n")
-    labels = labels_of(valid_rows)
-    p = head_probs(params, f_va, in_va)
-    preds = {"identity": p, "tta": p, "final": crossfit_postprocess(plugins, p, valid_rows, labels), **refs}
-    write_valid_predictions(sart / VALID_PREDICTIONS, valid_rows, preds, labels)
-    result = {"n_train_rows": len(train_rows), "n_train_rows_augmented": 2 * len(train_rows),
-              "optimizer_steps": params["n_iter"], "train_tokens": 0, "train_label_prior": label_prior(train_rows),
-              "feature_seconds": round(t1 - t0, 1), "head_seconds": round(time.time() - t1, 1), "head_C": C,
-              "head_cv_log_loss": cv, **scores(preds, labels)}
+    atomic_write_text(sart / HEAD_FILE, json.dumps({**params, "base": stage.model.base}) + "\n")
+    labels = labels_of(scored)
+    if folds is None:
+        p = head_probs(params, f_sc, row_inputs(scored, fcfg))
+    preds = {"identity": p, "tta": p, "final": crossfit_postprocess(plugins, p, scored, labels), **refs}
+    write_valid_predictions(sart / VALID_PREDICTIONS, scored, preds, labels)
+    result = {"n_train_rows": len(train_all), "n_train_rows_augmented": 2 * len(train_all),
+              "optimizer_steps": params["n_iter"], "train_tokens": 0, "train_label_prior": label_prior(train_all),
+              "feature_seconds": round(t1 - t0, 1), "head_seconds": round(time.time() - t1, 1),
+              "head_C": params["C"], "head_cv_log_loss": cv, "crossfit_folds": folds, **scores(preds, labels)}
     result["model"] = {"base": stage.model.base, "kind": "frozen_features", "lm": fcfg.lm,
                        "n_inputs": len(params["mean"])}
-    return result, preds, labels
+    return result, preds, labels, scored
+
+
+def _stack(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The vectors of two row lists one after the other (None: no model, or no rows in ``b``)."""
+    if a is None or b is None or len(b) == 0:
+        return a
+    return np.concatenate([a, b])
+
+
+def _fit_final(fcfg, rows: list[dict], f, seed: int) -> tuple[dict, dict]:
+    """The head fitted on ``rows`` (``C`` fixed, or chosen by grouped CV on them) and the CV table."""
+    from .evaluate import labels_of
+
+    y, groups, inputs = labels_of(rows), np.array([r["group"] for r in rows]), row_inputs(rows, fcfg)
+    C, cv = fcfg.C, {}
+    if C is None:
+        C, cv = choose_c(f, inputs, y, groups, fcfg, seed)
+        log.info("features: C=%g chosen by %d-fold grouped CV on %d training rows (%s)", C, fcfg.cv_folds, len(rows), cv)
+    return fit_head(f, inputs, y, C, fcfg.pca, seed), cv
+
+
+def scored_pool(train_rows: list[dict], valid_rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows to score by cross-fitting: the validation rows and the training rows of the same
+    sources; extra training rows of other sources, minus those sharing a prompt group with a scored row)."""
+    sources = {r["source"] for r in valid_rows}
+    scored = [r for r in train_rows if r["source"] in sources] + list(valid_rows)
+    groups = {r["group"] for r in scored}
+    extra = [r for r in train_rows if r["source"] not in sources and r["group"] not in groups]
+    dropped = sum(1 for r in train_rows if r["source"] not in sources) - len(extra)
+    if dropped:
+        log.info("features: %d extra training row(s) share a prompt group with a scored row: left out", dropped)
+    if not scored:
+        raise ReplicatorError("model.features.crossfit: no rows to score (no validation rows)")
+    return scored, extra
+
+
+def crossfit_predictions(fcfg, scored, f_sc, extra, f_ex, seed: int):
+    """Out-of-fold predictions of the head and of the baselines on ``scored``: grouped
+    ``fcfg.crossfit``-fold partition seeded with ``seed``; each fold's head (its ``C`` chosen by CV
+    inside the fold's training rows) and baselines are fitted on the other folds plus ``extra``."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.array([r["group"] for r in scored])
+    k = min(fcfg.crossfit, len(set(groups)))
+    if k < 2:
+        raise ReplicatorError(f"model.features.crossfit: {len(set(groups))} prompt group(s) cannot make 2 folds")
+    p = np.zeros((len(scored), 3))
+    refs = {view: np.zeros((len(scored), 3)) for _, view in B.EVERY_RUN}
+    for n, (tr, va) in enumerate(GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups)):
+        rows = [scored[i] for i in tr] + extra
+        params, _ = _fit_final(fcfg, rows, _stack(None if f_sc is None else f_sc[tr], f_ex), seed)
+        held = [scored[i] for i in va]
+        p[va] = head_probs(params, None if f_sc is None else f_sc[va], row_inputs(held, fcfg))
+        for view, q in B.every_run(rows, held).items():
+            refs[view][va] = q
+        log.info("features: fold %d/%d fitted on %d rows (C=%g), predicted %d", n + 1, k, len(rows), params["C"],
+                 len(va))
+    return p, refs, k
 
 
 def model_vectors(stage, row_sets: list[list[dict]], progress: bool) -> list[np.ndarray | None]:

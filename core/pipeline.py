@@ -208,8 +208,8 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
     elif stage.model.features:
         from .features import run_features_stage
 
-        result, preds, labels = run_features_stage(stage, plugins, train_rows, valid_rows, sart, resolved.seed,
-                                                   progress)
+        result, preds, labels, valid_rows = run_features_stage(stage, plugins, train_rows, valid_rows, sart,
+                                                               resolved.seed, progress)  # crossfit scores more rows
     else:
         result, preds, labels = _train_and_evaluate(resolved, stage, plugins, ctx, train_rows, valid_rows, sart,
                                                     progress)

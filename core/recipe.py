@@ -59,11 +59,16 @@ class FeaturesConfig:
                             gt=0)
     c_grid: list[float] = param([0.001, 0.002, 0.003, 0.005, 0.01, 0.03], "the values of C that the CV tries")
     cv_folds: int = param(5, "folds of that CV (grouped by prompt)", ge=2)
+    crossfit: int = param(0, "K > 0: score every row of the validation rows' sources out of fold (grouped K-fold "
+                             "seeded by the run seed; training and validation rows alike, baselines too); 0 = the "
+                             "validation rows only", ge=0)
 
     def __post_init__(self):
         check_params(self)
         if not self.layers:
             raise ParamError("layers", "at least one layer")
+        if self.crossfit == 1:
+            raise ParamError("crossfit", "0 (off) or at least 2 folds")
         if not self.c_grid or any(c <= 0 for c in self.c_grid):
             raise ParamError("c_grid", f"positive values, at least one; got {self.c_grid}")
 

@@ -158,3 +158,32 @@ def test_changed_encoding_settings_use_another_cache_folder(isolated, monkeypatc
     assert a != F.cache_folder("tiny-model-id", FeaturesConfig(layers=[3]))
     assert a != F.cache_folder("tiny-model-id", FeaturesConfig(max_length=128))
     assert a != F.cache_folder("another-model", FeaturesConfig())
+
+
+def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
+    def r(i, source, group):
+        return {"id": i, "source": source, "group": group}
+    train = [r(1, "kaggle_csv", "g1"), r(2, "mt_bench", "g9"), r(3, "mt_bench", "g1"), r(4, "kaggle_csv", "g2")]
+    valid = [r(5, "kaggle_csv", "g3")]
+    scored, extra = F.scored_pool(train, valid)
+    assert [x["id"] for x in scored] == [1, 4, 5] and [x["id"] for x in extra] == [2]  # id 3 shares g1
+
+
+def test_crossfit_scores_every_row_out_of_fold_with_baselines_alike(isolated, monkeypatch):
+    from replicator.core.data import data_dir
+    from replicator.core.rowpreds import read_row_predictions
+
+    monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
+    plain = resolve(CPU, ["tiny"], [*TINY_FEATURES, "model.features.crossfit=0"], data_dir=data_dir())
+    _, m0, _ = run(plain, data_dir(), progress=False)
+    resolved = resolve(CPU, ["tiny"], [*TINY_FEATURES, "model.features.crossfit=3"], data_dir=data_dir())
+    run_dir, m, _ = run(resolved, data_dir(), progress=False)
+    assert m["crossfit_folds"] == 3 and m["n_valid_rows"] == m0["n_valid_rows"] + m0["n_train_rows"]
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert {"baseline_length", "baseline_prior"} <= set(rp.views) and len(rp) == m["n_valid_rows"]
+    assert np.allclose(rp.views["final"].sum(1), 1, atol=1e-5)
+    # the same seed gives the same folds: a rerun is identical
+    _, again, _ = run(resolved, data_dir(), force=True, progress=False)
+    assert again["final_log_loss"] == m["final_log_loss"]
+    with pytest.raises(RecipeError, match="crossfit"):
+        resolve(CPU, [], ["model.features.crossfit=1"])

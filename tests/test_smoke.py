@@ -77,8 +77,8 @@ def test_smoke_recipe_cut_down_on_the_real_model(real_env, tmp_path):
 
 def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     """recipes/cpu.yaml on 120 real training rows and 40 validation rows: the frozen Gemma-3-270M
-    encodes each response once (cached), the head fits, and `replicate predict` scores unseen rows
-    from the cache-free path."""
+    encodes each response once (cached), the head is cross-fitted over all 160 rows, and `replicate
+    predict` scores unseen rows."""
     real_env = dict(real_env, REPLICATOR_CACHE=str(tmp_path / "cache"))
     models = Path(os.environ.get("REPLICATOR_CACHE", Path.home() / ".cache" / "arena-replicator")) / "models"
     if models.exists():  # the converted model is reused; only the feature cache is fresh
@@ -91,7 +91,7 @@ def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     run_dir = Path(r.stdout.split("finished:")[1].split()[0])
     run_dir = run_dir if run_dir.is_absolute() else tmp_path / run_dir
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["n_valid_rows"] == 40 and m["n_train_rows"] == 120 and m["head_C"] in (0.002, 0.01)
+    assert m["n_valid_rows"] == 160 and m["crossfit_folds"] == 5 and m["head_C"] in (0.002, 0.01)  # all rows scored
     assert 0 < m["final_log_loss"] < 1.5 and "baseline_length_log_loss" in m
     assert m["stages"]["main"]["model"]["kind"] == "frozen_features"
     shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")}
