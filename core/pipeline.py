@@ -266,6 +266,9 @@ def _stage(state: RunState, stage: StageConfig) -> dict:
     state.stage = stage.name
     if state.begun or not state.force:
         missing = stage_missing(stage, sart)
+        rowpreds = row_predictions_path(state.run_dir, stage.name, state.resolved.final.name)
+        if not rowpreds.exists():  # the report's per-row file is an output too (a deleted report folder)
+            missing.append(str(rowpreds))
         barrier()  # every process has looked before anyone writes
         if not missing:
             log.info("stage %s: already done, reused", stage.name)

@@ -355,6 +355,18 @@ def test_a_truncated_weights_file_is_not_a_finished_stage(isolated):
     assert not reused and _numbers(again) == _numbers(m)
 
 
+def test_a_deleted_report_folder_is_recomputed_not_reused_without_its_row_predictions(isolated):
+    """The stage's artifacts are intact but the report folder is gone: the run comes back with its
+    per-row predictions (what reports pair on), never as a folder of metrics alone."""
+    import shutil
+
+    run_dir, m, _ = _run()
+    shutil.rmtree(run_dir)
+    again_dir, again, reused = _run()
+    assert not reused and again_dir == run_dir and _numbers(again) == _numbers(m)
+    assert (run_dir / "valid_predictions.csv.gz").is_file()
+
+
 # ---------------------------------------------------------------- 4. NUL bytes
 
 
