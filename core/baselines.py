@@ -139,37 +139,42 @@ def fit(kind: str, train_rows: list[dict]) -> dict:
     raise ReplicatorError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
 
 
-def _fit_length(train_rows: list[dict]) -> dict:
+def fit_linear(x: np.ndarray, k: np.ndarray, w: np.ndarray, C: float, max_iter: int) -> dict:
+    """A standardised multinomial logistic regression of classes ``k`` (weights ``w``) on ``x``, as
+    plain JSON-able numbers (``mean``, ``scale``, (3, D) ``coef``, ``intercept``, ``n_iter``). A class
+    absent from ``k`` gets an intercept of -inf (None in JSON). lbfgs on fixed data: deterministic."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    scaler = StandardScaler().fit(x)
+    lr = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(x), k, sample_weight=w)
+    classes = lr.classes_.tolist()
+    coef, intercept = np.zeros((3, x.shape[1])), np.full(3, -np.inf)
+    if len(classes) == 2:  # binary: sklearn keeps one row of coefficients for the second class
+        coef[classes[1]], intercept[classes[1]], intercept[classes[0]] = lr.coef_[0], lr.intercept_[0], 0.0
+    else:
+        coef[classes], intercept[classes] = lr.coef_, lr.intercept_
+    return {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), "coef": coef.tolist(),
+            "intercept": [v if math.isfinite(v) else None for v in intercept.tolist()],
+            "n_iter": int(np.max(lr.n_iter_))}
+
+
+def linear_probs(params: dict, x: np.ndarray) -> np.ndarray:
+    """(N, 3) probabilities of a :func:`fit_linear` model on ``x``."""
+    mean, scale = np.asarray(params["mean"]), np.asarray(params["scale"])
+    coef = np.asarray(params["coef"])
+    intercept = np.array([-np.inf if v is None else v for v in params["intercept"]])
+    return _softmax(((x - mean) / scale) @ coef.T + intercept)
+
+
+def _fit_length(train_rows: list[dict]) -> dict:
     x, k, w = training_samples(train_rows)
     classes = sorted(set(k.tolist()))
     if len(classes) < 2:  # one class only: nothing to regress, the prior says it all
         return {"kind": "prior", "probs": [float(v) for v in labels_of(train_rows).mean(axis=0)],
                 "note": f"length_lr fell back to the prior: the training labels have one class ({classes})"}
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    model.fit(x, k, logisticregression__sample_weight=w)
-    scaler, lr = model[0], model[-1]
-    coef = np.zeros((3, x.shape[1]))
-    intercept = np.full(3, -np.inf)
-    if len(classes) == 2:  # binary: sklearn keeps one row of coefficients for the second class
-        coef[classes[1]], intercept[classes[1]] = lr.coef_[0], lr.intercept_[0]
-        coef[classes[0]], intercept[classes[0]] = 0.0, 0.0
-    else:
-        coef[classes], intercept[classes] = lr.coef_, lr.intercept_
-    return {"kind": "length_lr", "features": list(FEATURES), "mean": scaler.mean_.tolist(),
-            "scale": scaler.scale_.tolist(), "coef": coef.tolist(),
-            "intercept": [v if math.isfinite(v) else None for v in intercept.tolist()],
-            "n_iter": int(np.max(lr.n_iter_)), "n_samples": int(x.shape[0]), "C": 1.0}
-
-
-def _length_probs(params: dict, x: np.ndarray) -> np.ndarray:
-    mean, scale = np.asarray(params["mean"]), np.asarray(params["scale"])
-    coef = np.asarray(params["coef"])
-    intercept = np.array([-np.inf if v is None else v for v in params["intercept"]])
-    return _softmax(((x - mean) / scale) @ coef.T + intercept)
+    return {"kind": "length_lr", "features": list(FEATURES), **fit_linear(x, k, w, C=1.0, max_iter=1000),
+            "n_samples": int(x.shape[0]), "C": 1.0}
 
 
 def predict(params: dict, rows: list[dict]) -> np.ndarray:
@@ -180,7 +185,7 @@ def predict(params: dict, rows: list[dict]) -> np.ndarray:
     if params["kind"] != "length_lr":
         raise ReplicatorError(f"{PARAMS_FILE}: unknown baseline kind {params['kind']!r}")
     x = feature_matrix(rows)
-    return (_length_probs(params, x) + _length_probs(params, swap_features(x))[:, SWAP]) / 2
+    return (linear_probs(params, x) + linear_probs(params, swap_features(x))[:, SWAP]) / 2
 
 
 def every_run(train_rows: list[dict], valid_rows: list[dict]) -> dict[str, np.ndarray]:

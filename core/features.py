@@ -168,20 +168,16 @@ def encode_texts(model, tok, items: list[tuple[list[int], int]], fcfg, progress:
     import torch
     from tqdm.auto import tqdm
 
+    from .batches import collate
+
     device = next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(items)
     batches = token_batches([len(ids) for ids, _ in items], fcfg.batch_tokens)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     with torch.inference_mode(), tqdm(total=len(items), desc="features", disable=not progress, mininterval=5) as bar:
         for batch in batches:
-            width = max(len(items[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for n, i in enumerate(batch):
-                ids[n, :len(items[i][0])] = torch.tensor(items[i][0])
-                mask[n, :len(items[i][0])] = 1
-            hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           output_hidden_states=True).hidden_states
+            ids, mask = collate([items[i][0] for i in batch], pad, device)
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             for n, i in enumerate(batch):
                 out[i] = _pool(hidden, fcfg.layers, fcfg.pool, n, items[i][1], len(items[i][0]))
             bar.update(len(batch))
@@ -309,37 +305,20 @@ def _samples(z, inputs, y):
 
 
 def fit_head(f, inputs: dict, y, C: float, k: int, seed: int = 0) -> dict:
-    """The fitted head as plain JSON-able numbers: the projection, standardisation, (3, D)
-    coefficients and intercepts. A class absent from the training labels gets an intercept of
-    -inf (None in JSON)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+    """The fitted head as plain JSON-able numbers: the projection and the standardised logistic
+    regression of :func:`replicator.core.baselines.fit_linear` (a class absent from the training
+    labels gets an intercept of -inf, None in JSON)."""
     proj = fit_projection(f, k, seed)
     x, cls, w = _samples(project(proj, f), inputs, y)
-    scaler = StandardScaler().fit(x)
-    lr = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x), cls, sample_weight=w)
-    classes = lr.classes_.tolist()
-    coef, intercept = np.zeros((3, x.shape[1])), np.full(3, -np.inf)
-    if len(classes) == 2:  # sklearn keeps one row for the second class
-        coef[classes[1]], intercept[classes[1]], intercept[classes[0]] = lr.coef_[0], lr.intercept_[0], 0.0
-    else:
-        coef[classes], intercept[classes] = lr.coef_, lr.intercept_
-    return {"projection": proj, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), "coef": coef.tolist(),
-            "intercept": [v if np.isfinite(v) else None for v in intercept.tolist()], "C": C,
-            "n_samples": int(len(cls)), "n_iter": int(np.max(lr.n_iter_))}
+    return {"projection": proj, **B.fit_linear(x, cls, w, C=C, max_iter=2000), "C": C, "n_samples": int(len(cls))}
 
 
 def head_probs(params: dict, f: np.ndarray | None, inputs: dict) -> np.ndarray:
     """(N, 3) probabilities of the fitted head: the mean of a row's and its swapped copy's
     (flipped back), so exactly swap-symmetric."""
-    mean, scale, coef = (np.asarray(params[k]) for k in ("mean", "scale", "coef"))
-    intercept = np.array([-np.inf if v is None else v for v in params["intercept"]])
     z = project(params["projection"], f)
-
-    def probs(x):
-        return B._softmax(((x - mean) / scale) @ coef.T + intercept)
-    return (probs(design(z, inputs)) + probs(design(z, inputs, swapped=True))[:, SWAP]) / 2
+    return (B.linear_probs(params, design(z, inputs))
+            + B.linear_probs(params, design(z, inputs, swapped=True))[:, SWAP]) / 2
 
 
 def choose_c(f, inputs: dict, y, groups, fcfg, seed: int) -> tuple[float, dict]:

@@ -94,7 +94,7 @@ def test_length_baseline_is_swap_symmetric_and_matches_sklearn():
     assert len(x) == 2 * len(train) and np.allclose(w, 1.0)
     sk = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(x, k)
     xv = B.feature_matrix(valid)
-    assert np.allclose(B._length_probs(params, xv), sk.predict_proba(xv), atol=1e-9)
+    assert np.allclose(B.linear_probs(params, xv), sk.predict_proba(xv), atol=1e-9)
     assert json.loads(json.dumps(params)) == params  # plain JSON
     assert B.fit("length_lr", train) == params  # deterministic
 

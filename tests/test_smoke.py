@@ -44,6 +44,22 @@ def real_env(tmp_path):
     return env
 
 
+def _predict_checked(run_dir: Path, env: dict, tmp_path: Path, n: int) -> None:
+    """`replicate predict` on the last ``n`` real rows in the Kaggle test format (no labels, no model
+    names): one row per id in order, probabilities in [0, 1] summing to 1 at 6 decimals."""
+    src = Path(env["REPLICATOR_DATA_DIR"]) / "lmsys-chatbot-arena" / "train.csv"
+    df = pd.read_csv(src, dtype=str, keep_default_na=False).tail(n)
+    test = tmp_path / "test.csv"
+    df[["id", "prompt", "response_a", "response_b"]].to_csv(test, index=False, quoting=csv.QUOTE_MINIMAL)
+    out = tmp_path / "submission.csv"
+    p = _cli(["predict", str(run_dir), str(test), "-o", str(out), "-q"], env, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sub = pd.read_csv(out)
+    assert sub["id"].astype(str).tolist() == df["id"].tolist()
+    probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(1).round(6) == 1).all()
+
+
 def test_smoke_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     r = _cli(["run", str(RECIPES / "smoke.yaml"), "-q", *CUT], real_env, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -61,18 +77,7 @@ def test_smoke_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     assert again.returncode == 0 and "reused:" in again.stdout
     assert time.time() - t0 < 60
 
-    # unseen rows in the Kaggle test format (no labels, no model names)
-    src = Path(real_env["REPLICATOR_DATA_DIR"]) / "lmsys-chatbot-arena" / "train.csv"
-    df = pd.read_csv(src, dtype=str, keep_default_na=False).tail(10)
-    test = tmp_path / "test.csv"
-    df[["id", "prompt", "response_a", "response_b"]].to_csv(test, index=False, quoting=csv.QUOTE_MINIMAL)
-    out = tmp_path / "submission.csv"
-    p = _cli(["predict", str(run_dir), str(test), "-o", str(out), "-q"], real_env, tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
-    sub = pd.read_csv(out)
-    assert sub["id"].astype(str).tolist() == df["id"].tolist()
-    probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
-    assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(1).round(6) == 1).all()
+    _predict_checked(run_dir, real_env, tmp_path, 10)  # unseen rows in the Kaggle test format
 
 
 def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
@@ -99,14 +104,4 @@ def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     again = _cli(["run", str(RECIPES / "cpu.yaml"), "-q", *cut, "model.features.text=false"], real_env, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")} == shards
-    src = Path(real_env["REPLICATOR_DATA_DIR"]) / "lmsys-chatbot-arena" / "train.csv"
-    df = pd.read_csv(src, dtype=str, keep_default_na=False).tail(6)
-    test = tmp_path / "test.csv"
-    df[["id", "prompt", "response_a", "response_b"]].to_csv(test, index=False, quoting=csv.QUOTE_MINIMAL)
-    out = tmp_path / "submission.csv"
-    p = _cli(["predict", str(run_dir), str(test), "-o", str(out), "-q"], real_env, tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
-    sub = pd.read_csv(out)
-    assert sub["id"].astype(str).tolist() == df["id"].tolist()
-    probs = sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
-    assert ((probs >= 0) & (probs <= 1)).all() and (probs.sum(1).round(6) == 1).all()
+    _predict_checked(run_dir, real_env, tmp_path, 6)
