@@ -98,25 +98,38 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: float = param(1.0, "passes over the training rows (fractions allowed)", gt=0)
-    lr: float = param(1e-4, "peak learning rate", gt=0)
+    lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on top)", gt=0)
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
     batch_size: int = param(4, "rows per micro-batch", ge=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
     max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
+    optimizer: Literal["adamw", "adamw_kahan", "adamw_8bit", "paged_adamw_8bit"] = param(
+        "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for bf16/fp16 "
+                 "weights (2nd [R2]); adamw_8bit / paged_adamw_8bit: bitsandbytes 8-bit states (3rd [R3m])")
+    betas: list[float] = param([0.9, 0.999], "AdamW (beta1, beta2)")
+    eps: float = param(1e-8, "AdamW epsilon", gt=0)
+    weight_decay: float = param(0.0, "AdamW weight decay (decoupled, x lr)", ge=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = param(
+        "no", "accelerate's autocast; with model.dtype float32 the weights stay fp32 (fp32 master weights)")
     schedule: Literal["cosine", "linear", "constant"] = param("cosine", "learning-rate schedule after warm-up")
     warmup_steps: int = param(0, "linear warm-up, in optimizer steps", ge=0)
-    weight_decay: float = param(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = param(0.0, "linear warm-up as a share of the optimizer steps (instead of warmup_steps)",
+                                ge=0, lt=1)
+    lr_floor: float = param(0.0, "the schedule starts its warm-up from and decays to this share of the peak lr "
+                                 "(2nd [R2]: 0.001)", ge=0, lt=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
     max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)", ge=0)
     max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)", ge=0)
     checkpoint_every: int = param(25, "optimizer steps between checkpoints", ge=1)
-    lr_rule: Literal["fixed", "alpha_over_r"] = param(
-        "fixed", "alpha_over_r: backbone (LoRA) lr = alpha / r x head_lr (16th place's rule [P16])")
+    eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with the "
+                               "lowest validation log loss are kept (1st [R1]: 400); 0 = keep the last", ge=0)
 
     def __post_init__(self):
         check_params(self)
-        if self.lr_rule == "alpha_over_r" and self.head_lr is None:
-            raise ParamError("lr_rule", "lr_rule alpha_over_r needs head_lr")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ParamError("betas", f"two values in [0, 1), got {self.betas}")
+        if self.warmup_ratio and self.warmup_steps:
+            raise ParamError("warmup_ratio", "give warmup_steps or warmup_ratio, not both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +138,8 @@ class PredictConfig:
     batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)", ge=1)
     max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)", ge=0)
     load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
+    merge_lora: bool = param(False, "with load_in_8bit: merge the LoRA adapters into the weights first, then quantize "
+                                    "the merged model (9th [P9] merge_and_unload)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +176,7 @@ TOP_KEYS = {
     "plugins": "alias -> {use: plugin, parameters}",
     "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
     "toggles": "name -> merge patch",
+    "substitutions": "list of what a scaled-down run stands in for the original (its report lists them)",
 }
 STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
@@ -225,8 +241,9 @@ class Resolved:
 
     @property
     def config_hash(self) -> str:
-        """Hash of the complete config (defaults included; the free-text description left out)."""
-        return config_hash({k: v for k, v in self.complete.items() if k != "description"})
+        """Hash of the complete config (defaults included; the free-text description and substitutions left
+        out)."""
+        return config_hash({k: v for k, v in self.complete.items() if k not in FREE_TEXT})
 
     @property
     def final(self) -> StageConfig:
@@ -267,6 +284,9 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
         raise RecipeError(file, "seed", f"expected an integer, got {seed!r}")
     if not isinstance(cfg["name"], str):
         raise RecipeError(file, "name", "expected a string")
+    subs = cfg.get("substitutions")
+    if subs is not None and not (isinstance(subs, list) and all(isinstance(x, str) for x in subs)):
+        raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
     stages = build_stages(cfg, file)
     resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=labels)
     if check_plugins:
@@ -295,6 +315,8 @@ def _check_unused(plugins, stage: StageConfig, file: str) -> None:
                               "construction)")
 
 
+#: top-level keys that describe a run and change no number (left out of the run id)
+FREE_TEXT = ("description", "substitutions")
 #: top-level keys a toggle or an override may set (``toggles:`` is read from the file only)
 PATCHABLE_KEYS = {k: v for k, v in TOP_KEYS.items() if k != "toggles"}
 SECTIONS = ("model", "train", "predict", "plugins", "stages")

@@ -110,7 +110,8 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
 
         final = postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
         return _write(out, rows, final, run_dir)
-    model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit)
+    model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
+                                    merge_lora=stage.predict.merge_lora)
     probs = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens, progress)
     final = postprocess(plugins, probs["tta"], rows, fit=fit)
     return _write(out, rows, final, run_dir)
