@@ -95,7 +95,12 @@ def _freeze(model, n: int, lora: bool) -> dict:
 
 
 def _quantization(cfg: ModelConfig):
+    import warnings
+
     from transformers import BitsAndBytesConfig
+
+    # bitsandbytes warns on every 8-bit matmul of fp32 inputs (thousands of lines per prediction pass)
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
 
     if cfg.load_in_4bit:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
