@@ -127,7 +127,7 @@ class PredictConfig:
     load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
 
 
-#: memory per GPU in GiB (nvidia-smi's total MiB / 1024, rounded down) of the GPUs ``launch.gpu`` knows by name
+#: memory per GPU in GiB (nvidia-smi's total MiB / 1024) of the GPUs ``launch.gpu`` knows by name
 GPU_MEMORY_GIB = {"A100-40GB": 40.0, "A100-80GB": 80.0, "H100-80GB": 79.6, "H200": 139.8, "V100-16GB": 16.0,
                   "V100-32GB": 32.0, "T4": 15.0, "L4": 22.5, "A10G": 22.5, "L40S": 45.0, "RTX-4090": 24.0}
 #: GPUs without bfloat16 arithmetic (model.dtype auto would pick bf16 on them)
@@ -143,8 +143,8 @@ class LaunchConfig:
     gpus: int = param(1, "GPUs (processes) the stage runs on: accelerate launch --num_processes", ge=1)
     gpu: str = param("A100-80GB", "the GPU by name (" + ", ".join(GPU_MEMORY_GIB) + "), 'cpu', or any name "
                      "with gpu_memory_gb")
-    gpu_memory_gb: float | None = param(None, "memory per GPU (or host memory for cpu) in GiB; null = from the "
-                                              "GPU's name", gt=0)
+    gpu_memory_gb: float | None = param(None, "memory per GPU (or host memory for cpu) in GiB; null = from "
+                                              "the GPU's name", gt=0)
     parallel: Literal["single", "ddp", "fsdp_shard_grad_op", "fsdp_full_shard", "zero2", "zero3"] = param(
         "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard | zero2 | zero3: what is "
                   "sharded over the GPUs, and the accelerate config file")
@@ -152,12 +152,15 @@ class LaunchConfig:
     def __post_init__(self):
         check_params(self)
         if self.gpu_memory_gb is None and self.gpu not in GPU_MEMORY_GIB:
-            known = ", ".join(GPU_MEMORY_GIB)
-            raise ParamError("gpu", f"gpu {self.gpu!r} is not a known name{did_you_mean(self.gpu, GPU_MEMORY_GIB)}"
-                             f": set gpu_memory_gb (known: {known})")
+            hint = did_you_mean(self.gpu, GPU_MEMORY_GIB)
+            raise ParamError("gpu", f"gpu {self.gpu!r} is not a known name{hint}: set gpu_memory_gb (known: "
+                             f"{', '.join(GPU_MEMORY_GIB)})")
+        if self.gpu == "cpu" and self.parallel not in ("single", "ddp"):
+            raise ParamError("parallel", f"parallel {self.parallel!r} needs GPUs (accelerate runs DDP on a "
+                             "CPU); choose single or ddp for gpu 'cpu'")
         if self.parallel == "single" and self.gpus != 1:
-            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose ddp, "
-                             "fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
+            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose "
+                             "ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
 
     @property
     def memory_gib(self) -> float:

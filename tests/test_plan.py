@@ -60,12 +60,12 @@ def _counts(base: str):
     ("RLHFlow/ArmoRM-Llama3-8B-v0.1", 8.03e9), ("RLHFlow/pair-preference-model-LLaMA3-8B", 8.03e9),
     ("embedded:gemma-3-270m", 268e6)])
 def test_meta_models_have_the_published_sizes(base, published):
-    c = _counts(base)
+    c, config = _counts(base), meta.load_config(base, "test", "model.base")
     backbone_and_lm_head = c.total - c.head + c.lm_head
     assert abs(backbone_and_lm_head - published) / published < 0.01, (base, backbone_and_lm_head)
     assert c.head == c.hidden * 3  # the default head: Linear(h, 3, bias=False)
-    assert c.lm_head == (0 if c.model_type.startswith("gemma") else c.hidden * 128256 if "lama" in base.lower()
-                         else c.hidden * 152064)
+    assert c.lm_head == (0 if config.tie_word_embeddings else config.vocab_size * c.hidden)
+    assert config.tie_word_embeddings == c.model_type.startswith("gemma")
 
 
 def test_the_lm_head_accounting_is_exact_on_the_causal_model():
@@ -153,8 +153,8 @@ def test_full_fine_tuning_in_bf16_under_ddp_by_hand():
 
 def test_qlora_under_zero2_by_hand():
     out = M.train_memory(_m(trainable=50, adapters=40, act_lora=10), dtype="bfloat16", quant="nf4",
-                         optimizer="adamw", mixed_precision="no", parallel="zero2", gpus=4, rows=2, seq_len=10,
-                         checkpointing=True)
+                         optimizer="adamw", mixed_precision="no", parallel="zero2", gpus=4, rows=2,
+                         seq_len=10, checkpointing=True)
     nf4 = 0.5 + 1 / 64 + 4 / 16384
     # 800 nf4 weights + 200 others upcast to fp32, + the 50 trainable in bf16 (DeepSpeed); fp32 master,
     # bf16 gradients and fp32 AdamW moments sharded over 4; checkpointing keeps 2 layer inputs of h = 4
@@ -168,8 +168,8 @@ def test_qlora_under_zero2_by_hand():
 
 def test_lora_with_kahan_under_fsdp_full_shard_and_eager_attention_by_hand():
     out = M.train_memory(_m(trainable=50, adapters=40, act_attn=3), dtype="bfloat16", quant=None,
-                         optimizer="adamw_kahan", mixed_precision="no", parallel="fsdp_full_shard", gpus=2, rows=1,
-                         seq_len=10, checkpointing=False, gpu=False)
+                         optimizer="adamw_kahan", mixed_precision="no", parallel="fsdp_full_shard", gpus=2,
+                         rows=1, seq_len=10, checkpointing=False, gpu=False)
     # fp32 LoRA weights next to bf16 compute are the master weights (4 B), fp32 gradients, Kahan: 3 x 4 B;
     # all sharded over 2, plus two gathered layers of 400 parameters in bf16; attention adds 3 x 10 per token
     assert out == {"weights": 1000 * 2 / 2 + 2 * 400 * 2, "gradients": 50 * 4 / 2, "optimizer": 50 * 12 / 2,
@@ -179,7 +179,8 @@ def test_lora_with_kahan_under_fsdp_full_shard_and_eager_attention_by_hand():
 
 def test_fp32_weights_with_bf16_compute_are_master_weights():
     out = M.train_memory(_m(), dtype="float32", quant=None, optimizer="adamw_8bit", mixed_precision="bf16",
-                         parallel="fsdp_shard_grad_op", gpus=4, rows=1, seq_len=10, checkpointing=True, gpu=False)
+                         parallel="fsdp_shard_grad_op", gpus=4, rows=1, seq_len=10, checkpointing=True,
+                         gpu=False)
     assert out["weights"] == 0 and out["master"] == 1000 * 4 / 4 and out["gradients"] == 1000 * 4 / 4
     assert out["optimizer"] == pytest.approx(1000 * 2 * (1 + 4 / 256) / 4)
     assert out["activations"] == 10 * (2 * 4 + 60) * 2
@@ -188,7 +189,7 @@ def test_fp32_weights_with_bf16_compute_are_master_weights():
 def test_inference_by_hand():
     out = M.inference_memory(_m(trainable=50, adapters=40, act_attn=3), dtype="bfloat16", quant="int8",
                              tokens=100, seq_len=20, gpu=False)
-    # int8 Linear weights, bf16 rest, fp32 adapters; one layer (60 + 3 x 20) and the keys and values of 2 layers
+    # int8 Linear weights, bf16 rest, fp32 adapters; one layer (60 + 3 x 20) and 2 layers' keys and values
     assert out["weights"] == 800 * 1 + 200 * 2 + 40 * 4
     assert out["activations"] == 100 * (60 + 3 * 20 + 2 * 2 * 2) * 2
     assert out["total"] == out["weights"] + out["activations"]
@@ -239,11 +240,13 @@ def _tiny(kind: str, **kw):
     from transformers import Gemma2Config, LlamaConfig, Qwen2Config
 
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma2": Gemma2Config}[kind]
-    return lambda layers: cls(vocab_size=100, hidden_size=128, intermediate_size=512, num_hidden_layers=layers,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_labels=3, **kw)
+    return lambda layers: cls(vocab_size=100, hidden_size=128, intermediate_size=512,
+                              num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                              head_dim=32, num_labels=3, **kw)
 
 
-@pytest.mark.parametrize("kind, softcap", [("llama", None), ("qwen2", None), ("gemma2", 50.0), ("gemma2", None)])
+@pytest.mark.parametrize("kind, softcap", [("llama", None), ("qwen2", None), ("gemma2", 50.0),
+                                           ("gemma2", None)])
 def test_activation_coefficients_are_what_autograd_saves(kind, softcap):
     make = _tiny(kind, **({"attn_logit_softcapping": softcap} if kind == "gemma2" else {}))
     seq = 32
@@ -290,8 +293,10 @@ def test_launch_is_a_patchable_section_and_not_in_the_run_id():
     assert [(s.launch.gpus, s.launch.parallel) for s in r.stages] == [
         (8, "ddp"), (4, "fsdp_shard_grad_op"), (4, "fsdp_shard_grad_op")]
     assert r.config_hash == resolve(RECIPES / "2nd.yaml").config_hash
-    with pytest.raises(RecipeError, match=r"stages.stage1.launch.parallel: parallel 'single' runs one process"):
+    with pytest.raises(RecipeError, match=r"stages.stage1.launch.parallel: parallel 'single' runs one"):
         resolve(RECIPES / "2nd.yaml", [], ["launch.parallel=single"])
+    with pytest.raises(RecipeError, match=r"launch.parallel: parallel 'zero2' needs GPUs"):
+        resolve(RECIPES / "16th.yaml", ["tiny"], ["launch.parallel=zero2", "launch.gpus=2"])
     with pytest.raises(RecipeError, match=r"launch.gpu: gpu 'B200' is not a known name.*set gpu_memory_gb"):
         resolve(RECIPES / "16th.yaml", [], ["launch.gpu=B200"])
     assert resolve(RECIPES / "16th.yaml", [], ["launch.gpu=B200", "launch.gpu_memory_gb=180"]).final.launch \
@@ -300,18 +305,21 @@ def test_launch_is_a_patchable_section_and_not_in_the_run_id():
 
 def test_launch_commands():
     ddp = LaunchConfig(gpus=2, gpu="cpu", gpu_memory_gb=8, parallel="ddp")
-    assert launch_command(RECIPES / "smoke.yaml", ddp, "LlamaDecoderLayer", ["tiny"], ["train.lr=1e-3"]) == \
-        f"torchrun --nproc_per_node 2 -m replicator.core.cli run {RECIPES / 'smoke.yaml'} -t tiny train.lr=1e-3"
+    smoke = RECIPES / "smoke.yaml"
+    assert launch_command(smoke, ddp, "LlamaDecoderLayer", ["tiny"], ["train.lr=1e-3"]) == \
+        f"torchrun --nproc_per_node 2 -m replicator.core.cli run {smoke} -t tiny train.lr=1e-3"
     assert launch_command(RECIPES / "5th.yaml", LaunchConfig(), "Gemma2DecoderLayer") == \
         f"replicate run {RECIPES / '5th.yaml'}"
-    fsdp = launch_command(RECIPES / "2nd.yaml", LaunchConfig(gpus=4, parallel="fsdp_full_shard"), "Qwen2DecoderLayer")
-    assert "--num_processes 4 --fsdp_transformer_layer_cls_to_wrap Qwen2DecoderLayer -m replicator.core.cli" in fsdp
+    fsdp = launch_command(RECIPES / "2nd.yaml", LaunchConfig(gpus=4, parallel="fsdp_full_shard"),
+                          "Qwen2DecoderLayer")
+    assert " --num_processes 4 --fsdp_transformer_layer_cls_to_wrap Qwen2DecoderLayer -m replicator" in fsdp
 
 
 def test_a_plan_names_different_launch_settings_per_stage():
     p = plan(RECIPES / "2nd.yaml", [], ["stages.stage1.launch={gpus: 8, parallel: ddp}"])
     assert any("different launch settings" in n for n in p["notes"])
-    assert "--num_processes 8" in p["stages"][0]["command"] and "--num_processes 4" in p["stages"][1]["command"]
+    commands = [s["command"] for s in p["stages"]]
+    assert "--num_processes 8" in commands[0] and "--num_processes 4" in commands[1]
 
 
 @pytest.mark.parametrize("parallel", [p for p in PARALLEL if p != "single"])
@@ -325,7 +333,8 @@ def test_every_accelerate_config_loads_and_launches_as_named(parallel, monkeypat
     cfg = load_config_from_file(str(path))
     kind = {"ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}.get(parallel, "FSDP")
     assert cfg.distributed_type.value == kind and cfg.num_machines == 1
-    command = launch_command(RECIPES / "2nd.yaml", LaunchConfig(gpus=4, parallel=parallel), "Gemma2DecoderLayer")
+    launch = LaunchConfig(gpus=4, parallel=parallel)
+    command = launch_command(RECIPES / "2nd.yaml", launch, "Gemma2DecoderLayer")
     argv = shlex.split(command)
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv[2:]))
     assert args.num_processes == 4 and args.module and args.training_script == "replicator.core.cli"
@@ -366,7 +375,8 @@ def test_the_wrapped_layer_class_exists_in_the_runners_models():
         r = resolve(RECIPES / name, ["tiny"])
         for stage in r.stages:
             model, _, _ = load_model(stage.model, build_plugins(stage.plugins, r.file))
-            layer = meta.counts(meta.build_meta(meta.load_config(stage.model.base, r.file, "model.base"))).layer_class
+            config = meta.load_config(stage.model.base, r.file, "model.base")
+            layer = meta.counts(meta.build_meta(config)).layer_class
             assert get_module_class_from_name(model, layer) is not None, (name, stage.name, layer)
 
 
@@ -375,7 +385,8 @@ def test_every_recipe_launch_maps_to_a_shipped_config(name):
     path = RECIPES / name
     for t in [None, *(yaml.safe_load(path.read_text()).get("toggles") or {})]:
         for s in resolve(path, [t] if t else [], check_plugins=False).stages:
-            assert s.launch.parallel == "single" or accelerate_config(path, s.launch).is_file(), (name, t, s.name)
+            shipped = accelerate_config(path, s.launch).is_file()
+            assert s.launch.parallel == "single" or shipped, (name, t, s.name)
 
 
 # ---------------------------------------------------------------- plans
