@@ -142,6 +142,46 @@ class PredictConfig:
                                     "the merged model (9th [P9] merge_and_unload)")
 
 
+#: memory per GPU in GiB (nvidia-smi's total MiB / 1024) of the GPUs ``launch.gpu`` knows by name
+GPU_MEMORY_GIB = {"A100-40GB": 40.0, "A100-80GB": 80.0, "H100-80GB": 79.6, "H200": 139.8, "V100-16GB": 16.0,
+                  "V100-32GB": 32.0, "T4": 15.0, "L4": 22.5, "A10G": 22.5, "L40S": 45.0, "RTX-4090": 24.0}
+#: GPUs without bfloat16 arithmetic (model.dtype auto would pick bf16 on them)
+NO_BF16 = ("V100-16GB", "V100-32GB", "T4")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """The hardware a stage is meant for: ``replicate plan`` checks the stage's memory against it and
+    prints the ``accelerate launch`` command (``recipes/accelerate/<parallel>.yaml``). A plan only: it is
+    not in the run id (the process count a launcher really started is, :mod:`replicator.core.fingerprint`)."""
+
+    gpus: int = param(1, "GPUs (processes) the stage runs on: accelerate launch --num_processes", ge=1)
+    gpu: str = param("A100-80GB", "the GPU by name (" + ", ".join(GPU_MEMORY_GIB) + "), 'cpu', or any name "
+                     "with gpu_memory_gb")
+    gpu_memory_gb: float | None = param(None, "memory per GPU (or host memory for cpu) in GiB; null = from "
+                                              "the GPU's name", gt=0)
+    parallel: Literal["single", "ddp", "fsdp_shard_grad_op", "fsdp_full_shard", "zero2", "zero3"] = param(
+        "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard | zero2 | zero3: what is "
+                  "sharded over the GPUs, and the accelerate config file")
+
+    def __post_init__(self):
+        check_params(self)
+        if self.gpu_memory_gb is None and self.gpu not in GPU_MEMORY_GIB:
+            hint = did_you_mean(self.gpu, GPU_MEMORY_GIB)
+            raise ParamError("gpu", f"gpu {self.gpu!r} is not a known name{hint}: set gpu_memory_gb (known: "
+                             f"{', '.join(GPU_MEMORY_GIB)})")
+        if self.gpu == "cpu" and self.parallel not in ("single", "ddp"):
+            raise ParamError("parallel", f"parallel {self.parallel!r} needs GPUs (accelerate runs DDP on a "
+                             "CPU); choose single or ddp for gpu 'cpu'")
+        if self.parallel == "single" and self.gpus != 1:
+            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose "
+                             "ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
+
+    @property
+    def memory_gib(self) -> float:
+        return float(self.gpu_memory_gb if self.gpu_memory_gb is not None else GPU_MEMORY_GIB[self.gpu])
+
+
 @dataclasses.dataclass(frozen=True)
 class StageConfig:
     """One resolved stage: the core sections plus plugin blocks (validated separately)."""
@@ -156,6 +196,8 @@ class StageConfig:
     #: predictions this stage writes for later stages: "train" (teacher probabilities on its
     #: training rows, for distillation) and/or "pool" (pseudo-labels for the ``pool`` split)
     outputs: tuple[str, ...] = ()
+    #: the hardware the stage is planned for (``replicate plan``); not in the run id
+    launch: LaunchConfig = dataclasses.field(default_factory=LaunchConfig)
 
     @property
     def unused_hooks(self) -> tuple[str, ...]:
@@ -174,11 +216,12 @@ TOP_KEYS = {
     "train": "optimiser and schedule",
     "predict": "inference settings",
     "plugins": "alias -> {use: plugin, parameters}",
+    "launch": "the hardware planned for (gpus, gpu, parallel): replicate plan",
     "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
     "toggles": "name -> merge patch",
     "substitutions": "list of what a scaled-down run stands in for the original (its report lists them)",
 }
-STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head", "outputs"}
+STAGE_KEYS = {"model", "train", "predict", "plugins", "launch", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
 
 
@@ -319,7 +362,7 @@ def _check_unused(plugins, stage: StageConfig, file: str) -> None:
 FREE_TEXT = ("description", "substitutions")
 #: top-level keys a toggle or an override may set (``toggles:`` is read from the file only)
 PATCHABLE_KEYS = {k: v for k, v in TOP_KEYS.items() if k != "toggles"}
-SECTIONS = ("model", "train", "predict", "plugins", "stages")
+SECTIONS = ("model", "train", "predict", "plugins", "launch", "stages")
 
 
 def patch_config(raw: dict, file: str, toggles=(), overrides=()) -> tuple[dict, list[str]]:
@@ -353,7 +396,7 @@ def _check_top_keys(cfg: dict, file: str, known: dict, source: str) -> None:
 def build_stages(cfg: dict, file: str) -> list[StageConfig]:
     """The stages of a patched config: each a patch over its core sections and plugin blocks."""
     stages_raw = cfg.get("stages") or {"main": {}}
-    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins")}
+    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins", "launch")}
     stages: list[StageConfig] = []
     for sname, patch in stages_raw.items():
         key = f"stages.{sname}" if "stages" in cfg else ""
@@ -387,6 +430,7 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
         from_stage=src,
         reinit_head=bool(patch.get("reinit_head", False)),
         outputs=tuple(outputs),
+        launch=build(LaunchConfig, merged.get("launch"), file, pre + "launch"),
     )
 
 
