@@ -4,6 +4,7 @@
     nox -s lint             # ruff
     nox -s smoke            # the smoke recipe end to end on a real model and the real rows
     nox -s smoke -- model.base=embedded:gemma-3-270m train.max_rows=200
+    nox -s solutions        # the six solution recipes at smoke scale (-t smoke) and their reports
     nox -s regen            # regenerate the pinned fixtures (prompt texts, recipes, reports) after a deliberate change
     nox -s gpu              # tests marked gpu (needs CUDA)
 """
@@ -65,6 +66,21 @@ def smoke(session):
     else:
         session.log("smoke model: %s, because no CUDA device was found", CPU_SMOKE_MODEL)
     session.run("replicate", "run", "recipes/smoke.yaml", *overrides, env=_data_env())
+
+
+SOLUTIONS = ("1st", "2nd", "3rd", "5th", "9th", "16th")
+
+
+@nox.session
+def solutions(session):
+    """Every solution recipe at smoke scale (``-t smoke``: embedded model, shared real rows, a CPU), then its
+    report in reports/<recipe>/smoke-report/; ``-- 2nd 5th`` runs only those."""
+    session.install("-e", *INSTALL)
+    for name in session.posargs or SOLUTIONS:
+        out = session.run("replicate", "-q", "run", f"recipes/{name}.yaml", "-t", "smoke", env=_data_env(),
+                          silent=True)
+        run_dir = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(("finished", "reused")))
+        session.run("replicate", "report", run_dir, "--out", f"reports/{name}/smoke-report")
 
 
 @nox.session
