@@ -102,8 +102,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
         force: Annotated[bool, typer.Option("--force", help="recompute even if this run exists")] = False,
         member: Annotated[list[str], typer.Option(
-            "--member", help="with folds:/ensemble: run only this member (a member name or fold<i>; repeatable), "
-                             "not the combination")] = [],  # noqa: B006
+            "--member", help="with folds:/ensemble: run only this member (a member name or fold<i>; "
+                             "repeatable), not the combination")] = [],  # noqa: B006
         verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/; with folds: or ensemble:, every
     member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
@@ -137,8 +137,8 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
     typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
 
 
-def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool, progress: bool,
-                     only: list[str]) -> None:
+def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool,
+                     progress: bool, only: list[str]) -> None:
     """``run`` on a recipe with folds:/ensemble:: the plan, every member run, then the combination."""
     from .combination import plan, run_plan
     from .dist import is_main
@@ -158,7 +158,8 @@ def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddi
         folder = result["combinations"][-1][1]
         summary = folder / ("ensemble.md" if (folder / "ensemble.md").is_file() else "folds.md")
         typer.echo(summary.read_text(encoding="utf-8"))
-        typer.echo(f"compare: replicate report {folder} {' '.join(str(d) for _, d, _, _ in result['members'])}")
+        members = " ".join(dict.fromkeys(str(d) for _, d, _, _ in result["members"]))
+        typer.echo(f"compare: replicate report {folder} {members}")
         typer.echo(f"predict: replicate predict {folder} test.csv -o submission.csv")
 
 

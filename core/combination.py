@@ -120,14 +120,14 @@ def check_fold_plugin(folds: FoldsConfig, plugins: dict, file: str) -> None:
 
     block = plugins.get(folds.plugin)
     if not isinstance(block, dict):
-        raise RecipeError(file, "folds.plugin", f"no plugin block {folds.plugin!r} in the final stage; blocks: "
-                          f"{', '.join(plugins) or '(none)'}")
+        raise RecipeError(file, "folds.plugin", f"no plugin block {folds.plugin!r} in the final stage; "
+                          f"blocks: {', '.join(plugins) or '(none)'}")
     cat = catalogue()
     cls = cat[block["use"]] if block.get("use") in cat else None
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     if not {"folds", "fold"} <= fields:
-        raise RecipeError(file, "folds.plugin", f"plugin block {folds.plugin!r} (use: {block.get('use')}) has no "
-                          "folds/fold parameters to choose the validation rows (kaggle_csv has)")
+        raise RecipeError(file, "folds.plugin", f"plugin block {folds.plugin!r} (use: {block.get('use')}) "
+                          "has no folds/fold parameters to choose the validation rows (kaggle_csv has)")
 
 
 def member_file(recipe: str, file: str, key: str) -> Path:
@@ -148,15 +148,15 @@ def section_lines(resolved: Resolved) -> list[str]:
     lines = []
     if resolved.config.get("folds") is not None:
         f = folds_config(resolved.config["folds"], resolved.file)
-        lines.append(f"# folds: k={f.k}, runs {', '.join(map(str, f.folds))} with plugins.{f.plugin}.fold set, "
-                     f"average {f.average}")
+        lines.append(f"# folds: k={f.k}, runs {', '.join(map(str, f.folds))} with plugins.{f.plugin}.fold "
+                     f"set, average {f.average}")
     if resolved.config.get("ensemble") is not None:
         e, members = build_ensemble(resolved.config["ensemble"], resolved.file)
         lines.append(f"# ensemble: weights {e.weights}, members:")
         for name, m in members.items():
             gate = f", gate {dataclasses.asdict(m.gate)}" if m.gate else ""
-            lines.append(f"#   {name}: {m.recipe or resolved.file} toggles {m.toggles} overrides {m.overrides}, "
-                         f"weight {m.weight:g}, input {m.input}{gate}")
+            lines.append(f"#   {name}: {m.recipe or resolved.file} toggles {m.toggles} overrides "
+                         f"{m.overrides}, weight {m.weight:g}, input {m.input}{gate}")
     return lines
 
 
@@ -194,12 +194,12 @@ def _plan_folds(label: str, file: Path, resolved: Resolved, toggles: list[str], 
         r = resolve(file, toggles, [*overrides, *fold_overrides(cfg, i)], data_dir=data_dir)
         block = r.final.plugins.get(cfg.plugin) or {}
         if block.get("fold") != i or block.get("folds") != cfg.k:
-            raise RecipeError(str(file), "folds.plugin", f"the final stage's plugins.{cfg.plugin} sets folds "
-                              f"{block.get('folds')} fold {block.get('fold')} itself, so fold {i} of {cfg.k} cannot "
-                              "be chosen; remove them from the stage")
+            raise RecipeError(str(file), "folds.plugin", f"the final stage's plugins.{cfg.plugin} sets "
+                              f"folds {block.get('folds')} fold {block.get('fold')} itself, so fold {i} of "
+                              f"{cfg.k} cannot be chosen; remove them from the stage")
         if cfg.average == "adapters" and weights_file(r.final) != WEIGHTS:
-            raise RecipeError(str(file), "folds.average", f"adapters averages trained weights ({WEIGHTS}); the final "
-                              f"stage is a baseline or frozen-feature stage: use average: probs")
+            raise RecipeError(str(file), "folds.average", f"adapters averages trained weights ({WEIGHTS}); "
+                              "the final stage is a baseline or frozen-feature stage: use average: probs")
         runs[i] = _member("/".join(x for x in (label, fold_name(i)) if x), r, data_dir)
     key = {"kind": "folds", "version": VERSION, "runs": {fold_name(i): m.run_id for i, m in runs.items()},
            "k": cfg.k, "plugin": cfg.plugin, "average": cfg.average}
@@ -208,7 +208,8 @@ def _plan_folds(label: str, file: Path, resolved: Resolved, toggles: list[str], 
                      reports_root() / resolved.name / combo_id, artifacts_root() / resolved.name / combo_id)
 
 
-def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: list[str], data_dir) -> EnsemblePlan:
+def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: list[str],
+                   data_dir) -> EnsemblePlan:
     from .pipeline import artifacts_root, reports_root
 
     cfg, specs = build_ensemble(top.config["ensemble"], str(path))
@@ -218,14 +219,16 @@ def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: lis
         try:
             tog, over = [*m.toggles, *toggles], [*m.overrides, *overrides]
             r = resolve(file, tog, over, data_dir=data_dir)
-            parts[name] = (_plan_folds(name, file, r, tog, over, data_dir) if r.config.get("folds") is not None
+            folds = r.config.get("folds") is not None
+            parts[name] = (_plan_folds(name, file, r, tog, over, data_dir) if folds
                            else _member(name, r, data_dir))
         except RecipeError as e:
-            raise ReplicatorError(f"ensemble member {name} ({file}, toggles {[*m.toggles, *toggles]}): {e}") from None
+            raise ReplicatorError(f"ensemble member {name} ({file}, toggles {tog}): {e}") from None
     seeds = {name: (p.seed if isinstance(p, FoldsPlan) else p.resolved.seed) for name, p in parts.items()}
     if len(set(seeds.values())) > 1:
-        raise ReplicatorError(f"{path}: ensemble members must share the seed (the validation split is drawn with it, "
-                              f"and members are blended on the same rows): {seeds}; set overrides: [seed=N]")
+        raise ReplicatorError(f"{path}: ensemble members must share the seed (the validation split is drawn "
+                              f"with it, and members are blended on the same rows): {seeds}; set overrides: "
+                              "[seed=N]")
     key = {"kind": "ensemble", "version": VERSION, "weights": cfg.weights, "fit_folds": cfg.fit_folds,
            "seed": top.seed, "members": {name: {"unit": parts[name].unit(), **_spec_key(specs[name])}
                                          for name in specs}}
@@ -248,11 +251,13 @@ def _hash(key: dict) -> str:
 
 
 def _select(p: Plan, only) -> list[Member]:
-    """The member runs to run: all, or those ``only`` names (a member name, or ``fold<i>`` / ``<member>/fold<i>``)."""
+    """The member runs to run: all, or those ``only`` names (a member name, or ``fold<i>`` or
+    ``<member>/fold<i>``)."""
     members = p.members()
     if not only:
         return members
-    known = list(dict.fromkeys([m.label for m in members] + (list(p.parts) if isinstance(p, EnsemblePlan) else [])))
+    names = list(p.parts) if isinstance(p, EnsemblePlan) else []
+    known = list(dict.fromkeys([m.label for m in members] + names))
     for o in only:
         if o not in known:
             raise ReplicatorError(f"--member {o}: not a member of this recipe; members: {', '.join(known)}")
@@ -270,14 +275,15 @@ def run_plan(p: Plan, data_dir: Path, force: bool = False, progress: bool = True
     done, seen = [], {}
     for i, m in enumerate(todo, 1):
         if m.run_id in seen:  # two members with one config: one run
-            log.info("[%d/%d] %s: the same run as %s (%s)", i, len(todo), m.label, seen[m.run_id][0], m.run_id)
+            log.info("[%d/%d] %s: the same run as %s (%s)", i, len(todo), m.label, seen[m.run_id][0],
+                     m.run_id)
             done.append((m.label, *seen[m.run_id][1:]))
             continue
         log.info("[%d/%d] %s: run %s", i, len(todo), m.label, m.run_id)
         run_dir, metrics, reused = run_recipe(m.resolved, data_dir, force=force, progress=progress)
-        if run_dir != m.run_dir:
-            log.warning("%s: planned as %s, run as %s: the code or the data changed meanwhile", m.label, m.run_dir,
-                        run_dir)
+        if run_dir != m.run_dir:  # the run id hashes the code and data files as they are now
+            raise ReplicatorError(f"{m.label}: planned as {m.run_dir}, run as {run_dir}: the code or the "
+                                  "data changed while the members ran; run the recipe again")
         seen[m.run_id] = (m.label, run_dir, metrics, reused)
         done.append((m.label, run_dir, metrics, reused))
     combos: list = []
@@ -321,12 +327,13 @@ def _write(run_dir: Path, preds, info: dict, fp: dict, metrics: dict, extra: dic
 def _fingerprint(combo_id: str, name: str, seed: int, kind: str, variant: str, toggles: list[str],
                  members: list[Member]) -> dict:
     """A combination's ``fingerprint.json``: its id, what ``replicate report`` groups by (``variant``),
-    its member runs, and the first member's data hash and environment (for the report's comparability checks)."""
+    its member runs, and the first member's data hash and environment (the report's comparability
+    checks)."""
     from .pipeline import FINGERPRINT
 
     first = json.loads((members[0].run_dir / FINGERPRINT).read_text())
-    return {"run_id": combo_id, "recipe": name, "seed": seed, "kind": kind, "variant": variant, "toggles": toggles,
-            "members": {m.label: m.run_id for m in members},
+    return {"run_id": combo_id, "recipe": name, "seed": seed, "kind": kind, "variant": variant,
+            "toggles": toggles, "members": {m.label: m.run_id for m in members},
             **{k: first.get(k) for k in ("data_hash", "data_files", "code", "n_processes", "environment")}}
 
 
@@ -339,9 +346,7 @@ def _rowpreds(run_dir: Path):
 def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
     """The fold combination's folder (reused when finished): OOF per-row predictions and metrics, and
     for ``average: adapters`` the averaged weights."""
-    from . import metrics as M
-    from .evaluate import scores
-    from .folds import NO_HONEST_SCORE, concat_oof
+    from .folds import concat_oof
     from .lock import run_lock
 
     adapters = f.cfg.average == "adapters"
@@ -353,23 +358,32 @@ def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
         oof = concat_oof(parts)
         if adapters:
             _average_adapters(f)
-        names = {m.run_id: fold_name(i) for i, m in f.runs.items()}
-        metrics = {"run_id": f.combo_id, "recipe": f.name, "kind": "folds", "k": f.cfg.k, "average": f.cfg.average,
-                   "folds": {fold_name(i): m.run_id for i, m in f.runs.items()}, **scores(oof.views, oof.labels),
-                   "per_fold": {names[rid]: {"run_id": rid, "n_rows": len(p), **M.summarize(p.views["final"], p.labels,
-                                                                                            "final_")}
-                                for rid, p in parts},
-                   "note": NO_HONEST_SCORE if adapters else "each row predicted by the fold model that did not train "
-                                                            "on it"}
+        metrics = _folds_metrics(f, parts, oof)
         info = {"kind": "folds", "id": f.combo_id, "recipe": f.name, "version": VERSION, "k": f.cfg.k,
                 "plugin": f.cfg.plugin, "average": f.cfg.average,
                 "runs": [{"fold": i, **m.unit()} for i, m in f.runs.items()]}
-        variant = (f"{f.name}{''.join(f' +{t}' for t in f.toggles)} folds {','.join(map(str, f.cfg.folds))} of "
-                   f"{f.cfg.k} (OOF, {f.cfg.average})")
+        variant = (f"{f.name}{''.join(f' +{t}' for t in f.toggles)} folds "
+                   f"{','.join(map(str, f.cfg.folds))} of {f.cfg.k} (OOF, {f.cfg.average})")
         fp = _fingerprint(f.combo_id, f.name, f.seed, "folds", variant, f.toggles, f.members())
         _write(f.run_dir, oof, info, fp, metrics, {"folds.md": _folds_markdown(variant, metrics)})
     log.info("folds: %s (OOF final log loss %.4f on %d rows)", f.run_dir, metrics["final_log_loss"], len(oof))
     return f.run_dir, metrics, False
+
+
+def _folds_metrics(f: FoldsPlan, parts: list, oof) -> dict:
+    """metrics.json of a fold combination: every view scored on the OOF rows, and each fold alone."""
+    from . import metrics as M
+    from .evaluate import scores
+    from .folds import NO_HONEST_SCORE
+
+    names = {m.run_id: fold_name(i) for i, m in f.runs.items()}
+    per_fold = {names[rid]: {"run_id": rid, "n_rows": len(p),
+                             **M.summarize(p.views["final"], p.labels, "final_")} for rid, p in parts}
+    note = (NO_HONEST_SCORE if f.cfg.average == "adapters"
+            else "each row is predicted by the fold model that did not train on it")
+    return {"run_id": f.combo_id, "recipe": f.name, "kind": "folds", "k": f.cfg.k, "average": f.cfg.average,
+            "folds": {fold_name(i): m.run_id for i, m in f.runs.items()}, **scores(oof.views, oof.labels),
+            "per_fold": per_fold, "note": note}
 
 
 def _average_adapters(f: FoldsPlan) -> None:
@@ -389,20 +403,23 @@ def _average_adapters(f: FoldsPlan) -> None:
     base = f.members()[0].resolved.final.model.base
     atomic_save_safetensors(avg, f.art / WEIGHTS, metadata={"base": base, "averaged_from": ",".join(
         m.run_id for m in f.members())})
-    log.info("folds: the mean of %d folds' weights (%d tensors) -> %s", len(states), len(avg), f.art / WEIGHTS)
+    log.info("folds: the mean of %d folds' weights (%d tensors) -> %s", len(states), len(avg),
+             f.art / WEIGHTS)
 
 
 def _folds_markdown(title: str, metrics: dict) -> str:
     note = metrics["note"]
-    lines = [f"# {title}", "", f"Out-of-fold: {metrics['n_valid_rows']} rows, each predicted by the one fold model "
-             "that did not train on it.", "", "| | rows | log loss (final) | accuracy (final) |", "|---|---|---|---|"]
+    lines = [f"# {title}", "", f"Out-of-fold: {metrics['n_valid_rows']} rows, each predicted by the one fold "
+             "model that did not train on it.", "", "| | rows | log loss (final) | accuracy (final) |",
+             "|---|---|---|---|"]
     for name, p in metrics["per_fold"].items():
         lines.append(f"| {name} ({p['run_id']}) | {p['n_rows']} | {p['final_log_loss']:.4f} | "
                      f"{p['final_accuracy']:.4f} |")
     lines.append(f"| **OOF** | {metrics['n_valid_rows']} | **{metrics['final_log_loss']:.4f}** | "
                  f"{metrics['final_accuracy']:.4f} |")
     lines += ["", f"Without TTA {metrics['log_loss']:.4f}, TTA mean {metrics['tta_log_loss']:.4f}.", "",
-              f"`replicate predict` combines the fold models by {metrics['average']}. {note[0].upper() + note[1:]}."]
+              f"`replicate predict` combines the fold models by {metrics['average']}. "
+              f"{note[0].upper() + note[1:]}."]
     return "\n".join(lines) + "\n"
 
 
@@ -420,20 +437,21 @@ def combine_ensemble(e: EnsemblePlan, force: bool = False) -> tuple[Path, dict, 
         preds, info = blend_members(e.specs, inputs, e.cfg, e.seed)
         summary = summarize_blend(preds, info)
         weights = " + ".join(f"{n} {w:.3g}" for n, w in info["weights"].items())
-        variant = (f"{e.name}{''.join(f' +{t}' for t in e.toggles)} ensemble "
-                   f"{'fit' if e.cfg.weights == 'fit' else 'fixed'}: {weights}")
+        variant = f"{e.name}{''.join(f' +{t}' for t in e.toggles)} ensemble {e.cfg.weights}: {weights}"
+        blend = summary["blend"]
         metrics = {"run_id": e.combo_id, "recipe": e.name, "kind": "ensemble", "n_valid_rows": len(preds),
-                   "log_loss": summary["blend"]["log_loss"], "accuracy": summary["blend"]["accuracy"],
-                   "final_log_loss": summary["blend"]["log_loss"], "final_accuracy": summary["blend"]["accuracy"],
-                   **info, "members": {n: p.unit()["run_id"] for n, p in e.parts.items()}, "summary": summary}
+                   "log_loss": blend["log_loss"], "accuracy": blend["accuracy"],
+                   "final_log_loss": blend["log_loss"], "final_accuracy": blend["accuracy"], **info,
+                   "members": {n: p.unit()["run_id"] for n, p in e.parts.items()}, "summary": summary}
+        members = [{"name": n, "unit": e.parts[n].unit(), "input": s.input,
+                    "gate": dataclasses.asdict(s.gate) if s.gate else None} for n, s in e.specs.items()]
         combo = {"kind": "ensemble", "id": e.combo_id, "recipe": e.name, "version": VERSION,
-                 "weights": info["weights"], "members": [
-                     {"name": n, "unit": e.parts[n].unit(), "input": s.input,
-                      "gate": dataclasses.asdict(s.gate) if s.gate else None} for n, s in e.specs.items()]}
+                 "weights": info["weights"], "members": members}
         fp = _fingerprint(e.combo_id, e.name, e.seed, "ensemble", variant, e.toggles, e.members())
-        _write(e.run_dir, preds, combo, fp, metrics,
-               {"ensemble.md": blend_markdown(variant, summary, info, e.cfg.fit_folds)})
-    log.info("ensemble: %s (blend log loss %.4f on %d rows)", e.run_dir, metrics["final_log_loss"], len(preds))
+        md = blend_markdown(variant, summary, info, e.cfg.fit_folds)
+        _write(e.run_dir, preds, combo, fp, metrics, {"ensemble.md": md})
+    log.info("ensemble: %s (blend log loss %.4f on %d rows)", e.run_dir, metrics["final_log_loss"],
+             len(preds))
     return e.run_dir, metrics, False
 
 
@@ -469,7 +487,8 @@ def _adapter_weights(info: dict) -> Path:
 
 
 def check_combination(run_dir: Path) -> None:
-    """Every run a combination predicts with is finished and has what ``predict`` reads (before a model loads)."""
+    """Every run a combination predicts with is finished and has what ``predict`` reads (checked before
+    a model loads)."""
     from .preflight import check_safetensors
     from .submission import run_parts
 
@@ -485,7 +504,8 @@ def check_combination(run_dir: Path) -> None:
         check_combination(d) if m["unit"]["kind"] == "folds" else run_parts(d)
 
 
-def predict_combination(run_dir: Path, rows: list[dict], progress: bool = True, view: str = "final") -> np.ndarray:
+def predict_combination(run_dir: Path, rows: list[dict], progress: bool = True,
+                        view: str = "final") -> np.ndarray:
     """(N, 3) probabilities of ``rows`` by a combination: the fold models combined by their ``average``,
     or the ensemble's members (each its ``input`` view: ``swapped`` members are fed A/B-swapped rows
     and their columns swapped back) blended with the ensemble's weights and gates."""

@@ -78,11 +78,11 @@ class GateConfig:
 class MemberConfig:
     """One member of ``ensemble.members``."""
 
-    recipe: str | None = param(None, "another recipe file (relative to this recipe's folder, else to the current "
-                                     "folder); null = this recipe")
+    recipe: str | None = param(None, "another recipe file (relative to this recipe's folder, else to the "
+                                     "current folder); null = this recipe")
     toggles: list[str] = param([], "toggles of the member, applied before the command line's")
-    overrides: list[str] = param([], "key.path=value overrides of the member, applied after the command line's "
-                                     "toggles and before its overrides")
+    overrides: list[str] = param([], "key.path=value overrides of the member, applied after the command "
+                                     "line's toggles and before its overrides")
     weight: float = param(1.0, "blend weight (weights: fixed); normalised over the members", gt=0)
     input: Literal["final", "identity", "swapped", "both"] = param(
         "final", "which predictions the blend reads: final (its submission), identity, swapped (A/B-swapped "
@@ -94,10 +94,13 @@ class MemberConfig:
 class EnsembleConfig:
     """The ``ensemble:`` section of a recipe."""
 
-    members: dict = param(dataclasses.MISSING, "member name -> {recipe, toggles, overrides, weight, input, gate}")
-    weights: Literal["fixed", "fit"] = param("fixed", "fixed: the members' weights; fit: fitted on their common "
-                                                      "validation rows (scored out of fold)")
-    fit_folds: int = param(5, "weights: fit: folds over prompt groups for the honest (out-of-fold) score", ge=2)
+    members: dict = param(dataclasses.MISSING,
+                          "member name -> {recipe, toggles, overrides, weight, input, gate}")
+    weights: Literal["fixed", "fit"] = param(
+        "fixed", "fixed: the members' weights; fit: fitted on their common validation rows (scored out of "
+                 "fold)")
+    fit_folds: int = param(5, "weights: fit: folds over prompt groups for the honest (out-of-fold) score",
+                           ge=2)
 
 
 def build_ensemble(section: dict, file: str) -> tuple[EnsembleConfig, dict[str, MemberConfig]]:
@@ -111,12 +114,13 @@ def build_ensemble(section: dict, file: str) -> tuple[EnsembleConfig, dict[str, 
     members = {}
     for name, spec in cfg.members.items():
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise RecipeError(file, f"ensemble.members.{name}", "a member name is letters, digits and underscores, "
-                                                                "starting with a letter")
-        members[name] = build(MemberConfig, spec if spec is not None else {}, file, f"ensemble.members.{name}")
+            raise RecipeError(file, f"ensemble.members.{name}",
+                              "a member name is letters, digits and underscores, starting with a letter")
+        key = f"ensemble.members.{name}"
+        members[name] = build(MemberConfig, spec if spec is not None else {}, file, key)
     if all(m.gate is not None for m in members.values()):
-        raise RecipeError(file, "ensemble.members", "every member is gated: at least one member must predict every "
-                                                    "row")
+        raise RecipeError(file, "ensemble.members",
+                          "every member is gated: at least one member must predict every row")
     return cfg, members
 
 
@@ -127,11 +131,13 @@ def member_view(name: str, preds: RowPreds, member: MemberConfig, where: str) ->
     """The (N, 3) predictions member ``name`` contributes: the view its ``input`` names."""
     view = INPUT_VIEW[member.input]
     if member.input in ("swapped", "both") and SWAP_VIEW not in preds.views:
-        raise ReplicatorError(f"ensemble member {name}: input {member.input} needs its A/B-swapped predictions (the "
-                              f"{SWAP_VIEW} view) and {where} has only {', '.join(preds.views)}: enable swap TTA for "
-                              f"that member, e.g. toggles: [..., tta]")
+        raise ReplicatorError(f"ensemble member {name}: input {member.input} needs its A/B-swapped "
+                              f"predictions (the {SWAP_VIEW} view) and {where} has only "
+                              f"{', '.join(preds.views)}: enable swap TTA for that member, e.g. "
+                              "toggles: [..., tta]")
     if view not in preds.views:
-        raise ReplicatorError(f"ensemble member {name}: {where} has no {view!r} view (it has {', '.join(preds.views)})")
+        raise ReplicatorError(f"ensemble member {name}: {where} has no {view!r} view (it has "
+                              f"{', '.join(preds.views)})")
     return preds.views[view]
 
 
@@ -147,9 +153,10 @@ def align_members(preds: dict[str, tuple[str, RowPreds]]) -> dict[str, np.ndarra
             only_here, only_first = sorted(ids - ids0), sorted(ids0 - ids)
             example = (only_here or only_first)[0]
             raise ReplicatorError(
-                f"ensemble members {first} ({where0}) and {name} ({where}) do not share their validation rows: "
-                f"{len(ids & ids0)} shared, {len(only_first)} only in {first}, {len(only_here)} only in {name} "
-                f"(e.g. id {example!r}); members must validate on the same rows (same data, split seed and fold)")
+                f"ensemble members {first} ({where0}) and {name} ({where}) do not share their validation "
+                f"rows: {len(ids & ids0)} shared, {len(only_first)} only in {first}, {len(only_here)} only "
+                f"in {name} (e.g. id {example!r}); members must validate on the same rows (same data, split "
+                "seed and fold)")
         if len(p.ids) != len(ids):
             raise ReplicatorError(f"ensemble member {name} ({where}): a validation row id appears twice")
         pos = {rid: k for k, rid in enumerate(p.ids)}
@@ -185,8 +192,9 @@ def blend(probs: list[np.ndarray], weights, masks: list[np.ndarray] | None = Non
     wg = w[:, None] * g  # (M, N)
     total = wg.sum(axis=0)
     if (total <= 0).any():
-        raise ReplicatorError(f"{int((total <= 0).sum())} row(s) have no member with a positive weight (weights "
-                              f"{np.round(w, 6).tolist()}): the gated members alone cannot predict them")
+        raise ReplicatorError(f"{int((total <= 0).sum())} row(s) have no member with a positive weight "
+                              f"(weights {np.round(w, 6).tolist()}): the gated members alone cannot predict "
+                              "them")
     return (wg[:, :, None] * p).sum(axis=0) / total[:, None]
 
 
@@ -217,7 +225,8 @@ def fit_weights(probs: list[np.ndarray], labels, masks: list[np.ndarray] | None 
     w = np.clip(res.x, 0.0, None)
     w = w / w.sum()
     if _blend_loss(w, p, g, y) > _blend_loss(x0, p, g, y) + 1e-12:
-        raise ReplicatorError(f"fitting the blend weights failed ({res.message}): the fit is worse than equal weights")
+        raise ReplicatorError(f"fitting the blend weights failed ({res.message}): the fit is worse than "
+                              "equal weights")
     return w
 
 
@@ -226,8 +235,9 @@ def group_folds(groups: list[str], k: int, seed: int) -> np.ndarray:
     folds (rows of one prompt stay together). At least ``k`` groups are needed."""
     unique = sorted(set(groups))
     if len(unique) < k:
-        raise ReplicatorError(f"weights: fit scores the blend with {k} folds over prompt groups, but the members' "
-                              f"common rows have only {len(unique)} group(s); lower ensemble.fit_folds or use more rows")
+        raise ReplicatorError(f"weights: fit scores the blend with {k} folds over prompt groups, but the "
+                              f"members' common rows have only {len(unique)} group(s); lower "
+                              "ensemble.fit_folds or use more rows")
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {unique[j]: i % k for i, j in enumerate(order)}
     return np.array([fold_of[g] for g in groups], dtype=np.int64)
@@ -255,11 +265,11 @@ def swap_back(probs: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[:, list(SWAP_PERM)]
 
 
-# ---------------------------------------------------------------- the blend of a set of members, and its report
+# ---------------------------------------------------------------- a set of members blended, and the report
 
 
-def blend_members(specs: dict[str, MemberConfig], inputs: dict[str, tuple[str, RowPreds]], cfg: EnsembleConfig,
-                  seed: int) -> tuple[RowPreds, dict]:
+def blend_members(specs: dict[str, MemberConfig], inputs: dict[str, tuple[str, RowPreds]],
+                  cfg: EnsembleConfig, seed: int) -> tuple[RowPreds, dict]:
     """Blend the members' per-row predictions (``inputs``: name -> (where they come from, RowPreds)),
     in the first member's row order. Returns the ensemble's per-row predictions (views ``final``: the
     blend, honest; ``insample`` with ``weights: fit``; ``member_<name>``: each member's input; the
@@ -272,11 +282,12 @@ def blend_members(specs: dict[str, MemberConfig], inputs: dict[str, tuple[str, R
         where, p = inputs[name]
         idx = pos[name]
         if not np.allclose(p.labels[idx], p0.labels, atol=1e-6):
-            raise ReplicatorError(f"ensemble member {name} ({where}): its labels differ from {names[0]}'s on the same "
-                                  "row ids: the members read different data")
+            raise ReplicatorError(f"ensemble member {name} ({where}): its labels differ from {names[0]}'s on "
+                                  "the same row ids: the members read different data")
         probs.append(member_view(name, p, specs[name], where)[idx])
         masks.append(gate_mask(p0.chars, specs[name].gate))
-    info: dict = {"weights_mode": cfg.weights, "coverage": {n: float(m.mean()) for n, m in zip(names, masks, strict=True)},
+    info: dict = {"weights_mode": cfg.weights,
+                  "coverage": {n: float(m.mean()) for n, m in zip(names, masks, strict=True)},
                   "gates": {n: dataclasses.asdict(specs[n].gate) for n in names if specs[n].gate is not None}}
     if cfg.weights == "fixed":
         w = np.array([specs[n].weight for n in names], dtype=np.float64)
@@ -290,7 +301,8 @@ def blend_members(specs: dict[str, MemberConfig], inputs: dict[str, tuple[str, R
     info["weights"] = {n: float(x) for n, x in zip(names, w, strict=True)}
     views.update({f"member_{n}": p for n, p in zip(names, probs, strict=True)})
     views.update({v: m for v, m in p0.views.items() if v.startswith("baseline_")})
-    return RowPreds(ids=list(p0.ids), groups=list(p0.groups), chars=p0.chars, labels=p0.labels, views=views), info
+    out = RowPreds(ids=list(p0.ids), groups=list(p0.groups), chars=p0.chars, labels=p0.labels, views=views)
+    return out, info
 
 
 def summarize_blend(preds: RowPreds, info: dict, n_boot: int = 2000) -> dict:
@@ -301,14 +313,16 @@ def summarize_blend(preds: RowPreds, info: dict, n_boot: int = 2000) -> dict:
 
     y = preds.labels
     blend_rows = row_log_loss(preds.views["final"], y)
-    out: dict = {"n_rows": len(preds), "blend": {"log_loss": float(blend_rows.mean()),
-                                                  "accuracy": accuracy(preds.views["final"], y)}, "members": {}}
+    out: dict = {"n_rows": len(preds), "members": {},
+                 "blend": {"log_loss": float(blend_rows.mean()),
+                           "accuracy": accuracy(preds.views["final"], y)}}
     for name, w in info["weights"].items():
         p = preds.views[f"member_{name}"]
         rows = row_log_loss(p, y)
         d = paired_bootstrap(rows, blend_rows, preds.groups, n_boot=n_boot, seed=0)
         entry = {"weight": w, "coverage": info["coverage"][name], "log_loss": float(rows.mean()),
-                 "accuracy": accuracy(p, y), "blend_minus_member": {k: d[k] for k in ("delta", "lo", "hi", "p_better")}}
+                 "accuracy": accuracy(p, y),
+                 "blend_minus_member": {k: d[k] for k in ("delta", "lo", "hi", "p_better")}}
         gated = gate_rows(preds, info, name)
         if gated is not None:
             entry["log_loss_on_its_rows"] = float(rows[gated].mean()) if gated.any() else None
@@ -327,24 +341,28 @@ def gate_rows(preds: RowPreds, info: dict, name: str) -> np.ndarray | None:
 
 def blend_markdown(title: str, summary: dict, info: dict, n_folds: int) -> str:
     """``ensemble.md``: the members and the blend on the same rows."""
-    fit = info["weights_mode"] == "fit"
-    lines = [f"# {title}", "", f"{summary['n_rows']} validation rows shared by every member. Δ = blend − member log "
-             "loss with a 95 % paired bootstrap interval over prompt groups (below 0: the blend is better).", "",
+    lines = [f"# {title}", "",
+             f"{summary['n_rows']} validation rows shared by every member. Δ = blend − member log loss "
+             "with a 95 % paired bootstrap interval over prompt groups (below 0: the blend is better).", "",
              "| member | weight | rows used | log loss | accuracy | Δ blend − member | 95 % interval |",
              "|---|---|---|---|---|---|---|"]
     for name, m in summary["members"].items():
         d = m["blend_minus_member"]
-        lines.append(f"| {name} | {m['weight']:.4f} | {m['coverage']:.0%} | {m['log_loss']:.4f} | {m['accuracy']:.4f} "
-                     f"| {d['delta']:+.4f} | [{d['lo']:+.4f}, {d['hi']:+.4f}] |")
+        lines.append(f"| {name} | {m['weight']:.4f} | {m['coverage']:.0%} | {m['log_loss']:.4f} | "
+                     f"{m['accuracy']:.4f} | {d['delta']:+.4f} | [{d['lo']:+.4f}, {d['hi']:+.4f}] |")
     b = summary["blend"]
-    lines.append(f"| **blend** | | | **{b['log_loss']:.4f}** | {b['accuracy']:.4f} | | |")
-    lines.append("")
-    if fit:
-        lines += [f"Weights fitted on these rows (what `replicate predict` uses). The blend's score above is out of "
-                  f"fold: each of {n_folds} folds of prompt groups blended with weights fitted on the others. "
-                  f"In-sample (weights fitted on the rows they are scored on, optimistic): "
-                  f"{summary['insample']['log_loss']:.4f}."]
+    lines += [f"| **blend** | | | **{b['log_loss']:.4f}** | {b['accuracy']:.4f} | | |", ""]
+    for name, m in summary["members"].items():
+        if m.get("log_loss_on_its_rows") is not None:
+            lines.append(f"- {name} is gated ({info['gates'][name]}): log loss "
+                         f"{m['log_loss_on_its_rows']:.4f} on the {m['coverage']:.0%} of rows it predicts; "
+                         "its row above scores it on all rows.")
+    if info["weights_mode"] == "fit":
+        lines.append("- Weights fitted on these rows (what `replicate predict` uses). The blend's score "
+                     f"above is out of fold: each of {n_folds} folds of prompt groups blended with weights "
+                     "fitted on the others. In-sample (weights fitted on the rows they score, optimistic): "
+                     f"{summary['insample']['log_loss']:.4f}.")
     else:
-        lines += ["Fixed weights from the recipe: not fitted on these rows, so the blend's score is honest as long as "
-                  "they were not tuned on them."]
+        lines.append("- Fixed weights from the recipe: not fitted on these rows, so the blend's score is "
+                     "honest as long as they were not tuned on them.")
     return "\n".join(lines) + "\n"

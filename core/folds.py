@@ -33,9 +33,9 @@ from .params import ParamError, check_params, param
 from .rowpreds import RowPreds
 
 AVERAGES = ("adapters", "probs")
-NO_HONEST_SCORE = ("the averaged model (average: adapters) has no honest validation score on these rows: each row "
-                   "was in the training data of every fold model but its own, so none is given; the OOF numbers "
-                   "score each fold model on the rows it did not train on")
+NO_HONEST_SCORE = ("the averaged model (average: adapters) has no honest validation score on these rows: "
+                   "each row was in the training data of every fold model but its own, so none is given; "
+                   "the OOF numbers score each fold model on the rows it did not train on")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +47,9 @@ class FoldsConfig:
                                 "validation rows (kaggle_csv: a StratifiedGroupKFold by prompt)")
     run: list[int] | None = param(None, "the folds to run (null = all k); each is an ordinary, reusable run")
     average: Literal["adapters", "probs"] = param(
-        "probs", "how `replicate predict` combines the fold models: adapters = one model with the mean of the "
-                 "folds' trainable weights (LoRA + head; 1st place [R1]); probs = the mean of the fold models' "
-                 "predictions")
+        "probs", "how `replicate predict` combines the fold models: adapters = one model with the mean "
+                 "of the folds' trainable weights (LoRA + head; 1st place [R1]); probs = the mean of the "
+                 "fold models' predictions")
 
     def __post_init__(self):
         check_params(self)
@@ -86,14 +86,14 @@ def concat_oof(parts: list[tuple[str, RowPreds]]) -> RowPreds:
     for label, p in parts:
         for rid in p.ids:
             if rid in seen:
-                raise ReplicatorError(f"row id {rid!r} is a validation row of both {seen[rid]} and {label}: the "
-                                      "folds overlap (did the fold runs use different seeds, data or k?)")
+                raise ReplicatorError(f"row id {rid!r} is a validation row of both {seen[rid]} and {label}: "
+                                      "the folds overlap (did the fold runs use different seeds, data or k?)")
             seen[rid] = label
     first_label, first = parts[0]
     for label, p in parts[1:]:
         if list(p.views) != list(first.views):
-            raise ReplicatorError(f"{label} has the prediction views {', '.join(p.views)} and {first_label} has "
-                                  f"{', '.join(first.views)}: the fold runs must predict the same views")
+            raise ReplicatorError(f"{label} has the prediction views {', '.join(p.views)} and {first_label} "
+                                  f"has {', '.join(first.views)}: the fold runs must predict the same views")
     return RowPreds(ids=[i for _, p in parts for i in p.ids], groups=[g for _, p in parts for g in p.groups],
                     chars=np.concatenate([p.chars for _, p in parts]),
                     labels=np.concatenate([p.labels for _, p in parts]),
@@ -113,13 +113,14 @@ def average_weights(states: list[tuple[str, dict]]) -> dict:
         missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
         if missing or extra:
             key = (missing or extra)[0]
-            where = f"lacks {key!r} that {first_label} has" if missing else f"has {key!r} that {first_label} lacks"
+            where = (f"lacks {key!r} that {first_label} has" if missing
+                     else f"has {key!r} that {first_label} lacks")
             raise ReplicatorError(f"{label}: its weights {where} ({len(missing)} missing, {len(extra)} extra "
                                   "keys): the fold runs were built with different LoRA or head settings")
         for key, t in state.items():
             if tuple(t.shape) != tuple(first[key].shape):
-                raise ReplicatorError(f"{label}: weight {key!r} has shape {tuple(t.shape)}, {first_label} has "
-                                      f"{tuple(first[key].shape)}")
+                raise ReplicatorError(f"{label}: weight {key!r} has shape {tuple(t.shape)}, {first_label} "
+                                      f"has {tuple(first[key].shape)}")
     out = {}
     for key, t0 in first.items():
         total = torch.zeros(t0.shape, dtype=torch.float32)

@@ -75,8 +75,9 @@ def encode_row_predictions(rows: list[dict], preds: dict[str, np.ndarray], label
         raise ReplicatorError(f"{where}: no prediction views given")
     y = _check_matrix("labels", labels, n, where)
     views = {name: _check_matrix(f"view {name!r}", m, n, where) for name, m in preds.items()}
+    chars = np.array([row_chars(r) for r in rows], dtype=np.int64)
     return encode(RowPreds(ids=[str(r["id"]) for r in rows], groups=[str(r["group"]) for r in rows],
-                           chars=np.array([row_chars(r) for r in rows], dtype=np.int64), labels=y, views=views), where)
+                           chars=chars, labels=y, views=views), where)
 
 
 def encode(preds: RowPreds, where: Path) -> bytes:

@@ -121,8 +121,8 @@ def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "fi
     from .pipeline import WEIGHTS
 
     if view != "final" and (is_baseline(stage.model.base) or stage.model.features):
-        raise ReplicatorError(f"run {run_dir}: a baseline or frozen-feature run predicts its final view only, not "
-                              f"{view!r} (it is swap-symmetric by construction)")
+        raise ReplicatorError(f"run {run_dir}: a baseline or frozen-feature run predicts its final view "
+                              f"only, not {view!r} (it is swap-symmetric by construction)")
     if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
         return baseline_predict(load_params(art / PARAMS_FILE), rows)
     try:

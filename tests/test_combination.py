@@ -88,12 +88,14 @@ def test_folds_reuse_oof_rows_adapter_average_and_predict(isolated, tmp_path, sy
     assert _reused(r3) == [("fold0", True), ("fold1", True)] and p3.combo_id not in (p1.combo_id, p2.combo_id)
     predict(str(p3.run_dir), test_csv, tmp_path / "probs.csv", progress=False)
     predict(str(p2.runs[1].run_dir), test_csv, tmp_path / "f1.csv", progress=False)
-    mean = (_check_submission(tmp_path / "f0.csv", test_csv) + _check_submission(tmp_path / "f1.csv", test_csv)) / 2
+    f0, f1 = (_check_submission(tmp_path / f"f{k}.csv", test_csv) for k in (0, 1))
+    mean = (f0 + f1) / 2
     assert np.allclose(_check_submission(tmp_path / "probs.csv", test_csv), mean, atol=1e-6)
     # the command line: everything reused, where each went; one member alone
     out = CliRunner().invoke(app, ["run", str(path), "-t", "tiny", "folds.run=[0,1]"])
     assert out.exit_code == 0, out.output
-    assert f"member fold0: reused {p2.runs[0].run_dir}" in out.output and f"folds: reused {folder}" in out.output
+    assert f"member fold0: reused {p2.runs[0].run_dir}" in out.output
+    assert f"folds: reused {folder}" in out.output
     one = CliRunner().invoke(app, ["run", str(path), "-t", "tiny", "folds.run=[0,1]", "--member", "fold1"])
     assert one.exit_code == 0 and "member fold1: reused" in one.output and "folds:" not in one.output
     bad = CliRunner().invoke(app, ["run", str(path), "-t", "tiny", "--member", "fold7"])
@@ -136,14 +138,14 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     assert _reused(r2) == [("a", True), ("b", True)] and p2.combo_id != p.combo_id
     assert stamps == {n: (p.parts[n].run_dir / "metrics.json").stat().st_mtime_ns for n in ("a", "b")}
     assert r2["combinations"][0][2]["weights"] == pytest.approx({"a": 0.5, "b": 0.5})
-    # the swapped member is fed swapped rows, its columns swapped back: what its validation run's swap view says
+    # the swapped member is fed swapped rows, its columns swapped back: its validation run's swap view
     rows_csv = _valid_rows_csv(b.ids, synthetic_data_dir, tmp_path / "valid_rows.csv")
     from replicator.core.data import read_competition_csv
 
     rows = read_competition_csv(rows_csv, require_labels=False)
     _, stage, art = run_parts(p.parts["b"].run_dir)
-    assert np.allclose(run_probs(p.parts["b"].run_dir, stage, art, rows, "swapped", False), b.views["swap_ab"],
-                       atol=1e-4)
+    fed_swapped = run_probs(p.parts["b"].run_dir, stage, art, rows, "swapped", False)
+    assert np.allclose(fed_swapped, b.views["swap_ab"], atol=1e-4)
     # the ensemble's submission: each member's prediction blended with the recorded weights and gate
     test_csv = synthetic_data_dir.joinpath(*TEST_CSV)
     predict(str(folder), test_csv, tmp_path / "ens.csv", progress=False)
@@ -169,7 +171,8 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     mask_b = np.ceil(fitted.chars / 4) <= 70
     for f, w in enumerate(fit["fold_weights"]):
         wa, wb = w["a"], w["b"] * mask_b
-        by_hand = (wa * fitted.views["member_a"] + wb[:, None] * fitted.views["member_b"]) / (wa + wb)[:, None]
+        by_hand = ((wa * fitted.views["member_a"] + wb[:, None] * fitted.views["member_b"])
+                   / (wa + wb)[:, None])
         assert np.allclose(fitted.views["final"][fold == f], by_hand[fold == f], atol=2e-6)
 
 
@@ -194,5 +197,6 @@ def test_every_solution_recipe_plans_its_members_with_tiny(name, rich_data_dir, 
     assert len({m.run_id for m in members}) == len(members)  # tiny keeps the members distinct
     assert all(m.resolved.final.model.base.startswith("tiny:") for m in members)
     expected = {"1st": ["fold0", "fold1"], "2nd": ["gemma", "armorm"], "3rd": ["mark", "raja"],
-                "5th": ["original", "swapped"], "9th": ["gemma", "swapped", "llama"], "16th": ["gemma", "second"]}
+                "5th": ["original", "swapped"], "9th": ["gemma", "swapped", "llama"],
+                "16th": ["gemma", "second"]}
     assert [m.label for m in members] == expected[name]
