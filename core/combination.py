@@ -189,6 +189,11 @@ def _plan_folds(label: str, file: Path, resolved: Resolved, toggles: list[str], 
     from .pipeline import WEIGHTS, artifacts_root, reports_root, weights_file
 
     cfg = folds_config(resolved.config["folds"], str(file))
+    chosen = [o for o in overrides if o.partition("=")[0].strip() in (f"plugins.{cfg.plugin}.fold",
+                                                                      f"plugins.{cfg.plugin}.folds")]
+    if chosen:
+        raise RecipeError(str(file), "folds", f"the override {chosen[0]!r} would be replaced by each fold's: "
+                          "choose folds with folds.k / folds.run=[...] (or --member fold<i>)")
     runs = {}
     for i in cfg.folds:
         r = resolve(file, toggles, [*overrides, *fold_overrides(cfg, i)], data_dir=data_dir)

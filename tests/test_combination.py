@@ -176,6 +176,23 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
         assert np.allclose(fitted.views["final"][fold == f], by_hand[fold == f], atol=2e-6)
 
 
+def test_an_ensemble_of_fold_combinations_blends_their_oof_rows(isolated, tmp_path, synthetic_data_dir):
+    path = _recipe(tmp_path, "ef", folds={"k": 2}, ensemble={"members": {
+        "a": {}, "b": {"overrides": ["train.lr=1e-3"]}}, "weights": "fit", "fit_folds": 3})
+    p, r = _run(path, ["train.max_rows=32", "predict.max_rows=16"])
+    assert [label for label, _ in _reused(r)] == ["a/fold0", "a/fold1", "b/fold0", "b/fold1"]
+    assert [kind for kind, *_ in r["combinations"]] == ["folds of a", "folds of b", "ensemble"]
+    oof_a = read_row_predictions(p.parts["a"].run_dir / FILENAME)
+    ens = read_row_predictions(r["combinations"][-1][1] / FILENAME)
+    assert ens.ids == oof_a.ids and len(ens) == 32  # both folds' validation rows
+    assert np.allclose(ens.views["member_a"], oof_a.views["final"])
+    test_csv = synthetic_data_dir.joinpath(*TEST_CSV)
+    predict(str(r["combinations"][-1][1]), test_csv, tmp_path / "ef.csv", progress=False)
+    _check_submission(tmp_path / "ef.csv", test_csv)
+    with pytest.raises(ReplicatorError, match=r"member a .*folds: the override 'plugins.data.folds=2' would"):
+        plan(path, ["tiny"], ["plugins.data.folds=2", "plugins.data.fold=1"], data_dir=data_dir())
+
+
 def test_members_with_other_seeds_or_unknown_toggles_fail_before_anything_runs(isolated, tmp_path):
     path = _recipe(tmp_path, "bad", ensemble={"members": {"a": {}, "b": {"overrides": ["seed=8"]}}})
     with pytest.raises(ReplicatorError, match=r"members must share the seed .*'a': 7, 'b': 8"):
