@@ -255,3 +255,18 @@ def test_sections_are_not_part_of_a_run_config_and_toggles_patch_them(tmp_path):
     assert r.config_hash == plain.config_hash and "folds" not in r.complete and "ensemble" not in r.complete
     assert resolve(path, ["tiny"]).config["folds"] == {"k": 2}
     assert set(resolve(path, ["small"]).config["ensemble"]["members"]) == {"a", "b"}
+
+
+def test_show_lists_the_sections_without_running_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from replicator.core.cli import app
+
+    path = _recipe(tmp_path, folds={"k": 3, "average": "adapters"}, ensemble={"members": {
+        "a": {"weight": 2}, "b": {"toggles": ["swap"], "input": "both", "gate": {"tokens_ge": 1500}}}})
+    out = CliRunner().invoke(app, ["show", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "# folds: k=3, runs 0, 1, 2 with plugins.data.fold set, average adapters" in out.output
+    assert "#   a: " in out.output and "weight 2, input final" in out.output
+    assert "toggles ['swap']" in out.output
+    assert "input both, gate {'tokens_le': None, 'tokens_ge': 1500" in out.output
