@@ -77,6 +77,28 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
 
 
 @app.command()
+def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
+         as_json: Annotated[bool, typer.Option("--json", help="machine-readable, the same numbers")] = False,
+         strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a stage does not fit its launch "
+                                                                "hardware")] = False,
+         verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Plan every stage at full size without weights or data: parameters, trainable parameters, memory per
+    GPU (training and inference, estimates), rows, tokens and steps per epoch, whether it fits the recipe's
+    launch hardware, and the launch command."""
+    from .plan import format_plan
+    from .plan import plan as make_plan
+
+    logging_setup(verbose, quiet)
+    try:
+        p = make_plan(recipe, toggle, overrides or [])
+    except ReplicatorError as e:
+        _fail(e)
+    typer.echo(json.dumps(p, indent=2) if as_json else format_plan(p))
+    if strict and not p["fits"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
     """List every plugin with its hooks, the package that provides it and its documented parameters."""
     from .manager import describe

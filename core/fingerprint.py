@@ -81,8 +81,9 @@ def complete_config(resolved: Resolved) -> dict:
 
     cat = catalogue()
     out: dict[str, Any] = {"name": resolved.name, "seed": resolved.seed}
-    if resolved.config.get("description"):
-        out["description"] = resolved.config["description"]
+    for key in ("description", "substitutions"):  # free text: not hashed (Resolved.config_hash)
+        if resolved.config.get(key):
+            out[key] = resolved.config[key]
     if "stages" not in resolved.config and len(resolved.stages) == 1:
         out.update(stage_block(resolved.stages[0], resolved.file, "", cat))
         return out

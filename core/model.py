@@ -95,7 +95,12 @@ def _freeze(model, n: int, lora: bool) -> dict:
 
 
 def _quantization(cfg: ModelConfig):
+    import warnings
+
     from transformers import BitsAndBytesConfig
+
+    # bitsandbytes warns on every 8-bit matmul of fp32 inputs (thousands of lines per prediction pass)
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
 
     if cfg.load_in_4bit:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -114,11 +119,36 @@ def _load_backbone(cfg: ModelConfig, path: str):
         kwargs["revision"] = cfg.revision
     if cfg.load_in_4bit or cfg.load_in_8bit:
         kwargs["quantization_config"] = _quantization(cfg)
+    saved = saved_num_labels(path, cfg)
+    if saved not in (None, NUM_LABELS):  # a reward model (1 output, 3rd [P3]) or another classifier
+        kwargs.update(ignore_mismatched_sizes=True, output_loading_info=True)
     try:
         with quiet_transformers():  # the load report lists the new head as "missing": expected
-            return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except OSError as e:
         raise ReplicatorError(f"model.base: cannot load {cfg.base!r}: {e}") from None
+    if not isinstance(model, tuple):
+        return model
+    model, loading = model
+    mismatched = [k for k, *_ in loading.get("mismatched_keys", [])]
+    other = [k for k in mismatched if k.split(".")[0] not in HEAD_NAMES]
+    if other:
+        raise ReplicatorError(f"model.base: {cfg.base!r} has weights of another shape than its config outside the "
+                              f"classification head: {', '.join(other[:5])}")
+    log.info("%s: its classification head has %d output(s); a new %d-way head replaces it (%s)", cfg.base, saved,
+             NUM_LABELS, ", ".join(mismatched) or "no head weights saved")
+    return model
+
+
+def saved_num_labels(path: str, cfg: ModelConfig) -> int | None:
+    """The number of outputs of the checkpoint's own classification head (its config), None when its
+    config says nothing of one (a causal LM: the head is new anyway)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, revision=cfg.revision)
+    if not any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or []):
+        return None
+    return config.num_labels
 
 
 def _replace_head(model, plugins, dtype):
@@ -178,13 +208,55 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
     return model, tok, info
 
 
-def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool = False):
-    """The model rebuilt for prediction (backbone in 8-bit with ``load_in_8bit``) with its trained weights."""
+def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool = False,
+                       merge_lora: bool = False):
+    """The model rebuilt for prediction (backbone in 8-bit with ``load_in_8bit``) with its trained weights.
+    ``merge_lora`` (with ``load_in_8bit``): the adapters are merged into the unquantized weights first and
+    the merged model is quantized (9th [P9]: ``merge_and_unload()`` then 8-bit), instead of 8-bit
+    weights with 16/32-bit adapters beside them."""
     from safetensors.torch import load_file
 
+    if merge_lora and load_in_8bit and cfg.lora is not None:
+        return _merged_in_8bit(cfg, plugins, weights)
     model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit or None)
     load_trainable(model, load_file(str(weights)), where=str(weights))
     return model, tok
+
+
+def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
+    """The trained adapters merged into the backbone (next to ``weights``, in ``merged-<hash of weights>/``,
+    written once per weights file), reloaded with the backbone in 8-bit and the trained head."""
+    import dataclasses
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from .io import atomic_folder
+
+    if cfg.load_in_4bit:
+        raise ReplicatorError("predict.merge_lora: the model trained in 4-bit (QLoRA); merging adapters into 4-bit "
+                              "weights would dequantize them: predict without merge_lora")
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    folder = Path(weights).parent / f"merged-{digest.hexdigest()[:16]}"  # new weights never meet an old merge
+    model, tok, _ = load_model(cfg, plugins, train=False)
+    load_trainable(model, load_file(str(weights)), where=str(weights))
+    merged = model.merge_and_unload()
+    name, head = head_module(merged)
+    head_state = {f"{name}.{k}": v.detach().clone() for k, v in head.state_dict().items()}
+    if not (folder / "config.json").exists():
+        atomic_folder(folder, lambda tmp, m=merged: (m.save_pretrained(tmp), tok.save_pretrained(tmp)),
+                      keep_existing=True)
+    del model, merged  # the unquantized copy goes before the 8-bit one loads
+    model8, tok8, _ = load_model(dataclasses.replace(cfg, base=str(folder), lora=None, load_in_8bit=True,
+                                                     load_in_4bit=False), plugins, train=False)
+    unknown = model8.load_state_dict(head_state, strict=False).unexpected_keys
+    if unknown:
+        raise ReplicatorError(f"predict.merge_lora: head tensors {unknown[:3]} do not fit the merged model")
+    log.info("LoRA merged into the backbone (%s), then loaded in 8-bit", folder)
+    return model8, tok8
 
 
 def trainable_state(model) -> dict:

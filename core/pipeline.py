@@ -231,20 +231,42 @@ def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: Da
     _seed_everything(resolved.seed)
     model, tok, info = load_model(stage.model, plugins, train=True)
     init_from = sart.parent / stage.from_stage / WEIGHTS if stage.from_stage else None
-    result = train_stage(stage, plugins, train_rows, model, tok, info, sart, resolved.seed, init_from, progress)
+    result = train_stage(stage, plugins, train_rows, model, tok, info, sart, resolved.seed, init_from, progress,
+                         score_fn=_valid_log_loss(plugins, tok, stage, valid_rows))
     result["train_label_prior"] = label_prior(train_rows)
     if is_main():
         atomic_save_safetensors(trainable_state(model), sart / WEIGHTS, metadata={"base": stage.model.base})
+    if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
+        result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, sart, progress)
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit
         barrier()  # the weights are written
         del model
-        model, tok = load_for_inference(stage.model, plugins, sart / WEIGHTS, load_in_8bit=True)
+        model, tok = load_for_inference(stage.model, plugins, sart / WEIGHTS, load_in_8bit=True,
+                                        merge_lora=stage.predict.merge_lora)
     scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs)
     result.update(scores)
-    if stage.outputs:
-        result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, sart, progress)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     return result, preds, labels
+
+
+def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
+    """The periodic evaluation of ``train.eval_every``: log loss of the model on the validation rows, without
+    TTA (the view the 1st place's trainer scored [R1])."""
+    import numpy as np
+
+    from .evaluate import labels_of
+    from .metrics import log_loss
+    from .predict import IDENTITY, predict_probs
+
+    labels = labels_of(valid_rows)
+
+    def score(model) -> float:
+        model.eval()
+        preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
+                              progress=False, use_tta=False)
+        return log_loss(np.asarray(preds[IDENTITY]), labels)
+
+    return score
 
 
 def row_predictions_path(run_dir: Path, stage: str, final: str) -> Path:

@@ -98,25 +98,38 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: float = param(1.0, "passes over the training rows (fractions allowed)", gt=0)
-    lr: float = param(1e-4, "peak learning rate", gt=0)
+    lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on top)", gt=0)
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
     batch_size: int = param(4, "rows per micro-batch", ge=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
     max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
+    optimizer: Literal["adamw", "adamw_kahan", "adamw_8bit", "paged_adamw_8bit"] = param(
+        "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for bf16/fp16 "
+                 "weights (2nd [R2]); adamw_8bit / paged_adamw_8bit: bitsandbytes 8-bit states (3rd [R3m])")
+    betas: list[float] = param([0.9, 0.999], "AdamW (beta1, beta2)")
+    eps: float = param(1e-8, "AdamW epsilon", gt=0)
+    weight_decay: float = param(0.0, "AdamW weight decay (decoupled, x lr)", ge=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = param(
+        "no", "accelerate's autocast; with model.dtype float32 the weights stay fp32 (fp32 master weights)")
     schedule: Literal["cosine", "linear", "constant"] = param("cosine", "learning-rate schedule after warm-up")
     warmup_steps: int = param(0, "linear warm-up, in optimizer steps", ge=0)
-    weight_decay: float = param(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = param(0.0, "linear warm-up as a share of the optimizer steps (instead of warmup_steps)",
+                                ge=0, lt=1)
+    lr_floor: float = param(0.0, "the schedule starts its warm-up from and decays to this share of the peak lr "
+                                 "(2nd [R2]: 0.001)", ge=0, lt=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
     max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)", ge=0)
     max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)", ge=0)
     checkpoint_every: int = param(25, "optimizer steps between checkpoints", ge=1)
-    lr_rule: Literal["fixed", "alpha_over_r"] = param(
-        "fixed", "alpha_over_r: backbone (LoRA) lr = alpha / r x head_lr (16th place's rule [P16])")
+    eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with the "
+                               "lowest validation log loss are kept (1st [R1]: 400); 0 = keep the last", ge=0)
 
     def __post_init__(self):
         check_params(self)
-        if self.lr_rule == "alpha_over_r" and self.head_lr is None:
-            raise ParamError("lr_rule", "lr_rule alpha_over_r needs head_lr")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ParamError("betas", f"two values in [0, 1), got {self.betas}")
+        if self.warmup_ratio and self.warmup_steps:
+            raise ParamError("warmup_ratio", "give warmup_steps or warmup_ratio, not both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +138,48 @@ class PredictConfig:
     batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)", ge=1)
     max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)", ge=0)
     load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
+    merge_lora: bool = param(False, "with load_in_8bit: merge the LoRA adapters into the weights first, then quantize "
+                                    "the merged model (9th [P9] merge_and_unload)")
+
+
+#: memory per GPU in GiB (nvidia-smi's total MiB / 1024) of the GPUs ``launch.gpu`` knows by name
+GPU_MEMORY_GIB = {"A100-40GB": 40.0, "A100-80GB": 80.0, "H100-80GB": 79.6, "H200": 139.8, "V100-16GB": 16.0,
+                  "V100-32GB": 32.0, "T4": 15.0, "L4": 22.5, "A10G": 22.5, "L40S": 45.0, "RTX-4090": 24.0}
+#: GPUs without bfloat16 arithmetic (model.dtype auto would pick bf16 on them)
+NO_BF16 = ("V100-16GB", "V100-32GB", "T4")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """The hardware a stage is meant for: ``replicate plan`` checks the stage's memory against it and
+    prints the ``accelerate launch`` command (``recipes/accelerate/<parallel>.yaml``). A plan only: it is
+    not in the run id (the process count a launcher really started is, :mod:`replicator.core.fingerprint`)."""
+
+    gpus: int = param(1, "GPUs (processes) the stage runs on: accelerate launch --num_processes", ge=1)
+    gpu: str = param("A100-80GB", "the GPU by name (" + ", ".join(GPU_MEMORY_GIB) + "), 'cpu', or any name "
+                     "with gpu_memory_gb")
+    gpu_memory_gb: float | None = param(None, "memory per GPU (or host memory for cpu) in GiB; null = from "
+                                              "the GPU's name", gt=0)
+    parallel: Literal["single", "ddp", "fsdp_shard_grad_op", "fsdp_full_shard", "zero2", "zero3"] = param(
+        "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard | zero2 | zero3: what is "
+                  "sharded over the GPUs, and the accelerate config file")
+
+    def __post_init__(self):
+        check_params(self)
+        if self.gpu_memory_gb is None and self.gpu not in GPU_MEMORY_GIB:
+            hint = did_you_mean(self.gpu, GPU_MEMORY_GIB)
+            raise ParamError("gpu", f"gpu {self.gpu!r} is not a known name{hint}: set gpu_memory_gb (known: "
+                             f"{', '.join(GPU_MEMORY_GIB)})")
+        if self.gpu == "cpu" and self.parallel not in ("single", "ddp"):
+            raise ParamError("parallel", f"parallel {self.parallel!r} needs GPUs (accelerate runs DDP on a "
+                             "CPU); choose single or ddp for gpu 'cpu'")
+        if self.parallel == "single" and self.gpus != 1:
+            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose "
+                             "ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
+
+    @property
+    def memory_gib(self) -> float:
+        return float(self.gpu_memory_gb if self.gpu_memory_gb is not None else GPU_MEMORY_GIB[self.gpu])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +196,8 @@ class StageConfig:
     #: predictions this stage writes for later stages: "train" (teacher probabilities on its
     #: training rows, for distillation) and/or "pool" (pseudo-labels for the ``pool`` split)
     outputs: tuple[str, ...] = ()
+    #: the hardware the stage is planned for (``replicate plan``); not in the run id
+    launch: LaunchConfig = dataclasses.field(default_factory=LaunchConfig)
 
     @property
     def unused_hooks(self) -> tuple[str, ...]:
@@ -159,10 +216,12 @@ TOP_KEYS = {
     "train": "optimiser and schedule",
     "predict": "inference settings",
     "plugins": "alias -> {use: plugin, parameters}",
+    "launch": "the hardware planned for (gpus, gpu, parallel): replicate plan",
     "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
     "toggles": "name -> merge patch",
+    "substitutions": "list of what a scaled-down run stands in for the original (its report lists them)",
 }
-STAGE_KEYS = {"model", "train", "predict", "plugins", "from", "reinit_head", "outputs"}
+STAGE_KEYS = {"model", "train", "predict", "plugins", "launch", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
 
 #: the combination sections, run by core/combination.py (not part of a run's config: each member is a run)
@@ -231,8 +290,9 @@ class Resolved:
 
     @property
     def config_hash(self) -> str:
-        """Hash of the complete config (defaults included; the free-text description left out)."""
-        return config_hash({k: v for k, v in self.complete.items() if k != "description"})
+        """Hash of the complete config (defaults included; the free-text description and substitutions left
+        out)."""
+        return config_hash({k: v for k, v in self.complete.items() if k not in FREE_TEXT})
 
     @property
     def final(self) -> StageConfig:
@@ -273,6 +333,9 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
         raise RecipeError(file, "seed", f"expected an integer, got {seed!r}")
     if not isinstance(cfg["name"], str):
         raise RecipeError(file, "name", "expected a string")
+    subs = cfg.get("substitutions")
+    if subs is not None and not (isinstance(subs, list) and all(isinstance(x, str) for x in subs)):
+        raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
     stages = build_stages(cfg, file)
     if cfg.get("folds") is not None or cfg.get("ensemble") is not None:
         from .combination import check_sections
@@ -305,9 +368,11 @@ def _check_unused(plugins, stage: StageConfig, file: str) -> None:
                               "construction)")
 
 
+#: top-level keys that describe a run and change no number (left out of the run id)
+FREE_TEXT = ("description", "substitutions")
 #: top-level keys a toggle or an override may set (``toggles:`` is read from the file only)
 PATCHABLE_KEYS = {k: v for k, v in TOP_KEYS.items() if k != "toggles"}
-SECTIONS = ("model", "train", "predict", "plugins", "stages")
+SECTIONS = ("model", "train", "predict", "plugins", "launch", "stages")
 
 
 def patch_config(raw: dict, file: str, toggles=(), overrides=()) -> tuple[dict, list[str]]:
@@ -341,7 +406,7 @@ def _check_top_keys(cfg: dict, file: str, known: dict, source: str) -> None:
 def build_stages(cfg: dict, file: str) -> list[StageConfig]:
     """The stages of a patched config: each a patch over its core sections and plugin blocks."""
     stages_raw = cfg.get("stages") or {"main": {}}
-    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins")}
+    defaults = {k: v for k, v in cfg.items() if k in ("model", "train", "predict", "plugins", "launch")}
     stages: list[StageConfig] = []
     for sname, patch in stages_raw.items():
         key = f"stages.{sname}" if "stages" in cfg else ""
@@ -375,6 +440,7 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
         from_stage=src,
         reinit_head=bool(patch.get("reinit_head", False)),
         outputs=tuple(outputs),
+        launch=build(LaunchConfig, merged.get("launch"), file, pre + "launch"),
     )
 
 

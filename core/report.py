@@ -371,8 +371,46 @@ def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Varian
                       "resamples": "prompt groups (and seeds when a variant has several)"},
         "variants": rows, "references": references, "per_seed": _per_seed(bvar, notes),
         "length_buckets": _length_buckets(variants),
-        "flags": flags, "notes": notes,
+        "flags": flags, "notes": notes, "stages": _stages(bvar), "substitutions": _substitutions(bvar),
     }
+
+
+def _stages(bvar: Variant) -> list[dict]:
+    """Each stage of the base's first run: its rows, its validation log loss without TTA, with TTA and
+    postprocessed, the length baseline on the same rows, optimizer steps and wall time (metrics.json)."""
+    run = bvar.runs[0]
+    out = []
+    for name, st in run.stages().items():
+        out.append({"stage": name, "run": run.run_id, "n_train_rows": st.get("n_train_rows"),
+                    "n_valid_rows": st.get("n_valid_rows"), "log_loss": st.get("log_loss"),
+                    "tta_log_loss": st.get("tta_log_loss"), "final_log_loss": st.get("final_log_loss"),
+                    "length_log_loss": st.get("baseline_length_log_loss"),
+                    "optimizer_steps": st.get("optimizer_steps"), "seconds": st.get("seconds")})
+    return out
+
+
+def _substitutions(bvar: Variant) -> list[str]:
+    """What the base run stands in for the original (the recipe's ``substitutions``, resolved.yaml)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((bvar.runs[0].path / "resolved.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(x) for x in cfg.get("substitutions") or []] if isinstance(cfg, dict) else []
+
+
+def stage_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-stage table (a single-stage run has none: the main table says it)."""
+    stages = data.get("stages") or []
+    if len(stages) < 2:
+        return [], []
+    header = ["stage", "train rows", "valid rows", "log loss (no TTA)", "with TTA", "final", "length baseline",
+              "steps", "time"]
+    return header, [[s["stage"], str(s["n_train_rows"]), str(s["n_valid_rows"]), _f(s["log_loss"]),
+                     _f(s["tta_log_loss"]), _f(s["final_log_loss"]), _f(s["length_log_loss"]),
+                     str(s["optimizer_steps"] if s["optimizer_steps"] is not None else "—"), _seconds(s["seconds"])]
+                    for s in stages]
 
 
 # reference rows: the name, and the view of valid_predictions.csv.gz that holds its per-row predictions
@@ -764,6 +802,13 @@ def render_markdown(data: dict, compared: list[str], title: str) -> str:
     if cells:
         out += ["", f"## {data['base']} per split seed", "", "| " + " | ".join(header) + " |",
                 "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in cells]
+    header, cells = stage_rows(data)
+    if cells:
+        out += ["", f"## Stages of {data['base']}", "", "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in cells]
+    if data.get("substitutions"):
+        out += ["", "## Substitutions (what this run stands in for the original)", ""]
+        out += [f"- {x}" for x in data["substitutions"]]
     out += ["", "## Comparability", ""]
     if data["flags"]:
         for f in data["flags"]:
@@ -817,7 +862,10 @@ def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -
               + ("".join(items) or "<li>only the base: nothing to compare</li>") + "</ul>"]
     fig0 = figs[0]
     parts.append(_figure_html(fig0))
-    parts += ["<h2>Comparison</h2>", table, _per_seed_html(data)]
+    parts += ["<h2>Comparison</h2>", table, _per_seed_html(data), _stages_html(data)]
+    if data.get("substitutions"):
+        parts.append('<h2>Substitutions</h2><ul id="substitutions">'
+                     + "".join(f"<li>{e(x)}</li>" for x in data["substitutions"]) + "</ul>")
     for fig in figs[1:]:
         parts.append(f"<h2>{e(fig['title'])}</h2>" + _figure_html(fig, title=False))
     parts.append("<h2>Comparability</h2><ul>")
@@ -832,13 +880,26 @@ def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -
 
 
 def _per_seed_html(data: dict) -> str:
-    header, cells = per_seed_rows(data)
+    return _small_table_html(f"{data['base']} per split seed", "per-seed", *per_seed_rows(data))
+
+
+def _stages_html(data: dict) -> str:
+    return _small_table_html(f"Stages of {data['base']}", "stages", *stage_rows(data), text_columns=1)
+
+
+def _small_table_html(title: str, table_id: str, header: list[str], cells: list[list[str]],
+                      text_columns: int = 0) -> str:
+    """A titled table of numbers (the first ``text_columns`` columns are text); '' without rows."""
     if not cells:
         return ""
     e = html.escape
-    return (f'<h2>{e(data["base"])} per split seed</h2><table id="per-seed"><thead><tr>'
+
+    def td(k: int, x: str) -> str:
+        return f"<td>{e(x)}</td>" if k < text_columns else f'<td class="num">{e(x)}</td>'
+
+    return (f'<h2>{e(title)}</h2><table id="{table_id}"><thead><tr>'
             + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f'<td class="num">{e(x)}</td>' for x in c) + "</tr>" for c in cells)
+            + "".join("<tr>" + "".join(td(k, x) for k, x in enumerate(c)) + "</tr>" for c in cells)
             + "</tbody></table>")
 
 

@@ -135,7 +135,8 @@ def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "fi
         from .features import predict_rows
 
         return postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
-    model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit)
+    model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
+                                    merge_lora=stage.predict.merge_lora)
     return model_probs(stage, plugins, model, tok, rows, view, fit, progress)
 
 

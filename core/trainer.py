@@ -35,6 +35,7 @@ from .recipe import StageConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.safetensors"
 
 
 def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
@@ -58,21 +59,74 @@ def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processe
 
 
 def _param_groups(model, tcfg, head_name: str):
+    """The backbone's trainable tensors at ``lr``, the head's at ``head_lr`` (one learning rate each:
+    LoRA's alpha / r scaling is in the adapter's forward, not in the optimizer)."""
     head, body = [], []
     for n, p in model.named_parameters():
         if p.requires_grad:
             (head if f".{head_name}." in f".{n}" or n.startswith(head_name + ".") else body).append(p)
-    body_lr = tcfg.lr
-    if tcfg.lr_rule == "alpha_over_r":  # 16th place: backbone lr = alpha / r x head lr
-        lora = getattr(getattr(model, "peft_config", {}).get("default"), "r", None)
-        if lora is None:
-            raise ReplicatorError("train.lr_rule alpha_over_r needs model.lora")
-        cfg = model.peft_config["default"]
-        body_lr = cfg.lora_alpha / cfg.r * tcfg.head_lr
-    groups = [{"params": body, "lr": body_lr}]
+    groups = [{"params": body, "lr": tcfg.lr}]
     if head:
         groups.append({"params": head, "lr": tcfg.head_lr or tcfg.lr})
     return [g for g in groups if g["params"]]
+
+
+def check_precision(model, tcfg) -> None:
+    """Refuse to step 16-bit weights with a plain optimizer: an update smaller than half the weight's
+    bf16 spacing (2^-8 relative) is rounded away, so at lr 2.5e-6 most weights never move. Kahan-summed
+    AdamW keeps the lost part; fp32 weights (``model.dtype: float32``, with ``train.mixed_precision``
+    for 16-bit compute) are master weights. LoRA adapters are fp32 (peft) and exempt."""
+    import torch
+
+    low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
+    if low and tcfg.optimizer != "adamw_kahan":
+        raise ReplicatorError(
+            f"train.optimizer {tcfg.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} trainable weights "
+            "lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all of them); set "
+            "train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or model.dtype: float32 with "
+            "train.mixed_precision: bf16 (fp32 master weights)")
+
+
+def build_optimizer(groups, tcfg):
+    """The optimizer the recipe names, with its betas, eps and weight decay."""
+    import torch
+
+    kw = {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "eps": tcfg.eps, "weight_decay": tcfg.weight_decay}
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kw)
+    if tcfg.optimizer == "adamw_kahan":
+        import optimi
+
+        return optimi.AdamW(groups, kahan_sum=True, foreach=False, **kw)
+    if not torch.cuda.is_available():
+        raise ReplicatorError(f"train.optimizer {tcfg.optimizer}: bitsandbytes' 8-bit optimizers need a CUDA GPU; "
+                              "on a CPU use adamw (the smoke toggles do, and their reports say so)")
+    import bitsandbytes as bnb
+
+    cls = bnb.optim.PagedAdamW8bit if tcfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return cls(groups, **kw)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a share of the peak: linear warm-up from
+    ``floor`` over ``warmup`` steps, then ``schedule`` (cosine / linear decay to ``floor``, or constant)."""
+    if step < warmup:
+        return floor + (1 - floor) * step / warmup
+    if schedule == "constant":
+        return 1.0
+    done = (step - warmup) / max(1, total - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * done)) if schedule == "cosine" else 1 - done
+    return floor + (1 - floor) * max(0.0, shape)
+
+
+def build_scheduler(optimizer, tcfg, steps: int):
+    import functools
+
+    import torch
+
+    warmup = tcfg.warmup_steps or round(tcfg.warmup_ratio * steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, total=steps, warmup=warmup, schedule=tcfg.schedule, floor=tcfg.lr_floor))
 
 
 @dataclasses.dataclass
@@ -87,6 +141,8 @@ class Loop:
     step: int = 0
     history: list[float] = dataclasses.field(default_factory=list)
     tokens: int = 0
+    #: (optimizer step, validation log loss) of each periodic evaluation (``train.eval_every``)
+    evals: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
     def save(self, step: int) -> None:
         import torch
@@ -100,7 +156,7 @@ class Loop:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.random.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "history": self.history, "tokens": self.tokens,
+            "history": self.history, "tokens": self.tokens, "evals": self.evals,
         }, self.ckpt)
 
     def resume(self) -> None:
@@ -116,26 +172,53 @@ class Loop:
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.history, self.tokens = state["step"], state["history"], state.get("tokens", 0)
+        self.evals = [tuple(e) for e in state.get("evals", [])]
+
+    def evaluate(self, step: int, score_fn, best: Path) -> None:
+        """Score the model at ``step`` (``score_fn``: validation log loss, every process takes part);
+        the main process keeps its weights in ``best`` when no earlier evaluation scored lower."""
+        from .dist import barrier
+        from .io import atomic_save_safetensors
+        from .model import trainable_state
+
+        score = float(score_fn(self.model))
+        self.model.train()
+        if self.acc.is_main_process and (not self.evals or score < min(s for _, s in self.evals)):
+            atomic_save_safetensors(trainable_state(self.acc.unwrap_model(self.model)), best,
+                                    metadata={"step": str(step), "valid_log_loss": repr(score)})
+        self.evals.append((step, score))
+        log.info("step %d: validation log loss %.5f (best %.5f)", step, score, min(s for _, s in self.evals))
+        barrier()
+
+    def keep_best(self, best: Path) -> dict:
+        """Load the best evaluated weights into the model; what the summary says of the evaluations."""
+        from safetensors.torch import load_file
+
+        from .model import load_trainable
+
+        step, score = min(self.evals, key=lambda e: (e[1], e[0]))
+        load_trainable(self.acc.unwrap_model(self.model), load_file(str(best)), where=str(best))
+        log.info("kept the weights of step %d (validation log loss %.5f)", step, score)
+        return {"evals": [list(e) for e in self.evals], "best_step": step, "best_valid_log_loss": score}
 
 
 def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, art: Path) -> Loop:
     """The accelerator, optimizer and schedule; the weights of ``init_from``; a checkpoint resumed."""
-    import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
-    from transformers import get_scheduler
 
     from .model import load_trainable
 
     tcfg = stage.train
-    acc = Accelerator(cpu=use_cpu())
+    AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
-    optimizer = torch.optim.AdamW(_param_groups(model, tcfg, info["head"]), lr=tcfg.lr,
-                                  weight_decay=tcfg.weight_decay)
-    scheduler = get_scheduler(tcfg.schedule if tcfg.schedule != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=steps)
+    check_precision(model, tcfg)
+    optimizer = build_optimizer(_param_groups(model, tcfg, info["head"]), tcfg)
+    scheduler = build_scheduler(optimizer, tcfg, steps)
     # the scheduler stays unprepared: accelerate steps a prepared one once per process per optimizer step
     model, optimizer = acc.prepare(model, optimizer)
     loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
@@ -206,8 +289,10 @@ def _optimizer_step(loop: Loop, tcfg) -> None:
 
 
 def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: Path, seed: int,
-                init_from: Path | None = None, progress: bool = True) -> dict:
-    """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present."""
+                init_from: Path | None = None, progress: bool = True, score_fn=None) -> dict:
+    """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present. With
+    ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
+    at the end, and the model ends with the weights that scored lowest."""
     from tqdm.auto import tqdm
 
     tcfg = stage.train
@@ -241,12 +326,15 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
         done = step + 1
+        if tcfg.eval_every and score_fn is not None and (done % tcfg.eval_every == 0 or done == steps):
+            loop.evaluate(done, score_fn, art / BEST)
         if done % tcfg.checkpoint_every == 0 or done == steps:
             loop.save(done)
         if crash_after and done == crash_after:
             raise RuntimeError(f"simulated crash after step {done} (REPLICATOR_CRASH_AFTER_STEP)")
     bar.close()
-    return _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before, time.time() - t0)
+    best = loop.keep_best(art / BEST) if loop.evals else {}
+    return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before, time.time() - t0)
 
 
 def _summary(loop: Loop, steps, start, train_rows, epochs, encoder, new_tokens: int, elapsed: float) -> dict:

@@ -42,9 +42,10 @@ Conversion rules (arena schema)
   Kaggle ids.
 * ``dedup: true`` drops rows whose normalised prompt and unordered pair of normalised responses
   equal an earlier row's (an exact A/B-swapped duplicate counts); the count goes to the log.
-  The public 21k set was made this way *and* against the Kaggle train; here the overlap with the
-  competition data is handled by dropping every row whose prompt is in the validation split
-  (``ctx.held_out_groups``: validation and test prompts, count in the log).
+* ``against`` (default the competition train CSV): rows whose prompt and unordered responses equal a
+  row of that file are dropped too -- the public "21k" set is the 33k de-duplicated this way against
+  the Kaggle train [P1] [P16]; the count goes to the log; ``null`` keeps them. Every row whose prompt is
+  in the validation split is dropped as well (``ctx.held_out_groups``: validation and test prompts).
 * Feeds the ``train`` split only; labels are hard one-hot, never NaN.
 """
 
@@ -182,6 +183,9 @@ class Arena33k:
                                "Hugging Face dataset loaded when file is missing and the hub is reachable "
                                "(gated: accept its terms and set HF_TOKEN); null = never")
     dedup: bool = param(True, "drop rows whose prompt and (unordered) responses repeat an earlier row's")
+    against: str | None = param("lmsys-chatbot-arena/train.csv",
+                                "competition CSV whose rows (same prompt and unordered responses) are dropped from "
+                                "this set: the 33k -> 21k de-duplication [P1] [P16]; null = keep them")
     max_rows: int = sources.max_rows_field("use at most this many rows (after dedup), sampled with the seed; 0 = all")
 
     def __post_init__(self):
@@ -190,14 +194,43 @@ class Arena33k:
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
-        return sources.files_or_hub_check(
+        problems = sources.files_or_hub_check(
             self, data_dir, "33k arena data",
             [f"put the 33k arena file(s) (chatbot_arena_conversations: .json, .jsonl, .parquet or .csv) at "
              f"{self.file} under REPLICATOR_DATA_DIR"], gated=True)
+        return problems + self._against_check(data_dir)
+
+    def _against_check(self, data_dir) -> list[str]:
+        from replicator.core.data import resolve_data_path
+
+        if self.against is None:
+            return []
+        return sources.missing_file(resolve_data_path(data_dir, self.against),
+                                    "competition file to de-duplicate against (against) not found",
+                                    ["set against: null to keep the overlap"])
+
+    def _drop_competition_pairs(self, rows: list[dict], data_dir) -> list[dict]:
+        """The rows whose prompt and unordered responses are not those of a row of ``against``."""
+        from replicator.core import data as D
+
+        if self.against is None:
+            return rows
+        problems = self._against_check(data_dir)
+        if problems:
+            raise sources.missing_data_error(problems)
+        path = D.resolve_data_path(data_dir, self.against)
+        known = {pair_key(r) for r in D.read_competition_csv(path, require_labels=False, source="arena_33k against")}
+        out = [r for r in rows if pair_key(r) not in known]
+        log.info("arena_33k: %d of %d row(s) repeat a row of %s (same prompt and responses): dropped, %d left",
+                 len(rows) - len(out), len(rows), self.against, len(out))
+        return out
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
-        return sources.find_data_files(data_dir, self.file)
+        from replicator.core.data import resolve_data_path
+
+        against = [] if self.against is None else [resolve_data_path(data_dir, self.against)]
+        return sources.find_data_files(data_dir, self.file) + [p for p in against if p.is_file()]
 
     def _read_file(self, path: Path) -> list[dict]:
         from replicator.core import data as D
@@ -220,7 +253,7 @@ class Arena33k:
                                    "hub")
 
         def finish(rows: list[dict]) -> list[dict]:
-            return dedup_pairs(rows, "arena_33k") if self.dedup else rows
+            return self._drop_competition_pairs(dedup_pairs(rows, "arena_33k") if self.dedup else rows, data_dir)
 
         return sources.files_or_hub_rows(self, data_dir, seed, "arena_33k", self._read_file, read_hub,
                                          str(self.hub_id), finish)

@@ -21,6 +21,9 @@ plugin block): while ``ctx.stage`` is ``from_stage`` it feeds ``pool``, in every
 
 Rules
 -----
+* ``source``: instead of ``file``, the train rows of another data-source plugin with its default
+  parameters (``hh_rlhf``, ``mt_bench``, ``alpacaeval_pairs``, ...), their labels removed: the pools the
+  smoke and tiny runs use, since the real pools (lmsys-chat-1m pairs, generated pairs) are not offline.
 * ``file``: a competition-format CSV (``id, prompt, response_a, response_b``; labels optional and
   ignored), validated by :func:`replicator.core.data.read_competition_csv` (``require_labels``
   false). Ids become ``<id_prefix><id>`` so pool rows never collide with training ids (teacher
@@ -33,6 +36,8 @@ Rules
   e.g. 0.6 keeps confident pseudo-labels only); the count dropped goes to the log. A prediction that
   is not three finite non-negative numbers with a positive sum -> ``ReplicatorError`` naming the
   stage and the row id (never NaN).
+* ``from_stage`` a list: the labels are the mean of those stages' probabilities (2nd place: the mean of
+  its three stage-1 models [R2]); every one of them must have predicted every pool row.
 * ``from_stage`` set but that stage stored no pool predictions -> ``ReplicatorError`` naming the
   stage and telling to add ``outputs: [pool]`` to it (and to put it before this stage).
 """
@@ -76,8 +81,12 @@ class PseudoLabels:
 
     file: str | None = param(None, "competition-format CSV of unlabelled rows (id, prompt, response_a, response_b), "
                                    "relative to the data dir or absolute; needed in the labeller stage")
-    from_stage: str | None = param(None, "stage whose pool predictions label these rows (that stage needs "
-                                         "outputs: [pool]); null = only feed the pool split")
+    source: str | None = param(None, "instead of file: the train rows of this data-source plugin (hh_rlhf, "
+                                     "mt_bench, alpacaeval_pairs, ...), labels removed")
+    from_stage: str | list[str] | None = param(
+        None, "stage whose pool predictions label these rows (that stage needs outputs: [pool]); a list of stages: "
+              "the mean of their predictions (2nd [R2]: the mean of three stage-1 models); null = only feed the pool "
+              "split")
     hard: bool = param(False, "use the argmax one-hot of the predictions instead of the soft probabilities")
     min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; 0 = all",
                                   ge=0, le=1)
@@ -87,24 +96,46 @@ class PseudoLabels:
 
     def __post_init__(self):
         sources.check_source_params(self, file_field=None)  # file may be null (consumer stage)
-        if self.file is None and self.from_stage is None:
-            raise ValueError("give file (the unlabelled pool CSV) or from_stage (the stage that labelled it)")
+        if self.file is None and self.source is None and self.from_stage is None:
+            raise ValueError("give file (the unlabelled pool CSV), source (a data-source plugin) or from_stage "
+                             "(the stage that labelled it)")
+        if self.file is not None and self.source is not None:
+            raise ParamError("source", "give file or source, not both")
         if self.file == "":
             raise ParamError("file", "file must not be empty")
-        if self.from_stage == "":
-            raise ParamError("from_stage", "from_stage must be a stage name or null")
+        if self.from_stage == "" or self.from_stage == [] or (
+                isinstance(self.from_stage, list) and not all(isinstance(x, str) and x for x in self.from_stage)):
+            raise ParamError("from_stage", "from_stage must be a stage name, a list of stage names, or null")
+        if self.source is not None:
+            self._source_plugin()  # an unknown name fails with the recipe, not mid-run
+
+    def _source_plugin(self):
+        from replicator.core.manager import catalogue
+
+        cat = catalogue()
+        if self.source not in cat or "data_sources" not in getattr(cat[self.source], "__dict__", {}):
+            from replicator.core.params import did_you_mean
+
+            names = [n for n in cat if "data_sources" in cat[n].__dict__ and n != "pseudo_labels"]
+            raise ParamError("source", f"{self.source!r} is not a data-source plugin"
+                             f"{did_you_mean(self.source, names)}; known: {', '.join(sorted(names))}")
+        return cat[self.source]()
 
     def _path(self, data_dir) -> Path | None:
         return None if self.file is None else resolve_data_path(data_dir, self.file)
 
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
+        if self.source is not None:
+            return self._source_plugin().data_check(data_dir)
         return sources.missing_file(self._path(data_dir), "pseudo-label pool file not found",
                                     [f"put a competition-format CSV (id, prompt, response_a, response_b) at "
                                      f"{self.file} under REPLICATOR_DATA_DIR"])
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
+        if self.source is not None:
+            return self._source_plugin().data_files(data_dir)
         path = self._path(data_dir)
         return [] if path is None else [path]
 
@@ -112,6 +143,8 @@ class PseudoLabels:
         from replicator.core import data as D
         from replicator.core.errors import ReplicatorError
 
+        if self.source is not None:
+            return self._source_pool(ctx)
         path = self._path(ctx.data_dir)
         if path is None:
             raise ReplicatorError(f"pseudo_labels: stage {ctx.stage or '(main)'} feeds the pool split but no file "
@@ -129,28 +162,50 @@ class PseudoLabels:
         rows = sources.cached(self, (sources.file_stamp([path]), ctx.seed), load)
         return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
+    def _source_pool(self, ctx) -> list[dict]:
+        """The ``source`` plugin's train rows as pool rows: ids prefixed, labels and teachers removed."""
+        from replicator.core import data as D
+        from replicator.core.rows import make_row
+
+        rows = self._source_plugin().data_sources("train", ctx) or []
+        rows = [make_row(f"{self.id_prefix}{r['id']}", r["prompt"], r["response_a"], r["response_b"], label=None,
+                         model_a=r.get("model_a"), model_b=r.get("model_b"), source=f"pseudo_labels:{self.source}")
+                for r in rows]
+        return D.sample_rows(rows, self.max_rows, ctx.seed)
+
     def _labelled(self, ctx) -> list[dict]:
         from replicator.core import data as D
         from replicator.core.errors import ReplicatorError
         from replicator.core.rows import make_row
 
-        out = (ctx.stage_outputs or {}).get(self.from_stage) or {}
-        preds, pool = out.get("pool"), out.get("pool_rows")
-        if not preds or pool is None:
-            raise ReplicatorError(
-                f"pseudo_labels: stage {self.from_stage!r} wrote no pool predictions (stage "
-                f"{ctx.stage or '(main)'} needs them): add `outputs: [pool]` to stage {self.from_stage!r}, give it a "
-                "pseudo_labels block with the pool file, and put it before this stage")
+        labellers = self.labellers
+        pool, every = None, []
+        for name in labellers:
+            out = (ctx.stage_outputs or {}).get(name) or {}
+            preds = out.get("pool")
+            if not preds or out.get("pool_rows") is None:
+                raise ReplicatorError(
+                    f"pseudo_labels: stage {name!r} wrote no pool predictions (stage "
+                    f"{ctx.stage or '(main)'} needs them): add `outputs: [pool]` to stage {name!r}, give it a "
+                    "pseudo_labels block with the pool file, and put it before this stage")
+            pool = out["pool_rows"] if pool is None else pool
+            every.append((name, preds))
         rows, low = [], 0
         for r in pool:
             rid = str(r["id"])
-            if rid not in preds:
-                raise ReplicatorError(f"pseudo_labels: stage {self.from_stage!r} has no pool prediction for row {rid}")
-            label = pseudo_label(preds[rid], self.hard)
-            if label is None:
-                raise ReplicatorError(f"pseudo_labels: stage {self.from_stage!r}: prediction for row {rid} is not "
-                                      f"three finite non-negative probabilities: {preds[rid]!r}")
-            if max(pseudo_label(preds[rid], False) or [0.0]) < self.min_confidence:
+            probs = []
+            for name, preds in every:
+                if rid not in preds:
+                    raise ReplicatorError(f"pseudo_labels: stage {name!r} has no pool prediction for row {rid} "
+                                          f"(the labellers {', '.join(labellers)} must predict the same pool)")
+                p = pseudo_label(preds[rid], False)
+                if p is None:
+                    raise ReplicatorError(f"pseudo_labels: stage {name!r}: prediction for row {rid} is not "
+                                          f"three finite non-negative probabilities: {preds[rid]!r}")
+                probs.append(p)
+            mean = [sum(c) / len(probs) for c in zip(*probs, strict=True)]
+            label = pseudo_label(mean, self.hard)
+            if max(mean) < self.min_confidence:
                 low += 1
                 continue
             rows.append(make_row(rid, r["prompt"], r["response_a"], r["response_b"], label=label,
@@ -160,9 +215,15 @@ class PseudoLabels:
                      "min_confidence %s", low, len(pool), self.min_confidence)
         return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
+    @property
+    def labellers(self) -> list[str]:
+        """The stages whose pool predictions (averaged) label the rows."""
+        return [] if self.from_stage is None else [self.from_stage] if isinstance(self.from_stage, str) \
+            else list(self.from_stage)
+
     @hookimpl
     def data_sources(self, split, ctx):
-        labeller = self.from_stage is None or ctx.stage == self.from_stage
+        labeller = self.from_stage is None or ctx.stage in self.labellers
         if labeller:
             return self._pool(ctx) if split == "pool" else None
         return self._labelled(ctx) if split == "train" else None

@@ -139,9 +139,9 @@ def test_plugin_inside_a_tiny_run(name, rich_data_dir, tmp_path, monkeypatch):
 
 
 def test_model_options_inside_a_tiny_run(rich_data_dir, tmp_path, monkeypatch):
-    """Gemma-2 switches (softcap off, sliding window off), frozen layers, the alpha/r lr rule."""
+    """Gemma-2 switches (softcap off, sliding window off), frozen layers, a head learning rate."""
     r, m = _tiny_run(["model.base=tiny:gemma2", "model.attn_softcap=false", "model.sliding_window=false",
-                      "model.freeze_layers=1", "train.lr_rule=alpha_over_r", "train.head_lr=0.01"],
+                      "model.freeze_layers=1", "train.head_lr=0.01"],
                      rich_data_dir, tmp_path, monkeypatch)
     assert math.isfinite(m["tta_log_loss"])
     from replicator.core.manager import build_plugins

@@ -19,10 +19,15 @@ import pytest
 from replicator.core import data as D
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.rows import DataContext, make_row, prompt_group
-from replicator.plugins.arena_33k import Arena33k, winner_label
+from replicator.plugins.arena_33k import Arena33k as _Arena33k
+from replicator.plugins.arena_33k import winner_label
 from replicator.plugins.hh_rlhf import HHRLHF, parse_transcript
 from replicator.plugins.pseudo_labels import PseudoLabels
 from replicator.plugins.ultrafeedback import UltraFeedbackPairs, rating_label
+
+
+def Arena33k(**kw):  # noqa: N802 -- these folders have no competition train.csv to de-duplicate against
+    return _Arena33k(**{"against": None, **kw})
 
 
 @pytest.fixture(autouse=True)
@@ -147,6 +152,24 @@ def test_arena_dedup_within_set_and_against_valid(tmp_path, caplog):
     assert "dropped 1 of 4 row(s) whose prompt is in the validation or test split" in caplog.text
     assert Arena33k().data_sources("valid", DataContext(tmp_path, 0)) is None
     assert Arena33k().data_sources("pool", DataContext(tmp_path, 0)) is None
+
+
+def test_arena_dedup_against_the_competition_train_set(tmp_path, caplog):
+    """The 21k: a 33k battle whose prompt and (unordered) responses are a competition row's is dropped."""
+    from .conftest import write_csv
+
+    recs = arena_records()
+    write_arena(tmp_path / "arena-33k" / "b.json", recs, "json")
+    first = Arena33k().data_sources("train", DataContext(tmp_path, 0))[0]
+    with pytest.raises(Exception, match="against"):
+        _Arena33k().data_sources("train", DataContext(tmp_path, 0))  # the default needs the competition file
+    same = {"id": "77", "model_a": "x", "model_b": "y", "prompt": json.dumps(first["prompt"]),
+            "response_a": json.dumps(first["response_b"]), "response_b": json.dumps(first["response_a"]),
+            "winner_model_a": 0, "winner_model_b": 1, "winner_tie": 0}  # the same battle, A and B swapped
+    write_csv(tmp_path / "lmsys-chatbot-arena" / "train.csv", [same])
+    rows = _Arena33k().data_sources("train", DataContext(tmp_path, 0))
+    assert first["id"] not in {r["id"] for r in rows} and len(rows) == 3
+    assert "1 of 4 row(s) repeat a row of lmsys-chatbot-arena/train.csv" in caplog.text
 
 
 def test_arena_competition_schema(tmp_path):

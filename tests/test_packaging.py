@@ -30,6 +30,7 @@ def test_wheel_contains_the_namespace_and_imports_from_it(tmp_path):
     assert "replicator/core/hookspecs.py" in names and "replicator/plugins/swap_ab.py" in names
     assert "replicator/core/lib/truncation.py" in names and "replicator/core/lib/sources.py" in names
     assert not any(n.startswith(("core/", "plugins/", "tests/")) for n in names)
+    assert "replicator/core/lib/model_configs/gemma-2-9b.json" in names  # `replicate plan` reads them
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "replicate = replicator.core.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
     target = tmp_path / "site"

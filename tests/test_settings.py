@@ -81,7 +81,12 @@ def test_unknown_keys_inside_sections_after_overrides():
     ("train.weight_decay=-0.1", "train.weight_decay", "must be >= 0"),
     ("train.max_grad_norm=-1", "train.max_grad_norm", "must be >= 0"),
     ("train.max_grad_norm=.nan", "train.max_grad_norm", "must be >= 0, got nan"),
-    ("train.lr_rule=alpha_over_r", "train.lr_rule", "needs head_lr"),
+    ("train.lr_rule=alpha_over_r", "train.lr_rule", "unknown"),
+    ("train.betas=[0.9]", "train.betas", "two values"),
+    ("train.eps=0", "train.eps", "must be > 0"),
+    ("train.lr_floor=1", "train.lr_floor", "must be in [0, 1)"),
+    ("train.optimizer=sgd", "train.optimizer", "adamw_kahan"),
+    ("train.warmup_ratio=0.1", "train.warmup_ratio", "not both"),
     ("predict.max_length=0", "predict.max_length", "must be >= 8"),
     ("predict.batch_tokens=0", "predict.batch_tokens", "must be >= 1"),
     ("predict.max_rows=-1", "predict.max_rows", "must be >= 0"),
@@ -153,6 +158,8 @@ def test_bounds_at_their_edges_resolve():
     (["plugins.pool={use: pseudo_labels, file: p.csv, min_confidence: 1.5}"], "plugins.pool.min_confidence",
      "must be in [0, 1]"),
     (["plugins.pool={use: pseudo_labels, file: ''}"], "plugins.pool.file", "must not be empty"),
+    (["plugins.pool={use: pseudo_labels, source: hh_rlhff}"], "plugins.pool.source", "did you mean 'hh_rlhf'"),
+    (["plugins.pool={use: pseudo_labels, source: kaggle_csvv, file: x.csv}"], "plugins.pool.source", "not both"),
 ])
 def test_plugin_ranges(overrides, key, words):
     assert_names(error_of(SMOKE, overrides=overrides), SMOKE, key, words)
