@@ -553,6 +553,6 @@ def _predict_folds(run_dir: Path, info: dict, rows: list[dict], view: str, progr
     _, stage, _ = run_parts(dirs[0])
     plugins = build_plugins(stage.plugins, str(dirs[0] / "resolved.yaml"), unused=stage.unused_hooks)
     model, tok = load_for_inference(stage.model, plugins, _adapter_weights(info),
-                                    load_in_8bit=stage.predict.load_in_8bit)
+                                    load_in_8bit=stage.predict.load_in_8bit, merge_lora=stage.predict.merge_lora)
     oof = _rowpreds(run_dir)
     return model_probs(stage, plugins, model, tok, rows, view, (oof.views["tta"], oof.labels), progress)
