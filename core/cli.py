@@ -70,6 +70,10 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
     typer.echo(r.to_yaml(), nl=False)
     typer.echo(f"# config_hash: {r.config_hash}")
     typer.echo(f"# stages: {', '.join(s.name for s in r.stages)}")
+    from .combination import section_lines
+
+    for line in section_lines(r):
+        typer.echo(line)
 
 
 @app.command()
@@ -119,8 +123,12 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 @app.command()
 def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
         force: Annotated[bool, typer.Option("--force", help="recompute even if this run exists")] = False,
+        member: Annotated[list[str], typer.Option(
+            "--member", help="with folds:/ensemble: run only this member (a member name or fold<i>; "
+                             "repeatable), not the combination")] = [],  # noqa: B006
         verbose: VerboseOpt = False, quiet: QuietOpt = False):
-    """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/."""
+    """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/; with folds: or ensemble:, every
+    member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
     from .data import data_dir
     from .recipe import resolve
 
@@ -128,6 +136,12 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
     try:
         ddir = data_dir()
         r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
+        from .combination import has_combination
+
+        if has_combination(r):
+            return _run_combination(recipe, toggle, overrides or [], ddir, force, progress, member)
+        if member:
+            raise ReplicatorError(f"--member: {recipe} has no folds: or ensemble: section")
         from .pipeline import run_recipe
 
         run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=progress)
@@ -143,6 +157,32 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
     keys = ("log_loss", "accuracy", "tta_log_loss", "tta_accuracy", "final_log_loss", "final_accuracy",
             "n_train_rows", "n_valid_rows")
     typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+
+
+def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool,
+                     progress: bool, only: list[str]) -> None:
+    """``run`` on a recipe with folds:/ensemble:: the plan, every member run, then the combination."""
+    from .combination import plan, run_plan
+    from .dist import is_main
+
+    p = plan(recipe, toggles, overrides, data_dir=ddir)
+    result = run_plan(p, ddir, force=force, progress=progress, only=only)
+    if not is_main():
+        return
+    for label, run_dir, metrics, reused in result["members"]:
+        score = metrics.get("final_log_loss")
+        typer.echo(f"member {label}: {'reused' if reused else 'finished'} {run_dir}"
+                   + (f" (final log loss {score:.4f})" if isinstance(score, float) else ""))
+    for kind, folder, metrics, reused in result["combinations"]:
+        typer.echo(f"{kind}: {'reused' if reused else 'finished'} {folder} (final log loss "
+                   f"{metrics['final_log_loss']:.4f} on {metrics['n_valid_rows']} rows)")
+    if result["combinations"]:
+        folder = result["combinations"][-1][1]
+        summary = folder / ("ensemble.md" if (folder / "ensemble.md").is_file() else "folds.md")
+        typer.echo(summary.read_text(encoding="utf-8"))
+        members = " ".join(dict.fromkeys(str(d) for _, d, _, _ in result["members"]))
+        typer.echo(f"compare: replicate report {folder} {members}")
+        typer.echo(f"predict: replicate predict {folder} test.csv -o submission.csv")
 
 
 @app.command()

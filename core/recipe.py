@@ -224,6 +224,12 @@ TOP_KEYS = {
 STAGE_KEYS = {"model", "train", "predict", "plugins", "launch", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
 
+#: the combination sections, run by core/combination.py (not part of a run's config: each member is a run)
+TOP_KEYS.update({
+    "folds": "run the recipe once per fold: out-of-fold predictions, fold models averaged (core/folds.py)",
+    "ensemble": "members (runs of this or another recipe) blended by weight (core/ensemble.py)",
+})
+
 
 # ---------------------------------------------------------------- patches
 
@@ -331,6 +337,10 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
     if subs is not None and not (isinstance(subs, list) and all(isinstance(x, str) for x in subs)):
         raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
     stages = build_stages(cfg, file)
+    if cfg.get("folds") is not None or cfg.get("ensemble") is not None:
+        from .combination import check_sections
+
+        check_sections(cfg, stages, file)
     resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=labels)
     if check_plugins:
         from .manager import build_plugins, catalogue

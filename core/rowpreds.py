@@ -74,22 +74,34 @@ def encode_row_predictions(rows: list[dict], preds: dict[str, np.ndarray], label
     if not preds:
         raise ReplicatorError(f"{where}: no prediction views given")
     y = _check_matrix("labels", labels, n, where)
+    views = {name: _check_matrix(f"view {name!r}", m, n, where) for name, m in preds.items()}
+    chars = np.array([row_chars(r) for r in rows], dtype=np.int64)
+    return encode(RowPreds(ids=[str(r["id"]) for r in rows], groups=[str(r["group"]) for r in rows],
+                           chars=chars, labels=y, views=views), where)
+
+
+def encode(preds: RowPreds, where: Path) -> bytes:
+    """The gzip-compressed CSV bytes of per-row predictions already in a :class:`RowPreds` (fold and
+    ensemble combinations write what they computed from other runs' files this way)."""
+    n = len(preds)
+    y = _check_matrix("labels", preds.labels, n, where)
     views = {}
-    for name, m in preds.items():
+    for name, m in preds.views.items():
         if not name or not all(c.isalnum() or c == "_" for c in name):
             raise ReplicatorError(f"{where}: view name {name!r}: use letters, digits and underscores only")
         views[name] = _check_matrix(f"view {name!r}", m, n, where)
+    if not views:
+        raise ReplicatorError(f"{where}: no prediction views given")
     header = list(BASE_COLUMNS) + [f"{v}_{c}" for v in views for c in CLASSES]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     seen: set[str] = set()
-    for i, r in enumerate(rows):
-        rid = str(r["id"])
+    for i, rid in enumerate(preds.ids):
         if rid in seen:
             raise ReplicatorError(f"{where}: row id {rid!r} appears twice")
         seen.add(rid)
-        line = [rid, str(r["group"]), str(row_chars(r))] + [_fmt(x) for x in y[i]]
+        line = [rid, preds.groups[i], str(int(preds.chars[i]))] + [_fmt(x) for x in y[i]]
         for m in views.values():
             line += [_fmt(x) for x in m[i]]
         w.writerow(line)
@@ -102,6 +114,13 @@ def write_row_predictions(path, rows: list[dict], preds: dict[str, np.ndarray], 
     column order wanted) and ``labels`` ((N, 3)). Returns the path written."""
     path = Path(path)
     atomic_write_bytes(path, encode_row_predictions(rows, preds, labels, path))
+    return path
+
+
+def write_preds(path, preds: RowPreds) -> Path:
+    """Write a :class:`RowPreds` as ``valid_predictions.csv.gz`` (atomically); returns the path."""
+    path = Path(path)
+    atomic_write_bytes(path, encode(preds, path))
     return path
 
 

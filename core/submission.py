@@ -52,18 +52,31 @@ def submission_frame(ids: list[str], probs: np.ndarray):
                          "winner_tie": final[:, 2]})
 
 
-def _inputs(run: str, test_csv: Path, out: Path) -> tuple[Path, dict, object, Path]:
+def _inputs(run: str, test_csv: Path, out: Path) -> tuple[Path, dict | None, object, Path | None]:
     """Every path ``predict`` reads or writes checked before a model loads: (run folder, its
-    fingerprint, its final stage, the stage's artifacts folder)."""
-    from .baselines import PARAMS_FILE, is_baseline
-    from .evaluate import VALID_PREDICTIONS
-    from .pipeline import WEIGHTS, artifacts_root, weights_file
-    from .preflight import check_safetensors, output_file, readable_file
-    from .recipe import resolve
+    fingerprint, its final stage, the stage's artifacts folder); for a fold or ensemble combination
+    (:mod:`replicator.core.combination`) the last three are None and every member is checked."""
+    from .combination import check_combination, is_combination
+    from .preflight import output_file, readable_file
 
     output_file(out, "submission file (--out)")
     readable_file(test_csv, "test file")
     run_dir = find_run(run)
+    if is_combination(run_dir):
+        check_combination(run_dir)
+        return run_dir, None, None, None
+    return (run_dir, *run_parts(run_dir))
+
+
+def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
+    """(fingerprint, final stage, the stage's artifacts folder) of a finished run, every file that
+    ``predict`` reads checked."""
+    from .baselines import PARAMS_FILE, is_baseline
+    from .evaluate import VALID_PREDICTIONS
+    from .pipeline import WEIGHTS, artifacts_root, weights_file
+    from .preflight import check_safetensors, readable_file
+    from .recipe import resolve
+
     fp = json.loads((run_dir / "fingerprint.json").read_text())
     readable_file(run_dir / "resolved.yaml", "resolved recipe")
     stage = resolve(run_dir / "resolved.yaml", check_plugins=False).final
@@ -76,29 +89,42 @@ def _inputs(run: str, test_csv: Path, out: Path) -> tuple[Path, dict, object, Pa
         readable_file(art / f, "run output")
     if weights_file(stage) == WEIGHTS:
         check_safetensors(art / WEIGHTS)
-    return run_dir, fp, stage, art
+    return fp, stage, art
 
 
 def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
-    """Write a Kaggle/mle-bench submission for ``test_csv`` with the final model of ``run``.
+    """Write a Kaggle/mle-bench submission for ``test_csv`` with the final model of ``run`` (or with
+    the fold or ensemble combination ``run`` names: :func:`replicator.core.combination.predict_combination`).
 
     Every input and output is checked first (:func:`_inputs`), the test rows are read and validated,
     then the model loads. Postprocessing (calibration) is fitted on all the run's validation predictions."""
+    from .data import read_competition_csv
+
+    run_dir, _, stage, art = _inputs(run, Path(test_csv), Path(out))
+    rows = read_competition_csv(test_csv, require_labels=False)
+    if stage is None:
+        from .combination import predict_combination
+
+        return _write(out, rows, predict_combination(run_dir, rows, progress), run_dir)
+    return _write(out, rows, run_probs(run_dir, stage, art, rows, "final", progress), run_dir)
+
+
+def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "final", progress: bool = True):
+    """A finished run's (N, 3) probabilities of ``rows``: ``final`` (TTA mean, postprocessed: what its
+    submission holds), or the raw ``identity``, ``swapped`` or ``both`` view (:func:`view_probs`)."""
     from .baselines import PARAMS_FILE, is_baseline, load_params
     from .baselines import predict as baseline_predict
     from .calibrate import postprocess
-    from .data import read_competition_csv
     from .evaluate import VALID_PREDICTIONS, read_valid_fit
     from .manager import build_plugins
     from .model import load_for_inference
     from .pipeline import WEIGHTS
-    from .predict import predict_probs
 
-    run_dir, fp, stage, art = _inputs(run, Path(test_csv), Path(out))
-    rows = read_competition_csv(test_csv, require_labels=False)
+    if view != "final" and (is_baseline(stage.model.base) or stage.model.features):
+        raise ReplicatorError(f"run {run_dir}: a baseline or frozen-feature run predicts its final view "
+                              f"only, not {view!r} (it is swap-symmetric by construction)")
     if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
-        final = baseline_predict(load_params(art / PARAMS_FILE), rows)
-        return _write(out, rows, final, run_dir)
+        return baseline_predict(load_params(art / PARAMS_FILE), rows)
     try:
         fit = read_valid_fit(art / VALID_PREDICTIONS)
     except (ValueError, KeyError) as e:
@@ -108,13 +134,42 @@ def predict(run: str, test_csv: Path, out: Path, progress: bool = True) -> dict:
     if stage.model.features:  # a frozen-feature run: the backbone encodes, the saved head predicts
         from .features import predict_rows
 
-        final = postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
-        return _write(out, rows, final, run_dir)
+        return postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
     model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
                                     merge_lora=stage.predict.merge_lora)
-    probs = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens, progress)
-    final = postprocess(plugins, probs["tta"], rows, fit=fit)
-    return _write(out, rows, final, run_dir)
+    return model_probs(stage, plugins, model, tok, rows, view, fit, progress)
+
+
+def model_probs(stage, plugins, model, tok, rows: list[dict], view: str, fit, progress: bool = True):
+    """A loaded model's probabilities of ``rows`` in ``view``: ``final`` = its recipe's TTA views
+    averaged, then postprocessed with ``fit`` (validation (probabilities, labels)); otherwise
+    :func:`view_probs` over its identity predictions."""
+    from .calibrate import postprocess
+    from .predict import predict_probs
+
+    def predict_fn(batch: list[dict], use_tta: bool = False) -> dict:
+        return predict_probs(model, tok, plugins, batch, stage.predict.max_length, stage.predict.batch_tokens,
+                             progress, use_tta=use_tta)
+
+    if view == "final":
+        return postprocess(plugins, predict_fn(rows, use_tta=True)["tta"], rows, fit=fit)
+    return view_probs(rows, view, lambda batch: predict_fn(batch)["identity"])
+
+
+def view_probs(rows: list[dict], view: str, predict_fn) -> np.ndarray:
+    """``identity``: ``predict_fn(rows)``; ``swapped``: ``predict_fn`` of the A/B-swapped rows, columns
+    swapped back to the original order; ``both``: the mean of the two."""
+    from .ensemble import swap_back
+    from .rows import swap_row
+
+    if view not in ("identity", "swapped", "both"):
+        raise ReplicatorError(f"unknown prediction view {view!r}; known: final, identity, swapped, both")
+    out = []
+    if view in ("identity", "both"):
+        out.append(np.asarray(predict_fn(rows)))
+    if view in ("swapped", "both"):
+        out.append(swap_back(predict_fn([swap_row(r) for r in rows])))
+    return np.mean(out, axis=0)
 
 
 def _write(out, rows: list[dict], final: np.ndarray, run_dir: Path) -> dict:
