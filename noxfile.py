@@ -79,8 +79,9 @@ def solutions(session):
     for name in session.posargs or SOLUTIONS:
         out = session.run("replicate", "-q", "run", f"recipes/{name}.yaml", "-t", "smoke", env=_data_env(),
                           silent=True)
-        run_dir = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(("finished", "reused")))
-        session.run("replicate", "report", run_dir, "--out", f"reports/{name}/smoke-report")
+        runs = [w for line in out.splitlines() if line.startswith(("finished:", "reused:", "member "))
+                for w in line.split() if w.startswith("reports/")]  # the run, or each member's run
+        session.run("replicate", "report", *dict.fromkeys(runs), "--out", f"reports/{name}/smoke-report")
 
 
 @nox.session

@@ -401,9 +401,9 @@ def _substitutions(bvar: Variant) -> list[str]:
 
 
 def stage_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the per-stage table (a single-stage run has none: the main table says it)."""
+    """Header and cells of the per-stage table of the base run: each stage's log loss without and with TTA."""
     stages = data.get("stages") or []
-    if len(stages) < 2:
+    if not stages:
         return [], []
     header = ["stage", "train rows", "valid rows", "log loss (no TTA)", "with TTA", "final", "length baseline",
               "steps", "time"]

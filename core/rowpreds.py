@@ -11,7 +11,7 @@ One line per validation row, so that two runs can be compared row by row (a pair
 ``<view>_a, <view>_b, <view>_tie``
     for each prediction view in the order given (``identity``, ``swap_ab``, ``tta``, ``final``...).
 
-The file is byte-for-byte reproducible: fixed column order, floats as ``%.6f``, ``\\n`` line ends,
+The file is byte-for-byte reproducible: fixed column order, floats as ``%.6f`` (below 1e-4: ``%.3e``, so a tiny probability is not written as 0), ``\\n`` line ends,
 gzip with ``mtime=0`` and no file name in the header. 222 rows with four views take about 10 KB.
 """
 
@@ -54,6 +54,8 @@ def row_chars(row: dict) -> int:
 
 
 def _fmt(x: float) -> str:
+    if 0 < abs(x) < 1e-4:  # a tiny probability keeps 4 significant digits: as 0 its log loss would be -log(eps)
+        return f"{x:.3e}"
     s = f"{x:.6f}"
     return "0.000000" if s == "-0.000000" else s
 
