@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import truncation as tr
@@ -50,6 +51,23 @@ def judge_wrap(tokenizer, enc, start: str, end: str, system_role: bool) -> tuple
 
 
 SYSTEM_ROLE_DOC = "instruction as a system message (ArmoRM [R2]); Gemma has no system role"
+#: the fewest tokens of conversation a judge prompt must leave room for
+MIN_CONVERSATION = 32
+_WARNED: set[tuple[int, int]] = set()
+log = logging.getLogger(__name__)
+
+
+def check_room(max_length: int, fixed: int) -> None:
+    """The judge instruction and chat template take ``fixed`` tokens: a ``max_length`` that leaves fewer
+    than :data:`MIN_CONVERSATION` for the conversation gets a warning, once per budget (the model would
+    see the instruction only, every row alike; a smoke run at 192 tokens did; the tiny test tokenizer,
+    one token per character of the instruction, always does)."""
+    if max_length - fixed < MIN_CONVERSATION and (max_length, fixed) not in _WARNED:
+        _WARNED.add((max_length, fixed))
+        log.warning("judge prompt: the instruction and chat template take %d tokens, so max_length %d leaves %d "
+                    "for the conversation: every row looks alike; set train.max_length and predict.max_length to "
+                    "at least %d (2nd place used about 4,340 [R2])", fixed, max_length, max(0, max_length - fixed),
+                    fixed + MIN_CONVERSATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +100,7 @@ class JudgePAB:
     def prompt_format(self, row, tokenizer, max_length):
         enc = tr.encoder(tokenizer)
         head, tail = judge_wrap(tokenizer, enc, PAB_START, PAB_END, self.system_role)
+        check_room(max_length, len(head) + len(tail))
         layout = tr.per_round(lambda pos, i: [
             "\n### User:\n", Ref("prompt", i), "\n\n### Assistant A:\n", Ref("a", i),
             "\n\n### Assistant B:\n", Ref("b", i), "\n"])
@@ -113,6 +132,7 @@ class JudgePAPB:
         enc = tr.encoder(tokenizer)
         head, tail = judge_wrap(tokenizer, enc, PAPB_START, PAPB_END, self.system_role)
         sep = enc(PAPB_SEP)
+        check_room(max_length, len(head) + len(sep) + len(tail))
         room = max(0, max_length - len(head) - len(sep) - len(tail))
         sides = []
         for field, name, budget in (("a", "A", room // 2), ("b", "B", room - room // 2)):

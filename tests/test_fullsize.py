@@ -374,3 +374,33 @@ def test_pool_labels_are_the_mean_of_several_labellers(tmp_path):
     with pytest.raises(ReplicatorError, match="stage 'm1' has no pool prediction for row pool-1"):
         PseudoLabels(from_stage=["m0", "m1"]).data_sources("train", ctx)
     assert PseudoLabels(from_stage=["m0", "m1"]).data_sources("train", DataContext(tmp_path, 0, stage="m1")) is None
+
+
+def test_judge_prompt_without_room_for_the_conversation_warns(caplog):
+    """2nd's judge instruction + template take ~227 Gemma tokens: a budget below that shows every row as
+    the same instruction (a smoke run at 192 tokens did). It is a warning naming the fix."""
+    from replicator.core.lib import truncation as tr
+    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.rows import make_row
+    from replicator.plugins.judge_pab import (
+        MIN_CONVERSATION,
+        PAB_END,
+        PAB_START,
+        JudgePAB,
+        JudgePAPB,
+        judge_wrap,
+    )
+
+    tok = load_tokenizer(resolve_base("tiny:gemma2"))
+    head, tail = judge_wrap(tok, tr.encoder(tok), PAB_START, PAB_END, False)
+    fixed = len(head) + len(tail)
+    row = make_row("1", ["what is the answer"], ["the answer is one"], ["two"])
+    with caplog.at_level("WARNING"):
+        JudgePAB().prompt_format(row=row, tokenizer=tok, max_length=fixed + 5)
+    assert f"take {fixed} tokens, so max_length {fixed + 5} leaves 5" in caplog.text
+    assert f"at least {fixed + MIN_CONVERSATION}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        JudgePAPB().prompt_format(row=row, tokenizer=tok, max_length=fixed + 6)
+        JudgePAB().prompt_format(row=row, tokenizer=tok, max_length=fixed + 64)
+    assert caplog.text.count("judge prompt") == 1  # PAPB's short budget warns; a budget with room does not
