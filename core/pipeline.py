@@ -252,19 +252,16 @@ def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: Da
 def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
     """The periodic evaluation of ``train.eval_every``: log loss of the model on the validation rows, without
     TTA (the view the 1st place's trainer scored [R1])."""
-    import numpy as np
-
     from .evaluate import labels_of
     from .metrics import log_loss
     from .predict import IDENTITY, predict_probs
 
     labels = labels_of(valid_rows)
 
-    def score(model) -> float:
-        model.eval()
+    def score(model) -> float:  # predict_probs puts the model in eval mode; Loop.evaluate puts it back
         preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
                               progress=False, use_tta=False)
-        return log_loss(np.asarray(preds[IDENTITY]), labels)
+        return log_loss(preds[IDENTITY], labels)
 
     return score
 
