@@ -1,7 +1,8 @@
 """Rows -> token ids -> padded batches -> logits: what training and prediction share.
 
 :class:`Encoder` tokenizes through the ``prompt_format`` hook once per (row, view, budget);
-:func:`length_grouped_batches` makes training micro-batches of similar lengths; :func:`collate`
+:func:`length_grouped_batches` makes training micro-batches of similar lengths (a fixed number of rows),
+:func:`token_budget_batches` ones filled up to a padded-token budget; :func:`collate`
 right-pads; :func:`forward_logits` runs the sequence classifier.
 """
 
@@ -58,6 +59,41 @@ def length_grouped_batches(lengths: list[int], units: list[list[int]], batch_siz
     return batches
 
 
+def token_budget_batches(lengths: list[int], units: list[list[int]], batch_tokens: int, rng: random.Random,
+                         mega_budgets: int = 32):
+    """Micro-batches filled up to a padded-token budget: rows x the longest row <= ``batch_tokens``;
+    a unit (a row, or rows sharing a ``pair`` key) that alone is over the budget is a micro-batch of
+    its own. Units are shuffled, taken in mega-batches of about ``mega_budgets`` budgets of tokens,
+    sorted by length inside each and packed greedily, and the micro-batches are shuffled: short rows
+    share a micro-batch with many others, long rows with few, and there is little padding.
+    """
+    if batch_tokens < 1:
+        raise ReplicatorError(f"train.batch_tokens: {batch_tokens} must be at least 1")
+    units = [list(u) for u in units]
+    rng.shuffle(units)
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(units):
+        end, mass = start, 0
+        while end < len(units) and (mass < mega_budgets * batch_tokens or end == start):
+            mass += sum(lengths[i] for i in units[end])
+            end += 1
+        chunk = sorted(units[start:end], key=lambda u: -max(lengths[i] for i in u))
+        cur: list[int] = []
+        width = 0
+        for u in chunk:
+            w = max(width, max(lengths[i] for i in u))
+            if cur and (len(cur) + len(u)) * w > batch_tokens:
+                batches.append(cur)
+                cur, w = [], max(lengths[i] for i in u)
+            cur, width = cur + u, w
+        if cur:
+            batches.append(cur)
+        start = end
+    rng.shuffle(batches)
+    return batches
+
+
 def units_of(rows: list[dict]) -> list[list[int]]:
     """Indices of the rows grouped into units: a row alone, or all rows sharing a ``pair`` key."""
     groups: dict[str, list[int]] = {}
@@ -89,5 +125,5 @@ def collate(seqs: list[list[int]], pad_id: int, device):
 def forward_logits(model, ids, mask):
     """Preference (+ auxiliary) logits: the sequence-classification model pools its head at the last
     non-pad token of each row (inputs are right-padded)."""
-    out = model(input_ids=ids, attention_mask=mask)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=False)
     return out.logits

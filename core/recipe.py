@@ -102,6 +102,11 @@ class TrainConfig:
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
     batch_size: int = param(4, "rows per micro-batch", ge=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
+    batch_tokens: int | None = param(
+        None, "token-budget micro-batches: as many length-grouped rows as fit in this many padded tokens (rows x "
+              "longest row; a longer row alone) instead of batch_size rows; an optimizer step is still grad_accum "
+              "micro-batches (per process), so its row count varies, and its gradient is the mean over its rows; "
+              "null = batch_size rows", ge=1)
     max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
     optimizer: Literal["adamw", "adamw_kahan", "adamw_8bit", "paged_adamw_8bit"] = param(
         "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for bf16/fp16 "

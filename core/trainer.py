@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .batches import Encoder, collate, forward_logits, length_grouped_batches, units_of
+from .batches import Encoder, collate, forward_logits, length_grouped_batches, token_budget_batches, units_of
 from .dist import all_sum, use_cpu, world_size
 from .errors import ReplicatorError
 from .io import atomic_torch_save
@@ -39,15 +39,20 @@ BEST = "best.safetensors"
 
 
 def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
-    """Per epoch: augmented rows and their micro-batches; then the optimizer-step schedule: one step
-    takes ``grad_accum`` micro-batches from each of the ``n_processes`` processes."""
+    """Per epoch: augmented rows and their micro-batches (``batch_size`` rows, or up to ``batch_tokens``
+    padded tokens); then the optimizer-step schedule: one step takes ``grad_accum`` micro-batches from
+    each of the ``n_processes`` processes."""
     tcfg = stage.train
     n_epochs = max(1, math.ceil(tcfg.epochs))
     epochs = []
     for e in range(n_epochs):
         rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
         lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
-        batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, random.Random(f"{seed}:{e}"))
+        rng = random.Random(f"{seed}:{e}")
+        if tcfg.batch_tokens:
+            batches = token_budget_batches(lengths, units_of(rows), tcfg.batch_tokens, rng)
+        else:
+            batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, rng)
         if e == n_epochs - 1 and tcfg.epochs < n_epochs:
             batches = batches[: max(1, int(len(batches) * (tcfg.epochs - (n_epochs - 1))))]
         epochs.append((rows, batches))
@@ -261,22 +266,33 @@ def micro_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % 2**63
 
 
-def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro) -> float:
+def step_scales(everyone, n_processes: int, by_rows: bool) -> list[float]:
+    """The loss factor of each micro-batch of a step: processes average gradients, so ``n_processes``
+    x its share of the step, 1 / (micro-batches) or, with ``by_rows`` (token-budget micro-batches of
+    varying row counts), its rows / the step's rows: the step's gradient is then the mean over its
+    rows (each micro-batch's loss is a mean over its own rows)."""
+    if not by_rows:
+        return [n_processes / len(everyone)] * len(everyone)
+    rows = sum(len(batch) for _, batch in everyone)
+    return [n_processes * len(batch) / rows for _, batch in everyone]
+
+
+def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows: bool = False) -> float:
     """One optimizer step: this process's micro-batches (gradients synchronised once, on the last),
-    the update; the step's mean micro-batch loss over all processes."""
+    the update; the step's mean loss over all processes (per micro-batch, or per row with ``by_rows``)."""
     import contextlib
 
     import torch
 
     acc = loop.acc
     mine = share(everyone, acc.process_index, acc.num_processes)
-    scale = acc.num_processes / len(everyone)  # processes average gradients: x n / (all micro-batches)
+    scales = step_scales(everyone, acc.num_processes, by_rows)
     total = 0.0
     for j, (k, (e, batch), weight) in enumerate(mine):
         torch.manual_seed(micro_seed(seed, first_index + k))
         sync = j == len(mine) - 1
         with contextlib.nullcontext() if sync else acc.no_sync(loop.model):
-            total += run_micro(e, batch, scale * weight)
+            total += run_micro(e, batch, scales[k] * weight)
     return all_sum(total) / acc.num_processes
 
 
@@ -313,7 +329,7 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
 
     for step in range(start, steps):
         everyone = micro[step * group:(step + 1) * group]
-        step_loss = _step(loop, everyone, step * group, seed, run_micro)
+        step_loss = _step(loop, everyone, step * group, seed, run_micro, by_rows=bool(tcfg.batch_tokens))
         _optimizer_step(loop, tcfg)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
         loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length)) for e, batch in everyone for i in batch)
