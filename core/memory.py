@@ -32,7 +32,8 @@ What they assume:
   base) adds :func:`lora_elements`. Without gradient checkpointing every layer keeps all of that; with
   it each layer keeps its input (h) and one layer at a time is recomputed in full. A micro-batch has
   ``batch_size`` rows of ``max_length`` tokens (the longest micro-batch; length-grouped batches of
-  shorter rows take less). Embeddings, the final norm and the head are left out (a few h per token):
+  shorter rows take less); with ``train.batch_tokens``, that budget's worth of tokens in rows of
+  ``max_length`` (:func:`replicator.core.plan.micro_batch_rows`). Embeddings, the final norm and the head are left out (a few h per token):
   count on +-15 %. In fp32 (a CPU) the same counts take 4 bytes (an overestimate: nothing is upcast).
 * **inference**: the whole model on every GPU (processes share the rows, not the model), a batch of
   ``batch_tokens`` tokens, one layer's activations at a time plus the keys and values of every

@@ -102,6 +102,16 @@ def source_rows(p, stage: StageConfig, recipe: str) -> dict | None:
     return out
 
 
+def micro_batch_rows(t) -> float:
+    """Rows of ``max_length`` tokens in the largest training micro-batch: ``batch_size``, or with
+    ``train.batch_tokens`` the budget over ``max_length`` (rows x longest row <= budget: the most
+    activation memory is the budget's worth of tokens in rows of ``max_length``, whose attention is
+    widest; a row over the budget is alone, so at least one row)."""
+    if getattr(t, "batch_tokens", None):
+        return max(t.batch_tokens, t.max_length) / t.max_length
+    return t.batch_size
+
+
 def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
     """Rows, tokens and optimizer steps of an epoch of ``stage`` (rows x the swap multiplier: swap_ab
     ``duplicate``/``full`` train on each row and its swap), and the rows it predicts."""
@@ -119,7 +129,10 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
     per_epoch = train * mult
     valid = _capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
     pool = sum(s.get("pool", 0) for s in sources.values())
-    steps = math.ceil(per_epoch / (t.batch_size * t.grad_accum * gpus))
+    if getattr(t, "batch_tokens", None):  # token budgets: full ones at best, so at least this many steps
+        steps = math.ceil(per_epoch * mean_tokens(t.max_length) / (t.batch_tokens * t.grad_accum * gpus))
+    else:
+        steps = math.ceil(per_epoch / (t.batch_size * t.grad_accum * gpus))
     total = math.ceil(steps * t.epochs)
     return {"sources": sources, "unknown_sources": unknown, "train_rows": train, "swap_multiplier": mult,
             "rows_per_epoch": per_epoch, "epochs": t.epochs, "tokens_per_epoch_max": per_epoch * t.max_length,
@@ -221,9 +234,13 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
                               f"the plan does not know {optimizer!r}; known: {', '.join(M.OPTIMIZERS)}")
         memory["train"] = _gib(M.train_memory(
             sizes, dtype=dtype, quant=quant, optimizer=optimizer, mixed_precision=mixed,
-            parallel=launch.parallel, gpus=launch.gpus, rows=t.batch_size, seq_len=t.max_length,
+            parallel=launch.parallel, gpus=launch.gpus, rows=micro_batch_rows(t), seq_len=t.max_length,
             checkpointing=m.gradient_checkpointing, gpu=on_gpu))
         out["model"].update(optimizer=optimizer, mixed_precision=mixed)
+        if getattr(t, "batch_tokens", None):
+            out["notes"].append(f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
+                                f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps "
+                                "count full budgets (padding and partly filled budgets add some)")
     tokens, seq = (m.features.batch_tokens, m.features.max_length) if m.features else \
         (stage.predict.batch_tokens, stage.predict.max_length)
     infer_quant = "int8" if stage.predict.load_in_8bit else quant

@@ -208,3 +208,19 @@ def test_step_scales_without_a_budget_are_the_old_ones():
     step = [(0, [1, 2, 3, 4]), (0, [5, 6]), (0, [7, 8, 9])]
     assert step_scales(step, 2, by_rows=False) == [2 / 3] * 3
     assert step_scales(step, 1, by_rows=True) == [4 / 9, 2 / 9, 3 / 9]
+
+
+def test_the_plan_counts_the_token_budget():
+    from replicator.core.plan import plan
+
+    from .conftest import RECIPES
+
+    def stage(overrides):
+        return plan(RECIPES / "smoke.yaml", [], ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])["stages"][0]
+
+    rows = stage(["train.batch_size=4", "train.max_length=512"])
+    budget = stage(["train.batch_size=4", "train.max_length=512", "train.batch_tokens=4096"])
+    act = rows["memory_gib"]["train"]["activations"]
+    assert budget["memory_gib"]["train"]["activations"] == pytest.approx(2 * act, rel=0.05)  # 8 rows of 512
+    assert budget["data"]["steps"] < rows["data"]["steps"]
+    assert any("batch_tokens 4096" in n for n in budget["notes"]) and not any("batch_tokens" in n for n in rows["notes"])

@@ -1,0 +1,503 @@
+"""Training throughput: the project's trainer against the Hugging Face ``Trainer``, back to back.
+
+    python -m benchmarks.train_throughput            # CPU, fp32, embedded:gemma-3-270m, 256 and 1024 tokens
+    python -m benchmarks.train_throughput --quick    # a fast check of the whole path (tiny:llama, 2 steps)
+    python -m benchmarks.train_throughput --cuda     # CUDA, bf16, Gemma-2-2B and 9B shapes (random weights)
+
+In one process, per token budget (``--lengths``), on the same model (loaded as the project loads it,
+:func:`replicator.core.model.load_model`: a fresh copy per trainer, the same LoRA initialisation), the same
+rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through the recipe's data plugin, one seeded
+sample), the same token ids (tokenised once through the recipe's ``prompt_format`` plugin; swap
+augmentation off so that every trainer sees the same ids), the same LoRA and optimizer settings, the
+same rows per optimizer step and thread count, one epoch over the sample each:
+
+* ``hf_random``: ``transformers.Trainer`` + peft, random order, ``DataCollatorWithPadding``;
+* ``hf_grouped``: the same with ``train_sampling_strategy="group_by_length"`` (``group_by_length``
+  before transformers 5);
+* ``ours_grouped``: :func:`replicator.core.trainer.train_stage`, length-grouped ``batch_size``-row
+  micro-batches (what recipes do by default);
+* ``ours_tokens``: the same with ``train.batch_tokens``: the budget is the smallest one whose epoch has
+  as many micro-batches as the others have optimizer steps (``grad_accum`` 1), so an optimizer step
+  holds on average the same number of rows;
+* ``packed`` (``--cuda`` with flash-attn only): padding-free micro-batches, ``DataCollatorWithFlattening``
+  and flash attention, the rows of a step concatenated into one sequence (our loop: a sequence classifier
+  cannot pool packed rows by itself).
+
+The first ``--warmup`` optimizer steps of every trainer are not timed. Per trainer it prints useful
+(non-pad) tokens/s, the ratios to ``hf_random`` and ``hf_grouped``, the padding share of the timed
+forward passes, the peak resident memory during that trainer's run (VmRSS sampled every 20 ms; on
+CUDA the peak allocated GPU memory), and the utilisation: 4 x N x useful tokens/s (N = parameters of the
+backbone without the embeddings, the adapters and the head; a frozen weight costs 2 FLOPs per token
+forward and 2 for the input gradient; LoRA's own FLOPs are not counted) over the FLOP/s of a 2048^3
+fp32 matmul measured in the same process (CPU) or the GPU's bf16 peak (MFU on CUDA). One JSON line per
+trainer and length, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "smoke.yaml"
+#: dense bf16 peak TFLOP/s by a substring of the CUDA device name (vendor data sheets, SXM parts)
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
+                    "4090": 165.0, "T4": 65.0}
+#: Gemma-2 shapes of the GPU comparison (the published configs' layer sizes; random weights)
+GEMMA2_SHAPES = {
+    "gemma-2-2b": dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+                       num_key_value_heads=4, head_dim=256),
+    "gemma-2-9b": dict(hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=256),
+}
+TRAINERS = ("hf_random", "hf_grouped", "ours_grouped", "ours_tokens", "packed")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Meter:
+    """Counts what every forward pass of ``model`` sees and when each optimizer step ends (a global
+    optimizer hook: the same for the Trainer's optimizer and ours); samples the resident memory."""
+
+    def __init__(self, model, cuda: bool):
+        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.cuda, self.steps, self.forwards = cuda, [], []
+        self.peak, self._stop = rss_bytes(), threading.Event()
+        self._handles = [model.register_forward_pre_hook(self._forward, with_kwargs=True),
+                         register_optimizer_step_post_hook(self._step)]
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def _forward(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        useful = int(mask.sum()) if mask is not None else ids.numel()
+        self.forwards.append((len(self.steps), ids.shape[0] if mask is not None else kwargs.get("n_rows", 1),
+                              useful, ids.numel()))
+
+    def _step(self, optimizer, args, kwargs):
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        self.steps.append(time.perf_counter())
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        for h in self._handles:
+            h.remove()
+
+    def result(self, warmup: int) -> dict:
+        """Tokens/s over the optimizer steps after the first ``warmup`` (forward passes of steps
+        ``warmup..`` between the end of step ``warmup`` and the end of the last)."""
+        import torch
+
+        if warmup < 1 or len(self.steps) <= warmup:
+            raise RuntimeError(f"{len(self.steps)} optimizer steps and {warmup} warm-up step(s): the timing "
+                               "starts at the end of the last warm-up step (at least 1) and needs one more")
+        timed = [f for f in self.forwards if f[0] >= warmup and f[0] < len(self.steps)]
+        seconds = self.steps[-1] - self.steps[warmup - 1]
+        useful, padded, rows = sum(f[2] for f in timed), sum(f[3] for f in timed), sum(f[1] for f in timed)
+        n_steps = len(self.steps) - warmup
+        return {"steps": len(self.steps), "timed_steps": n_steps, "seconds": round(seconds, 2),
+                "all_useful_tokens": sum(f[2] for f in self.forwards),
+                "useful_tokens": useful, "useful_tokens_per_s": round(useful / seconds, 1),
+                "padding_share": round(1 - useful / padded, 4), "rows_per_step": round(rows / n_steps, 2),
+                "micro_batches_per_step": round(len(timed) / n_steps, 2),
+                "peak_rss_gib": round(self.peak / 2**30, 2),
+                "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None}
+
+
+def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
+    """FLOP/s of an n^3 matmul in this process (best of ``repeats`` after one warm-up), in GFLOP/s."""
+    import torch
+
+    cuda = torch.cuda.is_available() and dtype != "float32"
+    dev = "cuda" if cuda else "cpu"
+    a = torch.randn(n, n, dtype=getattr(torch, dtype), device=dev)
+    b = torch.randn(n, n, dtype=getattr(torch, dtype), device=dev)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def backbone_params(model) -> int:
+    """Parameters of the backbone that every token meets: no embeddings, adapters or head."""
+    from replicator.core.model import HEAD_NAMES
+
+    emb = {id(p) for p in model.get_input_embeddings().parameters()}
+    return sum(p.numel() for n, p in model.named_parameters()
+               if id(p) not in emb and "lora_" not in n and not any(f".{h}." in f".{n}" for h in HEAD_NAMES)
+               and "modules_to_save" not in n)
+
+
+# ---------------------------------------------------------------- the setting
+
+
+@dataclasses.dataclass
+class Setting:
+    """One token budget: the resolved stage, its plugins, the rows and their token ids."""
+
+    length: int
+    stage: object
+    plugins: object
+    rows: list
+    ids: list
+    seed: int
+    rows_per_step: int
+    batch_size: int
+    grad_accum: int
+
+
+def overrides_for(args, length: int) -> list[str]:
+    return [f"model.base={args.model}", f"train.max_length={length}", f"train.batch_size={args.batch_size}",
+            f"train.grad_accum={args.grad_accum}", "plugins.swap.train=none", "train.checkpoint_every=1000000",
+            "train.max_rows=0", "train.epochs=1", "train.warmup_steps=2", "train.max_steps=0",
+            *(["model.dtype=bfloat16"] if args.cuda else ["model.dtype=float32"]), *args.override]
+
+
+def prepare(args, length: int, n_rows: int) -> Setting:
+    from replicator.core.batches import Encoder
+    from replicator.core.data import collect_rows, data_dir, sample_rows
+    from replicator.core.manager import build_plugins
+    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.recipe import resolve
+    from replicator.core.rows import DataContext
+
+    resolved = resolve(args.recipe, [], overrides_for(args, length))
+    stage = resolved.final
+    plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
+    cache = Path(tempfile.mkdtemp(prefix="train-throughput-"))
+    ctx = DataContext(data_dir=data_dir(), seed=resolved.seed, stage=stage.name, cache_dir=cache, stage_outputs={})
+    train_rows, _ = collect_rows(plugins, ctx)
+    if len(train_rows) < n_rows:
+        raise SystemExit(f"{data_dir()}: {len(train_rows)} training rows, the benchmark needs {n_rows}")
+    rows = sample_rows(train_rows, n_rows, resolved.seed)
+    tok = load_tokenizer(resolve_base(stage.model.base))
+    enc = Encoder(plugins, tok)
+    ids = [list(enc(r, length)) for r in rows]
+    return Setting(length, stage, plugins, rows, ids, resolved.seed, args.batch_size * args.grad_accum,
+                   args.batch_size, args.grad_accum)
+
+
+def fresh_model(s: Setting, stage=None):
+    """The model as the project loads it, with the same LoRA initialisation for every trainer."""
+    import torch
+
+    from replicator.core.model import load_model
+
+    torch.manual_seed(s.seed)
+    return load_model((stage or s.stage).model, s.plugins, train=True)
+
+
+def token_budget_for(s: Setting) -> int:
+    """The smallest padded-token budget whose epoch has no more micro-batches than the row-count
+    trainers have optimizer steps (the same mean rows per optimizer step with ``grad_accum`` 1)."""
+    from replicator.core.batches import token_budget_batches, units_of
+
+    lengths = [len(i) for i in s.ids]
+    target = math.ceil(len(s.rows) / s.rows_per_step)
+    units = units_of(s.rows)
+
+    def count(budget):
+        return len(token_budget_batches(lengths, units, budget, random.Random(f"{s.seed}:0")))
+
+    lo, hi = max(lengths), max(lengths) * s.rows_per_step * 4
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if count(mid) > target else (lo, mid)
+    return lo
+
+
+# ---------------------------------------------------------------- the trainers
+
+
+def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
+    import inspect
+
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    model, tok, _ = fresh_model(s)
+    t = s.stage.train
+    data = [{"input_ids": ids, "labels": int(max(range(3), key=lambda k: r["label"][k]))}
+            for ids, r in zip(s.ids, s.rows, strict=True)]
+    kw = dict(per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum, num_train_epochs=1,
+              learning_rate=t.lr, lr_scheduler_type=t.schedule, warmup_steps=t.warmup_steps,
+              max_grad_norm=t.max_grad_norm, weight_decay=t.weight_decay, adam_beta1=t.betas[0],
+              adam_beta2=t.betas[1], adam_epsilon=t.eps, optim="adamw_torch", logging_strategy="no",
+              save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0, seed=s.seed,
+              remove_unused_columns=False, disable_tqdm=True, use_cpu=not cuda, bf16=cuda)
+    if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+        kw["train_sampling_strategy"] = strategy
+    else:  # transformers 4.x
+        kw["group_by_length"] = strategy == "group_by_length"
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model=model, args=TrainingArguments(output_dir=out, **kw), train_dataset=data,
+                          data_collator=DataCollatorWithPadding(tok), processing_class=tok)
+        with Meter(model, cuda) as m, contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its metrics
+            trainer.train()
+    res = m.result(warmup) | {"backbone_params": backbone_params(model)}
+    del trainer, model
+    return res
+
+
+def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool) -> dict:
+    from replicator.core.trainer import train_stage
+
+    stage = s.stage
+    if batch_tokens:
+        stage = dataclasses.replace(stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens,
+                                                                     grad_accum=1))
+    model, tok, info = fresh_model(s, stage)
+    with tempfile.TemporaryDirectory() as art, Meter(model, cuda) as m:
+        train_stage(stage, s.plugins, s.rows, model, tok, info, Path(art), s.seed, progress=False)
+    res = m.result(warmup) | {"backbone_params": backbone_params(model)}
+    if batch_tokens:
+        res["batch_tokens"] = batch_tokens
+    del model
+    return res
+
+
+def packed_logits(model, ids: list[list[int]], device):
+    """Logits of rows concatenated into one padding-free sequence (``DataCollatorWithFlattening``:
+    position ids restart per row, flash attention keeps rows apart through the sequence boundaries),
+    the head applied at each row's last token (what the sequence classifier pools)."""
+    import torch
+    from transformers import DataCollatorWithFlattening
+
+    from replicator.core.model import head_module
+
+    batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True)([{"input_ids": i} for i in ids])
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    kw = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items() if k != "labels"}
+    hidden = backbone(**kw, use_cache=False).last_hidden_state[0]
+    ends = torch.tensor([len(i) for i in ids], device=device).cumsum(0) - 1
+    _, head = head_module(base)
+    return head(hidden[ends])
+
+
+def run_packed(s: Setting, batch_tokens: int, warmup: int) -> dict:
+    """Padding-free token-budget micro-batches on CUDA (flash attention): our micro-batches, packed."""
+    import torch
+
+    from replicator.core.batches import token_budget_batches, units_of
+    from replicator.core.trainer import build_optimizer, lr_factor
+
+    model, tok, info = fresh_model(s)
+    model.train()
+    t = s.stage.train
+    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    batches = token_budget_batches([len(i) for i in s.ids], units_of(s.rows), batch_tokens,
+                                   random.Random(f"{s.seed}:0"))
+    with Meter(model, True) as m:
+        for step, batch in enumerate(batches):
+            for g in opt.param_groups:
+                g["lr"] = t.lr * lr_factor(step, len(batches), t.warmup_steps, t.schedule, t.lr_floor)
+            ids = [s.ids[i] for i in batch]
+            m._forward(None, (), {"input_ids": torch.zeros(1, sum(map(len, ids))), "n_rows": len(ids)})
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = packed_logits(model, ids, "cuda")
+            labels = torch.tensor([s.rows[i]["label"] for i in batch], dtype=torch.float32, device="cuda")
+            loss = -(labels * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+            loss.backward()
+            if t.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    res = m.result(warmup) | {"batch_tokens": batch_tokens, "backbone_params": backbone_params(model)}
+    del model, opt
+    return res
+
+
+def flash_attention_available() -> str | None:
+    """Why the packed path cannot run here (None when it can)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return "flash-attn is not installed (pip install flash-attn)"
+    return None
+
+
+# ---------------------------------------------------------------- the report
+
+
+def run_length(args, length: int, steps: int) -> list[dict]:
+    import torch
+
+    s = prepare(args, length, args.batch_size * args.grad_accum * (steps + args.warmup))
+    budget = token_budget_for(s)
+    out = []
+    todo = [t for t in TRAINERS if t in args.trainers]
+    for name in todo:
+        gc.collect()
+        if args.cuda:
+            torch.cuda.empty_cache()
+        if name == "hf_random":
+            res = run_hf(s, "random", args.warmup, args.cuda)
+        elif name == "hf_grouped":
+            res = run_hf(s, "group_by_length", args.warmup, args.cuda)
+        elif name == "ours_grouped":
+            res = run_ours(s, None, args.warmup, args.cuda)
+        elif name == "ours_tokens":
+            res = run_ours(s, budget, args.warmup, args.cuda)
+        else:
+            why = flash_attention_available()
+            if why:
+                print(f"packed: not run ({why})", file=sys.stderr)
+                continue
+            res = run_packed(s, budget, args.warmup)
+        res = {"trainer": name, "length": length, "model": args.model, "rows": len(s.rows), **res}
+        out.append(res)
+        print(f"  {name} at {length}: {res['useful_tokens_per_s']} useful tokens/s", file=sys.stderr, flush=True)
+    return out
+
+
+def finish(results: list[dict], peak_gflops: float, peak_name: str) -> None:
+    n_params = results[0]["backbone_params"]
+    by = {(r["length"], r["trainer"]): r for r in results}
+    for r in results:
+        for ref in ("hf_random", "hf_grouped"):
+            base = by.get((r["length"], ref))
+            r[f"vs_{ref}"] = round(r["useful_tokens_per_s"] / base["useful_tokens_per_s"], 3) if base else None
+        r["utilisation"] = round(4 * n_params * r["useful_tokens_per_s"] / (peak_gflops * 1e9), 3)
+        r[peak_name] = round(peak_gflops, 1)
+        print(json.dumps(r), flush=True)
+    head = f"{'length':>6} {'trainer':<13} {'tok/s':>8} {'vs a':>6} {'vs b':>6} {'pad %':>6} {'rows/st':>7} " \
+           f"{'peak GiB':>8} {'util':>6}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in results:
+        mem = r["peak_gpu_gib"] if r.get("peak_gpu_gib") is not None else r["peak_rss_gib"]
+        print(f"{r['length']:>6} {r['trainer']:<13} {r['useful_tokens_per_s']:>8.1f} {r['vs_hf_random'] or 0:>6.2f} "
+              f"{r['vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f} {r['rows_per_step']:>7.2f} "
+              f"{mem:>8.2f} {r['utilisation']:>6.3f}")
+    print(f"\nutil = 4 x {n_params:,} backbone params x useful tokens/s / {peak_gflops:.1f} GFLOP/s ({peak_name}); "
+          "a = hf_random, b = hf_grouped", flush=True)
+
+
+def gemma2_folder(shape: str, tok_path: str) -> str:
+    """A Gemma-2 sequence classifier of ``shape`` with random weights, saved with a tokenizer (bf16)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Gemma2Config
+
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    cfg = Gemma2Config(**GEMMA2_SHAPES[shape], vocab_size=len(tok), num_labels=3, pad_token_id=tok.pad_token_id,
+                       architectures=["Gemma2ForSequenceClassification"])
+    folder = Path(tempfile.gettempdir()) / f"train-throughput-{shape}"
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        del model
+        torch.cuda.empty_cache()
+    return str(folder)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny:llama, 64/128 tokens, 2 timed steps: a check")
+    p.add_argument("--cuda", action="store_true", help="CUDA, bf16, Gemma-2-2B and 9B shapes, MFU")
+    p.add_argument("--recipe", default=str(RECIPE))
+    p.add_argument("--model", default=None, help="model.base (default embedded:gemma-3-270m; --quick tiny:llama)")
+    p.add_argument("--lengths", type=int, nargs="+", default=None, help="token budgets per row (256 1024)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="timed optimizer steps per length (12 4)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps per trainer (2)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+    p.add_argument("--override", nargs="*", default=[], help="more recipe overrides a.b=value for every trainer")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.lengths = args.lengths or ([64, 128] if quick else [256, 1024])
+    args.steps = args.steps or ([2] if quick else [12, 4])
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    if len(args.steps) == 1:
+        args.steps = args.steps * len(args.lengths)
+    if len(args.steps) != len(args.lengths):
+        p.error("--steps: one value, or one per length")
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--cuda: no CUDA device here (torch.cuda.is_available() is False)")
+        from replicator.core.model import resolve_base
+
+        shapes = [args.model] if args.model else list(GEMMA2_SHAPES)
+        peak_name = "bf16_peak_gflops"
+        name = torch.cuda.get_device_name(0)
+        table = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+        peak = table * 1e3 if table else matmul_gflops(8192, "bfloat16")
+        if table is None:
+            print(f"{name}: no bf16 peak on file, MFU against a measured 8192^3 bf16 matmul", file=sys.stderr)
+        tok_path = resolve_base("embedded:gemma-3-270m")
+        for shape in shapes:
+            args.model = gemma2_folder(shape, tok_path) if shape in GEMMA2_SHAPES else shape
+            results = [r for length, steps in zip(args.lengths, args.steps, strict=True) for r in run_length(args, length, steps)]
+            print(f"\n== {shape} on {name} (bf16) ==")
+            finish(results, peak, peak_name)
+        return
+
+    args.model = args.model or ("tiny:llama" if quick else "embedded:gemma-3-270m")
+    gflops = matmul_gflops(512 if quick else 2048)
+    print(f"{torch.get_num_threads()} threads; {2048 if not quick else 512}^3 fp32 matmul: {gflops:.1f} GFLOP/s",
+          file=sys.stderr, flush=True)
+    t0 = time.time()
+    results = [r for length, steps in zip(args.lengths, args.steps, strict=True) for r in run_length(args, length, steps)]
+    after = matmul_gflops(512 if quick else 2048)
+    print(f"matmul again after the trainers: {after:.1f} GFLOP/s; benchmark {time.time() - t0:.0f} s",
+          file=sys.stderr)
+    finish(results, max(gflops, after), "matmul_gflops")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
