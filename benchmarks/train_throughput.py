@@ -324,6 +324,7 @@ def run_packed(s: Setting, batch_tokens: int, warmup: int) -> dict:
     from replicator.core.trainer import build_optimizer, lr_factor
 
     model, tok, info = fresh_model(s)
+    (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation("flash_attention_2")
     model.train()
     t = s.stage.train
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
