@@ -25,7 +25,8 @@ same rows per optimizer step and thread count, one epoch over the sample each:
 
 The first ``--warmup`` optimizer steps of every trainer are not timed. Per trainer it prints useful
 (non-pad) tokens/s, the ratios to ``hf_random`` and ``hf_grouped``, the padding share of the timed
-forward passes, the peak resident memory during that trainer's run (VmRSS sampled every 20 ms; on
+forward passes, the useful tokens per CPU-second of this process (threads added up: less sensitive
+than wall time to other processes on the same cores), the peak resident memory during that trainer's run (VmRSS sampled every 20 ms; on
 CUDA the peak allocated GPU memory), and the utilisation: 4 x N x useful tokens/s (N = parameters of the
 backbone without the embeddings, the adapters and the head; a frozen weight costs 2 FLOPs per token
 forward and 2 for the input gradient; LoRA's own FLOPs are not counted) over the FLOP/s of a 2048^3
@@ -82,7 +83,7 @@ class Meter:
         import torch
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        self.cuda, self.steps, self.forwards = cuda, [], []
+        self.cuda, self.steps, self.cpu, self.forwards = cuda, [], [], []
         self.peak, self._stop = rss_bytes(), threading.Event()
         self._handles = [model.register_forward_pre_hook(self._forward, with_kwargs=True),
                          register_optimizer_step_post_hook(self._step)]
@@ -103,6 +104,7 @@ class Meter:
 
             torch.cuda.synchronize()
         self.steps.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
     def _sample(self):
         while not self._stop.wait(0.02):
@@ -128,11 +130,13 @@ class Meter:
                                "starts at the end of the last warm-up step (at least 1) and needs one more")
         timed = [f for f in self.forwards if f[0] >= warmup and f[0] < len(self.steps)]
         seconds = self.steps[-1] - self.steps[warmup - 1]
+        cpu = self.cpu[-1] - self.cpu[warmup - 1]
         useful, padded, rows = sum(f[2] for f in timed), sum(f[3] for f in timed), sum(f[1] for f in timed)
         n_steps = len(self.steps) - warmup
         return {"steps": len(self.steps), "timed_steps": n_steps, "seconds": round(seconds, 2),
                 "all_useful_tokens": sum(f[2] for f in self.forwards),
                 "useful_tokens": useful, "useful_tokens_per_s": round(useful / seconds, 1),
+                "cpu_seconds": round(cpu, 2), "useful_tokens_per_cpu_s": round(useful / cpu, 1),
                 "padding_share": round(1 - useful / padded, 4), "rows_per_step": round(rows / n_steps, 2),
                 "micro_batches_per_step": round(len(timed) / n_steps, 2),
                 "peak_rss_gib": round(self.peak / 2**30, 2),
@@ -404,19 +408,22 @@ def finish(results: list[dict], peak_gflops: float, peak_name: str) -> None:
         for ref in ("hf_random", "hf_grouped"):
             base = by.get((r["length"], ref))
             r[f"vs_{ref}"] = round(r["useful_tokens_per_s"] / base["useful_tokens_per_s"], 3) if base else None
+            r[f"cpu_vs_{ref}"] = round(r["useful_tokens_per_cpu_s"] / base["useful_tokens_per_cpu_s"], 3) \
+                if base else None
         r["utilisation"] = round(4 * n_params * r["useful_tokens_per_s"] / (peak_gflops * 1e9), 3)
         r[peak_name] = round(peak_gflops, 1)
         print(json.dumps(r), flush=True)
-    head = f"{'length':>6} {'trainer':<13} {'tok/s':>8} {'vs a':>6} {'vs b':>6} {'pad %':>6} {'rows/st':>7} " \
-           f"{'peak GiB':>8} {'util':>6}"
+    head = f"{'length':>6} {'trainer':<13} {'tok/s':>8} {'vs a':>6} {'vs b':>6} {'tok/cpu-s':>9} {'vs a':>6} " \
+           f"{'vs b':>6} {'pad %':>6} {'rows/st':>7} {'peak GiB':>8} {'util':>6}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         mem = r["peak_gpu_gib"] if r.get("peak_gpu_gib") is not None else r["peak_rss_gib"]
         print(f"{r['length']:>6} {r['trainer']:<13} {r['useful_tokens_per_s']:>8.1f} {r['vs_hf_random'] or 0:>6.2f} "
-              f"{r['vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f} {r['rows_per_step']:>7.2f} "
+              f"{r['vs_hf_grouped'] or 0:>6.2f} {r['useful_tokens_per_cpu_s']:>9.1f} {r['cpu_vs_hf_random'] or 0:>6.2f} "
+              f"{r['cpu_vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f} {r['rows_per_step']:>7.2f} "
               f"{mem:>8.2f} {r['utilisation']:>6.3f}")
     print(f"\nutil = 4 x {n_params:,} backbone params x useful tokens/s / {peak_gflops:.1f} GFLOP/s ({peak_name}); "
-          "a = hf_random, b = hf_grouped", flush=True)
+          "a = hf_random, b = hf_grouped; tok/cpu-s: per CPU-second of this process", flush=True)
 
 
 def gemma2_folder(shape: str, tok_path: str) -> str:
