@@ -4,12 +4,14 @@
     python -m benchmarks.train_throughput --quick    # a fast check of the whole path (tiny:llama, 2 steps)
     python -m benchmarks.train_throughput --cuda     # CUDA, bf16, Gemma-2-2B and 9B shapes (random weights)
 
-In one process, per token budget (``--lengths``), on the same model (loaded as the project loads it,
-:func:`replicator.core.model.load_model`: a fresh copy per trainer, the same LoRA initialisation), the same
-rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through the recipe's data plugin, one seeded
-sample), the same token ids (tokenised once through the recipe's ``prompt_format`` plugin; swap
-augmentation off so that every trainer sees the same ids), the same LoRA and optimizer settings, the
-same rows per optimizer step and thread count, one epoch over the sample each:
+In one invocation, back to back (each trainer in a fresh child process, so that nothing one sets or
+leaves behind, such as the allocator setting of :func:`replicator.core.trainer.keep_freed_memory`,
+reaches the next, and each peak memory is its own), per token budget (``--lengths``), on the same model
+(loaded as the project loads it, :func:`replicator.core.model.load_model`: a fresh copy per trainer, the
+same LoRA initialisation), the same rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through the
+recipe's data plugin, one seeded sample), the same token ids (tokenised once through the recipe's
+``prompt_format`` plugin; swap augmentation off so that every trainer sees the same ids), the same LoRA
+and optimizer settings, the same rows per optimizer step and thread count, one epoch over the sample each:
 
 * ``hf_random``: ``transformers.Trainer`` + peft, random order, ``DataCollatorWithPadding``;
 * ``hf_grouped``: the same with ``train_sampling_strategy="group_by_length"`` (``group_by_length``
@@ -25,13 +27,13 @@ same rows per optimizer step and thread count, one epoch over the sample each:
 
 The first ``--warmup`` optimizer steps of every trainer are not timed. Per trainer it prints useful
 (non-pad) tokens/s, the ratios to ``hf_random`` and ``hf_grouped``, the padding share of the timed
-forward passes, the useful tokens per CPU-second of this process (threads added up: less sensitive
-than wall time to other processes on the same cores), the peak resident memory during that trainer's run (VmRSS sampled every 20 ms; on
-CUDA the peak allocated GPU memory), and the utilisation: 4 x N x useful tokens/s (N = parameters of the
-backbone without the embeddings, the adapters and the head; a frozen weight costs 2 FLOPs per token
-forward and 2 for the input gradient; LoRA's own FLOPs are not counted) over the FLOP/s of a 2048^3
-fp32 matmul measured in the same process (CPU) or the GPU's bf16 peak (MFU on CUDA). One JSON line per
-trainer and length, then a table.
+forward passes, the useful tokens per CPU-second of the process (threads added up: less sensitive than
+wall time to other processes on the same cores), the peak resident memory during the trainer's run
+(VmRSS sampled every 20 ms; on CUDA the peak allocated GPU memory), and the utilisation: 4 x N x useful
+tokens/s (N = parameters of the backbone without the embeddings, the adapters and the head; a frozen
+weight costs 2 FLOPs per token forward and 2 for the input gradient; LoRA's own FLOPs and attention are
+not counted) over the FLOP/s of a 2048^3 fp32 matmul measured in the trainer's process just before it
+(CPU), or the GPU's bf16 peak (MFU, on CUDA). One JSON line per trainer and length, then a table.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import gc
 import json
 import math
 import random
@@ -52,14 +53,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "smoke.yaml"
 #: dense bf16 peak TFLOP/s by a substring of the CUDA device name (vendor data sheets, SXM parts)
-BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
-                    "4090": 165.0, "T4": 65.0}
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "4090": 165.0,
+    "T4": 65.0,
+}
 #: Gemma-2 shapes of the GPU comparison (the published configs' layer sizes; random weights)
 GEMMA2_SHAPES = {
-    "gemma-2-2b": dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
-                       num_key_value_heads=4, head_dim=256),
-    "gemma-2-9b": dict(hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=256),
+    "gemma-2-2b": dict(
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+    ),
+    "gemma-2-9b": dict(
+        hidden_size=3584,
+        intermediate_size=14336,
+        num_hidden_layers=42,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=256,
+    ),
 }
 TRAINERS = ("hf_random", "hf_grouped", "ours_grouped", "ours_tokens", "packed")
 
@@ -84,9 +105,12 @@ class Meter:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self.cuda, self.steps, self.cpu, self.forwards = cuda, [], [], []
-        self.peak, self._stop = rss_bytes(), threading.Event()
-        self._handles = [model.register_forward_pre_hook(self._forward, with_kwargs=True),
-                         register_optimizer_step_post_hook(self._step)]
+        self.start = self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._handles = [
+            model.register_forward_pre_hook(self._forward, with_kwargs=True),
+            register_optimizer_step_post_hook(self._step),
+        ]
         self._thread = threading.Thread(target=self._sample, daemon=True)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -95,8 +119,14 @@ class Meter:
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
         useful = int(mask.sum()) if mask is not None else ids.numel()
-        self.forwards.append((len(self.steps), ids.shape[0] if mask is not None else kwargs.get("n_rows", 1),
-                              useful, ids.numel()))
+        self.forwards.append(
+            (
+                len(self.steps),
+                ids.shape[0] if mask is not None else kwargs.get("n_rows", 1),
+                useful,
+                ids.numel(),
+            )
+        )
 
     def _step(self, optimizer, args, kwargs):
         if self.cuda:
@@ -126,21 +156,31 @@ class Meter:
         import torch
 
         if warmup < 1 or len(self.steps) <= warmup:
-            raise RuntimeError(f"{len(self.steps)} optimizer steps and {warmup} warm-up step(s): the timing "
-                               "starts at the end of the last warm-up step (at least 1) and needs one more")
+            raise RuntimeError(
+                f"{len(self.steps)} optimizer steps and {warmup} warm-up step(s): the timing "
+                "starts at the end of the last warm-up step (at least 1) and needs one more"
+            )
         timed = [f for f in self.forwards if f[0] >= warmup and f[0] < len(self.steps)]
         seconds = self.steps[-1] - self.steps[warmup - 1]
         cpu = self.cpu[-1] - self.cpu[warmup - 1]
         useful, padded, rows = sum(f[2] for f in timed), sum(f[3] for f in timed), sum(f[1] for f in timed)
         n_steps = len(self.steps) - warmup
-        return {"steps": len(self.steps), "timed_steps": n_steps, "seconds": round(seconds, 2),
-                "all_useful_tokens": sum(f[2] for f in self.forwards),
-                "useful_tokens": useful, "useful_tokens_per_s": round(useful / seconds, 1),
-                "cpu_seconds": round(cpu, 2), "useful_tokens_per_cpu_s": round(useful / cpu, 1),
-                "padding_share": round(1 - useful / padded, 4), "rows_per_step": round(rows / n_steps, 2),
-                "micro_batches_per_step": round(len(timed) / n_steps, 2),
-                "peak_rss_gib": round(self.peak / 2**30, 2),
-                "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None}
+        return {
+            "steps": len(self.steps),
+            "timed_steps": n_steps,
+            "seconds": round(seconds, 2),
+            "all_useful_tokens": sum(f[2] for f in self.forwards),
+            "useful_tokens": useful,
+            "useful_tokens_per_s": round(useful / seconds, 1),
+            "cpu_seconds": round(cpu, 2),
+            "useful_tokens_per_cpu_s": round(useful / cpu, 1),
+            "padding_share": round(1 - useful / padded, 4),
+            "rows_per_step": round(rows / n_steps, 2),
+            "micro_batches_per_step": round(len(timed) / n_steps, 2),
+            "peak_rss_gib": round(self.peak / 2**30, 2),
+            "rss_before_gib": round(self.start / 2**30, 2),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None,
+        }
 
 
 def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
@@ -169,9 +209,14 @@ def backbone_params(model) -> int:
     from replicator.core.model import HEAD_NAMES
 
     emb = {id(p) for p in model.get_input_embeddings().parameters()}
-    return sum(p.numel() for n, p in model.named_parameters()
-               if id(p) not in emb and "lora_" not in n and not any(f".{h}." in f".{n}" for h in HEAD_NAMES)
-               and "modules_to_save" not in n)
+    return sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if id(p) not in emb
+        and "lora_" not in n
+        and not any(f".{h}." in f".{n}" for h in HEAD_NAMES)
+        and "modules_to_save" not in n
+    )
 
 
 # ---------------------------------------------------------------- the setting
@@ -193,10 +238,20 @@ class Setting:
 
 
 def overrides_for(args, length: int) -> list[str]:
-    return [f"model.base={args.model}", f"train.max_length={length}", f"train.batch_size={args.batch_size}",
-            f"train.grad_accum={args.grad_accum}", "plugins.swap.train=none", "train.checkpoint_every=1000000",
-            "train.max_rows=0", "train.epochs=1", "train.warmup_steps=2", "train.max_steps=0",
-            *(["model.dtype=bfloat16"] if args.cuda else ["model.dtype=float32"]), *args.override]
+    return [
+        f"model.base={args.model}",
+        f"train.max_length={length}",
+        f"train.batch_size={args.batch_size}",
+        f"train.grad_accum={args.grad_accum}",
+        "plugins.swap.train=none",
+        "train.checkpoint_every=1000000",
+        "train.max_rows=0",
+        "train.epochs=1",
+        "train.warmup_steps=2",
+        "train.max_steps=0",
+        *(["model.dtype=bfloat16"] if args.cuda else ["model.dtype=float32"]),
+        *args.override,
+    ]
 
 
 def prepare(args, length: int, n_rows: int) -> Setting:
@@ -211,7 +266,9 @@ def prepare(args, length: int, n_rows: int) -> Setting:
     stage = resolved.final
     plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
     cache = Path(tempfile.mkdtemp(prefix="train-throughput-"))
-    ctx = DataContext(data_dir=data_dir(), seed=resolved.seed, stage=stage.name, cache_dir=cache, stage_outputs={})
+    ctx = DataContext(
+        data_dir=data_dir(), seed=resolved.seed, stage=stage.name, cache_dir=cache, stage_outputs={}
+    )
     train_rows, _ = collect_rows(plugins, ctx)
     if len(train_rows) < n_rows:
         raise SystemExit(f"{data_dir()}: {len(train_rows)} training rows, the benchmark needs {n_rows}")
@@ -219,8 +276,17 @@ def prepare(args, length: int, n_rows: int) -> Setting:
     tok = load_tokenizer(resolve_base(stage.model.base))
     enc = Encoder(plugins, tok)
     ids = [list(enc(r, length)) for r in rows]
-    return Setting(length, stage, plugins, rows, ids, resolved.seed, args.batch_size * args.grad_accum,
-                   args.batch_size, args.grad_accum)
+    return Setting(
+        length,
+        stage,
+        plugins,
+        rows,
+        ids,
+        resolved.seed,
+        args.batch_size * args.grad_accum,
+        args.batch_size,
+        args.grad_accum,
+    )
 
 
 def fresh_model(s: Setting, stage=None):
@@ -262,22 +328,50 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
 
     model, tok, _ = fresh_model(s)
     t = s.stage.train
-    data = [{"input_ids": ids, "labels": int(max(range(3), key=lambda k: r["label"][k]))}
-            for ids, r in zip(s.ids, s.rows, strict=True)]
-    kw = dict(per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum, num_train_epochs=1,
-              learning_rate=t.lr, lr_scheduler_type=t.schedule, warmup_steps=t.warmup_steps,
-              max_grad_norm=t.max_grad_norm, weight_decay=t.weight_decay, adam_beta1=t.betas[0],
-              adam_beta2=t.betas[1], adam_epsilon=t.eps, optim="adamw_torch", logging_strategy="no",
-              save_strategy="no", eval_strategy="no", report_to=[], dataloader_num_workers=0, seed=s.seed,
-              remove_unused_columns=False, disable_tqdm=True, use_cpu=not cuda, bf16=cuda)
+    data = [
+        {"input_ids": ids, "labels": int(max(range(3), key=lambda k: r["label"][k]))}
+        for ids, r in zip(s.ids, s.rows, strict=True)
+    ]
+    kw = dict(
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        num_train_epochs=1,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.schedule,
+        warmup_steps=t.warmup_steps,
+        max_grad_norm=t.max_grad_norm,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.betas[0],
+        adam_beta2=t.betas[1],
+        adam_epsilon=t.eps,
+        optim="adamw_torch",
+        logging_strategy="no",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        seed=s.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=cuda,
+    )
     if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
         kw["train_sampling_strategy"] = strategy
     else:  # transformers 4.x
         kw["group_by_length"] = strategy == "group_by_length"
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model=model, args=TrainingArguments(output_dir=out, **kw), train_dataset=data,
-                          data_collator=DataCollatorWithPadding(tok), processing_class=tok)
-        with Meter(model, cuda) as m, contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its metrics
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(output_dir=out, **kw),
+            train_dataset=data,
+            data_collator=DataCollatorWithPadding(tok),
+            processing_class=tok,
+        )
+        with (
+            Meter(model, cuda) as m,
+            contextlib.redirect_stdout(sys.stderr),
+        ):  # the Trainer prints its metrics
             trainer.train()
     res = m.result(warmup) | {"backbone_params": backbone_params(model)}
     del trainer, model
@@ -289,8 +383,9 @@ def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool) -> d
 
     stage = s.stage
     if batch_tokens:
-        stage = dataclasses.replace(stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens,
-                                                                     grad_accum=1))
+        stage = dataclasses.replace(
+            stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1)
+        )
     model, tok, info = fresh_model(s, stage)
     with tempfile.TemporaryDirectory() as art, Meter(model, cuda) as m:
         train_stage(stage, s.plugins, s.rows, model, tok, info, Path(art), s.seed, progress=False)
@@ -328,12 +423,15 @@ def run_packed(s: Setting, batch_tokens: int, warmup: int) -> dict:
     from replicator.core.trainer import build_optimizer, lr_factor
 
     model, tok, info = fresh_model(s)
-    (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation("flash_attention_2")
+    (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
+        "flash_attention_2"
+    )
     model.train()
     t = s.stage.train
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
-    batches = token_budget_batches([len(i) for i in s.ids], units_of(s.rows), batch_tokens,
-                                   random.Random(f"{s.seed}:0"))
+    batches = token_budget_batches(
+        [len(i) for i in s.ids], units_of(s.rows), batch_tokens, random.Random(f"{s.seed}:0")
+    )
     with Meter(model, True) as m:
         for step, batch in enumerate(batches):
             for g in opt.param_groups:
@@ -370,60 +468,135 @@ def flash_attention_available() -> str | None:
 # ---------------------------------------------------------------- the report
 
 
-def run_length(args, length: int, steps: int) -> list[dict]:
+def run_one(args, name: str, length: int, steps: int) -> dict | None:
+    """One trainer at one token budget, in this process (a child of :func:`main`): the matmul rate,
+    then the trainer on a fresh model; None when the trainer cannot run here (said on stderr)."""
     import torch
 
+    if name == "packed" and flash_attention_available():
+        print(f"packed: not run ({flash_attention_available()})", file=sys.stderr)
+        return None
+    peak = {"matmul_gflops": round(matmul_gflops(512 if args.quick else 2048), 1)} if not args.cuda else {}
     s = prepare(args, length, args.batch_size * args.grad_accum * (steps + args.warmup))
     budget = token_budget_for(s)
+    if name == "hf_random":
+        res = run_hf(s, "random", args.warmup, args.cuda)
+    elif name == "hf_grouped":
+        res = run_hf(s, "group_by_length", args.warmup, args.cuda)
+    elif name == "ours_grouped":
+        res = run_ours(s, None, args.warmup, args.cuda)
+    elif name == "ours_tokens":
+        res = run_ours(s, budget, args.warmup, args.cuda)
+    else:
+        res = run_packed(s, budget, args.warmup)
+    return {
+        "trainer": name,
+        "length": length,
+        "model": args.model,
+        "rows": len(s.rows),
+        "threads": torch.get_num_threads(),
+        **peak,
+        **res,
+    }
+
+
+def run_length(args, length: int, steps: int) -> list[dict]:
+    """Every trainer at ``length``, back to back, each in a fresh process (``--one``): no state of one
+    (a process-wide allocator setting, memory not handed back) reaches the next, and the peak resident
+    memory is its own."""
+    import subprocess
+
     out = []
-    todo = [t for t in TRAINERS if t in args.trainers]
-    for name in todo:
-        gc.collect()
-        if args.cuda:
-            torch.cuda.empty_cache()
-        if name == "hf_random":
-            res = run_hf(s, "random", args.warmup, args.cuda)
-        elif name == "hf_grouped":
-            res = run_hf(s, "group_by_length", args.warmup, args.cuda)
-        elif name == "ours_grouped":
-            res = run_ours(s, None, args.warmup, args.cuda)
-        elif name == "ours_tokens":
-            res = run_ours(s, budget, args.warmup, args.cuda)
-        else:
-            why = flash_attention_available()
-            if why:
-                print(f"packed: not run ({why})", file=sys.stderr)
-                continue
-            res = run_packed(s, budget, args.warmup)
-        res = {"trainer": name, "length": length, "model": args.model, "rows": len(s.rows), **res}
+    for name in (t for t in TRAINERS if t in args.trainers):
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.train_throughput",
+            "--one",
+            name,
+            "--lengths",
+            str(length),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(args.warmup),
+            "--batch-size",
+            str(args.batch_size),
+            "--grad-accum",
+            str(args.grad_accum),
+            "--recipe",
+            args.recipe,
+            "--model",
+            args.model,
+            *(["--quick"] if args.quick else []),
+            *(["--cuda"] if args.cuda else []),
+            *(["--threads", str(args.threads)] if args.threads else []),
+            *(["--override", *args.override] if args.override else []),
+        ]
+        p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"{name} at {length} tokens failed (exit {p.returncode}): {' '.join(cmd)}")
+        lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
+        if not lines:
+            continue  # said why on stderr
+        res = json.loads(lines[-1])
         out.append(res)
-        print(f"  {name} at {length}: {res['useful_tokens_per_s']} useful tokens/s", file=sys.stderr, flush=True)
+        print(
+            f"  {name} at {length}: {res['useful_tokens_per_s']} useful tokens/s, "
+            f"{res['useful_tokens_per_cpu_s']} per CPU-second",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
-def finish(results: list[dict], peak_gflops: float, peak_name: str) -> None:
+def finish(results: list[dict], peak_gflops: float | None, peak_name: str) -> None:
     n_params = results[0]["backbone_params"]
     by = {(r["length"], r["trainer"]): r for r in results}
     for r in results:
         for ref in ("hf_random", "hf_grouped"):
             base = by.get((r["length"], ref))
-            r[f"vs_{ref}"] = round(r["useful_tokens_per_s"] / base["useful_tokens_per_s"], 3) if base else None
-            r[f"cpu_vs_{ref}"] = round(r["useful_tokens_per_cpu_s"] / base["useful_tokens_per_cpu_s"], 3) \
-                if base else None
-        r["utilisation"] = round(4 * n_params * r["useful_tokens_per_s"] / (peak_gflops * 1e9), 3)
-        r[peak_name] = round(peak_gflops, 1)
+            r[f"vs_{ref}"] = (
+                round(r["useful_tokens_per_s"] / base["useful_tokens_per_s"], 3) if base else None
+            )
+            r[f"cpu_vs_{ref}"] = (
+                round(r["useful_tokens_per_cpu_s"] / base["useful_tokens_per_cpu_s"], 3) if base else None
+            )
+        peak = r.get("matmul_gflops") or peak_gflops  # CPU: the matmul of the trainer's own process
+        r["utilisation"] = round(4 * n_params * r["useful_tokens_per_s"] / (peak * 1e9), 3)
+        if peak_gflops:
+            r[peak_name] = round(peak_gflops, 1)
         print(json.dumps(r), flush=True)
-    head = f"{'length':>6} {'trainer':<13} {'tok/s':>8} {'vs a':>6} {'vs b':>6} {'tok/cpu-s':>9} {'vs a':>6} " \
-           f"{'vs b':>6} {'pad %':>6} {'rows/st':>7} {'peak GiB':>8} {'util':>6}"
+    head = (
+        f"{'length':>6} {'trainer':<13} {'tok/s':>8} {'vs a':>6} {'vs b':>6} {'tok/cpu-s':>9} {'vs a':>6} "
+        f"{'vs b':>6} {'pad %':>6} {'rows/st':>7} {'peak GiB':>8} {'+GiB':>6} {'util':>6}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
-        mem = r["peak_gpu_gib"] if r.get("peak_gpu_gib") is not None else r["peak_rss_gib"]
-        print(f"{r['length']:>6} {r['trainer']:<13} {r['useful_tokens_per_s']:>8.1f} {r['vs_hf_random'] or 0:>6.2f} "
-              f"{r['vs_hf_grouped'] or 0:>6.2f} {r['useful_tokens_per_cpu_s']:>9.1f} {r['cpu_vs_hf_random'] or 0:>6.2f} "
-              f"{r['cpu_vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f} {r['rows_per_step']:>7.2f} "
-              f"{mem:>8.2f} {r['utilisation']:>6.3f}")
-    print(f"\nutil = 4 x {n_params:,} backbone params x useful tokens/s / {peak_gflops:.1f} GFLOP/s ({peak_name}); "
-          "a = hf_random, b = hf_grouped; tok/cpu-s: per CPU-second of this process", flush=True)
+        gpu = r.get("peak_gpu_gib") is not None
+        mem = r["peak_gpu_gib"] if gpu else r["peak_rss_gib"]
+        grew = float("nan") if gpu else r["peak_rss_gib"] - r["rss_before_gib"]
+        cells = [
+            f"{r['length']:>6} {r['trainer']:<13} {r['useful_tokens_per_s']:>8.1f}",
+            f"{r['vs_hf_random'] or 0:>6.2f} {r['vs_hf_grouped'] or 0:>6.2f}",
+            f"{r['useful_tokens_per_cpu_s']:>9.1f} {r['cpu_vs_hf_random'] or 0:>6.2f}",
+            f"{r['cpu_vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f}",
+            f"{r['rows_per_step']:>7.2f}",
+            f"{mem:>8.2f} {grew:>6.2f} {r['utilisation']:>6.3f}",
+        ]
+        print(" ".join(cells))
+    what = (
+        f"{peak_gflops:.1f} GFLOP/s ({peak_name})"
+        if peak_gflops
+        else "the 2048^3 fp32 matmul GFLOP/s "
+        f"of the trainer's process ({', '.join(str(r['matmul_gflops']) for r in results)})"
+    )
+    print(
+        f"\nutil = 4 x {n_params:,} backbone params x useful tokens/s / {what}; "
+        "a = hf_random, b = hf_grouped; tok/cpu-s: per CPU-second of this process; +GiB: peak RSS over the "
+        "RSS when the trainer started (its model loaded)",
+        flush=True,
+    )
 
 
 def gemma2_folder(shape: str, tok_path: str) -> str:
@@ -432,8 +605,13 @@ def gemma2_folder(shape: str, tok_path: str) -> str:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Gemma2Config
 
     tok = AutoTokenizer.from_pretrained(tok_path)
-    cfg = Gemma2Config(**GEMMA2_SHAPES[shape], vocab_size=len(tok), num_labels=3, pad_token_id=tok.pad_token_id,
-                       architectures=["Gemma2ForSequenceClassification"])
+    cfg = Gemma2Config(
+        **GEMMA2_SHAPES[shape],
+        vocab_size=len(tok),
+        num_labels=3,
+        pad_token_id=tok.pad_token_id,
+        architectures=["Gemma2ForSequenceClassification"],
+    )
     folder = Path(tempfile.gettempdir()) / f"train-throughput-{shape}"
     if not (folder / "config.json").exists():
         torch.manual_seed(0)
@@ -451,18 +629,26 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny:llama, 64/128 tokens, 2 timed steps: a check")
     p.add_argument("--cuda", action="store_true", help="CUDA, bf16, Gemma-2-2B and 9B shapes, MFU")
     p.add_argument("--recipe", default=str(RECIPE))
-    p.add_argument("--model", default=None, help="model.base (default embedded:gemma-3-270m; --quick tiny:llama)")
+    p.add_argument(
+        "--model", default=None, help="model.base (default embedded:gemma-3-270m; --quick tiny:llama)"
+    )
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="token budgets per row (256 1024)")
-    p.add_argument("--steps", type=int, nargs="+", default=None, help="timed optimizer steps per length (12 4)")
+    p.add_argument(
+        "--steps", type=int, nargs="+", default=None, help="timed optimizer steps per length (12 4)"
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps per trainer (2)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
-    p.add_argument("--override", nargs="*", default=[], help="more recipe overrides a.b=value for every trainer")
+    p.add_argument(
+        "--override", nargs="*", default=[], help="more recipe overrides a.b=value for every trainer"
+    )
+    p.add_argument("--one", choices=TRAINERS, help=argparse.SUPPRESS)  # a child: one trainer, one length
     args = p.parse_args(argv)
     quick = args.quick
     args.lengths = args.lengths or ([64, 128] if quick else [256, 1024])
+    args.model = args.model or ("tiny:llama" if quick else None if args.cuda else "embedded:gemma-3-270m")
     args.steps = args.steps or ([2] if quick else [12, 4])
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     if len(args.steps) == 1:
@@ -474,6 +660,11 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.one:
+        res = run_one(args, args.one, args.lengths[0], args.steps[0])
+        if res is not None:
+            print(json.dumps(res), flush=True)
+        return
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda: no CUDA device here (torch.cuda.is_available() is False)")
@@ -489,21 +680,24 @@ def main(argv=None) -> None:
         tok_path = resolve_base("embedded:gemma-3-270m")
         for shape in shapes:
             args.model = gemma2_folder(shape, tok_path) if shape in GEMMA2_SHAPES else shape
-            results = [r for length, steps in zip(args.lengths, args.steps, strict=True) for r in run_length(args, length, steps)]
+            torch.cuda.empty_cache()
+            results = [
+                r
+                for length, steps in zip(args.lengths, args.steps, strict=True)
+                for r in run_length(args, length, steps)
+            ]
             print(f"\n== {shape} on {name} (bf16) ==")
             finish(results, peak, peak_name)
         return
 
-    args.model = args.model or ("tiny:llama" if quick else "embedded:gemma-3-270m")
-    gflops = matmul_gflops(512 if quick else 2048)
-    print(f"{torch.get_num_threads()} threads; {2048 if not quick else 512}^3 fp32 matmul: {gflops:.1f} GFLOP/s",
-          file=sys.stderr, flush=True)
     t0 = time.time()
-    results = [r for length, steps in zip(args.lengths, args.steps, strict=True) for r in run_length(args, length, steps)]
-    after = matmul_gflops(512 if quick else 2048)
-    print(f"matmul again after the trainers: {after:.1f} GFLOP/s; benchmark {time.time() - t0:.0f} s",
-          file=sys.stderr)
-    finish(results, max(gflops, after), "matmul_gflops")
+    results = [
+        r
+        for length, steps in zip(args.lengths, args.steps, strict=True)
+        for r in run_length(args, length, steps)
+    ]
+    print(f"benchmark {time.time() - t0:.0f} s", file=sys.stderr)
+    finish(results, None, "matmul_gflops")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,23 @@ def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processe
     return epochs, micro, steps
 
 
+def keep_freed_memory() -> bool:
+    """glibc malloc on Linux: keep the memory a training step frees for the next step instead of handing
+    it back to the kernel. By default glibc serves big tensors with fresh mmaps and trims the heap top, so
+    every step faults in its activations anew, page by page (measured on a CPU, Gemma-3-270M, 8 x 256
+    tokens: 650k minor faults, a third of the step's CPU time), and more so when micro-batch shapes vary.
+    No mmaps and no trimming (``mallopt``; trim threshold -1 is glibc's "never") end that; the resident
+    memory stays at its high-water mark, which a training step reaches anyway. Whether it applied."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
+
+
 def _param_groups(model, tcfg, head_name: str):
     """The backbone's trainable tensors at ``lr``, the head's at ``head_lr`` (one learning rate each:
     LoRA's alpha / r scaling is in the adapter's forward, not in the optimizer)."""
@@ -312,6 +329,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
     from tqdm.auto import tqdm
 
     tcfg = stage.train
+    if use_cpu() and keep_freed_memory():
+        log.debug("glibc malloc keeps freed memory for the next step (no mmaps, no trimming)")
     encoder = Encoder(plugins, tok)
     epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed, world_size())
     loop = _start(stage, model, info, steps, init_from, art)

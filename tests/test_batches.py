@@ -91,11 +91,14 @@ def test_plan_uses_the_token_budget_only_when_set():
         return [0] * min(row["n"], max_length)
 
     cut = [min(n, 256) for n in lengths]
-    epochs, micro, steps = plan(rows, _stage(batch_size=4, grad_accum=2, max_length=256), _Plugins(), encoder, 7)
+    epochs, micro, steps = plan(
+        rows, _stage(batch_size=4, grad_accum=2, max_length=256), _Plugins(), encoder, 7
+    )
     assert epochs[0][1] == length_grouped_batches(cut, units_of(rows), 4, random.Random("7:0"))
     assert steps == -(-len(micro) // 2)
-    epochs, micro, steps = plan(rows, _stage(batch_tokens=1024, grad_accum=2, max_length=256), _Plugins(),
-                                encoder, 7, n_processes=2)
+    epochs, micro, steps = plan(
+        rows, _stage(batch_tokens=1024, grad_accum=2, max_length=256), _Plugins(), encoder, 7, n_processes=2
+    )
     assert epochs[0][1] == token_budget_batches(cut, units_of(rows), 1024, random.Random("7:0"))
     assert steps == -(-len(micro) // 4)
 
@@ -120,8 +123,16 @@ def _tiny_classifier():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, num_labels=3, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=3,
+        pad_token_id=0,
+    )
     model = LlamaForSequenceClassification(cfg).eval()  # no dropout: the same function in every pass
     model.config._attn_implementation = "eager"
     return model
@@ -216,11 +227,15 @@ def test_the_plan_counts_the_token_budget():
     from .conftest import RECIPES
 
     def stage(overrides):
-        return plan(RECIPES / "smoke.yaml", [], ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])["stages"][0]
+        return plan(RECIPES / "smoke.yaml", [], ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])[
+            "stages"
+        ][0]
 
     rows = stage(["train.batch_size=4", "train.max_length=512"])
     budget = stage(["train.batch_size=4", "train.max_length=512", "train.batch_tokens=4096"])
     act = rows["memory_gib"]["train"]["activations"]
     assert budget["memory_gib"]["train"]["activations"] == pytest.approx(2 * act, rel=0.05)  # 8 rows of 512
     assert budget["data"]["steps"] < rows["data"]["steps"]
-    assert any("batch_tokens 4096" in n for n in budget["notes"]) and not any("batch_tokens" in n for n in rows["notes"])
+    assert any("batch_tokens 4096" in n for n in budget["notes"]) and not any(
+        "batch_tokens" in n for n in rows["notes"]
+    )

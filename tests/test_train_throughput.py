@@ -17,8 +17,16 @@ def test_packed_rows_give_the_logits_of_the_padded_batch():
     from replicator.core.batches import collate, forward_logits
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, num_labels=3, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=3,
+        pad_token_id=0,
+    )
     model = LlamaForSequenceClassification(cfg).eval()
     torch.nn.init.normal_(model.score.weight)
     seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
@@ -33,14 +41,30 @@ def test_packed_rows_give_the_logits_of_the_padded_batch():
 def test_quick_benchmark_runs_every_trainer_on_the_same_tokens(isolated, capsys):
     from benchmarks.train_throughput import main
 
-    main(["--quick", "--lengths", "64", "--steps", "1", "--trainers", "hf_random", "ours_grouped", "ours_tokens"])
+    main(
+        [
+            "--quick",
+            "--lengths",
+            "64",
+            "--steps",
+            "1",
+            "--trainers",
+            "hf_random",
+            "ours_grouped",
+            "ours_tokens",
+        ]
+    )
     out = capsys.readouterr().out
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert [r["trainer"] for r in lines] == ["hf_random", "ours_grouped", "ours_tokens"]
     assert len({r["all_useful_tokens"] for r in lines}) == 1  # the same rows and ids, each once
     for r in lines:
         assert r["rows"] == 16 and r["useful_tokens_per_s"] > 0 and 0 <= r["padding_share"] < 1
-        assert r["utilisation"] > 0 and r["peak_rss_gib"] > 0 and r["vs_hf_random"] == pytest.approx(
-            r["useful_tokens_per_s"] / lines[0]["useful_tokens_per_s"], rel=1e-2)
+        assert (
+            r["utilisation"] > 0
+            and r["peak_rss_gib"] > 0
+            and r["vs_hf_random"]
+            == pytest.approx(r["useful_tokens_per_s"] / lines[0]["useful_tokens_per_s"], rel=1e-2)
+        )
     assert lines[2]["batch_tokens"] >= 64 and lines[2]["micro_batches_per_step"] == 1
     assert "ours_tokens" in out.split("\n\n")[-2]  # the table
