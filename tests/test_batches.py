@@ -239,3 +239,34 @@ def test_the_plan_counts_the_token_budget():
     assert any("batch_tokens 4096" in n for n in budget["notes"]) and not any(
         "batch_tokens" in n for n in rows["notes"]
     )
+
+
+FAULTS = """
+import resource, sys, torch
+from replicator.core.trainer import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+for _ in range(2):  # 64 MB, freed and asked for again, as a training step's activations are
+    x = torch.ones(16 * 2**20)
+    del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    x = torch.ones(16 * 2**20)
+    del x
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="a glibc allocator setting")
+def test_freed_memory_is_reused_without_page_faults():
+    import subprocess
+    import sys
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+        applied, n = out.stdout.split()
+        return applied, int(n)
+
+    assert faults("keep")[0] == "True"
+    pages = 4 * 64 * 2**20 // 4096
+    assert faults("default")[1] > pages // 2  # glibc maps and unmaps every 64 MB tensor: it faults again
+    assert faults("keep")[1] < pages // 20
