@@ -469,17 +469,20 @@ def test_gather_rows_puts_one_process_rows_back_in_order():
         gather_rows([0, 1], vals[:2], 3)
 
 
-def test_two_processes_give_the_numbers_of_one_with_the_same_global_batch(isolated, tmp_path):
+@pytest.mark.parametrize("budget", [[], ["train.batch_tokens=300"]], ids=["rows", "token_budget"])
+def test_two_processes_give_the_numbers_of_one_with_the_same_global_batch(isolated, tmp_path, budget):
     """torchrun --nproc_per_node 2 (gloo) with grad_accum 1 against one process with grad_accum 2: the
     same optimizer steps, loss history, validation metrics and per-row predictions (within 1e-5),
-    one set of files, the process count in the run id."""
+    one set of files, the process count in the run id; with row batches and with token-budget batches
+    (micro-batches of varying row counts: each weighted by its rows in the step)."""
     import numpy as np
 
     from replicator.core.rowpreds import read_row_predictions
 
-    one_dir, one, _ = _run(["train.grad_accum=2"])
+    one_dir, one, _ = _run(["train.grad_accum=2", *budget])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "replicator.core.cli", "run", str(RECIPES / "smoke.yaml"), *QUICK, "train.grad_accum=1"]
+           "-m", "replicator.core.cli", "run", str(RECIPES / "smoke.yaml"), *QUICK, "train.grad_accum=1",
+           *budget]
     p = subprocess.run(cmd, env=_env(isolated), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.stdout.count("finished:") == 1, p.stdout  # the main process reports
