@@ -44,6 +44,7 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
     from .dist import gather_rows, shard
 
     device = next(model.parameters()).device
+    encoder.prepare(rows, max_length, views=[view], progress=progress)  # the token cache, all rows at once
     by_length = sorted(range(len(rows)), key=lambda i: -len(encoder(dict(view.apply(rows[i]), view=view.name),
                                                                     max_length)))
     order = [by_length[k] for k in shard(len(rows))]

@@ -46,6 +46,7 @@ def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processe
     epochs = []
     for e in range(n_epochs):
         rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
+        encoder.prepare(rows, tcfg.max_length)  # the token cache: tokenise the misses in one pass
         lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
         batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, random.Random(f"{seed}:{e}"))
         if e == n_epochs - 1 and tcfg.epochs < n_epochs:
