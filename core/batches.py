@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import random
 
-from .errors import ReplicatorError
-
 
 class Encoder:
     """Tokenizes rows through the prompt_format hook, once per (row content, view, budget), into the

@@ -378,7 +378,7 @@ class TokenCache:
                                  f"{table.schema.field(name).type if name in table.schema.names else 'none'}")
         chunks, keys = [], []
         cols = [table.column(n).chunks for n in ("key", "input_ids", "length", "truncated")]
-        if len({len(c) for c in cols}) != 1 or any(len({len(a) for a in parts}) != 1 for parts in zip(*cols)):
+        if len({len(c) for c in cols}) != 1 or any(len({len(a) for a in parts}) != 1 for parts in zip(*cols, strict=True)):
             raise ValueError("columns are not aligned")
         for key_arr, ids_arr, len_arr, trunc_arr in zip(*cols, strict=True):
             if ids_arr.null_count or key_arr.null_count or len_arr.null_count or trunc_arr.null_count:
