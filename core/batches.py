@@ -60,7 +60,7 @@ class Encoder:
     def prepare(self, rows: list[dict], max_length: int, views=None, progress: bool = True) -> None:
         """Look up every row (under each of ``views``: ``dict(view.apply(row), view=view.name)``, as
         prediction presents them; None = the rows as they are), tokenise the misses and store them."""
-        from .tokcache import encode_many, group_order, row_key
+        from .tokcache import group_order, row_key, tokenise_into
 
         store = self.store(max_length)
         store.flush()
@@ -73,8 +73,8 @@ class Encoder:
                 first[k] = i
         if first:
             order = group_order(todo, first.values())
-            done = encode_many(self.plugins, self.tok, max_length, [todo[i] for i in order], progress)
-            store.add([keys[i] for i in order], [d[0] for d in done], [d[1] for d in done])
+            tokenise_into(store, self.plugins, self.tok, max_length, [todo[i] for i in order],
+                          [keys[i] for i in order], progress)
         for r, k in zip(todo, keys, strict=True):
             hit = store.get(k)
             if hit is None:  # its new shard could not be read back (warned): tokenised again, kept in memory

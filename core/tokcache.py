@@ -606,24 +606,25 @@ def _work(bounds: tuple[int, int]):
 
 
 def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: bool = True,
-                workers: int | None = None) -> list[tuple[np.ndarray, bool]]:
-    """(int32 ids, truncated) of every row, in order: in worker processes above :data:`PARALLEL_MIN` rows."""
-    from tqdm.auto import tqdm
-
+                workers: int | None = None, bar=None) -> list[tuple[np.ndarray, bool]]:
+    """(int32 ids, truncated) of every row, in order: in worker processes above :data:`PARALLEL_MIN` rows
+    (forked, so they inherit the plugins and the tokenizer; a worker that dies is an error, not a hang)."""
     global _JOB
     n = len(rows)
     workers = n_workers() if workers is None else workers
-    bar = tqdm(total=n, desc=f"tokenise ({max_length} tokens)", unit="row", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress or n < PROGRESS_MIN)
+    own_bar = bar is None
+    bar = progress_bar(n, max_length, progress) if own_bar else bar
     ranges = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
     out: list = [None] * n
     try:
         if workers > 1 and n >= PARALLEL_MIN and sys.platform.startswith("linux"):
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
             _JOB = (plugins, tok, max_length, rows)
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for start, done, err in pool.imap_unordered(_work, ranges):
+            with ProcessPoolExecutor(min(workers, len(ranges)), mp_context=multiprocessing.get_context("fork")) as ex:
+                for fut in as_completed([ex.submit(_work, r) for r in ranges]):
+                    start, done, err = fut.result()
                     if done is None:
                         stop = min(start + CHUNK_ROWS, n)
                         _encode_rows(plugins, tok, max_length, rows[start:stop])  # raises the real error
@@ -637,8 +638,31 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
                 bar.update(stop - start)
     finally:
         _JOB = None
-        bar.close()
+        if own_bar:
+            bar.close()
     return out
+
+
+def progress_bar(total: int, max_length: int, progress: bool = True):
+    """The tokenising progress bar on stderr (shown from :data:`PROGRESS_MIN` rows)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"tokenise ({max_length} tokens)", unit="row", file=sys.stderr, dynamic_ncols=True,
+                disable=not progress or total < PROGRESS_MIN)
+
+
+def tokenise_into(store, plugins, tok, max_length: int, rows: Sequence[dict], keys: Sequence[bytes],
+                  progress: bool = True) -> None:
+    """Tokenise ``rows`` (misses, with their ``keys``) and add them to ``store``, a shard per
+    :data:`SHARD_ROWS` rows as they finish (an interrupted run keeps the shards it wrote)."""
+    bar = progress_bar(len(rows), max_length, progress)
+    try:
+        for start in range(0, len(rows), SHARD_ROWS):
+            part = slice(start, start + SHARD_ROWS)
+            done = encode_many(plugins, tok, max_length, rows[part], progress, bar=bar)
+            store.add(keys[part], [d[0] for d in done], [d[1] for d in done])
+    finally:
+        bar.close()
 
 
 def group_order(rows: Sequence[dict], idx: Iterable[int]) -> list[int]:

@@ -289,3 +289,20 @@ def test_over_budget_formats_are_refused(cache_env):
     rows = _rows()[:3]
     with pytest.raises(ReplicatorError, match=f"row {rows[0]['id']}, over the budget 16"):
         tokcache.encode_many(Liar(), char_tokenizer(), 16, rows, progress=False, workers=1)
+
+
+def test_a_format_error_in_a_worker_is_raised_as_itself(cache_env, monkeypatch):
+    plugins, _ = _plugins()
+    rows = _rows()[:40]
+    bad = rows[25]["id"]
+
+    class Picky:
+        def one(self, hook, row, tokenizer, max_length):
+            if row["id"] == bad:
+                raise ValueError(f"row {bad}: cannot format this one")
+            return plugins.one(hook, row=row, tokenizer=tokenizer, max_length=max_length)
+
+    monkeypatch.setattr(tokcache, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(tokcache, "CHUNK_ROWS", 8)
+    with pytest.raises(ValueError, match=f"row {bad}: cannot format"):
+        tokcache.encode_many(Picky(), char_tokenizer(), BUDGET, rows, progress=False, workers=2)
