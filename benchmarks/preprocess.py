@@ -15,14 +15,17 @@ swap TTA needs: ``2 x rows`` cache entries. Format: ``recipes/smoke.yaml``'s (``
 converted once under ``REPLICATOR_CACHE``, offline).
 
 Per budget: **cold** = an empty cache folder, ``Encoder.prepare`` of every row and view (hashing,
-tokenising the misses in ``REPLICATOR_TOKEN_WORKERS`` processes, writing the shards); **cached** =
+tokenising the misses in ``REPLICATOR_TOKEN_WORKERS`` processes, writing the shards); ``cold cpu s`` =
+the CPU seconds of this process and its workers meanwhile (divided by the cores: about the wall time on
+cores of its own); **cached** =
 new ``Encoder``/``TokenCache`` objects over the same folder (the process's open caches forgotten, as a
 fresh process) and the same ``prepare`` (all hits), then ``encoder(row)`` for every row and view;
-**resident bytes/token** = the growth of ``VmRSS`` (/proc/self/status) around opening a fresh
-``TokenCache`` of the folder and reading every row's ids from it (each array summed, so every page is
-touched; keys hashed beforehand, outside the window), divided by the tokens (RssAnon: the index,
-RssFile: the mapped shards); **old path** = the growth of ``VmRSS`` around holding the same ids as
-Python lists in a dict keyed as the old ``Encoder`` did, for the first ``--old-rows`` entries.
+**resident bytes/token** = the growth of ``VmRSS`` (/proc/self/status) of a fresh Python process
+(libraries imported and the keys read first) around opening a ``TokenCache`` of the folder and
+reading every row's ids from it (each array summed, so every page is touched), divided by the tokens
+(RssAnon: mostly the index, RssFile: the mapped shards); **old path** = the growth of ``VmRSS``
+around holding the same ids as Python lists in a dict keyed as the old ``Encoder`` did, for the
+first ``--old-rows`` entries.
 Figures taken while other jobs share the cores are contended: say so when quoting them.
 """
 
@@ -70,8 +73,53 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return out, path, len(base)
 
 
-def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -> dict:
+def resident_in_fresh_process(folder: Path, keys: list[bytes]) -> dict:
+    """RSS growth of a fresh Python process around opening a TokenCache of ``folder`` and reading
+    every key's ids (summed: every page touched); libraries and the key list are loaded before the
+    first reading, so only the cache's own memory (its index, the mapped pages) counts."""
+    import subprocess
+
+    with tempfile.NamedTemporaryFile(suffix=".keys", delete=False) as f:
+        f.write(b"".join(keys))
+    try:
+        cmd = [sys.executable, "-m", "benchmarks.preprocess", "--resident", str(folder), f.name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    finally:
+        os.unlink(f.name)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _resident(folder: str, keys_file: str) -> int:
+    import datasets  # noqa: F401 - loaded before the first reading
     import numpy as np
+    import pyarrow  # noqa: F401
+
+    from replicator.core import tokcache
+
+    raw = Path(keys_file).read_bytes()
+    keys = [raw[i:i + 16] for i in range(0, len(raw), 16)]
+    tokcache.TokenCache(Path(tempfile.mkdtemp()))  # warm the code paths on an empty folder
+    gc.collect()
+    before = rss()
+    store = tokcache.TokenCache(Path(folder))
+    tokens = checksum = 0
+    for k in keys:
+        ids, _ = store.get(k)
+        checksum += int(ids.sum(dtype=np.int64))  # reads every token: every page of the shards is touched
+        tokens += len(ids)
+    after = rss()
+    print(json.dumps({"tokens": tokens, **{k: after[k] - before[k] for k in after}}))
+    return 0
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (the tokenising workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -> dict:
 
     from replicator.core import tokcache
     from replicator.core.batches import Encoder
@@ -83,9 +131,9 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     enc = Encoder(plugins, tok)
     folder = enc.store(max_length).folder
     assert len(enc.store(max_length)) == 0, f"{folder} is not empty: not a cold run"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     enc.prepare(rows, max_length, views=views)
-    cold = time.perf_counter() - t0
+    cold, cold_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     count, truncated = enc.count, enc.truncated
     del enc
     tokcache.forget_open()
@@ -106,18 +154,10 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     tokcache.forget_open()
 
     keys = [tokcache.row_key(dict(v.apply(r), view=v.name)) for v in views for r in rows]
-    gc.collect()
-    before = rss()
+    grow = resident_in_fresh_process(folder, keys)
+    assert grow["tokens"] == tokens, (grow["tokens"], tokens)
     store = tokcache.TokenCache(folder)
-    touched = checksum = 0
-    for k in keys:
-        ids, _ = store.get(k)
-        checksum += int(ids.sum(dtype=np.int64))  # reads every token: every page of the shards is touched
-        touched += len(ids)
-    after = rss()
-    assert touched == tokens, (touched, tokens)
     disk = store.nbytes_on_disk()
-    grow = {k: after[k] - before[k] for k in after}
 
     m = min(old_rows, len(keys))
     old_tokens = 0
@@ -133,9 +173,10 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     gc.collect()
     return {"max_length": max_length, "rows": len(rows), "entries": len(keys), "tokens": tokens,
             "truncated_share": round(truncated / max(count, 1), 4), "cold_s": round(cold, 2),
+            "cold_cpu_s": round(cold_cpu, 1),
             "cached_prepare_s": round(cached_prepare, 2), "cached_lookups_s": round(cached_lookups, 2),
             "cached_s": round(cached_prepare + cached_lookups, 2),
-            "resident_bytes_per_token": round(grow["VmRSS"] / tokens, 3),
+            "resident_bytes_per_token": round(grow["VmRSS"] / tokens, 3),  # a fresh process, see the doc
             "resident_anon_bytes_per_token": round(grow["RssAnon"] / tokens, 3),
             "resident_file_bytes_per_token": round(grow["RssFile"] / tokens, 3),
             "disk_bytes": disk, "disk_bytes_per_token": round(disk / tokens, 3),
@@ -145,14 +186,19 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.preprocess", description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=FULL_ROWS, help=f"rows after resampling (default {FULL_ROWS})")
+    ap.add_argument("--rows", type=int, default=FULL_ROWS,
+                    help=f"rows after resampling (default {FULL_ROWS})")
     ap.add_argument("--budgets", default="256,1024", help="token budgets, comma-separated (default 256,1024)")
     ap.add_argument("--old-rows", type=int, default=20000,
                     help="entries held as Python lists for the old path's bytes/token (default 20000)")
-    ap.add_argument("--workers", type=int, default=None, help="tokenising processes (REPLICATOR_TOKEN_WORKERS)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="tokenising processes (REPLICATOR_TOKEN_WORKERS)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="artifacts root to use and keep (default: a temp folder, removed at the end)")
+    ap.add_argument("--resident", nargs=2, metavar=("FOLDER", "KEYS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.resident:
+        return _resident(*args.resident)
     if args.workers is not None:
         os.environ["REPLICATOR_TOKEN_WORKERS"] = str(args.workers)
     os.environ.pop("REPLICATOR_TOKEN_CACHE", None)
@@ -171,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows, path, n_base = make_rows(args.rows)
     print(f"{len(rows)} rows resampled from {n_base} rows of {path} in {time.perf_counter() - t0:.1f} s; "
-          f"format {stage.plugins['prompt']}; tokenizer {stage.model.base}; artifacts root {root}", file=sys.stderr)
+          f"format {stage.plugins['prompt']}; tokenizer {stage.model.base}; artifacts root {root}",
+          file=sys.stderr)
     results = []
     try:
         for b in (int(x) for x in args.budgets.split(",")):
@@ -182,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     cols = [("budget", "max_length", "{}"), ("rows", "rows", "{:,}"), ("entries", "entries", "{:,}"),
-            ("tokens", "tokens", "{:,}"), ("cold s", "cold_s", "{:.1f}"), ("cached s", "cached_s", "{:.2f}"),
+            ("tokens", "tokens", "{:,}"), ("cold s", "cold_s", "{:.1f}"),
+            ("cold cpu s", "cold_cpu_s", "{:.1f}"),
+            ("cached s", "cached_s", "{:.2f}"),
             ("(prepare", "cached_prepare_s", "{:.2f}"), ("+ lookups)", "cached_lookups_s", "{:.2f}"),
             ("res B/tok", "resident_bytes_per_token", "{:.2f}"), ("disk MB", "disk_bytes", "{}"),
-            ("disk B/tok", "disk_bytes_per_token", "{:.2f}"), ("old B/tok", "old_path_bytes_per_token", "{:.1f}")]
+            ("disk B/tok", "disk_bytes_per_token", "{:.2f}"),
+            ("old B/tok", "old_path_bytes_per_token", "{:.1f}")]
     table = [[h for h, _, _ in cols]] + [
         [f.format(r[k] / 1e6 if k == "disk_bytes" else r[k]) if k != "disk_bytes" else f"{r[k] / 1e6:.1f}"
          for _, k, f in cols] for r in results]

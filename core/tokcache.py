@@ -17,10 +17,10 @@ decides a row's tokens besides the row itself:
 * the token budget ``max_length``, and :data:`VERSION` of this layout.
 
 ``meta.json`` in the folder shows those parts. Inside the folder, a **row key** is a 128-bit hash
-of the row's input fields: every field except :data:`NOT_INPUT` (``id``, ``label``, ``teacher``,
-``pair``, weight-like fields, ``group``: a hash of the prompt, ``source``: provenance), plus the
-``swapped`` flag and the TTA ``view`` name (the identity view counts as no view: it is the row
-unchanged). So the cache is keyed by content: the same texts under another id are a hit, any text
+(sha256, truncated) of the row's input fields: every field except :data:`NOT_INPUT` (``id``,
+``label``, ``teacher``, ``pair``, weight-like fields, ``group``: a hash of the prompt, ``source``:
+provenance), plus the ``swapped`` flag and the TTA ``view`` name (the identity view counts as no
+view: it is the row unchanged). So the cache is keyed by content: the same texts under another id are a hit, any text
 change is a new key, a field the list does not name (model names, a new field) is part of the key.
 A format that read one of :data:`NOT_INPUT` would get stale tokens: none of the built-in ones does.
 
@@ -69,7 +69,7 @@ ENV = "REPLICATOR_TOKEN_CACHE"
 WORKERS_ENV = "REPLICATOR_TOKEN_WORKERS"
 #: the layout of the folders and shards; part of the folder key
 VERSION = 1
-#: row fields no prompt format reads: left out of the row key (``swapped`` and ``view`` are added on their own)
+#: row fields no prompt format reads: left out of the row key (``swapped`` and ``view`` go in on their own)
 NOT_INPUT = frozenset({"id", "label", "teacher", "pair", "weight", "weights", "sample_weight", "loss_weight",
                        "group", "source", "swapped", "view"})
 #: views that leave the row as it is (:class:`replicator.core.predict.Identity`): keyed as no view
@@ -80,7 +80,7 @@ PARALLEL_MIN = 4000
 CHUNK_ROWS = 256
 #: rows per shard: a long cold run keeps what it finished when interrupted
 SHARD_ROWS = 16384
-#: rows tokenised one at a time (``Encoder.__call__`` misses) wait in memory until this many, then form a shard
+#: rows tokenised one at a time (``Encoder.__call__`` misses) wait in memory until this many, then one shard
 PENDING_ROWS = 1024
 #: misses above which a progress bar shows on stderr
 PROGRESS_MIN = 2000
@@ -101,7 +101,7 @@ def enabled() -> bool:
 
 
 def n_workers() -> int:
-    """Processes for a large batch of misses: ``REPLICATOR_TOKEN_WORKERS``, else the usable cores (at most 4)."""
+    """Processes for many misses: ``REPLICATOR_TOKEN_WORKERS``, else the usable cores (at most 4)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if raw:
         if not raw.isdigit() or int(raw) < 1:
@@ -135,8 +135,8 @@ def _tokenizer_state(tok) -> str:
         return hashlib.sha256(sp.serialized_model_proto()).hexdigest()
     if hasattr(tok, "get_vocab"):
         return json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=True)
-    raise ReplicatorError(f"token cache: cannot identify the tokenizer {type(tok).__name__} (no backend_tokenizer, "
-                          f"sentencepiece model or vocabulary); set {ENV}=off")
+    raise ReplicatorError(f"token cache: cannot identify the tokenizer {type(tok).__name__} (no "
+                          f"backend_tokenizer, sentencepiece model or vocabulary); set {ENV}=off")
 
 
 def tokenizer_hash(tok) -> str:
@@ -152,11 +152,13 @@ def tokenizer_hash(tok) -> str:
     extra = {
         "class": f"{type(tok).__module__}.{type(tok).__qualname__}",
         "special_tokens": {k: str(v) for k, v in (getattr(tok, "special_tokens_map", None) or {}).items()},
-        "special_ids": {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk", "sep", "cls")},
-        "added": sorted((str(k), v) for k, v in (tok.get_added_vocab() if hasattr(tok, "get_added_vocab") else {}
-                                                 ).items()),
+        "special_ids": {k: getattr(tok, f"{k}_token_id", None)
+                        for k in ("bos", "eos", "pad", "unk", "sep", "cls")},
+        "added": sorted((str(k), v) for k, v in
+                        (tok.get_added_vocab() if hasattr(tok, "get_added_vocab") else {}).items()),
         "chat_template": getattr(tok, "chat_template", None),
-        **{k: getattr(tok, k, None) for k in ("padding_side", "truncation_side", "add_bos_token", "add_eos_token")},
+        **{k: getattr(tok, k, None)
+           for k in ("padding_side", "truncation_side", "add_bos_token", "add_eos_token")},
     }
     h = hashlib.sha256(_tokenizer_state(tok).encode("utf-8", "surrogatepass"))
     h.update(json.dumps(extra, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
@@ -169,10 +171,11 @@ def tokenizer_hash(tok) -> str:
 
 
 def _code_hash(cls: type) -> str:
-    """sha256 over the source file of ``cls`` and the files of ``replicator.core.lib`` (the format helpers)."""
+    """sha256 over the source file of ``cls`` and the files of ``replicator.core.lib`` (format helpers)."""
     if cls not in _CODE_HASHES:
         h = hashlib.sha256()
-        files = [inspect.getsourcefile(cls)] + sorted(str(p) for p in (Path(__file__).parent / "lib").glob("*.py"))
+        lib = sorted(str(p) for p in (Path(__file__).parent / "lib").glob("*.py"))
+        files = [inspect.getsourcefile(cls), *lib]
         for f in files:
             if f is None:
                 h.update(f"<no source for {cls.__qualname__}>".encode())
@@ -191,8 +194,8 @@ def format_block(plugins) -> tuple[str, Any, dict]:
     provs = plugins.providers("prompt_format")
     if len(provs) != 1:
         names = ", ".join(f"{a} ({getattr(p, '_use', type(p).__name__)})" for a, p in provs) or "none"
-        raise ReplicatorError(f"token cache: the hook 'prompt_format' needs exactly one plugin, found {len(provs)}: "
-                              f"{names}")
+        raise ReplicatorError(f"token cache: the hook 'prompt_format' needs exactly one plugin, found "
+                              f"{len(provs)}: {names}")
     alias, inst = provs[0]
     return alias, inst, {"use": getattr(inst, "_use", type(inst).__name__), **plain(inst)}
 
@@ -202,7 +205,8 @@ def folder_description(plugins, tok, max_length: int) -> dict:
     alias, inst, block = format_block(plugins)
     dist = (getattr(plugins, "origins", None) or {}).get(alias, (None, None))
     return {"version": VERSION, "prompt_format": block, "format_code": _code_hash(type(inst)),
-            "format_distribution": list(dist), "tokenizer": tokenizer_hash(tok), "max_length": int(max_length)}
+            "format_distribution": list(dist), "tokenizer": tokenizer_hash(tok),
+            "max_length": int(max_length)}
 
 
 def folder_key(description: dict) -> str:
@@ -215,33 +219,34 @@ def view_name(row: dict) -> str:
 
 
 def row_key(row: dict) -> bytes:
-    """16-byte key of a row's content: its input fields (all but :data:`NOT_INPUT`), ``swapped`` and the view."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(b"swapped=%d\0view=" % bool(row.get("swapped", False)))
-    h.update(view_name(row).encode("utf-8", "surrogatepass"))
+    """16-byte key of a row's content: its input fields (all but :data:`NOT_INPUT`), ``swapped`` and the
+    view (sha256 over length-prefixed parts, truncated: one hash call per row)."""
+    parts = [b"swapped=%d\0view=" % bool(row.get("swapped", False)),
+             view_name(row).encode("utf-8", "surrogatepass")]
     for name in sorted(row):
         if name in NOT_INPUT:
             continue
         value = row[name]
-        h.update(b"\0F" + name.encode("utf-8", "surrogatepass") + b"=")
+        parts.append(b"\0F" + name.encode("utf-8", "surrogatepass") + b"=")
         if isinstance(value, list) and all(v is None or isinstance(v, str) for v in value):
-            h.update(b"L%d" % len(value))  # turns: each length-prefixed, None apart from ""
+            parts.append(b"L%d" % len(value))  # turns: each length-prefixed, None apart from ""
             for v in value:
                 if v is None:
-                    h.update(b"N")
+                    parts.append(b"N")
                 else:
                     b = v.encode("utf-8", "surrogatepass")
-                    h.update(b"S%d:" % len(b))
-                    h.update(b)
+                    parts.append(b"S%d:" % len(b))
+                    parts.append(b)
         elif isinstance(value, str):
             b = value.encode("utf-8", "surrogatepass")
-            h.update(b"S%d:" % len(b))
-            h.update(b)
+            parts.append(b"S%d:" % len(b))
+            parts.append(b)
         else:
-            b = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8", "surrogatepass")
-            h.update(b"J%d:" % len(b))
-            h.update(b)
-    return h.digest()
+            b = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr).encode(
+                "utf-8", "surrogatepass")
+            parts.append(b"J%d:" % len(b))
+            parts.append(b)
+    return hashlib.sha256(b"".join(parts)).digest()[:16]
 
 
 # ---------------------------------------------------------------- the stores
@@ -353,11 +358,13 @@ class TokenCache:
                 raise ValueError("not a shard name (<uuid>-<crc32>.arrow)")
             crc = _file_crc(path)
             if crc != int(m.group(1), 16):
-                raise ValueError(f"CRC-32 {crc:08x} does not match the {m.group(1)} of its name (partial or damaged)")
+                raise ValueError(f"CRC-32 {crc:08x} does not match the {m.group(1)} of its name "
+                                 "(partial or damaged)")
             chunks, keys = self._read_shard(path)
         except Exception as e:  # any unreadable shard: skip it, its rows are tokenised again
             self.skipped.append(path)
-            log.warning("token cache: skipping %s (%s: %s); its rows are tokenised again", path, type(e).__name__, e)
+            log.warning("token cache: skipping %s (%s: %s); its rows are tokenised again", path,
+                        type(e).__name__, e)
             return
         base = len(self._chunks)
         self._chunks.extend(chunks)
@@ -373,12 +380,14 @@ class TokenCache:
         table = ds.data.table
         want = _features().arrow_schema
         for name in want.names:
-            if name not in table.schema.names or not table.schema.field(name).type.equals(want.field(name).type):
-                raise ValueError(f"column {name!r}: expected {want.field(name).type}, found "
-                                 f"{table.schema.field(name).type if name in table.schema.names else 'none'}")
+            found = table.schema.field(name).type if name in table.schema.names else None
+            if found is None or not found.equals(want.field(name).type):
+                raise ValueError(f"column {name!r}: expected {want.field(name).type}, "
+                                 f"found {found or 'none'}")
         chunks, keys = [], []
         cols = [table.column(n).chunks for n in ("key", "input_ids", "length", "truncated")]
-        if len({len(c) for c in cols}) != 1 or any(len({len(a) for a in parts}) != 1 for parts in zip(*cols, strict=True)):
+        if len({len(c) for c in cols}) != 1 or any(len({len(a) for a in parts}) != 1
+                                                   for parts in zip(*cols, strict=True)):
             raise ValueError("columns are not aligned")
         for key_arr, ids_arr, len_arr, trunc_arr in zip(*cols, strict=True):
             if ids_arr.null_count or key_arr.null_count or len_arr.null_count or trunc_arr.null_count:
@@ -469,11 +478,13 @@ class TokenCache:
         if self.description is not None and not meta.exists():
             from .io import atomic_write_text
 
-            atomic_write_text(meta, json.dumps(self.description, indent=1, sort_keys=True, default=str) + "\n")
+            atomic_write_text(meta, json.dumps(self.description, indent=1, sort_keys=True, default=str)
+                              + "\n")
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs))
         offsets = np.zeros(len(seqs) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]) if seqs else np.zeros(0, np.int32)
+        values = (np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]) if seqs
+                  else np.zeros(0, np.int32))
         table = pa.Table.from_arrays(
             [pa.array(list(keys), pa.binary()), pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
              pa.array(lengths), pa.array(np.asarray(truncated, dtype=bool))],
@@ -622,7 +633,8 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             _JOB = (plugins, tok, max_length, rows)
-            with ProcessPoolExecutor(min(workers, len(ranges)), mp_context=multiprocessing.get_context("fork")) as ex:
+            fork = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(ranges)), mp_context=fork) as ex:
                 for fut in as_completed([ex.submit(_work, r) for r in ranges]):
                     start, done, err = fut.result()
                     if done is None:
@@ -647,8 +659,8 @@ def progress_bar(total: int, max_length: int, progress: bool = True):
     """The tokenising progress bar on stderr (shown from :data:`PROGRESS_MIN` rows)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"tokenise ({max_length} tokens)", unit="row", file=sys.stderr, dynamic_ncols=True,
-                disable=not progress or total < PROGRESS_MIN)
+    return tqdm(total=total, desc=f"tokenise ({max_length} tokens)", unit="row", file=sys.stderr,
+                dynamic_ncols=True, disable=not progress or total < PROGRESS_MIN)
 
 
 def tokenise_into(store, plugins, tok, max_length: int, rows: Sequence[dict], keys: Sequence[bytes],
