@@ -306,3 +306,34 @@ def test_a_format_error_in_a_worker_is_raised_as_itself(cache_env, monkeypatch):
     monkeypatch.setattr(tokcache, "CHUNK_ROWS", 8)
     with pytest.raises(ValueError, match=f"row {bad}: cannot format"):
         tokcache.encode_many(Picky(), char_tokenizer(), BUDGET, rows, progress=False, workers=2)
+
+
+def _prepare_in_child(rows, start_evt):
+    plugins, _ = _plugins()
+    start_evt.wait(30)
+    Encoder(plugins, char_tokenizer()).prepare(rows, BUDGET, views=VIEWS, progress=False)
+
+
+def test_two_processes_filling_one_folder_keep_every_entry(cache_env):
+    import multiprocessing
+
+    rows = _rows()[:60]
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_prepare_in_child, args=(part, start)) for part in (rows[:40], rows[20:])]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    plugins, _ = _plugins()
+    tok = char_tokenizer()
+    folder = Encoder(plugins, tok).store(BUDGET).folder
+    assert len(list(folder.glob("*.arrow"))) == 2 and not list(folder.glob(".*"))  # one shard each, no leftovers
+    calls = _count_format_calls(plugins)
+    enc = Encoder(plugins, tok)
+    enc.prepare(rows, BUDGET, views=VIEWS)
+    assert calls == []
+    for r in _view_rows(rows):
+        assert enc(r, BUDGET).tolist() == _fresh(plugins, tok, r)
