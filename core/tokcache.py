@@ -634,10 +634,15 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
 
             _JOB = (plugins, tok, max_length, rows)
             fork = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(workers, len(ranges)), mp_context=fork) as ex:
+            # workers tokenise on one thread each (and the fast tokenizer does not warn about the fork)
+            parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            with _restore_env("TOKENIZERS_PARALLELISM", parallelism), \
+                    ProcessPoolExecutor(min(workers, len(ranges)), mp_context=fork) as ex:
                 for fut in as_completed([ex.submit(_work, r) for r in ranges]):
                     start, done, err = fut.result()
                     if done is None:
+                        ex.shutdown(wait=False, cancel_futures=True)  # the error now, not after the rest
                         stop = min(start + CHUNK_ROWS, n)
                         _encode_rows(plugins, tok, max_length, rows[start:stop])  # raises the real error
                         raise ReplicatorError(f"prompt_format failed in a worker on rows {start}..{stop - 1} "
@@ -653,6 +658,22 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
         if own_bar:
             bar.close()
     return out
+
+
+class _restore_env:
+    """Put an environment variable back as it was (unset when ``value`` is None) on leaving."""
+
+    def __init__(self, name: str, value: str | None):
+        self.name, self.value = name, value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.value is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.value
 
 
 def progress_bar(total: int, max_length: int, progress: bool = True):
