@@ -60,7 +60,8 @@ class SwapAB:
     train: Literal["none", "random", "duplicate", "full", "alternate", "swapped"] = param(
         "random", "none | random | duplicate | full (both orders in one step) | alternate (per epoch) | swapped")
     p: float = param(0.5, "probability of swapping a row (train: random)", ge=0, le=1)
-    test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order")
+    test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order",
+                            step="predict")
 
     @hookimpl
     def augment(self, rows, epoch, seed):

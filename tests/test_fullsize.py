@@ -297,7 +297,8 @@ def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch)
     best_step, best = min(evals, key=lambda e: e[1])
     assert m["best_step"] == best_step and math.isclose(m["best_valid_log_loss"], best)
     sart = tmp_path / "artifacts" / r.name / run_dir.name / "main"
-    final, kept = load_file(str(sart / "final.safetensors")), load_file(str(sart / "best.safetensors"))
+    best_file = next((tmp_path / "artifacts" / r.name / "steps").glob("main-train-*/best.safetensors"))  # steps.py
+    final, kept = load_file(str(sart / "final.safetensors")), load_file(str(best_file))
     assert final.keys() == kept.keys() and all((final[k] == kept[k]).all() for k in final)
     assert math.isclose(m["log_loss"], best, rel_tol=1e-5)  # the evaluated model is the kept one
 
