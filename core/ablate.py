@@ -164,11 +164,22 @@ def _own_toggles(labels) -> list[str]:
 
 
 def predict_seconds(metrics: dict) -> float | None:
-    """Wall seconds of a run without its training: what a variant that reuses the trained weights costs."""
+    """Wall seconds of a run without its training: what a variant that reuses the trained weights costs
+    (None for a run that trained without recording its training time apart)."""
     stages = [s for s in (metrics.get("stages") or {}).values() if isinstance(s, dict)]
     if not stages or not all(isinstance(s.get("seconds"), int | float) for s in stages):
         return None
-    return float(sum(s["seconds"] - (0 if s.get("train_reused") else s.get("train_seconds") or 0) for s in stages))
+    total = 0.0
+    for s in stages:
+        if s.get("train_reused"):
+            total += s["seconds"]
+        elif isinstance(s.get("train_seconds"), int | float):
+            total += max(0.0, s["seconds"] - s["train_seconds"])
+        elif s.get("optimizer_steps"):
+            return None
+        else:  # a baseline or frozen-feature stage: no training step of its own
+            total += s["seconds"]
+    return total
 
 
 def estimate_seconds(name: str, base_toggles: list[str], of=run_seconds) -> float | None:

@@ -179,3 +179,14 @@ stages:
     teacher = json.loads((art / "teacher" / "outputs.json").read_text())
     assert len(teacher["train"]) == m["stages"]["teacher"]["n_train_rows"]
     assert np.isfinite(m["final_log_loss"])
+
+
+def test_the_plan_estimates_a_prediction_only_variant_from_the_prediction_time_of_earlier_runs():
+    from replicator.core.ablate import predict_seconds
+
+    trained = {"stages": {"main": {"seconds": 100.0, "train_seconds": 80.0, "optimizer_steps": 5}}}
+    reused = {"stages": {"main": {"seconds": 12.0, "train_seconds": 80.0, "train_reused": True, "optimizer_steps": 5}}}
+    older = {"stages": {"main": {"seconds": 100.0, "optimizer_steps": 5}}}  # training time not recorded apart
+    baseline = {"stages": {"prior": {"seconds": 0.5}}}
+    assert predict_seconds(trained) == 20.0 and predict_seconds(reused) == 12.0
+    assert predict_seconds(older) is None and predict_seconds(baseline) == 0.5
