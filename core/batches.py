@@ -21,7 +21,7 @@ class Encoder:
         self.count = 0
 
     def __call__(self, row: dict, max_length: int) -> list[int]:
-        key = (row["id"], row.get("swapped", False), row.get("view", ""), max_length)
+        key = (row["id"], row.get("swapped", False), row.get("view", ""), row.get("layout"), max_length)
         if key not in self.cache:
             enc = self.plugins.one("prompt_format", row=row, tokenizer=self.tok, max_length=max_length)
             if len(enc.input_ids) > max_length:
