@@ -11,6 +11,7 @@ from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import truncation as tr
 from replicator.core.lib.truncation import Ref
 from replicator.core.params import ParamError, param
+from replicator.core.rows import pair_key
 
 #: the MT-Bench pairwise judge instruction (arXiv 2306.05685), line breaks as in [R2]
 INSTRUCTION = """Please act as an impartial judge and evaluate the quality of the responses provided by two
@@ -184,8 +185,6 @@ class JudgeMulti:
 
     @hookimpl
     def augment(self, rows, epoch, seed):
-        from replicator.plugins.swap_ab import pair_key
-
         return [dict(r, layout=name, pair=pair_key(r)) for r in rows for name in self.train_layouts]
 
     @hookimpl

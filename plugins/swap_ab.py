@@ -8,7 +8,7 @@ from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
-from replicator.core.rows import SWAP_PERM, swap_row
+from replicator.core.rows import SWAP_PERM, pair_key, swap_row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +22,6 @@ class SwapView:
 
     def invert(self, probs):
         return probs[:, list(SWAP_PERM)]
-
-
-def pair_key(row: dict) -> str:
-    """The ``pair`` key that keeps a row and its swap in one micro-batch (an existing key is kept)."""
-    if row.get("pair") is not None:
-        return row["pair"]
-    return f"swap:{row.get('source', '')}:{row['id']}"
 
 
 @dataclasses.dataclass(frozen=True)
