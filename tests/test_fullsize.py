@@ -459,3 +459,17 @@ def test_a_row_with_an_unknown_layout_is_an_error_naming_row_and_field():
         JudgeMulti().prompt_format(row=row, tokenizer=load_tokenizer(resolve_base("tiny:gemma2")), max_length=512)
     with pytest.raises(ValueError, match="distinct layouts"):
         JudgeMulti(train_layouts=["pab", "pab"])
+
+
+def test_sharded_launchers_are_refused_until_the_runner_gathers_shards():
+    """Under FSDP / DeepSpeed ZeRO each process holds shards: saving them as the model would be wrong."""
+    from accelerate.utils import DistributedType
+
+    from replicator.core.errors import ReplicatorError
+    from replicator.core.trainer import check_parallel
+
+    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(ReplicatorError, match="shards"):
+            check_parallel(kind)
+    for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        check_parallel(kind)
