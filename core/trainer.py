@@ -88,6 +88,19 @@ def check_precision(model, tcfg) -> None:
             "train.mixed_precision: bf16 (fp32 master weights)")
 
 
+def check_parallel(distributed_type) -> None:
+    """Refuse the launchers whose processes hold shards of the model: the runner saves the trainable tensors,
+    checkpoints and optimizer state each process holds, which under FSDP or DeepSpeed ZeRO are pieces of
+    them, so the saved model would be wrong. (A full-state-dict gather is the missing piece; no GPU to test
+    it on so far.) ``replicate plan`` still sizes such launches."""
+    name = str(getattr(distributed_type, "value", distributed_type))
+    if name in ("FSDP", "DEEPSPEED"):
+        raise ReplicatorError(
+            f"accelerate launched the run with {name}: the runner saves weights, checkpoints and optimizer state as "
+            f"each process holds them, which under {name} are shards; it does not gather them yet, so this launch "
+            "would save a wrong model. Launch with DDP (recipes/accelerate/ddp.yaml) or one process")
+
+
 def build_optimizer(groups, tcfg):
     """The optimizer the recipe names, with its betas, eps and weight decay."""
     import torch
@@ -214,6 +227,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     tcfg = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
     acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
+    check_parallel(acc.distributed_type)
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")

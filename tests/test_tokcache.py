@@ -162,6 +162,7 @@ def test_the_row_key_covers_every_text_and_nothing_else(cache_env):
     assert tokcache.row_key(dict(row, swapped=True)) != key
     assert tokcache.row_key(dict(row, view="swap_ab")) != key
     assert tokcache.row_key(dict(row, model_a="someone-else")) != key  # unknown to the list: in the key
+    assert tokcache.row_key(dict(row, layout="papb")) != key  # judge formats read a per-row layout tag
     assert tokcache.row_key(dict(row, view="identity")) == key  # the identity view is the row itself
     same = dict(row, id="other", label=[0.0, 1.0, 0.0], teacher={"s1": [0.2, 0.3, 0.5]}, pair="p", group="g",
                 source="elsewhere", weight=0.5)
