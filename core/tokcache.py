@@ -25,9 +25,9 @@ change is a new key, a field the list does not name (model names, a new field) i
 A format that read one of :data:`NOT_INPUT` would get stale tokens: none of the built-in ones does.
 
 Each shard is one Arrow file ``<uuid>-<crc32>.arrow`` with columns ``key`` (16 bytes),
-``input_ids`` (list of int32), ``length`` (int32) and ``truncated`` (bool). A shard is written under a
-temp name and renamed (as :mod:`replicator.core.io` does), the uuid keeps writers of the same folder
-(threads, processes, machines on a shared disk) apart, and the CRC-32 of the file bytes in its name
+``input_ids`` (list of int32), ``length`` (int32) and ``truncated`` (bool). A shard is written under
+a temp name and renamed (:func:`replicator.core.io.atomic_write_bytes`), the uuid keeps writers of
+the same folder (threads, processes, machines on a shared disk) apart, and the CRC-32 of the file bytes in its name
 is checked when it is opened: a partial or damaged shard is skipped with a warning naming the file
 and its rows are tokenised again (never a crash, never wrong tokens). Rows found in two shards
 (two writers raced) are the same tokens; either copy serves.
@@ -50,7 +50,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import threading
 import uuid
 import weakref
@@ -261,8 +260,8 @@ class MemoryStore:
         self._rows: dict[bytes, tuple[np.ndarray, bool]] = {}
         self._lock = threading.Lock()
 
-    def refresh(self) -> None:
-        pass
+    def refresh(self) -> bool:
+        return True
 
     def get(self, key: bytes):
         return self._rows.get(key)
@@ -302,12 +301,6 @@ def _file_crc(path: Path) -> int:
     return crc
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class _Chunk:
     """One record batch of a shard: zero-copy numpy views of the memory-mapped columns."""
 
@@ -340,16 +333,17 @@ class TokenCache:
 
     # -- reading
 
-    def refresh(self) -> None:
-        """Map every shard of the folder not mapped yet (written by another writer since)."""
-        if not self.folder.is_dir():
-            return
+    def refresh(self) -> bool:
+        """Map every shard of the folder not mapped yet (written by another writer since); False when
+        shards this object mapped are gone (the folder was cleared: open it afresh)."""
         with self._lock:
-            for path in sorted(self.folder.iterdir()):
-                if path.name in self._seen or path.name.startswith(".") or not path.name.endswith(".arrow"):
+            names = sorted(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else []
+            for name in names:
+                if name in self._seen or name.startswith(".") or not name.endswith(".arrow"):
                     continue
-                self._seen.add(path.name)
-                self._open_shard(path)
+                self._seen.add(name)
+                self._open_shard(self.folder / name)
+            return self._seen <= set(names)
 
     def _open_shard(self, path: Path) -> None:
         m = SHARD_NAME.match(path.name)
@@ -473,11 +467,11 @@ class TokenCache:
         import pyarrow as pa
         from datasets.arrow_writer import ArrowWriter
 
+        from .io import atomic_write_bytes, atomic_write_text
+
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "meta.json"
         if self.description is not None and not meta.exists():
-            from .io import atomic_write_text
-
             atomic_write_text(meta, json.dumps(self.description, indent=1, sort_keys=True, default=str)
                               + "\n")
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs))
@@ -489,20 +483,13 @@ class TokenCache:
             [pa.array(list(keys), pa.binary()), pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
              pa.array(lengths), pa.array(np.asarray(truncated, dtype=bool))],
             names=["key", "input_ids", "length", "truncated"])
-        fd, name = tempfile.mkstemp(prefix=".shard.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            writer = ArrowWriter(features=_features(), path=str(tmp), writer_batch_size=max(len(keys), 1))
-            writer.write_table(table)
-            writer.finalize()
-            writer.close()
-            os.chmod(tmp, 0o644 & ~_umask())
-            final = self.folder / f"{uuid.uuid4().hex}-{_file_crc(tmp):08x}.arrow"
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        stream = pa.BufferOutputStream()  # the shard's bytes first: its name carries their CRC-32
+        writer = ArrowWriter(features=_features(), stream=stream, writer_batch_size=max(len(keys), 1))
+        writer.write_table(table)
+        writer.finalize(close_stream=False)
+        data = memoryview(stream.getvalue())
+        final = self.folder / f"{uuid.uuid4().hex}-{zlib.crc32(data):08x}.arrow"
+        atomic_write_bytes(final, data)  # a unique temp name in the folder, then renamed
         return final
 
     def nbytes_on_disk(self) -> int:
@@ -522,10 +509,8 @@ def open_store(plugins, tok, max_length: int) -> TokenCache | MemoryStore:
     folder = (tokens_root() / folder_key(desc)).resolve()
     with _OPEN_LOCK:
         store = _OPEN.get(folder)
-        if store is None:
+        if store is None or not store.refresh():
             store = _OPEN[folder] = TokenCache(folder, desc)
-            return store
-    store.refresh()
     return store
 
 

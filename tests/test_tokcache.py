@@ -338,3 +338,19 @@ def test_two_processes_filling_one_folder_keep_every_entry(cache_env):
     assert calls == []
     for r in _view_rows(rows):
         assert enc(r, BUDGET).tolist() == _fresh(plugins, tok, r)
+
+
+def test_a_cleared_folder_is_noticed_by_the_open_cache(cache_env):
+    import shutil
+
+    plugins, _ = _plugins()
+    tok = char_tokenizer()
+    rows = _rows()[:10]
+    first = Encoder(plugins, tok)
+    first.prepare(rows, BUDGET)
+    shutil.rmtree(first.store(BUDGET).folder)  # the user clears the cache while the process lives
+    calls = _count_format_calls(plugins)
+    enc = Encoder(plugins, tok)
+    enc.prepare(rows, BUDGET)
+    assert sorted(calls) == sorted(r["id"] for r in rows) and enc.store(BUDGET) is not first.store(BUDGET)
+    assert len(list(enc.store(BUDGET).folder.glob("*.arrow"))) == 1
