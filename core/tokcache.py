@@ -20,15 +20,16 @@ decides a row's tokens besides the row itself:
 (sha256, truncated) of the row's input fields: every field except :data:`NOT_INPUT` (``id``,
 ``label``, ``teacher``, ``pair``, weight-like fields, ``group``: a hash of the prompt, ``source``:
 provenance), plus the ``swapped`` flag and the TTA ``view`` name (the identity view counts as no
-view: it is the row unchanged). So the cache is keyed by content: the same texts under another id are a hit, any text
-change is a new key, a field the list does not name (model names, a new field) is part of the key.
+view: it is the row unchanged). So the cache is keyed by content: the same texts under another id
+are a hit, any text change is a new key, a field the list does not name (model names, a new field)
+is part of the key.
 A format that read one of :data:`NOT_INPUT` would get stale tokens: none of the built-in ones does.
 
 Each shard is one Arrow file ``<uuid>-<crc32>.arrow`` with columns ``key`` (16 bytes),
 ``input_ids`` (list of int32), ``length`` (int32) and ``truncated`` (bool). A shard is written under
 a temp name and renamed (:func:`replicator.core.io.atomic_write_bytes`), the uuid keeps writers of
-the same folder (threads, processes, machines on a shared disk) apart, and the CRC-32 of the file bytes in its name
-is checked when it is opened: a partial or damaged shard is skipped with a warning naming the file
+the same folder (threads, processes, machines on a shared disk) apart, and the CRC-32 of the file
+bytes in its name is checked when it is opened: a partial or damaged shard is skipped with a warning naming the file
 and its rows are tokenised again (never a crash, never wrong tokens). Rows found in two shards
 (two writers raced) are the same tokens; either copy serves.
 
