@@ -275,7 +275,7 @@ def prepare(args, length: int, n_rows: int) -> Setting:
     rows = sample_rows(train_rows, n_rows, resolved.seed)
     tok = load_tokenizer(resolve_base(stage.model.base))
     enc = Encoder(plugins, tok)
-    ids = [list(enc(r, length)) for r in rows]
+    ids = [[int(t) for t in enc(r, length)] for r in rows]
     return Setting(
         length,
         stage,

@@ -42,11 +42,13 @@ class PlannedRun:
     run_dir: Path
     exists: bool  # finished: the runner will reuse it (unless --force)
     estimate: float | None  # seconds, from earlier runs of the recipe (None: unknown)
+    #: every trained stage has the train key of the base run's (core/steps.py): the variant predicts only
+    shares_training: bool = False
 
     def status(self, force: bool) -> str:
         if self.exists:
             return "exists: recompute (--force)" if force else "exists: reuse"
-        return "will compute"
+        return "will predict (base's training)" if self.shares_training and not force else "will compute"
 
 
 @dataclasses.dataclass
@@ -91,7 +93,7 @@ class Plan:
         width = max(len(r.label) for r in self.runs)
         for r in self.runs:
             est = "-" if (r.exists and not self.force) else _duration(r.estimate)
-            lines.append(f"  {r.label:<{width}}  seed {r.seed:<4} {r.run_id}  {r.status(self.force):<27} est. {est}")
+            lines.append(f"  {r.label:<{width}}  seed {r.seed:<4} {r.run_id}  {r.status(self.force):<30} est. {est}")
         todo = self.to_compute()
         known = [r.estimate for r in todo if r.estimate is not None]
         total = _duration(sum(known)) if todo and len(known) == len(todo) else "unknown" if todo else "0 s"
@@ -161,9 +163,29 @@ def _own_toggles(labels) -> list[str]:
     return [t for t in labels if t.partition(":")[0] not in SHARED]
 
 
-def estimate_seconds(name: str, base_toggles: list[str]) -> float | None:
-    """Median wall seconds of the finished runs of recipe ``name`` recorded with the same recipe-own
-    toggles as ``base_toggles`` (a ``tiny`` run says nothing about a full one); None when there are none."""
+def predict_seconds(metrics: dict) -> float | None:
+    """Wall seconds of a run without its training: what a variant that reuses the trained weights costs
+    (None for a run that trained without recording its training time apart)."""
+    stages = [s for s in (metrics.get("stages") or {}).values() if isinstance(s, dict)]
+    if not stages or not all(isinstance(s.get("seconds"), int | float) for s in stages):
+        return None
+    total = 0.0
+    for s in stages:
+        if s.get("train_reused"):
+            total += s["seconds"]
+        elif isinstance(s.get("train_seconds"), int | float):
+            total += max(0.0, s["seconds"] - s["train_seconds"])
+        elif s.get("optimizer_steps"):
+            return None
+        else:  # a baseline or frozen-feature stage: no training step of its own
+            total += s["seconds"]
+    return total
+
+
+def estimate_seconds(name: str, base_toggles: list[str], of=run_seconds) -> float | None:
+    """Median wall seconds (``of`` a run's metrics: :func:`run_seconds`, :func:`predict_seconds`) of the
+    finished runs of recipe ``name`` recorded with the same recipe-own toggles as ``base_toggles`` (a
+    ``tiny`` run says nothing about a full one); None when there are none."""
     from .pipeline import reports_root
 
     want = _own_toggles(base_toggles)
@@ -176,7 +198,7 @@ def estimate_seconds(name: str, base_toggles: list[str]) -> float | None:
             continue
         if _own_toggles(fp.get("toggles") or []) != want:
             continue
-        s = run_seconds(metrics)
+        s = of(metrics)
         if s is not None:
             found.append(s)
     return statistics.median(found) if found else None
@@ -189,6 +211,7 @@ def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: li
     from .data import data_dir as default_data_dir
     from .fingerprint import fingerprint
     from .pipeline import finished, run_folders
+    from .steps import stage_keys
 
     recipe, toggles, base_toggles = Path(recipe), list(toggles), list(base_toggles)
     if not toggles:
@@ -203,6 +226,7 @@ def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: li
     first = resolve(recipe, base_toggles, list(overrides), data_dir=ddir)
     seeds = [first.seed] if seeds is None else list(seeds)
     estimate = estimate_seconds(first.name, base_toggles)
+    predict_estimate = estimate_seconds(first.name, base_toggles, of=predict_seconds)
     runs: list[PlannedRun] = []
     for s in seeds:
         over = [*overrides, f"seed={s}"]
@@ -212,10 +236,15 @@ def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: li
             if variant != "base" and r.config_hash == base.config_hash:
                 raise ReplicatorError(f"{recipe}: toggle {variant!r} changes nothing on top of "
                                       f"{' '.join(base_toggles) or 'the recipe'}: nothing to measure")
-            run_id = fingerprint(r, ddir)["run_id"]
-            run_dir, art = run_folders(r, run_id)
+            fp = fingerprint(r, ddir)
+            train_keys = {n: k.train for n, k in stage_keys(r, fp).items()}
+            if variant == "base":
+                base_keys = train_keys
+            shares = variant != "base" and bool(train_keys) and train_keys == base_keys
+            run_dir, art = run_folders(r, fp["run_id"])
             label = "base" if variant == "base" else r.toggles[-1]
-            runs.append(PlannedRun(variant, label, s, r, run_id, run_dir, finished(r, run_dir, art), estimate))
+            runs.append(PlannedRun(variant, label, s, r, fp["run_id"], run_dir, finished(r, run_dir, art),
+                                   predict_estimate if shares else estimate, shares))
     out = Path(out_dir) if out_dir is not None else default_out_dir(first.name, toggles, seeds, base_toggles, overrides)
     return Plan(recipe, first.name, toggles, base_toggles, list(overrides), seeds, runs, out, force)
 

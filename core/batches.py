@@ -1,6 +1,7 @@
 """Rows -> token ids -> padded batches -> logits: what training and prediction share.
 
-:class:`Encoder` tokenizes through the ``prompt_format`` hook once per (row, view, budget);
+:class:`Encoder` tokenizes through the ``prompt_format`` hook once per (row, view, budget), into the
+persistent token cache (:mod:`replicator.core.tokcache`);
 :func:`length_grouped_batches` makes training micro-batches of similar lengths (a fixed number of rows),
 :func:`token_budget_batches` ones filled up to a padded-token budget; :func:`collate`
 right-pads; :func:`forward_logits` runs the sequence classifier.
@@ -14,24 +15,75 @@ from .errors import ReplicatorError
 
 
 class Encoder:
-    """Tokenizes rows through the prompt_format hook, once per (row, view, budget)."""
+    """Tokenizes rows through the prompt_format hook, once per (row content, view, budget), into the
+    persistent token cache (:mod:`replicator.core.tokcache`: memory-mapped Arrow, int32 ids, shared by
+    every stage and recipe that tokenises the same way).
+
+    ``encoder(row, max_length)`` returns the row's token ids as a read-only int32 array;
+    :meth:`prepare` looks up many rows at once and tokenises only the misses (in worker processes
+    when there are thousands). ``count``: distinct rows (id, content, view, budget) tokenised or
+    looked up; ``truncated``: how many of them the format truncated.
+    """
 
     def __init__(self, plugins, tokenizer):
-        self.plugins, self.tok, self.cache = plugins, tokenizer, {}
+        self.plugins, self.tok = plugins, tokenizer
         self.truncated = 0
         self.count = 0
+        self._stores: dict = {}
+        self._counted: dict[int, set] = {}
 
-    def __call__(self, row: dict, max_length: int) -> list[int]:
-        key = (row["id"], row.get("swapped", False), row.get("view", ""), max_length)
-        if key not in self.cache:
-            enc = self.plugins.one("prompt_format", row=row, tokenizer=self.tok, max_length=max_length)
-            if len(enc.input_ids) > max_length:
-                raise ReplicatorError(f"prompt_format returned {len(enc.input_ids)} tokens for row "
-                                      f"{row['id']}, over the budget {max_length}")
-            self.cache[key] = enc.input_ids
+    def store(self, max_length: int):
+        """The token store of this format, tokenizer and budget (opened on first use)."""
+        if max_length not in self._stores:
+            from .tokcache import open_store
+
+            self._stores[max_length] = open_store(self.plugins, self.tok, max_length)
+        return self._stores[max_length]
+
+    def _count(self, row: dict, key: bytes, max_length: int, truncated: bool) -> None:
+        seen = self._counted.setdefault(max_length, set())
+        mark = (row.get("id"), key)
+        if mark not in seen:
+            seen.add(mark)
             self.count += 1
-            self.truncated += bool(enc.truncated)
-        return self.cache[key]
+            self.truncated += bool(truncated)
+
+    def __call__(self, row: dict, max_length: int):
+        from .tokcache import encode_one, row_key
+
+        store = self.store(max_length)
+        key = row_key(row)
+        hit = store.get(key)
+        if hit is None:
+            hit = encode_one(self.plugins, self.tok, row, max_length)
+            store.add_pending(key, *hit)
+        self._count(row, key, max_length, hit[1])
+        return hit[0]
+
+    def prepare(self, rows: list[dict], max_length: int, views=None, progress: bool = True) -> None:
+        """Look up every row (under each of ``views``: ``dict(view.apply(row), view=view.name)``, as
+        prediction presents them; None = the rows as they are), tokenise the misses and store them."""
+        from .tokcache import group_order, row_key, tokenise_into
+
+        store = self.store(max_length)
+        store.flush()
+        store.refresh()
+        todo = rows if views is None else [dict(v.apply(r), view=v.name) for v in views for r in rows]
+        keys = [row_key(r) for r in todo]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in first and k not in store:
+                first[k] = i
+        if first:
+            order = group_order(todo, first.values())
+            tokenise_into(store, self.plugins, self.tok, max_length, [todo[i] for i in order],
+                          [keys[i] for i in order], progress)
+        for r, k in zip(todo, keys, strict=True):
+            hit = store.get(k)
+            if hit is None:  # its new shard could not be read back (warned): tokenised again, kept in memory
+                self(r, max_length)
+            else:
+                self._count(r, k, max_length, hit[1])
 
 
 def length_grouped_batches(lengths: list[int], units: list[list[int]], batch_size: int, rng: random.Random):

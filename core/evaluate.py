@@ -62,14 +62,15 @@ def read_valid_fit(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, progress=True,
-             baselines: dict[str, np.ndarray] | None = None):
+             baselines: dict[str, np.ndarray] | None = None, store=None, load=None):
     """(metrics, predictions per view + ``tta`` + ``final`` + ``baselines``, labels) of ``valid_rows``.
 
     ``baselines``: the baseline views of the same rows (``baseline_prior``, ``baseline_length``),
-    added after ``final``: never averaged into ``tta`` nor postprocessed."""
+    added after ``final``: never averaged into ``tta`` nor postprocessed. ``store``/``load``: cached
+    views and a model loaded only when a view is missing (:func:`replicator.core.predict.predict_probs`)."""
     labels = labels_of(valid_rows)
     preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
-                          progress)
+                          progress, store=store, load=load)
     preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
     preds.update(baselines or {})
     if is_main():  # every process has all the predictions (gathered); one writes them

@@ -53,6 +53,7 @@ BUILTINS: dict[str, str] = {
     "qa_triple_quotes": "replicator.plugins.qa_triple_quotes:QATripleQuotes",
     "judge_pab": "replicator.plugins.judge_pab:JudgePAB",
     "judge_papb": "replicator.plugins.judge_pab:JudgePAPB",
+    "judge_multi": "replicator.plugins.judge_pab:JudgeMulti",
     "tagged_turns": "replicator.plugins.tagged_turns:TaggedTurns",
     "context_result": "replicator.plugins.context_result:ContextResult",
     "round_headers": "replicator.plugins.round_headers:RoundHeaders",

@@ -38,14 +38,19 @@ class ParamError(ValueError):
 
 def param(default: Any = _MISSING, doc: str = "", *, ge: float | None = None, gt: float | None = None,
           le: float | None = None, lt: float | None = None, check: Callable[[Any], None] | None = None,
-          **kw) -> Any:
+          step: Literal["predict", "postprocess"] | None = None, **kw) -> Any:
     """A documented dataclass field; mutable defaults (lists, dicts) are copied per instance.
 
     ``ge``/``gt``/``le``/``lt``: bounds of a numeric value, which must also be finite (``None`` is not checked);
     ``check(value)``: raises ValueError when the value is wrong (the parameter's name is put in front
     of the message unless it starts with it).
+    ``step``: a plugin parameter that only prediction (``predict``) or only postprocessing
+    (``postprocess``) reads, in a plugin whose other hooks act on training; the trained weights of
+    a variant that changes only such parameters are reused (:mod:`replicator.core.steps`).
     """
     meta: dict[str, Any] = {"doc": doc}
+    if step is not None:
+        meta["step"] = step
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     if bounds:
         meta["bounds"] = bounds

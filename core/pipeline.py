@@ -52,7 +52,7 @@ METRICS = "metrics.json"
 FINGERPRINT = "fingerprint.json"
 FAILED = "failed.json"
 #: per-stage results kept out of the top level of metrics.json (they stay under ``stages``)
-STAGE_ONLY = ("train_loss_history", "model", "stage")
+STAGE_ONLY = ("train_loss_history", "model", "stage", "train_reused", "views_reused", "train_seconds")
 
 
 def reports_root() -> Path:
@@ -154,6 +154,8 @@ class RunState:
     progress: bool = True
     begun: bool = False
     stage: str = ""
+    #: step keys of the LM stages (:func:`replicator.core.steps.stage_keys`)
+    keys: dict = dataclasses.field(default_factory=dict)
 
     def begin(self) -> None:
         """The first write of this attempt, once the first stage's data and config passed their checks:
@@ -165,8 +167,12 @@ class RunState:
         if is_main():
             for f in (METRICS, FINGERPRINT):
                 (self.run_dir / f).unlink(missing_ok=True)
-            if self.force and self.art.exists():
-                shutil.rmtree(self.art)
+            if self.force:
+                from .steps import forget
+
+                forget(self.art, self.resolved, self.keys)  # the cached steps this run would reuse
+                if self.art.exists():
+                    shutil.rmtree(self.art)
             for folder in (self.run_dir, self.art):
                 remove_temp_files(folder)
             atomic_write_text(self.run_dir / "resolved.yaml", self.resolved.to_yaml())
@@ -211,7 +217,7 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
         result, preds, labels, valid_rows = run_features_stage(stage, plugins, train_rows, valid_rows, sart,
                                                                resolved.seed, progress)  # crossfit scores more rows
     else:
-        result, preds, labels = _train_and_evaluate(resolved, stage, plugins, ctx, train_rows, valid_rows, sart,
+        result, preds, labels = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, sart,
                                                     progress)
     if is_main():
         write_row_predictions(state.run_dir, stage, resolved.final.name, valid_rows, preds, labels)
@@ -219,34 +225,86 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
     return result
 
 
-def _train_and_evaluate(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
+def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
                         sart: Path, progress: bool):
-    """Load, train, save and evaluate the stage's model (+ its outputs for later stages): (results,
-    predictions per view with the baselines', labels). Every process trains and predicts its share;
-    the main process writes."""
-    from .model import load_for_inference, load_model, trainable_state
+    """Train (or reuse the trained weights of the same train key), write the stage's outputs for later
+    stages, predict each view (or reuse it) and postprocess (:mod:`replicator.core.steps`): (results,
+    predictions per view with the baselines', labels). Every process trains and predicts its share; the
+    main process writes. The model is loaded only for a step that has to be computed."""
+    from . import steps
+
+    keys = state.keys[stage.name]
+    refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
+    tdir = steps.train_dir(state.art, stage, keys)
+    with run_lock(tdir, f"{stage.name} training {keys.train[:16]}") if is_main() else contextlib.nullcontext():
+        result, model, tok = _train_step(state, stage, plugins, train_rows, valid_rows, tdir, progress)
+    if is_main():
+        steps.link(tdir / WEIGHTS, sart / WEIGHTS)
+
+    def trained_precision():  # the model as it trained (4-bit QLoRA stays 4-bit), with its weights
+        from .model import load_for_inference
+
+        return load_for_inference(stage.model, plugins, tdir / WEIGHTS)
+
+    if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
+        out_file = steps.outputs_file(state.art, stage, keys)
+        exists = out_file.exists()
+        barrier()  # every process has looked before the main process writes it
+        if exists:
+            result["outputs"] = {k: len(v) for k, v in json.loads(out_file.read_text()).items()}
+            log.info("stage %s: outputs reused (%s)", stage.name, out_file)
+        else:
+            if model is None:
+                model, tok = trained_precision()
+            result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, out_file, progress)
+        barrier()
+        if is_main():
+            steps.link(out_file, sart / OUTPUTS)
+    if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
+        model = tok = None
+
+    def for_prediction():
+        from .model import load_for_inference
+
+        return load_for_inference(stage.model, plugins, tdir / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
+                                  merge_lora=stage.predict.merge_lora)
+
+    store = steps.ViewStore(state.art, stage, keys, plugins, [r["id"] for r in valid_rows])
+    barrier()  # every process has looked at the cached views before any is written
+    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs,
+                                     store=store, load=for_prediction)
+    result.update(scores)
+    result["views_reused"] = store.reused
+    return result, preds, labels
+
+
+def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path, progress: bool):
+    """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
+    key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
+    from .model import load_model, trainable_state
+    from .steps import TRAIN_RESULT
     from .trainer import train_stage
 
-    refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
-    _seed_everything(resolved.seed)
+    done = (tdir / TRAIN_RESULT).exists() and not safetensors_problem(tdir / WEIGHTS)
+    barrier()  # every process has looked before the main process writes
+    if done:
+        log.info("stage %s: trained weights reused from %s", stage.name, tdir)
+        return json.loads((tdir / TRAIN_RESULT).read_text()) | {"train_reused": True}, None, None
+    t0 = time.time()
+    _seed_everything(state.resolved.seed)
     model, tok, info = load_model(stage.model, plugins, train=True)
-    init_from = sart.parent / stage.from_stage / WEIGHTS if stage.from_stage else None
-    result = train_stage(stage, plugins, train_rows, model, tok, info, sart, resolved.seed, init_from, progress,
+    init_from = state.art / stage.from_stage / WEIGHTS if stage.from_stage else None
+    tdir.mkdir(parents=True, exist_ok=True)
+    result = train_stage(stage, plugins, train_rows, model, tok, info, tdir, state.resolved.seed, init_from, progress,
                          score_fn=_valid_log_loss(plugins, tok, stage, valid_rows))
     result["train_label_prior"] = label_prior(train_rows)
-    if is_main():
-        atomic_save_safetensors(trainable_state(model), sart / WEIGHTS, metadata={"base": stage.model.base})
-    if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
-        result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, sart, progress)
-    if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit
-        barrier()  # the weights are written
-        del model
-        model, tok = load_for_inference(stage.model, plugins, sart / WEIGHTS, load_in_8bit=True,
-                                        merge_lora=stage.predict.merge_lora)
-    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs)
-    result.update(scores)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
-    return result, preds, labels
+    result["train_seconds"] = round(time.time() - t0, 1)
+    if is_main():
+        atomic_save_safetensors(trainable_state(model), tdir / WEIGHTS, metadata={"base": stage.model.base})
+        atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))
+    barrier()  # the weights are written
+    return result | {"train_reused": False}, model, tok
 
 
 def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
@@ -348,7 +406,11 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
     One process at a time per run id (:func:`replicator.core.lock.run_lock`: a second one waits,
     then reuses); nothing is written before the first stage's data passed its checks; a failure
     after that leaves ``failed.json`` (and no ``metrics.json``)."""
+    from .steps import stage_keys
+
     fp = fingerprint(resolved, data_dir)
+    keys = stage_keys(resolved, fp)
+    fp["steps"] = {name: dataclasses.asdict(k) for name, k in keys.items()}  # recorded, not in the run id
     run_dir, art = run_folders(resolved, fp["run_id"])
     preflight(resolved, run_dir, art)
     with run_lock(run_dir, fp["run_id"]) if is_main() else contextlib.nullcontext():
@@ -357,7 +419,7 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
         if done:
             log.info("%s is finished: reused", run_dir)
             return run_dir, json.loads((run_dir / METRICS).read_text()), True
-        state = RunState(resolved, fp, run_dir, art, data_dir, force, progress)
+        state = RunState(resolved, fp, run_dir, art, data_dir, force, progress, keys=keys)
         try:
             stages = {s.name: _stage(state, s) for s in resolved.stages}
             return run_dir, _finish(state, stages), False

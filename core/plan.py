@@ -114,7 +114,8 @@ def micro_batch_rows(t) -> float:
 
 def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
     """Rows, tokens and optimizer steps of an epoch of ``stage`` (rows x the swap multiplier: swap_ab
-    ``duplicate``/``full`` train on each row and its swap), and the rows it predicts."""
+    ``duplicate``/``full`` train on each row and its swap; x the layouts of judge_multi), and the rows it
+    predicts."""
     t = stage.train
     sources, unknown = {}, []
     for alias, p in plugins.providers("data_sources"):
@@ -126,7 +127,9 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
     train = _capped(sum(s.get("train", 0) for s in sources.values()), t.max_rows)
     swap = next((p for _, p in plugins.providers("augment") if p._use == "swap_ab"), None)
     mult = 2 if swap is not None and swap.train in ("duplicate", "full") else 1
-    per_epoch = train * mult
+    multi = next((p for _, p in plugins.providers("augment") if p._use == "judge_multi"), None)
+    layouts = len(multi.train_layouts) if multi is not None else 1  # PAB + PAPB copies of each row [P2]
+    per_epoch = train * mult * layouts
     valid = _capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
     pool = sum(s.get("pool", 0) for s in sources.values())
     if getattr(t, "batch_tokens", None):  # token budgets: full ones at best, so at least this many steps
@@ -138,7 +141,8 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
             "rows_per_epoch": per_epoch, "epochs": t.epochs, "tokens_per_epoch_max": per_epoch * t.max_length,
             "tokens_per_epoch_est": round(per_epoch * mean_tokens(t.max_length)), "steps_per_epoch": steps,
             "steps": min(total, t.max_steps) if t.max_steps else total,
-            "predicted_rows": valid + pool * ("pool" in stage.outputs) + train * ("train" in stage.outputs)}
+            "predicted_rows": valid + pool * ("pool" in stage.outputs) + train * ("train" in stage.outputs),
+            **({"layout_multiplier": layouts} if layouts > 1 else {})}
 
 
 # ---------------------------------------------------------------- launching
@@ -307,6 +311,7 @@ def _model_lines(md: dict, memory: dict) -> list[str]:
 def _data_lines(d: dict) -> list[str]:
     srcs = " + ".join(f"{a} {v['train']:,}" for a, v in d["sources"].items() if v.get("train"))
     swap = f" x{d['swap_multiplier']} swap" if d["swap_multiplier"] > 1 else ""
+    swap += f" x{d['layout_multiplier']} layouts" if d.get("layout_multiplier", 1) > 1 else ""
     return [f"  rows       {d['train_rows']:,} ({srcs or 'none'}){swap} = {d['rows_per_epoch']:,} per epoch, "
             f"x {d['epochs']:g} epoch(s); predicts {d['predicted_rows']:,} rows",
             f"  tokens     per epoch <= {_n(d['tokens_per_epoch_max'])} (rows x max_length), ~ "

@@ -44,6 +44,7 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
     from .dist import gather_rows, shard
 
     device = next(model.parameters()).device
+    encoder.prepare(rows, max_length, views=[view], progress=progress)  # the token cache, all rows at once
     by_length = sorted(range(len(rows)), key=lambda i: -len(encoder(dict(view.apply(rows[i]), view=view.name),
                                                                     max_length)))
     order = [by_length[k] for k in shard(len(rows))]
@@ -66,11 +67,26 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
 
 
 def predict_probs(model, tok, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,
-                  use_tta: bool = True) -> dict[str, np.ndarray]:
-    """Probabilities per view (already inverted to the original order) and their mean ``tta``."""
-    encoder = Encoder(plugins, tok)
+                  use_tta: bool = True, store=None, load=None) -> dict[str, np.ndarray]:
+    """Probabilities per view (already inverted to the original order) and their mean ``tta``.
+
+    ``store`` (:class:`replicator.core.steps.ViewStore`): views it holds are taken from it, the others
+    computed and saved in it; ``load()`` gives ``(model, tokenizer)`` when ``model`` is None and a view
+    has to be computed (a run whose every view is cached never loads a model)."""
     views = views_of(plugins) if use_tta else views_of(plugins)[:1]
-    model.eval()
-    out = {v.name: _predict_view(model, tok, encoder, rows, v, max_length, batch_tokens, progress) for v in views}
+    out, encoder = {}, None
+    for v in views:
+        got = store.load(v.name) if store is not None else None
+        if got is not None:
+            out[v.name] = got
+            continue
+        if model is None:
+            model, tok = load()
+        if encoder is None:
+            encoder = Encoder(plugins, tok)
+            model.eval()
+        out[v.name] = _predict_view(model, tok, encoder, rows, v, max_length, batch_tokens, progress)
+        if store is not None:
+            store.save(v.name, out[v.name])
     out["tta"] = np.mean([out[v.name] for v in views], axis=0)
     return out

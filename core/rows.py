@@ -54,6 +54,14 @@ def make_row(id, prompt, response_a, response_b, label=None, model_a=None, model
     }
 
 
+def pair_key(row: dict) -> str:
+    """The ``pair`` key that keeps a row and its copies (swap, other layouts) in one micro-batch, hence one
+    optimizer step (an existing key is kept)."""
+    if row.get("pair") is not None:
+        return row["pair"]
+    return f"swap:{row.get('source', '')}:{row['id']}"
+
+
 def swap_row(row: dict) -> dict:
     """The same comparison with A and B exchanged and the label (and teachers) flipped."""
     out = dict(row)

@@ -25,8 +25,9 @@ def _probs_by_id(model, tok, plugins, stage: StageConfig, rows, progress) -> dic
     return {r["id"]: [float(x) for x in pr] for r, pr in zip(rows, p, strict=True)}
 
 
-def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, art: Path, progress) -> dict:
-    """Predictions later stages consume: on the training rows (teachers) and on the pool (pseudo-labels)."""
+def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, path: Path, progress) -> dict:
+    """Predictions later stages consume, written to ``path``: on the training rows (teachers) and on the
+    pool (pseudo-labels)."""
     out: dict = {}
     if "train" in stage.outputs:
         out["train"] = _probs_by_id(model, tok, plugins, stage, train_rows, progress)
@@ -38,7 +39,7 @@ def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx
         out["pool"] = _probs_by_id(model, tok, plugins, stage, pool, progress)
         out["pool_rows"] = [{k: v for k, v in r.items() if k != "label"} for r in pool]
     if is_main():
-        atomic_write_text(art / OUTPUTS, json.dumps(out))
+        atomic_write_text(path, json.dumps(out))
     return {k: len(v) for k, v in out.items()}
 
 

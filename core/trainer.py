@@ -47,6 +47,7 @@ def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processe
     epochs = []
     for e in range(n_epochs):
         rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
+        encoder.prepare(rows, tcfg.max_length)  # the token cache: tokenise the misses in one pass
         lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
         rng = random.Random(f"{seed}:{e}")
         if tcfg.batch_tokens:
@@ -107,6 +108,19 @@ def check_precision(model, tcfg) -> None:
             "lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all of them); set "
             "train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or model.dtype: float32 with "
             "train.mixed_precision: bf16 (fp32 master weights)")
+
+
+def check_parallel(distributed_type) -> None:
+    """Refuse the launchers whose processes hold shards of the model: the runner saves the trainable tensors,
+    checkpoints and optimizer state each process holds, which under FSDP or DeepSpeed ZeRO are pieces of
+    them, so the saved model would be wrong. (A full-state-dict gather is the missing piece; no GPU to test
+    it on so far.) ``replicate plan`` still sizes such launches."""
+    name = str(getattr(distributed_type, "value", distributed_type))
+    if name in ("FSDP", "DEEPSPEED"):
+        raise ReplicatorError(
+            f"accelerate launched the run with {name}: the runner saves weights, checkpoints and optimizer state as "
+            f"each process holds them, which under {name} are shards; it does not gather them yet, so this launch "
+            "would save a wrong model. Launch with DDP (recipes/accelerate/ddp.yaml) or one process")
 
 
 def build_optimizer(groups, tcfg):
@@ -235,6 +249,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     tcfg = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
     acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
+    check_parallel(acc.distributed_type)
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")

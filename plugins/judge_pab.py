@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Literal
 
+from replicator.core.errors import ReplicatorError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import truncation as tr
 from replicator.core.lib.truncation import Ref
-from replicator.core.params import param
+from replicator.core.params import ParamError, param
+from replicator.core.rows import pair_key
 
 #: the MT-Bench pairwise judge instruction (arXiv 2306.05685), line breaks as in [R2]
 INSTRUCTION = """Please act as an impartial judge and evaluate the quality of the responses provided by two
@@ -146,3 +149,48 @@ class JudgePAPB:
                 removed[k] = removed.get(k, 0) + v
         truncated = any(s.truncated for s in sides)
         return tr.hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated, removed)
+
+
+LAYOUTS = {"pab": JudgePAB, "papb": JudgePAPB}
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeMulti:
+    """2nd place **PAB + PAPB multi-format augmentation** [P2] (+0.001, stage 1 only), [R2]: in training
+    each row appears once per layout of ``train_layouts``, all copies in the same optimizer step (one
+    ``pair`` key; with swap_ab ``full`` each copy's swap joins them: original + swap + PAPB copies
+    [R2]); prediction formats every row in ``predict_layout``.
+
+    The layout is a per-row tag (``row["layout"]``) that this plugin's ``augment`` sets and its
+    ``prompt_format`` reads; a row without one (validation, test) gets ``predict_layout``. Both layouts
+    share ``truncate``, ``budgets`` and ``system_role`` (:class:`JudgePAB`, :class:`JudgePAPB`). Rows
+    per optimizer step grow by the number of layouts (the recipe's batch says how many rows a step
+    takes)."""
+
+    train_layouts: list[Literal["pab", "papb"]] = param(["pab", "papb"], "the layouts each training row is "
+                                                        "copied into (one copy each, same optimizer step)")
+    predict_layout: Literal["pab", "papb"] = param("pab", "the layout of rows without a tag (prediction)",
+                                                   step="predict")
+    truncate: tr.Policy = param("keep_start", tr.POLICY_DOC)
+    budgets: list[float] = tr.budgets_field()
+    system_role: bool = param(False, SYSTEM_ROLE_DOC)
+
+    def __post_init__(self):
+        if not self.train_layouts or len(set(self.train_layouts)) != len(self.train_layouts):
+            raise ParamError("train_layouts", f"one or more distinct layouts of {', '.join(LAYOUTS)}, got "
+                             f"{self.train_layouts}")
+
+    def layout(self, name: str):
+        return LAYOUTS[name](truncate=self.truncate, budgets=self.budgets, system_role=self.system_role)
+
+    @hookimpl
+    def augment(self, rows, epoch, seed):
+        return [dict(r, layout=name, pair=pair_key(r)) for r in rows for name in self.train_layouts]
+
+    @hookimpl
+    def prompt_format(self, row, tokenizer, max_length):
+        name = row.get("layout") or self.predict_layout
+        if name not in LAYOUTS:
+            raise ReplicatorError(f"judge_multi: row {row.get('id')!r}, field 'layout': {name!r} is not one of "
+                                  f"{', '.join(LAYOUTS)}")
+        return self.layout(name).prompt_format(row=row, tokenizer=tokenizer, max_length=max_length)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
-from replicator.core.rows import SWAP_PERM, swap_row
+from replicator.core.rows import SWAP_PERM, pair_key, swap_row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +22,6 @@ class SwapView:
 
     def invert(self, probs):
         return probs[:, list(SWAP_PERM)]
-
-
-def pair_key(row: dict) -> str:
-    """The ``pair`` key that keeps a row and its swap in one micro-batch (an existing key is kept)."""
-    if row.get("pair") is not None:
-        return row["pair"]
-    return f"swap:{row.get('source', '')}:{row['id']}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +53,8 @@ class SwapAB:
     train: Literal["none", "random", "duplicate", "full", "alternate", "swapped"] = param(
         "random", "none | random | duplicate | full (both orders in one step) | alternate (per epoch) | swapped")
     p: float = param(0.5, "probability of swapping a row (train: random)", ge=0, le=1)
-    test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order")
+    test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order",
+                            step="predict")
 
     @hookimpl
     def augment(self, rows, epoch, seed):

@@ -18,7 +18,7 @@ from .conftest import RECIPES, ROOT
 
 SMOKE = RECIPES / "smoke.yaml"
 ARGS = [str(SMOKE), "-b", "tiny", "--toggle", "swap", "--toggle", "tta", "--seeds", "0,1", "--set", "train.max_rows=32"]
-PLAN_LINE = re.compile(r"^  (base|swap:off|tta:off)\s+seed (\d)\s+(smoke-[0-9a-f]{8}-s\d)\s+(exists: reuse|will compute)"
+PLAN_LINE = re.compile(r"^  (base|swap:off|tta:off)\s+seed (\d)\s+(smoke-[0-9a-f]{8}-s\d)\s+(exists: reuse|will compute|will predict \(base's training\))"
                        r"\s+est\. (.+)$", re.M)
 
 
@@ -30,7 +30,10 @@ def test_plan_lists_every_run_before_anything_runs(isolated):
     assert all(r.resolved.seed == r.seed and not r.exists and r.estimate is None for r in p.runs)
     assert p.out_dir == isolated / "reports" / "smoke" / "ablation-swap+tta-s0-1-on-tiny"
     text = p.text()
-    assert len(PLAN_LINE.findall(text)) == 6 and text.count("will compute") == 6 and "est. unknown" in text
+    assert len(PLAN_LINE.findall(text)) == 6 and text.count("will compute") == 4 and "est. unknown" in text
+    # swap TTA off changes prediction only: that variant reuses its base's training (core/steps.py)
+    assert [r.shares_training for r in p.runs] == [False, False, True] * 2
+    assert text.count("will predict (base's training)") == 2
     assert "swap:off: removing swap augmentation in training" in text and "plugins.swap.train: random -> none" in text
     assert "0 to reuse, 6 to compute, estimated unknown" in text
     assert not (isolated / "reports" / "smoke").exists()  # planning writes nothing
@@ -105,8 +108,14 @@ def test_ablation_runs_then_reuses_everything_and_rewrites_the_same_report(isola
     assert first.exit_code == 0, first.output
     lines = PLAN_LINE.findall(first.output)
     assert [(v, int(s), status) for v, s, _, status, _ in lines] == \
-        [(v, s, "will compute") for s in (0, 1) for v in ("base", "swap:off", "tta:off")]
-    assert [c[2] for c in calls] == [False] * 6  # six runs trained
+        [(v, s, "will predict (base's training)" if v == "tta:off" else "will compute") for s in (0, 1)
+         for v in ("base", "swap:off", "tta:off")]
+    assert [c[2] for c in calls] == [False] * 6  # six new runs, of which the two tta:off ones trained nothing:
+    for run_id in [line[2] for line in lines]:
+        stage = json.loads((isolated / "reports" / "smoke" / run_id / "metrics.json").read_text())["stages"]["main"]
+        tta_off = run_id in (lines[2][2], lines[5][2])
+        assert stage["train_reused"] == tta_off  # the base's weights, and its identity-view predictions
+        assert stage["views_reused"] == (["identity"] if tta_off else [])
     assert [(c[0], c[1]) for c in calls[:3]] == [(["tiny"], 0), (["tiny", "swap:off"], 0), (["tiny", "tta:off"], 0)]
     (out_dir,) = (isolated / "reports" / "smoke").glob("ablation-swap+tta-s0-1-on-tiny-set*")
     files = {f: (out_dir / f).read_bytes() for f in ("report.md", "report.html", "report.json", "ablation.json")}
@@ -130,7 +139,7 @@ def test_ablation_runs_then_reuses_everything_and_rewrites_the_same_report(isola
 
     # the estimate is the median wall time of the finished runs with the same recipe toggles
     seconds = [run_seconds(json.loads(m.read_text())) for m in (isolated / "reports" / "smoke").glob("*/metrics.json")]
-    assert len(seconds) == 6 and all(s is not None and s > 0 for s in seconds)
+    assert len(seconds) == 6 and all(s is not None for s in seconds) and sum(s > 0 for s in seconds) >= 4
     assert estimate_seconds("smoke", ["tiny"]) == pytest.approx(statistics.median(seconds))
     assert estimate_seconds("smoke", []) is None  # tiny runs say nothing about full ones
     forced = plan(SMOKE, ["swap"], [0], ["tiny"], ["train.max_rows=32"], force=True)

@@ -84,7 +84,7 @@ POOL = ("stages={label: {outputs: [pool], plugins: {pool: {use: pseudo_labels, f
         "student: {plugins: {pool: {use: pseudo_labels, file: pool/unlabelled.csv, from_stage: label}}}}")
 DISTILL = ("stages={teacher: {outputs: [train]}, "
            "student: {plugins: {loss: {use: distill_kl_cos, teachers: [teacher]}}}}")
-FORMATS = ["plain_turns", "qa_triple_quotes", "judge_pab", "judge_papb", "tagged_turns", "context_result",
+FORMATS = ["plain_turns", "qa_triple_quotes", "judge_pab", "judge_papb", "judge_multi", "tagged_turns", "context_result",
            "round_headers", "context_last", "turn_rounds"]
 RUNS = {
     **{f"format-{f}": [f"plugins.prompt={{use: {f}}}"] for f in FORMATS},

@@ -297,7 +297,8 @@ def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch)
     best_step, best = min(evals, key=lambda e: e[1])
     assert m["best_step"] == best_step and math.isclose(m["best_valid_log_loss"], best)
     sart = tmp_path / "artifacts" / r.name / run_dir.name / "main"
-    final, kept = load_file(str(sart / "final.safetensors")), load_file(str(sart / "best.safetensors"))
+    best_file = next((tmp_path / "artifacts" / r.name / "steps").glob("main-train-*/best.safetensors"))  # steps.py
+    final, kept = load_file(str(sart / "final.safetensors")), load_file(str(best_file))
     assert final.keys() == kept.keys() and all((final[k] == kept[k]).all() for k in final)
     assert math.isclose(m["log_loss"], best, rel_tol=1e-5)  # the evaluated model is the kept one
 
@@ -404,3 +405,71 @@ def test_judge_prompt_without_room_for_the_conversation_warns(caplog):
         JudgePAPB().prompt_format(row=row, tokenizer=tok, max_length=fixed + 6)
         JudgePAB().prompt_format(row=row, tokenizer=tok, max_length=fixed + 64)
     assert caplog.text.count("judge prompt") == 1  # PAPB's short budget warns; a budget with room does not
+
+
+# ---------------------------------------------------------------- 2nd: PAB + PAPB copies in stage 1
+
+
+def test_2nd_stage1_trains_on_pab_and_papb_copies_in_one_step():
+    """[P2] multi-format augmentation (stage 1 only): each sample as PAB and as PAPB, each with its swap, the
+    four rows in one micro-batch unit (one ``pair`` key) [R2]; prediction is PAB; stages 2-3 are PAB only."""
+    from replicator.core.batches import units_of
+    from replicator.core.manager import build_plugins
+    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.rows import make_row
+    from replicator.plugins.judge_pab import JudgePAB, JudgePAPB
+
+    r = resolve(RECIPES / "2nd.yaml", check_plugins=False)
+    s = {st.name: st for st in r.stages}
+    assert {n: s[n].plugins["prompt"]["use"] for n in s} == {
+        "stage1": "judge_multi", "stage1_27b": "judge_multi", "stage1_armorm": "judge_multi",
+        "stage2": "judge_pab", "stage3": "judge_pab"}
+    assert s["stage1_armorm"].plugins["prompt"]["system_role"]
+    plugins = build_plugins(s["stage1"].plugins, r.file)
+    rows = [make_row(str(i), [f"question {i}"], [f"answer a {i}"], [f"answer b {i}"], label=[1, 0, 0])
+            for i in range(3)]
+    out = plugins.chain("augment", "rows", rows, epoch=0, seed=0)
+    assert len(out) == 12
+    units = units_of(out)
+    assert len(units) == 3 and all(len(u) == 4 for u in units)
+    for u in units:
+        assert sorted((out[i]["layout"], out[i].get("swapped", False)) for i in u) == \
+            [("pab", False), ("pab", True), ("papb", False), ("papb", True)]
+    tok = load_tokenizer(resolve_base("tiny:gemma2"))
+    fmt = plugins.get("judge_multi")
+    for row in out[:4]:
+        want = (JudgePAB() if row["layout"] == "pab" else JudgePAPB()).prompt_format(
+            row=row, tokenizer=tok, max_length=4340)
+        assert fmt.prompt_format(row=row, tokenizer=tok, max_length=4340).input_ids == want.input_ids
+    untagged = fmt.prompt_format(row=rows[0], tokenizer=tok, max_length=4340).input_ids  # validation, test rows
+    assert untagged == JudgePAB().prompt_format(row=rows[0], tokenizer=tok, max_length=4340).input_ids
+    # the steps still take 80 samples: twice the micro-batches, the same step count as PAB alone
+    t1 = s["stage1"].train
+    assert t1.batch_size * t1.grad_accum * s["stage1"].launch.gpus == 80 * 2 * 2
+
+
+def test_a_row_with_an_unknown_layout_is_an_error_naming_row_and_field():
+    from replicator.core.errors import ReplicatorError
+    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.rows import make_row
+    from replicator.plugins.judge_pab import JudgeMulti
+
+    row = dict(make_row("r7", ["q"], ["a"], ["b"]), layout="pba")
+    with pytest.raises(ReplicatorError, match="row 'r7', field 'layout'"):
+        JudgeMulti().prompt_format(row=row, tokenizer=load_tokenizer(resolve_base("tiny:gemma2")), max_length=512)
+    with pytest.raises(ValueError, match="distinct layouts"):
+        JudgeMulti(train_layouts=["pab", "pab"])
+
+
+def test_sharded_launchers_are_refused_until_the_runner_gathers_shards():
+    """Under FSDP / DeepSpeed ZeRO each process holds shards: saving them as the model would be wrong."""
+    from accelerate.utils import DistributedType
+
+    from replicator.core.errors import ReplicatorError
+    from replicator.core.trainer import check_parallel
+
+    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(ReplicatorError, match="shards"):
+            check_parallel(kind)
+    for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        check_parallel(kind)

@@ -72,7 +72,7 @@ def test_resume_after_a_crash_gives_the_same_metrics(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CRASH_AFTER_STEP", "4")  # checkpoint_every=3: steps 4.. redone
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(["seed=11"])
-    ckpt = next(arts.glob("smoke/*/main/checkpoint.pt"))
+    ckpt = next(arts.glob("smoke/steps/main-train-*/checkpoint.pt"))  # the train step's folder (core/steps.py)
     assert torch.load(ckpt, weights_only=False)["step"] == 3
     monkeypatch.delenv("REPLICATOR_CRASH_AFTER_STEP")
     _, resumed, reused = _run(["seed=11"])
@@ -126,7 +126,7 @@ stages:
     run_dir, m, _ = run(r, data_dir(), progress=False)
     assert set(m["stages"]) == {"pretrain", "finetune"} and m["final_stage"] == "finetune"
     art = isolated / "artifacts" / r.name / run_dir.name
-    pre = torch.load(art / "pretrain" / "checkpoint.pt", weights_only=False)["trainable"]
+    pre = torch.load(next(art.parent.glob("steps/pretrain-train-*/checkpoint.pt")), weights_only=False)["trainable"]
     from safetensors.torch import load_file
 
     fin = load_file(str(art / "finetune" / "final.safetensors"))
