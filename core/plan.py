@@ -205,6 +205,12 @@ def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
     return c, sizes
 
 
+def _budget_note(t) -> str:
+    return (f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
+            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps count full budgets "
+            "(padding and partly filled budgets add some)")
+
+
 def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=()) -> dict:
     """The plan of one stage (see the module docstring); memory in GiB rounded to 0.1."""
     from .manager import build_plugins
@@ -242,10 +248,7 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
             checkpointing=m.gradient_checkpointing, gpu=on_gpu))
         out["model"].update(optimizer=optimizer, mixed_precision=mixed)
         if getattr(t, "batch_tokens", None):
-            worst = max(t.batch_tokens, t.max_length)
-            out["notes"].append(f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
-                                f"{worst:,} tokens in rows of max_length; the steps count full budgets "
-                                "(padding and partly filled budgets add some)")
+            out["notes"].append(_budget_note(t))
     tokens, seq = (m.features.batch_tokens, m.features.max_length) if m.features else \
         (stage.predict.batch_tokens, stage.predict.max_length)
     infer_quant = "int8" if stage.predict.load_in_8bit else quant
