@@ -4,6 +4,7 @@ a token budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -27,12 +28,25 @@ class Identity:
         return probs
 
 
+def view_owners(plugins) -> dict[str, tuple[list | None, object]]:
+    """``{view name: (owner block, view)}``: the identity view (no owner), then each ``tta`` plugin's views
+    in recipe order, with the block that made them (``[alias, {use, every field}]``: part of the view's
+    cache key, :mod:`replicator.core.steps`)."""
+    from .fingerprint import plain
+
+    out: dict[str, tuple[list | None, object]] = {IDENTITY: (None, Identity())}
+    for alias, inst in plugins.providers("tta"):
+        block = {"use": inst._use, **{f.name: plain(getattr(inst, f.name)) for f in dataclasses.fields(inst)
+                                      if f.init and not f.name.startswith("_")}}
+        for views in plugins._only("tta", alias)():  # pluggy leaves out a None result
+            for view in views or []:
+                out[view.name] = ([alias, block], view)
+    return out
+
+
 def views_of(plugins) -> list:
     """The identity view, then every ``tta`` plugin's views in recipe order."""
-    views: list = [Identity()]
-    for vs in plugins.all("tta"):
-        views.extend(vs)
-    return views
+    return [view for _, view in view_owners(plugins).values()]
 
 
 def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):

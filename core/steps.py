@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .fingerprint import hash_of, plain, run_key
+from .predict import view_owners
 from .recipe import Resolved, StageConfig
 
 log = logging.getLogger(__name__)
@@ -137,15 +138,16 @@ def outputs_file(art: Path, stage: StageConfig, keys: StageKeys) -> Path:
 
 
 def link(src: Path, dst: Path) -> None:
-    """``dst`` with ``src``'s content: a hard link (no copy of the weights), a copy across file systems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
+    """``dst`` with ``src``'s content: a hard link (no copy of the weights), a copy across file systems;
+    written as every atomic write is (:func:`replicator.core.io.atomic_path`)."""
+    from .io import atomic_path
+
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
 
 
 def forget(art: Path, resolved: Resolved, keys: dict[str, StageKeys]) -> None:
@@ -215,16 +217,3 @@ class ViewStore:
             atomic_write_text(self.path(name), json.dumps({"stage": self.stage.name, "view": name,
                                                            "predict": self.keys.predict, "ids": self.ids,
                                                            "probs": np.asarray(probs).tolist()}))
-
-
-def view_owners(plugins) -> dict[str, tuple[list | None, object]]:
-    """``{view name: (owner block, view)}``: the identity view, then each ``tta`` plugin's views in recipe order."""
-    from .predict import Identity
-
-    out: dict[str, tuple[list | None, object]] = {Identity.name: (None, Identity())}
-    for alias, inst in plugins.providers("tta"):
-        block = {"use": inst._use, **{f.name: plain(getattr(inst, f.name)) for f in dataclasses.fields(inst)
-                                      if f.init and not f.name.startswith("_")}}
-        for view in plugins._only("tta", alias)()[0] or []:
-            out[view.name] = ([alias, block], view)
-    return out

@@ -145,3 +145,14 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
 TINY = ["model.base=tiny:llama", "model.lora.r=32", "train.max_rows=0", "predict.max_rows=0",
         "train.batch_size=8", "train.grad_accum=1", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
+
+
+def tiny_classifier():
+    """A 2-layer Llama sequence classifier (vocab 50, 3 labels, pad 0) from a config, seeded, in eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, num_labels=3, pad_token_id=0)
+    return LlamaForSequenceClassification(cfg).eval()

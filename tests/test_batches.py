@@ -12,6 +12,8 @@ import pytest
 from replicator.core.batches import length_grouped_batches, token_budget_batches, units_of
 from replicator.core.errors import ReplicatorError
 
+from .conftest import tiny_classifier
+
 
 def _rows_and_lengths(n=120, seed=3, paired=30):
     rng = random.Random(seed)
@@ -124,21 +126,7 @@ def test_batch_tokens_is_checked_and_resolves():
 
 
 def _tiny_classifier():
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=3,
-        pad_token_id=0,
-    )
-    model = LlamaForSequenceClassification(cfg).eval()  # no dropout: the same function in every pass
+    model = tiny_classifier()  # eval: no dropout, the same function in every pass
     model.config._attn_implementation = "eager"
     return model
 

@@ -8,26 +8,16 @@ import json
 
 import pytest
 
+from .conftest import tiny_classifier
+
 
 def test_packed_rows_give_the_logits_of_the_padded_batch():
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from benchmarks.train_throughput import packed_logits
     from replicator.core.batches import collate, forward_logits
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=3,
-        pad_token_id=0,
-    )
-    model = LlamaForSequenceClassification(cfg).eval()
+    model = tiny_classifier()
     torch.nn.init.normal_(model.score.weight)
     seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
     with torch.no_grad():
