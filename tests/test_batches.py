@@ -234,32 +234,40 @@ def test_the_plan_counts_the_token_budget():
     )
 
 
-FAULTS = """
-import resource, sys, torch
+MALLINFO = """
+import ctypes, sys, torch
 from replicator.core.trainer import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
-for _ in range(2):  # 64 MB, freed and asked for again, as a training step's activations are
-    x = torch.ones(16 * 2**20)
-    del x
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-    x = torch.ones(16 * 2**20)
-    del x
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+before = libc.mallinfo2()
+x = torch.ones(16 * 2**20)  # 64 MB, as a training step's activations
+live = libc.mallinfo2()
+del x
+freed = libc.mallinfo2()
+print(applied, live.hblkhd - before.hblkhd, live.arena, freed.arena)
 """
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="a glibc allocator setting")
-def test_freed_memory_is_reused_without_page_faults():
+def test_freed_memory_stays_in_the_heap():
+    """What keep_freed_memory sets, read from glibc's own accounting (mallinfo2): big tensors come from
+    the heap, not from fresh mmaps, and freeing one does not trim the heap. Page-fault counts would
+    show the effect too, but they also depend on the host (a VM's kernel may reclaim idle pages), so
+    they are the benchmark's business, not a test's."""
     import subprocess
     import sys
 
-    def faults(mode):
-        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
-        applied, n = out.stdout.split()
-        return applied, int(n)
+    def info(mode):
+        out = subprocess.run([sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True, check=True)
+        applied, *sizes = out.stdout.split()
+        return (applied, *map(int, sizes))
 
-    assert faults("keep")[0] == "True"
-    pages = 4 * 64 * 2**20 // 4096
-    assert faults("default")[1] > pages // 2  # glibc maps and unmaps every 64 MB tensor: it faults again
-    assert faults("keep")[1] < pages // 20
+    mb = 2**20
+    applied, mapped, live_heap, freed_heap = info("keep")
+    assert applied == "True"
+    assert mapped < mb and live_heap >= 64 * mb and freed_heap == live_heap
+    applied, mapped, live_heap, freed_heap = info("default")
+    assert applied == "None" and mapped >= 64 * mb  # glibc's default: a fresh mmap, unmapped when freed
