@@ -36,8 +36,8 @@ What they assume:
   ``max_length`` (:func:`replicator.core.plan.micro_batch_rows`). Embeddings, the final norm and the head are left out (a few h per token):
   count on +-15 %. In fp32 (a CPU) the same counts take 4 bytes (an overestimate: nothing is upcast).
 * **inference**: the whole model on every GPU (processes share the rows, not the model), a batch of
-  ``batch_tokens`` tokens, one layer's activations at a time plus the keys and values of every
-  layer (transformers keeps them, ``use_cache``).
+  ``batch_tokens`` tokens and one layer's activations at a time (the runner's forward passes
+  ``use_cache=False``, so no layer's keys and values are kept).
 * **overhead**: :data:`GPU_OVERHEAD_GIB` per GPU for the CUDA context, library workspaces and
   allocator fragmentation (none on a CPU).
 """
@@ -92,7 +92,7 @@ class Model:
     adapters: int       #: of which LoRA adapters (0 for full fine-tuning)
     layers: int
     hidden: int
-    kv_dim: int         #: key/value width (the cache at inference)
+    kv_dim: int         #: key/value width
     act_token: float    #: activation elements a decoder layer keeps per token (:func:`layer_elements`)
     act_attn: float = 0.0   #: more per token per position of its row (eager attention: heads x 3 or 4)
     act_lora: float = 0.0   #: more per token in training (:func:`lora_elements`)
@@ -174,12 +174,13 @@ def train_memory(m: Model, *, dtype: str, quant: str | None, optimizer: str, mix
 def inference_memory(m: Model, *, dtype: str, quant: str | None, tokens: int, seq_len: int,
                      gpu: bool = True) -> dict[str, float]:
     """Bytes per GPU of inference on a batch of ``tokens`` tokens in rows of up to ``seq_len``: the
-    whole model (adapters in fp32, not merged), one layer's activations and every layer's keys and values."""
+    whole model (adapters in fp32, not merged) and one layer's activations. No key/value cache: a classifier
+    reads each row in one forward, which the runner calls with ``use_cache=False``."""
     db = DTYPE_BYTES[dtype]
     out = {
         "weights": base_weights(m, db, quant) + 4.0 * m.adapters,
         "gradients": 0.0, "optimizer": 0.0, "master": 0.0,
-        "activations": float(tokens * (m.act_token + m.act_attn * seq_len + 2 * m.kv_dim * m.layers) * db),
+        "activations": float(tokens * (m.act_token + m.act_attn * seq_len) * db),
         "overhead": GPU_OVERHEAD_GIB * GIB if gpu else 0.0,
     }
     out["total"] = sum(out[k] for k in COMPONENTS)

@@ -189,9 +189,9 @@ def test_fp32_weights_with_bf16_compute_are_master_weights():
 def test_inference_by_hand():
     out = M.inference_memory(_m(trainable=50, adapters=40, act_attn=3), dtype="bfloat16", quant="int8",
                              tokens=100, seq_len=20, gpu=False)
-    # int8 Linear weights, bf16 rest, fp32 adapters; one layer (60 + 3 x 20) and 2 layers' keys and values
+    # int8 Linear weights, bf16 rest, fp32 adapters; one layer (60 + 3 x 20), no key/value cache
     assert out["weights"] == 800 * 1 + 200 * 2 + 40 * 4
-    assert out["activations"] == 100 * (60 + 3 * 20 + 2 * 2 * 2) * 2
+    assert out["activations"] == 100 * (60 + 3 * 20) * 2
     assert out["total"] == out["weights"] + out["activations"]
 
 
