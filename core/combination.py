@@ -544,15 +544,14 @@ def _predict_folds(run_dir: Path, info: dict, rows: list[dict], view: str, progr
     """``probs``: the mean of the fold runs' predictions; ``adapters``: one model with the averaged
     weights (postprocessing fitted on the OOF TTA predictions of the fold models)."""
     from .manager import build_plugins
-    from .model import load_for_inference
+    from .model import load_predictor
     from .submission import model_probs, run_parts, run_probs
 
     dirs = [_unit_dir(r) for r in info["runs"]]
     if info["average"] == "probs":
         return np.mean([run_probs(d, *run_parts(d)[1:], rows, view, progress) for d in dirs], axis=0)
-    _, stage, _ = run_parts(dirs[0])
+    _, stage, first = run_parts(dirs[0])  # GPTQ: calibrated on the first fold's rows, as [R1] on fold 1's
     plugins = build_plugins(stage.plugins, str(dirs[0] / "resolved.yaml"), unused=stage.unused_hooks)
-    model, tok = load_for_inference(stage.model, plugins, _adapter_weights(info),
-                                    load_in_8bit=stage.predict.load_in_8bit, merge_lora=stage.predict.merge_lora)
+    model, tok = load_predictor(stage, plugins, _adapter_weights(info), calibration_dir=first)
     oof = _rowpreds(run_dir)
     return model_probs(stage, plugins, model, tok, rows, view, (oof.views["tta"], oof.labels), progress)

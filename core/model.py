@@ -209,13 +209,18 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
 
 
 def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool = False,
-                       merge_lora: bool = False):
+                       merge_lora: bool = False, calibration=None):
     """The model rebuilt for prediction (backbone in 8-bit with ``load_in_8bit``) with its trained weights.
     ``merge_lora`` (with ``load_in_8bit``): the adapters are merged into the unquantized weights first and
     the merged model is quantized (9th [P9]: ``merge_and_unload()`` then 8-bit), instead of 8-bit
-    weights with 16/32-bit adapters beside them."""
+    weights with 16/32-bit adapters beside them. ``calibration`` (token-id rows): GPTQ 8-bit calibrated
+    on those rows instead of bitsandbytes (:func:`replicator.core.gptq.gptq_8bit`)."""
     from safetensors.torch import load_file
 
+    if calibration is not None:
+        from .gptq import gptq_8bit
+
+        return gptq_8bit(cfg, plugins, weights, calibration)
     if merge_lora and load_in_8bit and cfg.lora is not None:
         return _merged_in_8bit(cfg, plugins, weights)
     model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit or None)
@@ -257,6 +262,19 @@ def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
         raise ReplicatorError(f"predict.merge_lora: head tensors {unknown[:3]} do not fit the merged model")
     log.info("LoRA merged into the backbone (%s), then loaded in 8-bit", folder)
     return model8, tok8
+
+
+def load_predictor(stage, plugins, weights: Path, calibration_dir: Path | None = None):
+    """(model, tokenizer) as ``stage.predict`` asks: 8-bit by bitsandbytes (LoRA merged first or not) or by
+    GPTQ, calibrated on the rows saved in ``calibration_dir`` (default: next to ``weights``)."""
+    p = stage.predict
+    calibration = None
+    if p.load_in_8bit and p.quantizer == "gptq":
+        from .gptq import read_calibration
+
+        calibration = read_calibration(calibration_dir or Path(weights).parent, p.gptq_calibration_rows)
+    return load_for_inference(stage.model, plugins, weights, load_in_8bit=p.load_in_8bit, merge_lora=p.merge_lora,
+                              calibration=calibration)
 
 
 def trainable_state(model) -> dict:

@@ -263,11 +263,16 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
         model = tok = None
 
-    def for_prediction():
-        from .model import load_for_inference
+    if stage.predict.load_in_8bit and stage.predict.quantizer == "gptq" and is_main():
+        from .gptq import write_calibration
 
-        return load_for_inference(stage.model, plugins, tdir / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
-                                  merge_lora=stage.predict.merge_lora)
+        calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
+        steps.link(calibration, sart / calibration.name)
+
+    def for_prediction():
+        from .model import load_predictor
+
+        return load_predictor(stage, plugins, tdir / WEIGHTS)
 
     store = steps.ViewStore(state.art, stage, keys, plugins, [r["id"] for r in valid_rows])
     barrier()  # every process has looked at the cached views before any is written

@@ -145,6 +145,11 @@ class PredictConfig:
     load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
     merge_lora: bool = param(False, "with load_in_8bit: merge the LoRA adapters into the weights first, then quantize "
                                     "the merged model (9th [P9] merge_and_unload)")
+    quantizer: Literal["bitsandbytes", "gptq"] = param(
+        "bitsandbytes", "with load_in_8bit: bitsandbytes (LLM.int8 at load) | gptq (8 bits, group size 128, calibrated "
+                        "on gptq_calibration_rows of the stage's training rows, LoRA merged first: 1st [R1] "
+                        "run_gptq.py; needs the gptq extra)")
+    gptq_calibration_rows: int = param(128, "quantizer gptq: training rows it calibrates on (1st [R1]: 128)", ge=1)
 
 
 #: memory per GPU in GiB (nvidia-smi's total MiB / 1024) of the GPUs ``launch.gpu`` knows by name

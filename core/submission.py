@@ -117,7 +117,7 @@ def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "fi
     from .calibrate import postprocess
     from .evaluate import VALID_PREDICTIONS, read_valid_fit
     from .manager import build_plugins
-    from .model import load_for_inference
+    from .model import load_predictor
     from .pipeline import WEIGHTS
 
     if view != "final" and (is_baseline(stage.model.base) or stage.model.features):
@@ -135,8 +135,7 @@ def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "fi
         from .features import predict_rows
 
         return postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
-    model, tok = load_for_inference(stage.model, plugins, art / WEIGHTS, load_in_8bit=stage.predict.load_in_8bit,
-                                    merge_lora=stage.predict.merge_lora)
+    model, tok = load_predictor(stage, plugins, art / WEIGHTS)
     return model_probs(stage, plugins, model, tok, rows, view, fit, progress)
 
 

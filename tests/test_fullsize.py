@@ -269,7 +269,7 @@ def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, m
         events.append("outputs")
         return real_outputs(*a, **k)
 
-    def reload(cfg, plugins, weights, load_in_8bit=False, merge_lora=False):
+    def reload(cfg, plugins, weights, load_in_8bit=False, merge_lora=False, calibration=None):
         events.append("reload-8bit")
         return real_load(cfg, plugins, weights, load_in_8bit=False)
 
@@ -339,6 +339,7 @@ def test_lora_merged_before_8bit_inference(tmp_path):
             p.data.normal_(0, 0.05)  # trained adapters: B is zero at init
     save_file(trainable_state(model), str(tmp_path / "final.safetensors"))
     ids = torch.randint(4, 60, (3, 24))
+    model.eval()  # no LoRA dropout
     with torch.no_grad():
         want = torch.softmax(model(input_ids=ids).logits.float(), -1)
     merged, _ = load_for_inference(r.final.model, plugins, tmp_path / "final.safetensors", load_in_8bit=True,

@@ -1,0 +1,88 @@
+"""1st place's GPTQ 8-bit inference [R1] run_gptq.py: LoRA merged, decoder blocks quantized to 8 bits in
+groups of 128 on training rows, head untouched; calibration rows saved with the run so that
+``replicate predict`` quantizes on the same rows. Needs the gptq extra (optimum + GPT-QModel)."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.core.recipe import resolve
+
+from .conftest import RECIPES
+from .test_fullsize import TINY
+
+pytest.importorskip("optimum.gptq", reason="the gptq extra (optimum + gptqmodel)")
+
+GPTQ = ["model.base=tiny:llama128", "predict.load_in_8bit=true", "predict.quantizer=gptq"]
+
+
+def test_1st_predicts_with_gptq_and_its_teachers_do_not():
+    r = resolve(RECIPES / "1st.yaml", [], [], check_plugins=False)
+    assert r.final.predict.load_in_8bit and r.final.predict.quantizer == "gptq"
+    assert r.final.predict.gptq_calibration_rows == 128
+    teachers = [s for s in r.stages if s.outputs]
+    assert teachers and not any(s.predict.load_in_8bit for s in teachers)
+
+
+def test_lora_merged_then_blocks_quantized_head_kept(tmp_path):
+    """The quantized model has no adapters, 8-bit GPTQ linear layers in its blocks, the trained head in
+    full precision, and predicts what the fp32 model with adapters predicts, up to rounding."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from replicator.core.gptq import gptq_8bit
+    from replicator.core.manager import build_plugins
+    from replicator.core.model import head_module, load_model, trainable_state
+
+    r = resolve(RECIPES / "smoke.yaml", [], TINY + GPTQ, check_plugins=False)
+    plugins = build_plugins(r.final.plugins, "x")
+    torch.manual_seed(0)
+    model, _, _ = load_model(r.final.model, plugins, train=False)
+    for n, p in model.named_parameters():
+        if "lora_B" in n or "score" in n:
+            p.data.normal_(0, 0.05)  # trained adapters (B is zero at init) and head
+    save_file(trainable_state(model), str(tmp_path / "final.safetensors"))
+    ids = torch.randint(4, 60, (3, 24))
+    model.eval()  # no LoRA dropout
+    with torch.no_grad():
+        want = torch.softmax(model(input_ids=ids).logits.float(), -1)
+    calibration = [np.random.default_rng(i).integers(4, 60, 40).astype(np.int32) for i in range(8)]
+    q, _ = gptq_8bit(r.final.model, plugins, tmp_path / "final.safetensors", calibration)
+    assert not any("lora_" in n for n, _ in q.named_parameters())
+    up = q.model.layers[0].mlp.up_proj
+    assert not isinstance(up, torch.nn.Linear) and up.bits == 8 and up.group_size == 128
+    _, head = head_module(q)
+    assert isinstance(head, torch.nn.Linear) and head.weight.dtype == torch.float32
+    with torch.no_grad():
+        got = torch.softmax(q(input_ids=ids).logits.float(), -1)
+    assert (got - want).abs().max().item() < 0.01
+
+
+def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_path, monkeypatch):
+    """The run draws its calibration rows once, after training, and saves them with its stage; a
+    submission from the run (``replicate predict``) quantizes on exactly those rows."""
+    import numpy as np
+    import pandas as pd
+
+    from replicator.core import gptq, pipeline
+    from replicator.core.submission import predict, run_parts
+
+    monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
+    r = resolve(RECIPES / "smoke.yaml", [], TINY + GPTQ + ["train.max_steps=2", "predict.gptq_calibration_rows=6"],
+                data_dir=rich_data_dir)
+    run_dir, metrics, _ = pipeline.run_recipe(r, rich_data_dir, progress=False)
+    _, stage, art = run_parts(run_dir)
+    rows = gptq.read_calibration(art, 6)
+    assert len(rows) == 6 and all(x.dtype == np.int32 and 0 < len(x) <= 64 for x in rows)
+    assert np.isfinite(metrics["log_loss"])
+
+    seen = []
+    real = gptq.gptq_8bit
+    monkeypatch.setattr(gptq, "gptq_8bit", lambda *a: seen.append(a[3]) or real(*a))
+    test_csv = rich_data_dir / "lmsys-chatbot-arena" / "test.csv"
+    predict(str(run_dir), test_csv, tmp_path / "sub.csv", progress=False)
+    sub = pd.read_csv(tmp_path / "sub.csv")
+    assert len(sub) == len(pd.read_csv(test_csv)) and np.allclose(sub.iloc[:, 1:].sum(axis=1), 1, atol=1e-5)
+    assert len(seen) == 1 and all((a == b).all() for a, b in zip(seen[0], rows, strict=True))
