@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 TRAIN, PREDICT, POSTPROCESS = "train", "predict", "postprocess"
 TRAIN_RESULT = "train.json"
 #: predict fields that do not change what ``outputs:`` are computed with (outputs come before the 8-bit reload)
-INFERENCE_PRECISION = ("load_in_8bit", "merge_lora")
+INFERENCE_PRECISION = ("load_in_8bit", "merge_lora", "quantizer", "gptq_calibration_rows")
 
 
 def lm_stage(stage: StageConfig) -> bool:

@@ -86,6 +86,9 @@ stages:
     # 8-bit inference of the teacher: outputs come before the 8-bit reload, nothing downstream changes
     int8 = keys("stages.teacher.predict.load_in_8bit=true")
     assert int8["teacher"].outputs == base["teacher"].outputs and int8["student"].train == base["student"].train
+    gptq = keys("stages.teacher.predict.load_in_8bit=true", "stages.teacher.predict.quantizer=gptq")
+    assert gptq["teacher"].outputs == base["teacher"].outputs and gptq["student"].train == base["student"].train
+    assert gptq["teacher"].predict != int8["teacher"].predict  # its views are predicted again
     # the teacher's training changes everything after it
     lr = keys("stages.teacher.train.lr=0.01")
     assert lr["teacher"].train != base["teacher"].train and lr["student"].train != base["student"].train
