@@ -26,6 +26,29 @@ log = logging.getLogger(__name__)
 BITS, GROUP_SIZE = 8, 128
 
 
+def import_quietly() -> None:
+    """Import GPT-QModel (when installed) with stdout sent to stderr and the environment restored.
+
+    Once it is installed, peft imports it for every LoRA model (to recognise GPTQ layers), and on import
+    it prints a banner and warnings to stdout and sets ``PYTORCH_ALLOC_CONF`` / ``CUDA_DEVICE_ORDER``:
+    ``replicate``'s stdout would no longer be its own, and every run's CUDA allocator settings would change.
+    Called before a model is built (:func:`replicator.core.model.load_model`)."""
+    import contextlib
+    import importlib.util
+    import os
+    import sys
+
+    if "gptqmodel" in sys.modules or importlib.util.find_spec("gptqmodel") is None:
+        return
+    env = dict(os.environ)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            import gptqmodel  # noqa: F401
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+
+
 def calibration_file(folder: Path, n: int) -> Path:
     return Path(folder) / f"gptq-calibration-{n}.npz"
 
@@ -65,6 +88,9 @@ def read_calibration(folder: Path, n: int) -> list[np.ndarray]:
 def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
     """(model, tokenizer): the trained model, LoRA merged, its decoder blocks quantized by GPTQ on the
     ``calibration`` token-id rows, the head untouched."""
+    import contextlib
+    import sys
+
     import torch
     from safetensors.torch import load_file
 
@@ -86,7 +112,7 @@ def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
     rows = [torch.as_tensor(np.asarray(ids, dtype=np.int64))[None] for ids in calibration]
     data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)} for ids in rows]
     quantizer = GPTQQuantizer(bits=BITS, group_size=GROUP_SIZE, dataset=data, model_seqlen=max(r.shape[1] for r in rows))
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # GPT-QModel's progress goes to stdout
         quantizer.quantize_model(model.eval(), tok)
     log.info("backbone quantized by GPTQ (%d bits, group size %d) on %d calibration rows", BITS, GROUP_SIZE, len(rows))
     return model, tok

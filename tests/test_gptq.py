@@ -86,3 +86,28 @@ def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_p
     sub = pd.read_csv(tmp_path / "sub.csv")
     assert len(sub) == len(pd.read_csv(test_csv)) and np.allclose(sub.iloc[:, 1:].sum(axis=1), 1, atol=1e-5)
     assert len(seen) == 1 and all((a == b).all() for a, b in zip(seen[0], rows, strict=True))
+
+
+QUIET = """
+import os
+from replicator.core.manager import build_plugins
+from replicator.core.model import load_model
+from replicator.core.recipe import resolve
+r = resolve(os.environ["RECIPE"], [], ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}"], check_plugins=False)
+load_model(r.final.model, build_plugins(r.final.plugins, "x"), train=False)
+print("env", os.environ.get("PYTORCH_ALLOC_CONF"), os.environ.get("CUDA_DEVICE_ORDER"))
+"""
+
+
+def test_installed_gptqmodel_leaves_stdout_and_the_allocator_alone():
+    """peft imports GPT-QModel for every LoRA model once it is installed; its banner and warnings would land
+    on replicate's stdout and its import would set the CUDA allocator's settings for every run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_ALLOC_CONF", "CUDA_DEVICE_ORDER")}
+    out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True, check=True,
+                         env={**env, "RECIPE": str(RECIPES / "smoke.yaml")})
+    assert out.stdout == "env None None\n", out.stdout[-500:]
+    assert "GPT-QModel" in out.stderr or "GIL" in out.stderr  # it was imported; its messages went to stderr
