@@ -2,12 +2,14 @@
 weights, then every decoder block's linear layers quantized to 8 bits in groups of 128 from the
 activations of 128 training texts; the classification head stays in full precision.
 
-Through ``optimum.gptq`` with GPT-QModel's kernels (the ``gptq`` extra); both run on a CPU too,
+Through ``optimum.gptq`` with GPT-QModel's kernels (the ``gptq`` extra). Both run on a CPU too,
 slowly (a 640-wide Gemma-3-270M block took about 5 minutes on 32 calibration texts here, with
-another run on the same 2 cores), so the CPU smoke toggles predict in full precision. The calibration rows are drawn once per stage, after training, from
-its training rows as the model read them (``train.max_length``), and saved next to the weights
-(``gptq-calibration-<n>.npz``), so ``replicate predict`` on a run calibrates on the same rows.
-The quantized model is not stored: every load quantizes it again.
+another run on the same 2 cores), so the CPU smoke toggles predict in full precision.
+
+The calibration rows are drawn once per stage, after training, from its training rows as the model
+read them (``train.max_length``), and saved next to the weights (``gptq-calibration-<n>.npz``), so
+``replicate predict`` on a run calibrates on the same rows. The quantized model is not stored: every
+load quantizes it again.
 """
 
 from __future__ import annotations

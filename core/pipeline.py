@@ -263,11 +263,13 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
         model = tok = None
 
-    if stage.predict.load_in_8bit and stage.predict.quantizer == "gptq" and is_main():
+    if stage.predict.load_in_8bit and stage.predict.quantizer == "gptq":
         from .gptq import write_calibration
 
-        calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
-        steps.link(calibration, sart / calibration.name)
+        if is_main():
+            calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
+            steps.link(calibration, sart / calibration.name)
+        barrier()  # written before any process quantizes
 
     def for_prediction():
         from .model import load_predictor
