@@ -46,8 +46,8 @@ lengths             the responses' word counts stated in the       show_lengths:
 temperature         temperature scaling of the predictions         the temperature_scaling block removed
                     (a temperature_scaling block)                  / added (as ``temp``) before the
                                                                    first postprocess block
-int8_inference      8-bit (bitsandbytes) inference                 predict.load_in_8bit: false / true
-                    (predict.load_in_8bit)
+int8_inference      8-bit inference (predict.load_in_8bit;         predict.load_in_8bit: false / true
+                    bitsandbytes, or GPTQ with quantizer gptq)
 lora_attn_only      LoRA on the attention projections only         model.lora.targets: all-linear /
                     (targets within q/k/v/o_proj)                  [q_proj, k_proj, v_proj, o_proj]
 ==================  =============================================  ====================================
