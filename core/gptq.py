@@ -94,9 +94,8 @@ def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
     import sys
 
     import torch
-    from safetensors.torch import load_file
 
-    from .model import load_model, load_trainable
+    from .model import trained_model
 
     try:
         from optimum.gptq import GPTQQuantizer
@@ -107,8 +106,7 @@ def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
                               "weights to merge into and calibrate: use quantizer bitsandbytes")
     if not calibration:
         raise ReplicatorError("predict.quantizer gptq: no calibration rows")
-    model, tok, _ = load_model(cfg, plugins, train=False)
-    load_trainable(model, load_file(str(weights)), where=str(weights))
+    model, tok = trained_model(cfg, plugins, weights)
     if cfg.lora is not None:
         model = model.merge_and_unload()
     rows = [torch.as_tensor(np.asarray(ids, dtype=np.int64))[None] for ids in calibration]

@@ -218,15 +218,20 @@ def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: b
     the merged model is quantized (9th [P9]: ``merge_and_unload()`` then 8-bit), instead of 8-bit
     weights with 16/32-bit adapters beside them. ``calibration`` (token-id rows): GPTQ 8-bit calibrated
     on those rows instead of bitsandbytes (:func:`replicator.core.gptq.gptq_8bit`)."""
-    from safetensors.torch import load_file
-
     if calibration is not None:
         from .gptq import gptq_8bit
 
         return gptq_8bit(cfg, plugins, weights, calibration)
     if merge_lora and load_in_8bit and cfg.lora is not None:
         return _merged_in_8bit(cfg, plugins, weights)
-    model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit or None)
+    return trained_model(cfg, plugins, weights, load_in_8bit=load_in_8bit or None)
+
+
+def trained_model(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool | None = None):
+    """(model, tokenizer): the model built for inference with the trained tensors of ``weights`` loaded."""
+    from safetensors.torch import load_file
+
+    model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit)
     load_trainable(model, load_file(str(weights)), where=str(weights))
     return model, tok
 
@@ -236,8 +241,6 @@ def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
     written once per weights file), reloaded with the backbone in 8-bit and the trained head."""
     import dataclasses
     import hashlib
-
-    from safetensors.torch import load_file
 
     from .io import atomic_folder
 
@@ -249,8 +252,7 @@ def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     folder = Path(weights).parent / f"merged-{digest.hexdigest()[:16]}"  # new weights never meet an old merge
-    model, tok, _ = load_model(cfg, plugins, train=False)
-    load_trainable(model, load_file(str(weights)), where=str(weights))
+    model, tok = trained_model(cfg, plugins, weights)
     merged = model.merge_and_unload()
     name, head = head_module(merged)
     head_state = {f"{name}.{k}": v.detach().clone() for k, v in head.state_dict().items()}
@@ -272,7 +274,7 @@ def load_predictor(stage, plugins, weights: Path, calibration_dir: Path | None =
     GPTQ, calibrated on the rows saved in ``calibration_dir`` (default: next to ``weights``)."""
     p = stage.predict
     calibration = None
-    if p.load_in_8bit and p.quantizer == "gptq":
+    if p.gptq:
         from .gptq import read_calibration
 
         calibration = read_calibration(calibration_dir or Path(weights).parent, p.gptq_calibration_rows)

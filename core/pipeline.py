@@ -263,7 +263,7 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
         model = tok = None
 
-    if stage.predict.load_in_8bit and stage.predict.quantizer == "gptq":
+    if stage.predict.gptq:
         from .gptq import write_calibration
 
         if is_main():

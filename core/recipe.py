@@ -151,6 +151,11 @@ class PredictConfig:
                         "run_gptq.py; needs the gptq extra)")
     gptq_calibration_rows: int = param(128, "quantizer gptq: training rows it calibrates on (1st [R1]: 128)", ge=1)
 
+    @property
+    def gptq(self) -> bool:
+        """8-bit inference through GPTQ."""
+        return self.load_in_8bit and self.quantizer == "gptq"
+
 
 #: memory per GPU in GiB (nvidia-smi's total MiB / 1024) of the GPUs ``launch.gpu`` knows by name
 GPU_MEMORY_GIB = {"A100-40GB": 40.0, "A100-80GB": 80.0, "H100-80GB": 79.6, "H200": 139.8, "V100-16GB": 16.0,
