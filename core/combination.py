@@ -14,7 +14,9 @@ the combination's own report folder:
 The hash covers the member run ids and the section, so a changed weight recomputes only the blend,
 and an added fold trains one run. Members of an ensemble are resolved as the recipe (or their
 ``recipe`` file) + their ``toggles`` + the command line's toggles + their ``overrides`` + the command
-line's overrides: ``-t tiny`` shrinks every member. A member whose config has a ``folds:`` section is
+line's overrides: ``-t tiny`` shrinks every member. A command-line toggle that a member lists itself is
+not applied to that member again (shared toggles flip: ``-t tta`` on 2nd turns the Gemma member's swap
+TTA on and leaves the ArmoRM member's swapped view on, its role in the blend). A member whose config has a ``folds:`` section is
 that fold combination. ``combination.json`` holds what ``replicate predict`` needs; a combination
 folder has ``fingerprint.json`` and ``metrics.json`` like a run, so ``replicate report`` compares it
 with runs on the same rows.
@@ -222,7 +224,12 @@ def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: lis
     for name, m in specs.items():
         file = member_file(m.recipe, str(path), f"ensemble.members.{name}.recipe") if m.recipe else path
         try:
-            tog, over = [*m.toggles, *toggles], [*m.overrides, *overrides]
+            # a toggle the member lists itself is its role (armorm's swapped view): the command line's does not
+            # flip it back (shared toggles flip, core/toggles.py)
+            tog, over = [*m.toggles, *(t for t in toggles if t not in m.toggles)], [*m.overrides, *overrides]
+            if len(tog) < len(m.toggles) + len(toggles):
+                log.info("ensemble member %s: its own toggles %s are kept; the command line's -t %s leaves them as "
+                         "they are", name, m.toggles, " -t ".join(t for t in toggles if t in m.toggles))
             r = resolve(file, tog, over, data_dir=data_dir)
             folds = r.config.get("folds") is not None
             parts[name] = (_plan_folds(name, file, r, tog, over, data_dir) if folds

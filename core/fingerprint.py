@@ -11,7 +11,8 @@
 * the third-party plugin distributions (and versions) the recipe uses;
 * the data files (``Plugins.data_files``) by content;
 * the device (cpu/cuda) and the versions of torch, transformers and peft;
-* the number of processes (``WORLD_SIZE``, else accelerate's ``PartialState``).
+* the number of processes (``WORLD_SIZE``, else accelerate's ``PartialState``), and the stages those
+  processes train sharded (FSDP, :mod:`replicator.core.shard`) with the strategy.
 
 ``fingerprint.json`` records all of it, plus the git commit and a dirty flag of the checkout the
 code came from (for information: the code hash is what counts).
@@ -167,6 +168,13 @@ def plugin_distributions(resolved: Resolved) -> dict:
     return dict(sorted(out.items()))
 
 
+def sharding(resolved: Resolved) -> dict[str, str]:
+    """``{stage: FSDP strategy}`` of the stages this launch trains sharded (none in one process)."""
+    from .shard import strategy
+
+    return {s.name: strategy(s.launch.parallel) for s in resolved.stages if strategy(s.launch.parallel)}
+
+
 def n_processes() -> int:
     """How many processes train together: ``WORLD_SIZE`` (set by ``accelerate launch``/torchrun),
     else accelerate's ``PartialState().num_processes``, else 1."""
@@ -225,7 +233,8 @@ def run_key(fp: dict) -> dict:
     return {"config_hash": fp["config_hash"], "seed": fp["seed"], "data_hash": fp["data_hash"],
             "version": fp["code"]["version"], "code_hash": fp["code"]["hash"],
             "plugin_distributions": fp["plugin_distributions"], "n_processes": fp["n_processes"],
-            "device": env["device"], "torch": env["torch"], "transformers": env["transformers"], "peft": env["peft"]}
+            "sharding": fp.get("sharding", {}), "device": env["device"], "torch": env["torch"],
+            "transformers": env["transformers"], "peft": env["peft"]}
 
 
 def fingerprint(resolved: Resolved, data_dir: Path) -> dict:
@@ -235,6 +244,6 @@ def fingerprint(resolved: Resolved, data_dir: Path) -> dict:
           "data_hash": dh, "data_files": files, "toggles": resolved.toggles,
           "code": {"version": package_version(), "hash": code_hash(), **git_info()},
           "plugin_distributions": plugin_distributions(resolved), "n_processes": n_processes(),
-          "environment": environment()}
+          "sharding": sharding(resolved), "environment": environment()}
     run_id = f"{resolved.name}-{hash_of(run_key(fp))[:8]}-s{resolved.seed}"
     return {"run_id": run_id, **fp}

@@ -289,8 +289,10 @@ def trainable_state(model) -> dict:
 
 def load_trainable(model, state: dict, skip_head: bool = False, where: str = "") -> int:
     """Load tensors saved by :func:`trainable_state`; every saved key must exist in the model."""
-    params = dict(model.named_parameters())
-    loaded = 0
+    from .shard import is_sharded, load_full_state
+
+    params = dict(model.named_parameters())  # a sharded model's are whole-shaped (DTensor)
+    chosen = {}
     for k, v in state.items():
         if skip_head and any(f".{h}." in f".{k}" for h in HEAD_NAMES):
             continue
@@ -299,6 +301,10 @@ def load_trainable(model, state: dict, skip_head: bool = False, where: str = "")
                                   "were the stages built with different LoRA or head settings?")
         if params[k].shape != v.shape:
             raise ReplicatorError(f"{where}: {k} has shape {tuple(v.shape)} saved, {tuple(params[k].shape)} in the model")
-        params[k].data.copy_(v.to(params[k].device, params[k].dtype))
-        loaded += 1
-    return loaded
+        chosen[k] = v
+    if is_sharded(model):  # every process holds the whole file and keeps its shard
+        load_full_state(model, {k: v.to(params[k].dtype) for k, v in chosen.items()})
+    else:
+        for k, v in chosen.items():
+            params[k].data.copy_(v.to(params[k].device, params[k].dtype))
+    return len(chosen)

@@ -289,6 +289,7 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
     key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
     from .model import load_model, trainable_state
+    from .shard import full_trainable_state, is_sharded
     from .steps import TRAIN_RESULT
     from .trainer import train_stage
 
@@ -307,10 +308,15 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     result["train_label_prior"] = label_prior(train_rows)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
+    sharded = is_sharded(model)
+    weights = full_trainable_state(model) if sharded else trainable_state(model) if is_main() else None
     if is_main():
-        atomic_save_safetensors(trainable_state(model), tdir / WEIGHTS, metadata={"base": stage.model.base})
+        atomic_save_safetensors(weights, tdir / WEIGHTS, metadata={"base": stage.model.base})
         atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))
     barrier()  # the weights are written
+    if sharded:  # prediction loads the saved weights into an unsharded model (core/shard.py)
+        del model, weights
+        return result | {"train_reused": False}, None, None
     return result | {"train_reused": False}, model, tok
 
 

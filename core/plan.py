@@ -149,13 +149,15 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
 
 
 def accelerate_config(recipe: Path, launch: LaunchConfig) -> Path:
-    """The accelerate config of ``launch.parallel`` beside the recipe: recipes/accelerate/<parallel>.yaml."""
-    return Path(recipe).parent / "accelerate" / f"{launch.parallel}.yaml"
+    """The accelerate config beside the recipe: recipes/accelerate/multi_gpu.yaml for DDP and FSDP (accelerate
+    starts the processes; the runner wraps DDP through accelerate and shards FSDP itself, core/shard.py),
+    zero2.yaml / zero3.yaml for DeepSpeed (sized by the plan; the runner refuses those launches)."""
+    name = launch.parallel if launch.parallel.startswith("zero") else "multi_gpu"
+    return Path(recipe).parent / "accelerate" / f"{name}.yaml"
 
 
-def launch_command(recipe: Path, launch: LaunchConfig, layer_class: str | None, toggles=(),
-                   overrides=()) -> str:
-    """The command that runs the recipe on the hardware ``launch`` names (FSDP wraps ``layer_class``)."""
+def launch_command(recipe: Path, launch: LaunchConfig, toggles=(), overrides=()) -> str:
+    """The command that runs the recipe on the hardware ``launch`` names."""
     args = "".join(f" -t {shlex.quote(t)}" for t in toggles)
     args += "".join(f" {shlex.quote(o)}" for o in overrides)
     run = f"run {shlex.quote(str(recipe))}{args}"
@@ -163,10 +165,8 @@ def launch_command(recipe: Path, launch: LaunchConfig, layer_class: str | None, 
         return f"replicate {run}"
     if launch.gpu == "cpu":  # accelerate launch --cpu starts one process without MPI (core/dist.py)
         return f"torchrun --nproc_per_node {launch.gpus} -m replicator.core.cli {run}"
-    fsdp = launch.parallel.startswith("fsdp")
-    wrap = f" --fsdp_transformer_layer_cls_to_wrap {layer_class}" if fsdp else ""
     return (f"accelerate launch --config_file {shlex.quote(str(accelerate_config(recipe, launch)))} "
-            f"--num_processes {launch.gpus}{wrap} -m replicator.core.cli {run}")
+            f"--num_processes {launch.gpus} -m replicator.core.cli {run}")
 
 
 # ---------------------------------------------------------------- one stage
@@ -267,7 +267,7 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
         if out["data"]["unknown_sources"]:
             unknown = ", ".join(out["data"]["unknown_sources"])
             out["notes"].append(f"rows of {unknown}: size unknown, not counted")
-    out["command"] = launch_command(Path(file), launch, c.layer_class, toggles, overrides)
+    out["command"] = launch_command(Path(file), launch, toggles, overrides)
     return out
 
 
@@ -282,6 +282,13 @@ def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
         notes.append("the stages name different launch settings, but `replicate run` runs every stage under "
                      "one launcher (and the run id counts the processes): run the recipe with the largest, "
                      "or split it")
+    for zero, fsdp in (("zero2", "fsdp_shard_grad_op"), ("zero3", "fsdp_full_shard")):
+        names = [s.name for s in resolved.stages if s.launch.parallel == zero]
+        if names:
+            notes.append(f"{zero} (DeepSpeed; stages {', '.join(names)}) is sized here, but `replicate run` refuses "
+                         f"DeepSpeed launches (each process would save its ZeRO shards as the model); {fsdp} shards "
+                         "the same parts with the runner's FSDP2 (tested on CPU, not yet on GPUs or with 4-bit "
+                         "weights)")
     for s in resolved.stages:
         cfg = accelerate_config(Path(resolved.file), s.launch)
         if s.launch.parallel != "single" and s.launch.gpu != "cpu" and not cfg.is_file():

@@ -111,16 +111,15 @@ def check_precision(model, tcfg) -> None:
 
 
 def check_parallel(distributed_type) -> None:
-    """Refuse the launchers whose processes hold shards of the model: the runner saves the trainable tensors,
-    checkpoints and optimizer state each process holds, which under FSDP or DeepSpeed ZeRO are pieces of
-    them, so the saved model would be wrong. (A full-state-dict gather is the missing piece; no GPU to test
-    it on so far.) ``replicate plan`` still sizes such launches."""
+    """Refuse accelerate's own sharding launchers: the runner shards with FSDP2 itself, as the recipe's
+    ``launch.parallel`` says (core/shard.py), and saves whole tensors; accelerate's FSDP plugin would wrap
+    the model a second time, and under DeepSpeed each process would save its ZeRO shards as the model."""
     name = str(getattr(distributed_type, "value", distributed_type))
     if name in ("FSDP", "DEEPSPEED"):
         raise ReplicatorError(
-            f"accelerate launched the run with {name}: the runner saves weights, checkpoints and optimizer state as "
-            f"each process holds them, which under {name} are shards; it does not gather them yet, so this launch "
-            "would save a wrong model. Launch with DDP (recipes/accelerate/ddp.yaml) or one process")
+            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2) as the recipe's "
+            "launch.parallel says, and an accelerate FSDP or DeepSpeed launch would shard it again or save shards "
+            "as the model. Launch with recipes/accelerate/multi_gpu.yaml (`replicate plan RECIPE` prints the command)")
 
 
 def build_optimizer(groups, tcfg):
@@ -184,12 +183,18 @@ class Loop:
         import torch
 
         from .model import trainable_state
+        from .shard import full_trainable_state, is_sharded, optimizer_state
 
+        if is_sharded(self.model):  # gathered whole to the main process: every process takes part
+            trainable = full_trainable_state(self.model)
+            optimizer = optimizer_state(self.model, self.optimizer)
+        elif self.acc.is_main_process:
+            trainable, optimizer = trainable_state(self.acc.unwrap_model(self.model)), self.optimizer.state_dict()
         if not self.acc.is_main_process:
             return
         atomic_torch_save({
-            "step": step, "trainable": trainable_state(self.acc.unwrap_model(self.model)),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": step, "trainable": trainable,
+            "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.random.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history, "tokens": self.tokens, "evals": self.evals,
@@ -199,10 +204,11 @@ class Loop:
         import torch
 
         from .model import load_trainable
+        from .shard import load_optimizer_state
 
         state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
         load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.random.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
@@ -216,12 +222,18 @@ class Loop:
         from .dist import barrier
         from .io import atomic_save_safetensors
         from .model import trainable_state
+        from .shard import full_trainable_state, is_sharded, whole
 
-        score = float(score_fn(self.model))
+        with whole(self.model) as model:
+            score = float(score_fn(model))
         self.model.train()
-        if self.acc.is_main_process and (not self.evals or score < min(s for _, s in self.evals)):
-            atomic_save_safetensors(trainable_state(self.acc.unwrap_model(self.model)), best,
-                                    metadata={"step": str(step), "valid_log_loss": repr(score)})
+        better = not self.evals or score < min(s for _, s in self.evals)
+        if better and is_sharded(self.model):
+            weights = full_trainable_state(self.model)  # every process takes part
+        elif better and self.acc.is_main_process:
+            weights = trainable_state(self.acc.unwrap_model(self.model))
+        if better and self.acc.is_main_process:
+            atomic_save_safetensors(weights, best, metadata={"step": str(step), "valid_log_loss": repr(score)})
         self.evals.append((step, score))
         log.info("step %d: validation log loss %.5f (best %.5f)", step, score, min(s for _, s in self.evals))
         barrier()
@@ -245,6 +257,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from safetensors.torch import load_file
 
     from .model import load_trainable
+    from .shard import shard_model, strategy
 
     tcfg = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
@@ -254,10 +267,15 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
     check_precision(model, tcfg)
+    parallel = strategy(stage.launch.parallel)
+    if parallel:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds the sharded weights
+        model = shard_model(model, parallel, acc.device, tcfg.mixed_precision)
+        log.info("training sharded over %d processes (%s, FSDP2)", acc.num_processes, parallel)
     optimizer = build_optimizer(_param_groups(model, tcfg, info["head"]), tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps)
     # the scheduler stays unprepared: accelerate steps a prepared one once per process per optimizer step
-    model, optimizer = acc.prepare(model, optimizer)
+    if not parallel:
+        model, optimizer = acc.prepare(model, optimizer)
     loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
     if loop.ckpt.exists():
         loop.resume()
@@ -316,6 +334,8 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
 
     import torch
 
+    from .shard import gradient_sync, is_sharded
+
     acc = loop.acc
     mine = share(everyone, acc.process_index, acc.num_processes)
     scales = step_scales(everyone, acc.num_processes, by_rows)
@@ -323,7 +343,8 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
     for j, (k, (e, batch), weight) in enumerate(mine):
         torch.manual_seed(micro_seed(seed, first_index + k))
         sync = j == len(mine) - 1
-        with contextlib.nullcontext() if sync else acc.no_sync(loop.model):
+        with contextlib.nullcontext() if sync or is_sharded(loop.model) else acc.no_sync(loop.model), \
+                gradient_sync(loop.model, sync):
             total += run_micro(e, batch, scales[k] * weight)
     return all_sum(total) / acc.num_processes
 

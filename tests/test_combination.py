@@ -217,3 +217,16 @@ def test_every_solution_recipe_plans_its_members_with_tiny(name, rich_data_dir, 
                 "5th": ["original", "swapped"], "9th": ["gemma", "swapped", "llama"],
                 "16th": ["gemma", "second"]}
     assert [m.label for m in members] == expected[name]
+
+
+def test_a_command_line_toggle_leaves_a_members_own_toggle_as_it_is(rich_data_dir, monkeypatch, tmp_path):
+    """`-t tta` on 2nd: the Gemma member gets swap TTA, the ArmoRM member keeps the swapped view its own
+    `tta` gives it (shared toggles flip: applied again, it would be turned off)."""
+    monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
+    base = {m.label: m for m in plan(RECIPES / "2nd.yaml", ["tiny"], data_dir=rich_data_dir).members()}
+    tta = {m.label: m for m in plan(RECIPES / "2nd.yaml", ["tiny", "tta"], data_dir=rich_data_dir).members()}
+    test_time = {k: (base[k].resolved.final.plugins["swap"]["test_time"], tta[k].resolved.final.plugins["swap"]
+                     ["test_time"]) for k in base}
+    assert test_time == {"gemma": (False, True), "armorm": (True, True)}
+    assert tta["armorm"].run_id == base["armorm"].run_id and tta["gemma"].run_id != base["gemma"].run_id

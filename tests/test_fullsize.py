@@ -462,15 +462,16 @@ def test_a_row_with_an_unknown_layout_is_an_error_naming_row_and_field():
         JudgeMulti(train_layouts=["pab", "pab"])
 
 
-def test_sharded_launchers_are_refused_until_the_runner_gathers_shards():
-    """Under FSDP / DeepSpeed ZeRO each process holds shards: saving them as the model would be wrong."""
+def test_accelerates_own_sharding_launchers_are_refused():
+    """The runner shards FSDP itself (core/shard.py, tests/test_fsdp.py): accelerate's FSDP plugin would wrap
+    the model again, and under DeepSpeed ZeRO each process would save its shards as the model."""
     from accelerate.utils import DistributedType
 
     from replicator.core.errors import ReplicatorError
     from replicator.core.trainer import check_parallel
 
     for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(ReplicatorError, match="shards"):
+        with pytest.raises(ReplicatorError, match="shards the model itself.*recipes/accelerate/multi_gpu.yaml"):
             check_parallel(kind)
     for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         check_parallel(kind)
