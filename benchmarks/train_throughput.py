@@ -21,9 +21,9 @@ and optimizer settings, the same rows per optimizer step and thread count, one e
 * ``ours_tokens``: the same with ``train.batch_tokens``: the budget is the smallest one whose epoch has
   as many micro-batches as the others have optimizer steps (``grad_accum`` 1), so an optimizer step
   holds on average the same number of rows;
-* ``packed`` (``--cuda`` with flash-attn only): padding-free micro-batches, ``DataCollatorWithFlattening``
-  and flash attention, the rows of a step concatenated into one sequence (our loop: a sequence classifier
-  cannot pool packed rows by itself).
+* ``packed`` (``--cuda`` with flash-attn only): ``ours_tokens`` with ``train.packed``: the rows of a
+  micro-batch concatenated into one padding-free sequence (position ids restarting per row, as
+  ``DataCollatorWithFlattening`` makes them) under flash attention.
 
 The first ``--warmup`` optimizer steps of every trainer are not timed. Per trainer it prints useful
 (non-pad) tokens/s, the ratios to ``hf_random`` and ``hf_grouped``, the padding share of the timed
@@ -117,12 +117,12 @@ class Meter:
 
     def _forward(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = kwargs.get("attention_mask")
+        mask, pos = kwargs.get("attention_mask"), kwargs.get("position_ids")
         useful = int(mask.sum()) if mask is not None else ids.numel()
         self.forwards.append(
             (
                 len(self.steps),
-                ids.shape[0] if mask is not None else kwargs.get("n_rows", 1),
+                ids.shape[0] if mask is not None else int((pos == 0).sum()) if pos is not None else 1,
                 useful,
                 ids.numel(),
             )
@@ -378,77 +378,27 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
     return res
 
 
-def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool) -> dict:
+def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool, packed: bool = False) -> dict:
+    """The project's trainer; with ``packed``, its padding-free micro-batches (``train.packed``) under
+    flash attention (CUDA only: elsewhere packed rows cost masked attention over the whole pack)."""
     from replicator.core.trainer import train_stage
 
     stage = s.stage
     if batch_tokens:
         stage = dataclasses.replace(
-            stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1)
+            stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1, packed=packed)
         )
     model, tok, info = fresh_model(s, stage)
+    if packed:
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
+            "flash_attention_2"
+        )
     with tempfile.TemporaryDirectory() as art, Meter(model, cuda) as m:
         train_stage(stage, s.plugins, s.rows, model, tok, info, Path(art), s.seed, progress=False)
     res = m.result(warmup) | {"backbone_params": backbone_params(model)}
     if batch_tokens:
         res["batch_tokens"] = batch_tokens
     del model
-    return res
-
-
-def packed_logits(model, ids: list[list[int]], device):
-    """Logits of rows concatenated into one padding-free sequence (``DataCollatorWithFlattening``:
-    position ids restart per row, flash attention keeps rows apart through the sequence boundaries),
-    the head applied at each row's last token (what the sequence classifier pools)."""
-    import torch
-    from transformers import DataCollatorWithFlattening
-
-    from replicator.core.model import head_module
-
-    batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True)([{"input_ids": i} for i in ids])
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, base.base_model_prefix)
-    kw = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items() if k != "labels"}
-    hidden = backbone(**kw, use_cache=False).last_hidden_state[0]
-    ends = torch.tensor([len(i) for i in ids], device=device).cumsum(0) - 1
-    _, head = head_module(base)
-    return head(hidden[ends])
-
-
-def run_packed(s: Setting, batch_tokens: int, warmup: int) -> dict:
-    """Padding-free token-budget micro-batches on CUDA (flash attention): our micro-batches, packed."""
-    import torch
-
-    from replicator.core.batches import token_budget_batches, units_of
-    from replicator.core.trainer import build_optimizer, lr_factor
-
-    model, tok, info = fresh_model(s)
-    (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
-        "flash_attention_2"
-    )
-    model.train()
-    t = s.stage.train
-    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
-    batches = token_budget_batches(
-        [len(i) for i in s.ids], units_of(s.rows), batch_tokens, random.Random(f"{s.seed}:0")
-    )
-    with Meter(model, True) as m:
-        for step, batch in enumerate(batches):
-            for g in opt.param_groups:
-                g["lr"] = t.lr * lr_factor(step, len(batches), t.warmup_steps, t.schedule, t.lr_floor)
-            ids = [s.ids[i] for i in batch]
-            m._forward(None, (), {"input_ids": torch.zeros(1, sum(map(len, ids))), "n_rows": len(ids)})
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = packed_logits(model, ids, "cuda")
-            labels = torch.tensor([s.rows[i]["label"] for i in batch], dtype=torch.float32, device="cuda")
-            loss = -(labels * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
-            loss.backward()
-            if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    res = m.result(warmup) | {"batch_tokens": batch_tokens, "backbone_params": backbone_params(model)}
-    del model, opt
     return res
 
 
@@ -488,7 +438,7 @@ def run_one(args, name: str, length: int, steps: int) -> dict | None:
     elif name == "ours_tokens":
         res = run_ours(s, budget, args.warmup, args.cuda)
     else:
-        res = run_packed(s, budget, args.warmup)
+        res = run_ours(s, budget, args.warmup, args.cuda, packed=True)
     return {
         "trainer": name,
         "length": length,
@@ -563,7 +513,7 @@ def finish(results: list[dict], peak_gflops: float | None, peak_name: str) -> No
                 round(r["useful_tokens_per_cpu_s"] / base["useful_tokens_per_cpu_s"], 3) if base else None
             )
         peak = r.get("matmul_gflops") or peak_gflops  # CPU: the matmul of the trainer's own process
-        r["utilisation"] = round(4 * n_params * r["useful_tokens_per_s"] / (peak * 1e9), 3)
+        r["utilisation"] = float(f"{4 * n_params * r['useful_tokens_per_s'] / (peak * 1e9):.3g}")  # 3 significant digits
         if peak_gflops:
             r[peak_name] = round(peak_gflops, 1)
         print(json.dumps(r), flush=True)

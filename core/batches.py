@@ -4,7 +4,8 @@
 persistent token cache (:mod:`replicator.core.tokcache`);
 :func:`length_grouped_batches` makes training micro-batches of similar lengths (a fixed number of rows),
 :func:`token_budget_batches` ones filled up to a padded-token budget; :func:`collate`
-right-pads; :func:`forward_logits` runs the sequence classifier.
+right-pads; :func:`forward_logits` runs the sequence classifier; :func:`forward_packed_logits` runs it
+on a micro-batch packed into one sequence without padding (``train.packed``).
 """
 
 from __future__ import annotations
@@ -172,6 +173,35 @@ def collate(seqs: list[list[int]], pad_id: int, device):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
     return ids.to(device), mask.to(device)
+
+
+def pack(seqs: list, device):
+    """The rows of a micro-batch as one padding-free sequence: (input ids [1, T], position ids [1, T]
+    restarting at 0 for every row, index of each row's last token)."""
+    import numpy as np
+    import torch
+
+    lengths = [len(s) for s in seqs]
+    ids = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]))[None]
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    ends = torch.tensor(lengths).cumsum(0) - 1
+    return ids.to(device), pos.to(device), ends.to(device)
+
+
+def forward_packed_logits(model, head, seqs: list, device):
+    """Logits of the rows of ``seqs`` computed as one packed sequence (``train.packed``): transformers
+    masks attention between the rows from the position ids (a block-diagonal causal mask with sdpa or
+    eager attention; padding-free kernels with flash attention on CUDA). The head (``head``: the model's
+    ``score`` module) runs on every token; each row's logits are its output at the row's last token,
+    what the sequence classifier pools from a right-padded row."""
+    ids, pos, ends = pack(seqs, device)
+    out = []
+    hook = head.register_forward_hook(lambda module, args, output: out.append(output))
+    try:
+        model(input_ids=ids, position_ids=pos, use_cache=False)
+    finally:
+        hook.remove()
+    return out[-1][0, ends]
 
 
 def forward_logits(model, ids, mask):

@@ -107,6 +107,10 @@ class TrainConfig:
               "longest row; a longer row alone) instead of batch_size rows; an optimizer step is still grad_accum "
               "micro-batches (per process), so its row count varies, and its gradient is the mean over its rows; "
               "null = batch_size rows", ge=1)
+    packed: bool = param(False, "padding-free micro-batches: a micro-batch's rows concatenated into one sequence, "
+                                "position ids restarting per row (transformers masks attention between the rows; "
+                                "padding-free kernels with flash attention on CUDA; with sdpa or eager attention "
+                                "the masked attention costs the square of the packed length)")
     max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
     optimizer: Literal["adamw", "adamw_kahan", "adamw_8bit", "paged_adamw_8bit"] = param(
         "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for bf16/fp16 "

@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from .batches import Encoder, collate, forward_logits, length_grouped_batches, token_budget_batches, units_of
+from .batches import (
+    Encoder,
+    collate,
+    forward_logits,
+    forward_packed_logits,
+    length_grouped_batches,
+    token_budget_batches,
+    units_of,
+)
 from .dist import all_sum, use_cpu, world_size
 from .errors import ReplicatorError
 from .io import atomic_torch_save
@@ -287,10 +295,16 @@ def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: 
     """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
     import torch
 
+    from .model import head_module
+
     acc = loop.acc
-    ids, mask = collate([encoder(r, tcfg.max_length) for r in rows], tok.pad_token_id, acc.device)
+    seqs = [encoder(r, tcfg.max_length) for r in rows]
+    ids, mask = collate(seqs, tok.pad_token_id, acc.device)
     labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
-    logits = forward_logits(loop.model, ids, mask)
+    if tcfg.packed:
+        logits = forward_packed_logits(loop.model, head_module(acc.unwrap_model(loop.model))[1], seqs, acc.device)
+    else:
+        logits = forward_logits(loop.model, ids, mask)
     extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
     loss = loss_fn(logits, labels, extra)
     if aux_loss is not None:

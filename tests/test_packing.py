@@ -33,7 +33,9 @@ def test_packed_rows_give_the_logits_and_gradients_of_padded_rows(arch, head):
     r = resolve(RECIPES / "smoke.yaml", [], [f"model.base=tiny:{arch}", NO_DROPOUT, f"plugins.head.use={head}"])
     torch.manual_seed(0)
     model, tok, _ = load_model(r.final.model, build_plugins(r.final.plugins, r.file))
-    model.train()
+    model.eval()  # no dropout (the mlp head has its own); gradients flow all the same
+    for p in head_module(model)[1].parameters():  # the default head starts at zero: every logit would be 0
+        torch.nn.init.normal_(p, std=0.5)
     gen = torch.Generator().manual_seed(1)
     seqs = [torch.randint(4, 60, (n,), generator=gen).tolist() for n in (5, 23, 17, 40)]  # windows of 16
     labels = torch.tensor([0, 2, 1, 2])
@@ -46,7 +48,7 @@ def test_packed_rows_give_the_logits_and_gradients_of_padded_rows(arch, head):
         return logits.detach(), grads
 
     padded, g_pad = run(lambda: forward_logits(model, *collate(seqs, tok.pad_token_id, "cpu")))
-    packed, g_pack = run(lambda: forward_packed_logits(model, head_module(model), seqs, "cpu"))
+    packed, g_pack = run(lambda: forward_packed_logits(model, head_module(model)[1], seqs, "cpu"))
     assert packed.shape == (4, 3) and torch.allclose(packed, padded, atol=1e-5), (packed - padded).abs().max()
     assert g_pad.keys() == g_pack.keys() and any(g.abs().max() > 0 for g in g_pad.values())
     for k in g_pad:
@@ -55,7 +57,7 @@ def test_packed_rows_give_the_logits_and_gradients_of_padded_rows(arch, head):
     ids, _, ends = pack(seqs, "cpu")
     with torch.no_grad():
         joined = []
-        h = head_module(model).register_forward_hook(lambda m, a, o: joined.append(o))
+        h = head_module(model)[1].register_forward_hook(lambda m, a, o: joined.append(o))
         model(input_ids=ids, use_cache=False)
         h.remove()
     assert not torch.allclose(joined[-1][0, ends], padded, atol=1e-3)
