@@ -288,8 +288,8 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
 def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path, progress: bool):
     """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
     key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
-    from .model import load_model, trainable_state
-    from .shard import full_trainable_state, is_sharded
+    from .model import load_model
+    from .shard import is_sharded, trainable_to_save
     from .steps import TRAIN_RESULT
     from .trainer import train_stage
 
@@ -309,7 +309,7 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
     sharded = is_sharded(model)
-    weights = full_trainable_state(model) if sharded else trainable_state(model) if is_main() else None
+    weights = trainable_to_save(model, model, is_main())
     if is_main():
         atomic_save_safetensors(weights, tdir / WEIGHTS, metadata={"base": stage.model.base})
         atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))

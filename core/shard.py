@@ -94,6 +94,16 @@ def full_trainable_state(model) -> dict:
     return {k: v for k, v in full.items() if k in trainable}
 
 
+def trainable_to_save(model, unwrapped, main: bool) -> dict | None:
+    """The trainable tensors a process writes: gathered whole into the main process for a sharded model
+    (every process must call this), else the main process's own copy of ``unwrapped``'s (None elsewhere)."""
+    from .model import trainable_state
+
+    if is_sharded(model):
+        return full_trainable_state(model)
+    return trainable_state(unwrapped) if main else None
+
+
 def load_full_state(model, state: dict) -> None:
     """Whole tensors (a subset of the model's) into a sharded model: each process keeps its shard."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict

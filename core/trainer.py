@@ -190,15 +190,12 @@ class Loop:
     def save(self, step: int) -> None:
         import torch
 
-        from .model import trainable_state
-        from .shard import full_trainable_state, is_sharded, optimizer_state
+        from .shard import is_sharded, optimizer_state, trainable_to_save
 
-        if is_sharded(self.model):  # gathered whole to the main process: every process takes part
-            trainable = full_trainable_state(self.model)
-            optimizer = optimizer_state(self.model, self.optimizer)
-        elif self.acc.is_main_process:
-            trainable, optimizer = trainable_state(self.acc.unwrap_model(self.model)), self.optimizer.state_dict()
-        if not self.acc.is_main_process:
+        main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
+        trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
+        optimizer = optimizer_state(self.model, self.optimizer) if main or is_sharded(self.model) else None
+        if not main:
             return
         atomic_torch_save({
             "step": step, "trainable": trainable,
@@ -229,17 +226,14 @@ class Loop:
         the main process keeps its weights in ``best`` when no earlier evaluation scored lower."""
         from .dist import barrier
         from .io import atomic_save_safetensors
-        from .model import trainable_state
-        from .shard import full_trainable_state, is_sharded, whole
+        from .shard import trainable_to_save, whole
 
         with whole(self.model) as model:
             score = float(score_fn(model))
         self.model.train()
         better = not self.evals or score < min(s for _, s in self.evals)
-        if better and is_sharded(self.model):
-            weights = full_trainable_state(self.model)  # every process takes part
-        elif better and self.acc.is_main_process:
-            weights = trainable_state(self.acc.unwrap_model(self.model))
+        if better:  # every process decides the same (the score is the gathered one)
+            weights = trainable_to_save(self.model, self.acc.unwrap_model(self.model), self.acc.is_main_process)
         if better and self.acc.is_main_process:
             atomic_save_safetensors(weights, best, metadata={"step": str(step), "valid_log_loss": repr(score)})
         self.evals.append((step, score))
