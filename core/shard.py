@@ -11,7 +11,8 @@ Why the runner and not accelerate's FSDP plugin: the same code then runs on GPUs
 where accelerate 1.x turns an FSDP launch into DDP, so it is tested on every CPU; and FSDP1's
 full-state-dict gather crashes on gloo (torch 2.13, measured), FSDP2's does not.
 
-What changes for a sharded model (every helper here is a no-op for an unsharded one):
+What changes for a sharded model (``trainable_to_save``, ``optimizer_state``, ``load_optimizer_state``,
+``gradient_sync`` and ``whole`` also take an unsharded one and then do what the runner did before):
 
 * saving: the trainable tensors and the optimizer state are gathered whole to the main process
   (``torch.distributed.checkpoint.state_dict``, a collective: every process calls it), so weights
