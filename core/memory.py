@@ -13,10 +13,11 @@ What they assume:
 * **master weights**: fp32 copies of the trainable parameters next to 16-bit compute. When the
   trainable parameters are stored in fp32 (LoRA adapters; fp32 weights under ``mixed_precision``
   bf16/fp16) they *are* the master weights and are counted here, not under weights. DeepSpeed ZeRO
-  with 16-bit compute keeps trainable parameters in 16-bit (under weights) plus an fp32 master copy.
-  16-bit trainable parameters otherwise have none (pure bf16 training: what Kahan summation is for).
-* **gradients**: one per trainable parameter, in its storage dtype (16-bit under DeepSpeed); DDP
-  keeps a second copy in its all-reduce buckets (``gradient_as_bucket_view`` off, the default).
+  (the runner's, :mod:`replicator.core.zero`) keeps the trainable parameters as stored (under weights)
+  and always adds an fp32 copy of each process's partition (its master weights). 16-bit trainable
+  parameters otherwise have none (pure bf16 training: what Kahan summation is for).
+* **gradients**: one per trainable parameter, in its storage dtype; DDP keeps a second copy in its
+  all-reduce buckets (``gradient_as_bucket_view`` off, the default).
 * **optimizer states**: per trainable parameter, in the dtype of the copy the optimizer updates (the
   master copy when there is one): :data:`OPTIMIZERS`.
 * **sharding** (:data:`SHARDED`): what the parallelism splits over the GPUs is divided by their
@@ -148,8 +149,8 @@ def train_memory(m: Model, *, dtype: str, quant: str | None, optimizer: str, mix
     frozen = m.total - (0 if lora else m.trainable)
     weights = base_weights(dataclasses.replace(m, total=frozen), db, quant, other_bytes=4 if quant else db)
     stored = 4 if lora else db  # the trainable parameters' storage bytes
-    if parallel in ("zero2", "zero3") and compute == 2:
-        weights, master, grad = weights + 2 * m.trainable, 4 * m.trainable, 2
+    if parallel in ("zero2", "zero3"):
+        weights, master, grad = weights + stored * m.trainable, 4 * m.trainable, stored
     elif stored == 4 and compute == 2:
         master, grad = 4 * m.trainable, 4
     else:

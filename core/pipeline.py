@@ -289,7 +289,7 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
     key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
     from .model import load_model
-    from .shard import is_sharded, trainable_to_save
+    from .shard import strategy, trainable_to_save
     from .steps import TRAIN_RESULT
     from .trainer import train_stage
 
@@ -308,13 +308,13 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     result["train_label_prior"] = label_prior(train_rows)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
-    sharded = is_sharded(model)
+    sharded = strategy(stage.launch.parallel) is not None  # FSDP2 or ZeRO-2 (the engine hooked the model)
     weights = trainable_to_save(model, model, is_main())
     if is_main():
         atomic_save_safetensors(weights, tdir / WEIGHTS, metadata={"base": stage.model.base})
         atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))
     barrier()  # the weights are written
-    if sharded:  # prediction loads the saved weights into an unsharded model (core/shard.py)
+    if sharded:  # prediction loads the saved weights into a plain model (core/shard.py, core/zero.py)
         del model, weights
         return result | {"train_reused": False}, None, None
     return result | {"train_reused": False}, model, tok

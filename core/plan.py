@@ -149,11 +149,11 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
 
 
 def accelerate_config(recipe: Path, launch: LaunchConfig) -> Path:
-    """The accelerate config beside the recipe: recipes/accelerate/multi_gpu.yaml for DDP and FSDP (accelerate
-    starts the processes; the runner wraps DDP through accelerate and shards FSDP itself, core/shard.py),
-    zero2.yaml / zero3.yaml for DeepSpeed (sized by the plan; the runner refuses those launches)."""
-    name = launch.parallel if launch.parallel.startswith("zero") else "multi_gpu"
-    return Path(recipe).parent / "accelerate" / f"{name}.yaml"
+    """The accelerate config beside the recipe: recipes/accelerate/multi_gpu.yaml for every parallelism
+    (accelerate starts the processes; the runner wraps DDP through accelerate, shards FSDP itself,
+    core/shard.py, and partitions ZeRO-2 with DeepSpeed itself, core/zero.py)."""
+    del launch  # one launch file: what is sharded comes from the recipe
+    return Path(recipe).parent / "accelerate" / "multi_gpu.yaml"
 
 
 def launch_command(recipe: Path, launch: LaunchConfig, toggles=(), overrides=()) -> str:
@@ -282,13 +282,15 @@ def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
         notes.append("the stages name different launch settings, but `replicate run` runs every stage under "
                      "one launcher (and the run id counts the processes): run the recipe with the largest, "
                      "or split it")
-    for zero, fsdp in (("zero2", "fsdp_shard_grad_op"), ("zero3", "fsdp_full_shard")):
-        names = [s.name for s in resolved.stages if s.launch.parallel == zero]
-        if names:
-            notes.append(f"{zero} (DeepSpeed; stages {', '.join(names)}) is sized here, but `replicate run` refuses "
-                         f"DeepSpeed launches (each process would save its ZeRO shards as the model); {fsdp} shards "
-                         "the same parts with the runner's FSDP2 (tested on CPU, not yet on GPUs or with 4-bit "
-                         "weights)")
+    zero2 = [s.name for s in resolved.stages if s.launch.parallel == "zero2"]
+    if zero2:
+        notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer states with "
+                     "DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes (gloo), not yet on GPUs "
+                     "(NCCL) or with 4-bit weights")
+    zero3 = [s.name for s in resolved.stages if s.launch.parallel == "zero3"]
+    if zero3:
+        notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards the same "
+                     "parts with the runner's FSDP2")
     for s in resolved.stages:
         cfg = accelerate_config(Path(resolved.file), s.launch)
         if s.launch.parallel != "single" and s.launch.gpu != "cpu" and not cfg.is_file():

@@ -181,7 +181,8 @@ class LaunchConfig:
                                               "the GPU's name", gt=0)
     parallel: Literal["single", "ddp", "fsdp_shard_grad_op", "fsdp_full_shard", "zero2", "zero3"] = param(
         "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard (the runner shards with FSDP2) "
-                  "| zero2 | zero3 (DeepSpeed: sized by the plan, refused at run time): what is sharded over the GPUs")
+                  "| zero2 (the runner partitions with DeepSpeed ZeRO-2) | zero3 (sized by the plan, not run): what "
+                  "is sharded over the GPUs")
 
     def __post_init__(self):
         check_params(self)
@@ -189,9 +190,9 @@ class LaunchConfig:
             hint = did_you_mean(self.gpu, GPU_MEMORY_GIB)
             raise ParamError("gpu", f"gpu {self.gpu!r} is not a known name{hint}: set gpu_memory_gb (known: "
                              f"{', '.join(GPU_MEMORY_GIB)})")
-        if self.gpu == "cpu" and self.parallel.startswith("zero"):
-            raise ParamError("parallel", f"parallel {self.parallel!r} needs GPUs (DeepSpeed runs on CUDA); choose "
-                             "single, ddp or an fsdp one for gpu 'cpu'")
+        if self.gpu == "cpu" and self.parallel == "zero3":
+            raise ParamError("parallel", "parallel 'zero3' is sized by the plan for GPUs and not run; choose "
+                             "fsdp_full_shard (it shards the same parts) for gpu 'cpu'")
         if self.parallel == "single" and self.gpus != 1:
             raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose "
                              "ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")

@@ -12,7 +12,8 @@ where accelerate 1.x turns an FSDP launch into DDP, so it is tested on every CPU
 full-state-dict gather crashes on gloo (torch 2.13, measured), FSDP2's does not.
 
 What changes for a sharded model (``trainable_to_save``, ``optimizer_state``, ``load_optimizer_state``,
-``gradient_sync`` and ``whole`` also take an unsharded one and then do what the runner did before):
+``gradient_sync`` and ``whole`` also take an unsharded one and then do what the runner did before, and a
+DeepSpeed ZeRO-2 engine, :mod:`replicator.core.zero`):
 
 * saving: the trainable tensors and the optimizer state are gathered whole to the main process
   (``torch.distributed.checkpoint.state_dict``, a collective: every process calls it), so weights
@@ -37,9 +38,14 @@ FSDP_STRATEGIES = ("fsdp_full_shard", "fsdp_shard_grad_op")
 
 
 def strategy(parallel: str) -> str | None:
-    """The FSDP strategy a stage trains with: its ``launch.parallel`` when that is an FSDP one and more
-    than one process runs, else None (one process, DDP and DeepSpeed configs shard nothing here)."""
-    return parallel if parallel in FSDP_STRATEGIES and world_size() > 1 else None
+    """The sharding a stage trains with: its ``launch.parallel`` when that is an FSDP one or ZeRO-2
+    (:mod:`replicator.core.zero`) and more than one process runs, else None (one process, DDP)."""
+    from .zero import ZERO_STRATEGIES
+
+    if parallel == "zero3" and world_size() > 1:
+        raise ReplicatorError("launch.parallel zero3 (DeepSpeed ZeRO-3) is sized by `replicate plan` but not run: "
+                              "fsdp_full_shard partitions the same parts (weights, gradients, optimizer state)")
+    return parallel if parallel in FSDP_STRATEGIES + ZERO_STRATEGIES and world_size() > 1 else None
 
 
 def is_sharded(model) -> bool:
@@ -113,7 +119,12 @@ def load_full_state(model, state: dict) -> None:
 
 
 def optimizer_state(model, optimizer) -> dict:
-    """The optimizer state: whole in the main process for a sharded model (a collective), else as it is."""
+    """The optimizer state: whole in the main process for a sharded model, every process's partition in it
+    under ZeRO (both collectives: every process calls this), else as it is."""
+    from . import zero
+
+    if zero.is_engine(model):
+        return zero.optimizer_state(optimizer)
     if not is_sharded(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -121,7 +132,12 @@ def optimizer_state(model, optimizer) -> dict:
     return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
 
 
-def load_optimizer_state(model, optimizer, state: dict) -> None:
+def load_optimizer_state(model, optimizer, state: dict, where: str = "") -> None:
+    from . import zero
+
+    if zero.is_engine(model):
+        zero.load_optimizer_state(optimizer, state, where)
+        return
     if not is_sharded(model):
         optimizer.load_state_dict(state)
         return
@@ -153,9 +169,12 @@ def gradient_sync(model, sync: bool):
 @contextlib.contextmanager
 def whole(model):
     """The weights of a sharded model gathered once and kept whole inside the block: forwards then need
-    no collective, so processes may run different numbers of them (evaluation on each one's rows)."""
+    no collective, so processes may run different numbers of them (evaluation on each one's rows). A
+    ZeRO-2 engine's module holds whole weights already (its forwards need no collective either)."""
+    from .zero import is_engine
+
     if not is_sharded(model):
-        yield model
+        yield model.module if is_engine(model) else model
         return
     modules = _fsdp_modules(model)
     model.set_reshard_after_forward(False)

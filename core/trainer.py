@@ -119,15 +119,15 @@ def check_precision(model, tcfg) -> None:
 
 
 def check_parallel(distributed_type) -> None:
-    """Refuse accelerate's own sharding launchers: the runner shards with FSDP2 itself, as the recipe's
-    ``launch.parallel`` says (core/shard.py), and saves whole tensors; accelerate's FSDP plugin would wrap
-    the model a second time, and under DeepSpeed each process would save its ZeRO shards as the model."""
+    """Refuse accelerate's own sharding launchers: the runner shards itself, as the recipe's ``launch.parallel``
+    says (FSDP2, core/shard.py; DeepSpeed ZeRO-2, core/zero.py), and saves whole tensors; accelerate's FSDP
+    plugin or DeepSpeed engine would wrap the model a second time and own the optimizer step."""
     name = str(getattr(distributed_type, "value", distributed_type))
     if name in ("FSDP", "DEEPSPEED"):
         raise ReplicatorError(
-            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2) as the recipe's "
-            "launch.parallel says, and an accelerate FSDP or DeepSpeed launch would shard it again or save shards "
-            "as the model. Launch with recipes/accelerate/multi_gpu.yaml (`replicate plan RECIPE` prints the command)")
+            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2 or DeepSpeed ZeRO-2) "
+            "as the recipe's launch.parallel says, and an accelerate FSDP or DeepSpeed launch would wrap it a second "
+            "time. Launch with recipes/accelerate/multi_gpu.yaml (`replicate plan RECIPE` prints the command)")
 
 
 def build_optimizer(groups, tcfg):
@@ -190,11 +190,11 @@ class Loop:
     def save(self, step: int) -> None:
         import torch
 
-        from .shard import is_sharded, optimizer_state, trainable_to_save
+        from .shard import optimizer_state, trainable_to_save
 
-        main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
+        main = self.acc.is_main_process  # sharded / ZeRO states are gathered to it: every process takes part
         trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
-        optimizer = optimizer_state(self.model, self.optimizer) if main or is_sharded(self.model) else None
+        optimizer = optimizer_state(self.model, self.optimizer)
         if not main:
             return
         atomic_torch_save({
@@ -213,7 +213,7 @@ class Loop:
 
         state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
         load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
-        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"], where=str(self.ckpt))
         self.scheduler.load_state_dict(state["scheduler"])
         torch.random.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
@@ -258,8 +258,9 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
 
+    from . import zero
     from .model import load_trainable
-    from .shard import shard_model, strategy
+    from .shard import FSDP_STRATEGIES, shard_model, strategy
 
     tcfg = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
@@ -270,13 +271,17 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
         log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
     check_precision(model, tcfg)
     parallel = strategy(stage.launch.parallel)
-    if parallel:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds the sharded weights
-        model = shard_model(model, parallel, acc.device, tcfg.mixed_precision)
+    if parallel in FSDP_STRATEGIES:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds
+        model = shard_model(model, parallel, acc.device, tcfg.mixed_precision)  # the sharded weights
         log.info("training sharded over %d processes (%s, FSDP2)", acc.num_processes, parallel)
     optimizer = build_optimizer(_param_groups(model, tcfg, info["head"]), tcfg)
+    # the runner steps the schedule (on the optimizer ZeRO wraps, too): accelerate would step a prepared
+    # one once per process per optimizer step
     scheduler = build_scheduler(optimizer, tcfg, steps)
-    # the scheduler stays unprepared: accelerate steps a prepared one once per process per optimizer step
-    if not parallel:
+    if parallel in zero.ZERO_STRATEGIES:
+        model, optimizer = zero.initialize(model, optimizer, tcfg, acc)
+        log.info("training over %d processes with DeepSpeed ZeRO-2 (%s)", acc.num_processes, parallel)
+    elif not parallel:
         model, optimizer = acc.prepare(model, optimizer)
     loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
     if loop.ckpt.exists():
@@ -290,6 +295,8 @@ def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: 
     import torch
 
     from .model import head_module
+    from .zero import backward as zero_backward
+    from .zero import is_engine
 
     acc = loop.acc
     seqs = [encoder(r, tcfg.max_length) for r in rows]
@@ -304,7 +311,10 @@ def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: 
     if aux_loss is not None:
         loss = loss + aux_loss(logits, extra)
     loss = loss * scale
-    acc.backward(loss)
+    if is_engine(loop.model):
+        zero_backward(loop.model, loss)
+    else:
+        acc.backward(loss)
     return loss.item()
 
 
@@ -343,21 +353,29 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
     import torch
 
     from .shard import gradient_sync, is_sharded
+    from .zero import is_engine
 
     acc = loop.acc
+    own_sync = is_sharded(loop.model) or is_engine(loop.model)  # not DDP's no_sync
     mine = share(everyone, acc.process_index, acc.num_processes)
     scales = step_scales(everyone, acc.num_processes, by_rows)
     total = 0.0
     for j, (k, (e, batch), weight) in enumerate(mine):
         torch.manual_seed(micro_seed(seed, first_index + k))
         sync = j == len(mine) - 1
-        with contextlib.nullcontext() if sync or is_sharded(loop.model) else acc.no_sync(loop.model), \
+        with contextlib.nullcontext() if sync or own_sync else acc.no_sync(loop.model), \
                 gradient_sync(loop.model, sync):
             total += run_micro(e, batch, scales[k] * weight)
     return all_sum(total) / acc.num_processes
 
 
 def _optimizer_step(loop: Loop, tcfg) -> None:
+    from .zero import is_engine
+
+    if is_engine(loop.model):  # reduces the partitioned gradients, clips (its config), updates, zeroes
+        loop.model.step()
+        loop.scheduler.step()
+        return
     if tcfg.max_grad_norm > 0:
         loop.acc.clip_grad_norm_(loop.model.parameters(), tcfg.max_grad_norm)
     loop.optimizer.step()

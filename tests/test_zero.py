@@ -1,0 +1,74 @@
+"""DeepSpeed ZeRO-2 by the runner (core/zero.py) over two CPU processes (torchrun, gloo; DeepSpeed's CPU
+accelerator): the numbers and whole weights of one process, a checkpoint with every process's optimizer
+partition, a resume after a kill. On GPUs the same code runs over NCCL (not run here: no GPU was lent)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from replicator.core.errors import ReplicatorError
+
+from .test_fsdp import FULL, QUICK, _finished, _one, _same_numbers, _two
+
+pytest.importorskip("deepspeed")  # the `deepspeed` extra: README's install command and .ci/run install it
+
+ZERO = ["train.grad_accum=1", "launch.parallel=zero2", "launch.gpus=2"]
+
+
+@pytest.mark.parametrize("extra", [[], FULL], ids=["lora", "full_finetuning_kahan_eval"])
+def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, extra):
+    """Two processes under ZeRO-2 (grad_accum 1) against one process (grad_accum 2): the same loss history,
+    metrics, per-row predictions and saved weights within 1e-5, clipping included (the smoke recipe's
+    max_grad_norm 1.0, applied by DeepSpeed to the partitioned gradients); the run id counts the sharding.
+    With full fine-tuning, Kahan-summed AdamW inside ZeRO and periodic evaluation (best weights kept)."""
+    one_dir = _one([*QUICK, *extra, "train.grad_accum=2"])
+    p = _two(isolated, [*QUICK, *extra, *ZERO])
+    two_dir = _finished(p)
+    assert "training over 2 processes with DeepSpeed ZeRO-2 (zero2)" in p.stderr
+    assert "Setting accelerator to" not in p.stdout  # DeepSpeed's log goes to stderr
+    one, two = _same_numbers(isolated, one_dir, two_dir)
+    fp = json.loads((two_dir / "fingerprint.json").read_text())
+    assert fp["sharding"] == {"main": "zero2"} and fp["n_processes"] == 2
+    if extra:
+        s1, s2 = one["stages"]["main"], two["stages"]["main"]
+        assert s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5) and s1["best_step"] == s2["best_step"]
+
+
+def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(isolated):
+    """Killed after step 2 of 3 (the checkpoint holds the whole weights and both optimizer partitions), the
+    rerun resumes there in two processes and ends with the numbers of one uninterrupted process; one
+    process cannot take over a two-process ZeRO checkpoint and says why."""
+    import torch
+
+    quick = [*QUICK, "train.checkpoint_every=1"]
+    p = _two(isolated, [*quick, *ZERO], env={"REPLICATOR_CRASH_AFTER_STEP": "2"})
+    assert p.returncode != 0 and "simulated crash after step 2" in p.stderr
+    ckpt = next((isolated / "artifacts").rglob("checkpoint.pt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["step"] == 2 and len(state["optimizer"]["zero_partitions"]) == 2
+    p = _two(isolated, [*quick, *ZERO])
+    two_dir = _finished(p)
+    main = json.loads((two_dir / "metrics.json").read_text())["stages"]["main"]
+    assert (main["resumed_at_step"], main["optimizer_steps"]) == (2, 3)
+    _same_numbers(isolated, _one([*quick, "train.grad_accum=2"]), two_dir)
+
+
+def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it():
+    from replicator.core.zero import load_optimizer_state
+
+    with pytest.raises(ReplicatorError, match=r"ckpt.pt: written by 2 processes under zero2, resumed by 1"):
+        load_optimizer_state(None, {"zero_partitions": [{}, {}]}, "ckpt.pt")
+    with pytest.raises(ReplicatorError, match=r"ckpt.pt: the checkpoint was not written under launch.parallel zero2"):
+        load_optimizer_state(None, {"state": {}, "param_groups": []}, "ckpt.pt")
+
+
+def test_zero3_is_refused_at_run_time_with_the_fsdp_strategy_that_shards_the_same(monkeypatch):
+    from replicator.core.shard import strategy
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ReplicatorError, match="zero3 .* fsdp_full_shard"):
+        strategy("zero3")
+    assert strategy("zero2") == "zero2" and strategy("ddp") is None
