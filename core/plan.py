@@ -285,8 +285,8 @@ def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
     zero2 = [s.name for s in resolved.stages if s.launch.parallel == "zero2"]
     if zero2:
         notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer states with "
-                     "DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes (gloo), not yet on GPUs "
-                     "(NCCL) or with 4-bit weights")
+                     "DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes (gloo), 4-bit QLoRA included, "
+                     "not yet on GPUs (NCCL)")
     zero3 = [s.name for s in resolved.stages if s.launch.parallel == "zero3"]
     if zero3:
         notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards the same "

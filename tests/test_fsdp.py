@@ -1,6 +1,8 @@
 """FSDP by the runner (core/shard.py) over two CPU processes (torchrun, gloo): the numbers of one process,
-whole weights and checkpoints, a resume after a kill. accelerate turns an FSDP launch into DDP on a CPU,
-so the runner shards with PyTorch's FSDP2 itself; on GPUs the same code runs over NCCL (not run here)."""
+whole weights and checkpoints, a resume after a kill, 4-bit QLoRA (bitsandbytes keeps each layer's
+quantization state on the module, so the gathered nf4 weights dequantize as in one process). accelerate
+turns an FSDP launch into DDP on a CPU, so the runner shards with PyTorch's FSDP2 itself; on GPUs the
+same code runs over NCCL (not run here)."""
 
 from __future__ import annotations
 
@@ -68,8 +70,13 @@ def _same_numbers(isolated, one_dir: Path, two_dir: Path, keys=("log_loss", "tta
     return one, two
 
 
-@pytest.mark.parametrize("parallel,extra", [("fsdp_full_shard", []), ("fsdp_shard_grad_op", FULL)],
-                         ids=["full_shard_lora", "shard_grad_op_full_finetuning_kahan_eval"])
+#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64 wide)
+QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
+
+
+@pytest.mark.parametrize("parallel,extra", [("fsdp_full_shard", []), ("fsdp_shard_grad_op", FULL),
+                                            ("fsdp_full_shard", QLORA)],
+                         ids=["full_shard_lora", "shard_grad_op_full_finetuning_kahan_eval", "full_shard_qlora_4bit"])
 def test_fsdp_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, parallel, extra):
     """Two processes sharding the model (grad_accum 1) against one process (grad_accum 2): the same loss
     history, metrics, per-row predictions and saved weights (whole tensors, within 1e-5); the run id counts
@@ -81,7 +88,7 @@ def test_fsdp_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, 
     one, two = _same_numbers(isolated, one_dir, two_dir)
     fp = json.loads((two_dir / "fingerprint.json").read_text())
     assert fp["sharding"] == {"main": parallel} and fp["n_processes"] == 2
-    if extra:
+    if extra is FULL:
         s1, s2 = one["stages"]["main"], two["stages"]["main"]
         assert s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5) and s1["best_step"] == s2["best_step"]
 

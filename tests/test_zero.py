@@ -11,6 +11,7 @@ import pytest
 
 from replicator.core.errors import ReplicatorError
 
+from .conftest import RECIPES
 from .test_fsdp import FULL, QUICK, _finished, _one, _same_numbers, _two
 
 pytest.importorskip("deepspeed")  # the `deepspeed` extra: README's install command and .ci/run install it
@@ -18,7 +19,11 @@ pytest.importorskip("deepspeed")  # the `deepspeed` extra: README's install comm
 ZERO = ["train.grad_accum=1", "launch.parallel=zero2", "launch.gpus=2"]
 
 
-@pytest.mark.parametrize("extra", [[], FULL], ids=["lora", "full_finetuning_kahan_eval"])
+#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64 wide)
+QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
+
+
+@pytest.mark.parametrize("extra", [[], FULL, QLORA], ids=["lora", "full_finetuning_kahan_eval", "qlora_4bit"])
 def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, extra):
     """Two processes under ZeRO-2 (grad_accum 1) against one process (grad_accum 2): the same loss history,
     metrics, per-row predictions and saved weights within 1e-5, clipping included (the smoke recipe's
@@ -32,8 +37,20 @@ def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated,
     one, two = _same_numbers(isolated, one_dir, two_dir)
     fp = json.loads((two_dir / "fingerprint.json").read_text())
     assert fp["sharding"] == {"main": "zero2"} and fp["n_processes"] == 2
-    if extra:
-        s1, s2 = one["stages"]["main"], two["stages"]["main"]
+    s1, s2 = one["stages"]["main"], two["stages"]["main"]
+    assert s1["model"]["all_params"] == s2["model"]["all_params"]
+    if extra is QLORA:  # the stage's backbone really is nf4 (bitsandbytes' 4-bit linear layers)
+        import bitsandbytes as bnb
+
+        from replicator.core.manager import build_plugins
+        from replicator.core.model import load_model
+        from replicator.core.recipe import resolve
+
+        r = resolve(RECIPES / "smoke.yaml", [], [*QUICK, *QLORA])
+        model, _, info = load_model(r.final.model, build_plugins(r.final.plugins, "x"))
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+        assert info["all_params"] == s2["model"]["all_params"]
+    if extra is FULL:
         assert s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5) and s1["best_step"] == s2["best_step"]
 
 
