@@ -12,7 +12,8 @@
 * the data files (``Plugins.data_files``) by content;
 * the device (cpu/cuda) and the versions of torch, transformers and peft;
 * the number of processes (``WORLD_SIZE``, else accelerate's ``PartialState``), and the stages those
-  processes train sharded (FSDP, :mod:`replicator.core.shard`) with the strategy.
+  processes train sharded (FSDP, :mod:`replicator.core.shard`; DeepSpeed ZeRO-2, :mod:`replicator.core.zero`)
+  with the strategy.
 
 ``fingerprint.json`` records all of it, plus the git commit and a dirty flag of the checkout the
 code came from (for information: the code hash is what counts).
@@ -169,7 +170,7 @@ def plugin_distributions(resolved: Resolved) -> dict:
 
 
 def sharding(resolved: Resolved) -> dict[str, str]:
-    """``{stage: FSDP strategy}`` of the stages this launch trains sharded (none in one process)."""
+    """``{stage: FSDP strategy or zero2}`` of the stages this launch trains sharded (none in one process)."""
     from .shard import strategy
 
     return {s.name: strategy(s.launch.parallel) for s in resolved.stages if strategy(s.launch.parallel)}
