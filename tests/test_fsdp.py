@@ -74,9 +74,14 @@ def _same_numbers(isolated, one_dir: Path, two_dir: Path, keys=("log_loss", "tta
 QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
 
 
-@pytest.mark.parametrize("parallel,extra", [("fsdp_full_shard", []), ("fsdp_shard_grad_op", FULL),
+#: clipping on every step (the global norm over the shards)
+CLIPPED = ["train.max_grad_norm=0.01"]
+
+
+@pytest.mark.parametrize("parallel,extra", [("fsdp_full_shard", CLIPPED), ("fsdp_shard_grad_op", FULL),
                                             ("fsdp_full_shard", QLORA)],
-                         ids=["full_shard_lora", "shard_grad_op_full_finetuning_kahan_eval", "full_shard_qlora_4bit"])
+                         ids=["full_shard_lora_clipped", "shard_grad_op_full_finetuning_kahan_eval",
+                              "full_shard_qlora_4bit"])
 def test_fsdp_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, parallel, extra):
     """Two processes sharding the model (grad_accum 1) against one process (grad_accum 2): the same loss
     history, metrics, per-row predictions and saved weights (whole tensors, within 1e-5); the run id counts
