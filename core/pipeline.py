@@ -288,6 +288,8 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
 def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path, progress: bool):
     """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
     key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
+    from accelerate.utils import extract_model_from_parallel
+
     from .model import load_model
     from .shard import strategy, trainable_to_save
     from .steps import TRAIN_RESULT
@@ -317,7 +319,8 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     if sharded:  # prediction loads the saved weights into a plain model (core/shard.py, core/zero.py)
         del model, weights
         return result | {"train_reused": False}, None, None
-    return result | {"train_reused": False}, model, tok
+    # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from reused weights
+    return result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False), tok
 
 
 def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
