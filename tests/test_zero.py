@@ -23,8 +23,9 @@ ZERO = ["train.grad_accum=1", "launch.parallel=zero2", "launch.gpus=2"]
 QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
 
 
-#: clipping on every step (DeepSpeed clips the partitioned gradients by their global norm)
-CLIPPED = ["train.max_grad_norm=0.01"]
+#: clipping on every step (DeepSpeed clips the partitioned gradients by their global norm), and token-budget
+#: micro-batches (a step's micro-batches hold different numbers of rows: each weighted by its rows)
+CLIPPED = ["train.max_grad_norm=0.01", "train.batch_tokens=512"]
 
 
 #: bf16 compute on fp32 weights (accelerate's autocast in both); prediction in the model's fp32 in both
@@ -32,7 +33,7 @@ BF16 = ["train.mixed_precision=bf16"]
 
 
 @pytest.mark.parametrize("extra", [CLIPPED, FULL, QLORA, BF16],
-                         ids=["lora_clipped", "full_finetuning_kahan_eval", "qlora_4bit", "bf16_autocast"])
+                         ids=["lora_clipped_token_budget", "full_finetuning_kahan_eval", "qlora_4bit", "bf16_autocast"])
 def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, extra):
     """Two processes under ZeRO-2 (grad_accum 1) against one process (grad_accum 2): the same loss history,
     metrics, per-row predictions and saved weights within 1e-5, with every step's gradients clipped (by
