@@ -12,8 +12,8 @@ where accelerate 1.x turns an FSDP launch into DDP, so it is tested on every CPU
 full-state-dict gather crashes on gloo (torch 2.13, measured), FSDP2's does not.
 
 What changes for a sharded model (``trainable_to_save``, ``optimizer_state``, ``load_optimizer_state``,
-``gradient_sync`` and ``whole`` also take an unsharded one and then do what the runner did before, and a
-DeepSpeed ZeRO-2 engine, :mod:`replicator.core.zero`):
+``gradient_sync`` and ``whole`` also take an unsharded one and then do what the runner did before;
+``whole`` and ``trainable_to_save`` also a DeepSpeed ZeRO-2 engine, :mod:`replicator.core.zero`):
 
 * saving: the trainable tensors and the optimizer state are gathered whole to the main process
   (``torch.distributed.checkpoint.state_dict``, a collective: every process calls it), so weights
@@ -119,12 +119,8 @@ def load_full_state(model, state: dict) -> None:
 
 
 def optimizer_state(model, optimizer) -> dict:
-    """The optimizer state: whole in the main process for a sharded model, every process's partition in it
-    under ZeRO (both collectives: every process calls this), else as it is."""
-    from . import zero
-
-    if zero.is_engine(model):
-        return zero.optimizer_state(optimizer)
+    """The optimizer state: whole in the main process for a sharded model (a collective: every process
+    calls this), else as it is."""
     if not is_sharded(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -132,12 +128,7 @@ def optimizer_state(model, optimizer) -> dict:
     return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
 
 
-def load_optimizer_state(model, optimizer, state: dict, where: str = "") -> None:
-    from . import zero
-
-    if zero.is_engine(model):
-        zero.load_optimizer_state(optimizer, state, where)
-        return
+def load_optimizer_state(model, optimizer, state: dict) -> None:
     if not is_sharded(model):
         optimizer.load_state_dict(state)
         return

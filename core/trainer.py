@@ -190,11 +190,18 @@ class Loop:
     def save(self, step: int) -> None:
         import torch
 
+        from . import zero
+        from .dist import barrier
         from .shard import optimizer_state, trainable_to_save
 
-        main = self.acc.is_main_process  # sharded / ZeRO states are gathered to it: every process takes part
+        main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
         trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
-        optimizer = optimizer_state(self.model, self.optimizer)
+        engine = zero.is_engine(self.model)
+        if engine:  # every process writes its own partition, all before the checkpoint that names them
+            optimizer = zero.save_partition(self.optimizer, self.ckpt, step)
+            barrier()
+        else:
+            optimizer = optimizer_state(self.model, self.optimizer)
         if not main:
             return
         atomic_torch_save({
@@ -204,16 +211,22 @@ class Loop:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history, "tokens": self.tokens, "evals": self.evals,
         }, self.ckpt)
+        if engine:
+            zero.remove_other_steps(self.ckpt, step)
 
     def resume(self) -> None:
         import torch
 
+        from . import zero
         from .model import load_trainable
         from .shard import load_optimizer_state
 
         state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
         load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
-        load_optimizer_state(self.model, self.optimizer, state["optimizer"], where=str(self.ckpt))
+        if zero.is_engine(self.model):
+            zero.load_partition(self.optimizer, state["optimizer"], self.ckpt)
+        else:
+            load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.random.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:

@@ -12,8 +12,8 @@ does in one process:
 * mixed precision: accelerate's autocast around the forward, as in one process (fp32 master weights,
   ``train.mixed_precision`` compute), not DeepSpeed's bf16 mode, which would store bf16 weights;
 * saving: the weights are whole in every process, so the main process writes them as one process would;
-  a checkpoint holds every process's optimizer partition (gathered to the main process), and resuming
-  needs the same number of processes (each takes its own partition back).
+  each process writes its optimizer partition beside the checkpoint, and resuming needs the same number
+  of processes (each takes its own partition back).
 
 Why the runner and not accelerate's DeepSpeed launcher: accelerate applies DeepSpeed only to GPU
 processes (``Accelerator(cpu=True)`` skips it; without it, on a CPU, accelerate reports one process while
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 from .dist import world_size
 from .errors import ReplicatorError
@@ -94,24 +95,47 @@ def backward(engine, loss) -> None:
     engine.backward(loss, scale_wrt_gas=False)
 
 
-def optimizer_state(optimizer) -> dict:
-    """Every process's optimizer partition, in the main process ({} elsewhere). Every process must call it."""
-    import torch.distributed as dist
+def partition_file(ckpt: Path, step: int, rank: int) -> Path:
+    """Where process ``rank`` keeps its optimizer partition of the checkpoint written at ``step``."""
+    return ckpt.with_name(f"{ckpt.stem}-zero-step{step}-rank{rank}.pt")
+
+
+def save_partition(optimizer, ckpt: Path, step: int) -> dict:
+    """Every process writes its own optimizer partition next to the checkpoint (no collective: gathering
+    them to one process would hold them all in its GPU memory at once); what the checkpoint says of them.
+    The step is in the name, so a checkpoint never points at partitions of another step."""
+    from .dist import rank
+    from .io import atomic_torch_save
+
+    atomic_torch_save(optimizer.state_dict(), partition_file(ckpt, step, rank()))
+    return {"zero_partitions": world_size(), "zero_step": step}
+
+
+def remove_other_steps(ckpt: Path, step: int) -> None:
+    """The partitions of earlier checkpoints (main process, once the checkpoint of ``step`` is written)."""
+    keep = {partition_file(ckpt, step, r).name for r in range(world_size())}
+    for old in ckpt.parent.glob(f"{ckpt.stem}-zero-step*-rank*.pt"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
+def load_partition(optimizer, state: dict, ckpt: Path) -> None:
+    """Each process takes its own partition back (after the weights are loaded)."""
+    import torch
 
     from .dist import rank
 
-    parts = [None] * world_size() if rank() == 0 else None
-    dist.gather_object(optimizer.state_dict(), parts, dst=0)
-    return {"zero_partitions": parts} if rank() == 0 else {}
-
-
-def load_optimizer_state(optimizer, state: dict, where: str) -> None:
-    """Each process takes its own partition back (after the weights are loaded)."""
-    parts = state.get("zero_partitions") if isinstance(state, dict) else None
-    if parts is None:
-        raise ReplicatorError(f"{where}: the checkpoint was not written under launch.parallel zero2 (no ZeRO "
+    n = state.get("zero_partitions") if isinstance(state, dict) else None
+    if not isinstance(n, int):
+        raise ReplicatorError(f"{ckpt}: the checkpoint was not written under launch.parallel zero2 (no ZeRO "
                               "partitions); resume it with the launch that wrote it")
-    if len(parts) != world_size():
-        raise ReplicatorError(f"{where}: written by {len(parts)} processes under zero2, resumed by {world_size()}; "
-                              f"resume with {len(parts)} processes (each takes its own optimizer partition back)")
+    if n != world_size():
+        raise ReplicatorError(f"{ckpt}: written by {n} processes under zero2, resumed by {world_size()}; "
+                              f"resume with {n} processes (each takes its own optimizer partition back)")
+    path = partition_file(ckpt, state["zero_step"], rank())
+    if not path.is_file():
+        raise ReplicatorError(f"{ckpt}: its optimizer partition {path.name} is missing; delete {ckpt.name} "
+                              "to train the stage from the start")
+    parts: list = [None] * n  # DeepSpeed reads only this process's entry (a checkpoint of the same layout)
+    parts[rank()] = torch.load(path, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(parts, load_optimizer_states=True, load_from_fp32_weights=True)

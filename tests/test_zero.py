@@ -65,9 +65,9 @@ def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated,
 
 
 def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(isolated):
-    """Killed after step 2 of 3 (the checkpoint holds the whole weights and both optimizer partitions), the
-    rerun resumes there in two processes and ends with the numbers of one uninterrupted process; one
-    process cannot take over a two-process ZeRO checkpoint and says why."""
+    """Killed after step 2 of 3 (the checkpoint holds the whole weights, each process wrote its optimizer
+    partition beside it), the rerun resumes there in two processes and ends with the numbers of one
+    uninterrupted process."""
     import torch
 
     quick = [*QUICK, "train.checkpoint_every=1"]
@@ -75,7 +75,10 @@ def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(
     assert p.returncode != 0 and "simulated crash after step 2" in p.stderr
     ckpt = next((isolated / "artifacts").rglob("checkpoint.pt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert state["step"] == 2 and len(state["optimizer"]["zero_partitions"]) == 2
+    assert state["step"] == 2 and state["optimizer"] == {"zero_partitions": 2, "zero_step": 2}
+    # each process's partition beside it; those of the step-1 checkpoint are gone
+    assert sorted(p.name for p in ckpt.parent.glob("checkpoint-zero-*")) == [
+        "checkpoint-zero-step2-rank0.pt", "checkpoint-zero-step2-rank1.pt"]
     p = _two(isolated, [*quick, *ZERO])
     two_dir = _finished(p)
     main = json.loads((two_dir / "metrics.json").read_text())["stages"]["main"]
@@ -83,13 +86,16 @@ def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(
     _same_numbers(isolated, _one([*quick, "train.grad_accum=2"]), two_dir)
 
 
-def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it():
-    from replicator.core.zero import load_optimizer_state
+def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it(tmp_path):
+    from replicator.core.zero import load_partition
 
-    with pytest.raises(ReplicatorError, match=r"ckpt.pt: written by 2 processes under zero2, resumed by 1"):
-        load_optimizer_state(None, {"zero_partitions": [{}, {}]}, "ckpt.pt")
-    with pytest.raises(ReplicatorError, match=r"ckpt.pt: the checkpoint was not written under launch.parallel zero2"):
-        load_optimizer_state(None, {"state": {}, "param_groups": []}, "ckpt.pt")
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(ReplicatorError, match=r"checkpoint.pt: written by 2 processes under zero2, resumed by 1"):
+        load_partition(None, {"zero_partitions": 2, "zero_step": 4}, ckpt)
+    with pytest.raises(ReplicatorError, match=r"checkpoint.pt: the checkpoint was not written under launch.parallel"):
+        load_partition(None, {"state": {}, "param_groups": []}, ckpt)
+    with pytest.raises(ReplicatorError, match=r"partition checkpoint-zero-step4-rank0.pt is missing; delete"):
+        load_partition(None, {"zero_partitions": 1, "zero_step": 4}, ckpt)
 
 
 def test_zero3_is_refused_at_run_time_with_the_fsdp_strategy_that_shards_the_same(monkeypatch):
