@@ -81,7 +81,10 @@ def initialize(model, optimizer, tcfg, acc):
     """(engine, ZeRO optimizer): ``model`` placed and wrapped in accelerate's autocast, then partitioned by
     DeepSpeed over the process group the launcher formed."""
     import_quietly()
-    import deepspeed
+    try:
+        import deepspeed
+    except ImportError as e:
+        raise ReplicatorError(f"launch.parallel zero2 needs DeepSpeed ({e}): pip install -e \".[deepspeed]\"") from e
 
     model = acc.prepare_model(model, evaluation_mode=True)  # device and mixed precision only, no DDP
     with contextlib.redirect_stdout(sys.stderr):  # its config and ZeRO reports go to stdout

@@ -5,6 +5,7 @@ partition, a resume after a kill. On GPUs the same code runs over NCCL (not run 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -96,6 +97,15 @@ def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it(tmp_path):
         load_partition(None, {"state": {}, "param_groups": []}, ckpt)
     with pytest.raises(ReplicatorError, match=r"partition checkpoint-zero-step4-rank0.pt is missing; delete"):
         load_partition(None, {"zero_partitions": 1, "zero_step": 4}, ckpt)
+
+
+def test_zero2_without_deepspeed_says_how_to_install_it(monkeypatch):
+    from replicator.core import zero
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
+    monkeypatch.setattr(zero, "import_quietly", lambda: None)
+    with pytest.raises(ReplicatorError, match=r'launch.parallel zero2 needs DeepSpeed .*pip install -e "\.\[deepspeed\]"'):
+        zero.initialize(None, None, None, None)
 
 
 def test_zero3_is_refused_at_run_time_with_the_fsdp_strategy_that_shards_the_same(monkeypatch):
