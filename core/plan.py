@@ -148,11 +148,10 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
 # ---------------------------------------------------------------- launching
 
 
-def accelerate_config(recipe: Path, launch: LaunchConfig) -> Path:
-    """The accelerate config beside the recipe: recipes/accelerate/multi_gpu.yaml for every parallelism
-    (accelerate starts the processes; the runner wraps DDP through accelerate, shards FSDP itself,
-    core/shard.py, and partitions ZeRO-2 with DeepSpeed itself, core/zero.py)."""
-    del launch  # one launch file: what is sharded comes from the recipe
+def accelerate_config(recipe: Path) -> Path:
+    """The accelerate config beside the recipe, one for every parallelism: recipes/accelerate/multi_gpu.yaml
+    (accelerate starts the processes; what is sharded comes from the recipe: the runner wraps DDP through
+    accelerate, shards FSDP itself, core/shard.py, and partitions ZeRO-2 with DeepSpeed, core/zero.py)."""
     return Path(recipe).parent / "accelerate" / "multi_gpu.yaml"
 
 
@@ -165,7 +164,7 @@ def launch_command(recipe: Path, launch: LaunchConfig, toggles=(), overrides=())
         return f"replicate {run}"
     if launch.gpu == "cpu":  # accelerate launch --cpu starts one process without MPI (core/dist.py)
         return f"torchrun --nproc_per_node {launch.gpus} -m replicator.core.cli {run}"
-    return (f"accelerate launch --config_file {shlex.quote(str(accelerate_config(recipe, launch)))} "
+    return (f"accelerate launch --config_file {shlex.quote(str(accelerate_config(recipe)))} "
             f"--num_processes {launch.gpus} -m replicator.core.cli {run}")
 
 
@@ -292,7 +291,7 @@ def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
         notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards the same "
                      "parts with the runner's FSDP2")
     for s in resolved.stages:
-        cfg = accelerate_config(Path(resolved.file), s.launch)
+        cfg = accelerate_config(Path(resolved.file))
         if s.launch.parallel != "single" and s.launch.gpu != "cpu" and not cfg.is_file():
             notes.append(f"{cfg} not found (stage {s.name}): the shipped ones are in recipes/accelerate/")
     return {"recipe": resolved.name, "file": resolved.file, "toggles": list(resolved.toggles),
