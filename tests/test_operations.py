@@ -470,12 +470,14 @@ def test_gather_rows_puts_one_process_rows_back_in_order():
         gather_rows([0, 1], vals[:2], 3)
 
 
-@pytest.mark.parametrize("budget", [[], ["train.batch_tokens=300"]], ids=["rows", "token_budget"])
+@pytest.mark.parametrize("budget", [[], ["train.batch_tokens=300", "train.max_grad_norm=0.01"]],
+                         ids=["rows", "token_budget_clipped"])
 def test_two_processes_give_the_numbers_of_one_with_the_same_global_batch(isolated, tmp_path, budget):
     """torchrun --nproc_per_node 2 (gloo) with grad_accum 1 against one process with grad_accum 2: the
     same optimizer steps, loss history, validation metrics and per-row predictions (within 1e-5),
     one set of files, the process count in the run id; with row batches and with token-budget batches
-    (micro-batches of varying row counts: each weighted by its rows in the step)."""
+    (micro-batches of varying row counts: each weighted by its rows in the step) with every step clipped
+    (the norm of the synchronised gradients)."""
     import numpy as np
 
     from replicator.core.rowpreds import read_row_predictions
