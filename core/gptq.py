@@ -28,29 +28,6 @@ log = logging.getLogger(__name__)
 BITS, GROUP_SIZE = 8, 128
 
 
-def import_quietly() -> None:
-    """Import GPT-QModel (when installed) with stdout sent to stderr and the environment restored.
-
-    Once it is installed, peft imports it for every LoRA model (to recognise GPTQ layers), and on import
-    it prints a banner and warnings to stdout and sets ``PYTORCH_ALLOC_CONF`` / ``CUDA_DEVICE_ORDER``:
-    ``replicate``'s stdout would no longer be its own, and every run's CUDA allocator settings would change.
-    Called before a model is built (:func:`replicator.core.model.load_model`)."""
-    import contextlib
-    import importlib.util
-    import os
-    import sys
-
-    if "gptqmodel" in sys.modules or importlib.util.find_spec("gptqmodel") is None:
-        return
-    env = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            import gptqmodel  # noqa: F401
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
-
-
 def calibration_file(folder: Path, n: int) -> Path:
     return Path(folder) / f"gptq-calibration-{n}.npz"
 

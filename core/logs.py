@@ -63,3 +63,32 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(before)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+#: packages that print to stdout or change the environment on import, and why they are imported at all
+NOISY_IMPORTS = {
+    # peft imports it for every LoRA model once it is installed; it prints a banner and warnings and sets
+    # PYTORCH_ALLOC_CONF / CUDA_DEVICE_ORDER (every run's CUDA allocator settings would change)
+    "gptqmodel": "peft",
+    # accelerate imports it whenever it is installed (unwrap_model); it logs "Setting accelerator to ..."
+    # and sets PYTORCH_NVML_BASED_CUDA_CHECK (its logger keeps the stream it found: stderr from then on)
+    "deepspeed": "accelerate",
+}
+
+
+def import_quietly(name: str) -> None:
+    """Import ``name`` (when installed and not yet imported) with stdout sent to stderr and the environment
+    restored, so that ``replicate``'s stdout stays its own (:data:`NOISY_IMPORTS` says why each is needed).
+    Called before a model is built (:func:`replicator.core.model.load_model`)."""
+    import importlib
+    import importlib.util
+
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    env = dict(os.environ)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            importlib.import_module(name)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)

@@ -181,10 +181,10 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
     """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
     import dataclasses
 
-    from . import gptq, zero
+    from .logs import NOISY_IMPORTS, import_quietly
 
-    gptq.import_quietly()  # before peft imports it
-    zero.import_quietly()  # before accelerate imports it
+    for name in NOISY_IMPORTS:  # before peft / accelerate import them
+        import_quietly(name)
     if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
         cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit, load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
     path = resolve_base(cfg.base)

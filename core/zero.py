@@ -34,25 +34,6 @@ from .errors import ReplicatorError
 ZERO_STRATEGIES = ("zero2",)
 
 
-def import_quietly() -> None:
-    """Import DeepSpeed with stdout sent to stderr and the environment restored: on import it logs "Setting
-    accelerator to ..." to stdout (its logger keeps the stream it found, so its later messages go to stderr
-    too) and sets ``PYTORCH_NVML_BASED_CUDA_CHECK``. accelerate imports it whenever it is installed
-    (``unwrap_model``), so ``replicate``'s stdout would otherwise no longer be its own."""
-    import importlib.util
-    import os
-
-    if "deepspeed" in sys.modules or importlib.util.find_spec("deepspeed") is None:
-        return
-    env = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            import deepspeed  # noqa: F401
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
-
-
 def is_engine(model) -> bool:
     """Whether ``model`` is a DeepSpeed engine (only when DeepSpeed was imported: nothing else makes one)."""
     if "deepspeed" not in sys.modules:
@@ -80,7 +61,9 @@ def ds_config(tcfg) -> dict:
 def initialize(model, optimizer, tcfg, acc):
     """(engine, ZeRO optimizer): ``model`` placed and wrapped in accelerate's autocast, then partitioned by
     DeepSpeed over the process group the launcher formed."""
-    import_quietly()
+    from .logs import import_quietly
+
+    import_quietly("deepspeed")
     try:
         import deepspeed
     except ImportError as e:
