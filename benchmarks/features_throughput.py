@@ -38,8 +38,8 @@ def run(dtype: str, device: str, tiny: bool, n_texts: int, max_length: int, batc
     import torch
     from transformers import AutoModel
 
-    from replicator.core.features import encode_texts
-    from replicator.core.recipe import FeaturesConfig
+    from replicator.core.config.recipe import FeaturesConfig
+    from replicator.core.stages.frozen_features import encode_texts
 
     torch.manual_seed(0)
     cfg = _config(tiny)

@@ -4,7 +4,7 @@
     python -m benchmarks.preprocess --rows 5000 --budgets 256                       # a quick check
 
 The rows: the real ``lmsys-chatbot-arena/train.csv`` (1,478 rows here, read by
-``replicator.core.data.read_competition_csv`` as the ``kaggle_csv`` plugin does) resampled with a
+``replicator.core.data.competition.read_competition_csv`` as the ``kaggle_csv`` plugin does) resampled with a
 fixed seed to ``--rows`` (57,477 = the full Kaggle train set). The cache keys on content, so an
 identical copy WOULD be a cache hit, and within one batch identical texts share their tokenisation:
 every copy gets a new id and its copy number appended to **every** turn of its prompt and both
@@ -57,7 +57,7 @@ def rss() -> dict:
 
 
 def make_rows(n: int, seed: int = 0) -> list[dict]:
-    from replicator.core.data import copy_row, data_dir, read_competition_csv
+    from replicator.core.data.competition import copy_row, data_dir, read_competition_csv
 
     path = data_dir() / "lmsys-chatbot-arena" / "train.csv"
     base = read_competition_csv(path, require_labels=True)
@@ -95,7 +95,7 @@ def _resident(folder: str, keys_file: str) -> int:
     import numpy as np
     import pyarrow  # noqa: F401
 
-    from replicator.core import tokcache
+    from replicator.core.tokens import cache as tokcache
 
     raw = Path(keys_file).read_bytes()
     keys = [raw[i:i + 16] for i in range(0, len(raw), 16)]
@@ -121,9 +121,9 @@ def cpu_seconds() -> float:
 
 def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -> dict:
 
-    from replicator.core import tokcache
-    from replicator.core.batches import Encoder
-    from replicator.core.predict import Identity
+    from replicator.core.predict.views import Identity
+    from replicator.core.tokens import cache as tokcache
+    from replicator.core.tokens.batches import Encoder
     from replicator.plugins.swap_ab import SwapView
 
     views = [Identity(), SwapView()]
@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="preprocess-bench-"))
     os.environ["REPLICATOR_ARTIFACTS"] = str(root)
 
-    from replicator.core.embedded import resolve_embedded
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_tokenizer
-    from replicator.core.recipe import resolve
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.config.recipe import resolve
+    from replicator.core.model.embedded import resolve_embedded
+    from replicator.core.model.loading import load_tokenizer
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
     stage = resolve(recipe, [], [], check_plugins=False).final

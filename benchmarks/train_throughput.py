@@ -5,9 +5,9 @@
     python -m benchmarks.train_throughput --cuda     # CUDA, bf16, Gemma-2-2B and 9B shapes (random weights)
 
 In one invocation, back to back (each trainer in a fresh child process, so that nothing one sets or
-leaves behind, such as the allocator setting of :func:`replicator.core.trainer.keep_freed_memory`,
+leaves behind, such as the allocator setting of :func:`replicator.core.train.trainer.keep_freed_memory`,
 reaches the next, and each peak memory is its own), per token budget (``--lengths``), on the same model
-(loaded as the project loads it, :func:`replicator.core.model.load_model`: a fresh copy per trainer, the
+(loaded as the project loads it, :func:`replicator.core.model.loading.load_model`: a fresh copy per trainer, the
 same LoRA initialisation), the same rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through the
 recipe's data plugin, one seeded sample), the same token ids (tokenised once through the recipe's
 ``prompt_format`` plugin; swap augmentation off so that every trainer sees the same ids), the same LoRA
@@ -16,7 +16,7 @@ and optimizer settings, the same rows per optimizer step and thread count, one e
 * ``hf_random``: ``transformers.Trainer`` + peft, random order, ``DataCollatorWithPadding``;
 * ``hf_grouped``: the same with ``train_sampling_strategy="group_by_length"`` (``group_by_length``
   before transformers 5);
-* ``ours_grouped``: :func:`replicator.core.trainer.train_stage`, length-grouped ``batch_size``-row
+* ``ours_grouped``: :func:`replicator.core.train.trainer.train_stage`, length-grouped ``batch_size``-row
   micro-batches (what recipes do by default);
 * ``ours_tokens``: the same with ``train.batch_tokens``: the budget is the smallest one whose epoch has
   as many micro-batches as the others have optimizer steps (``grad_accum`` 1), so an optimizer step
@@ -206,7 +206,7 @@ def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> fl
 
 def backbone_params(model) -> int:
     """Parameters of the backbone that every token meets: no embeddings, adapters or head."""
-    from replicator.core.model import HEAD_NAMES
+    from replicator.core.model.loading import HEAD_NAMES
 
     emb = {id(p) for p in model.get_input_embeddings().parameters()}
     return sum(
@@ -255,12 +255,12 @@ def overrides_for(args, length: int) -> list[str]:
 
 
 def prepare(args, length: int, n_rows: int) -> Setting:
-    from replicator.core.batches import Encoder
-    from replicator.core.data import collect_rows, data_dir, sample_rows
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_tokenizer, resolve_base
-    from replicator.core.recipe import resolve
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.config.recipe import resolve
+    from replicator.core.data.competition import collect_rows, data_dir, sample_rows
+    from replicator.core.model.loading import load_tokenizer, resolve_base
     from replicator.core.rows import DataContext
+    from replicator.core.tokens.batches import Encoder
 
     resolved = resolve(args.recipe, [], overrides_for(args, length))
     stage = resolved.final
@@ -293,7 +293,7 @@ def fresh_model(s: Setting, stage=None):
     """The model as the project loads it, with the same LoRA initialisation for every trainer."""
     import torch
 
-    from replicator.core.model import load_model
+    from replicator.core.model.loading import load_model
 
     torch.manual_seed(s.seed)
     return load_model((stage or s.stage).model, s.plugins, train=True)
@@ -302,7 +302,7 @@ def fresh_model(s: Setting, stage=None):
 def token_budget_for(s: Setting) -> int:
     """The smallest padded-token budget whose epoch has no more micro-batches than the row-count
     trainers have optimizer steps (the same mean rows per optimizer step with ``grad_accum`` 1)."""
-    from replicator.core.batches import token_budget_batches, units_of
+    from replicator.core.tokens.batches import token_budget_batches, units_of
 
     lengths = [len(i) for i in s.ids]
     target = math.ceil(len(s.rows) / s.rows_per_step)
@@ -381,7 +381,7 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
 def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool, packed: bool = False) -> dict:
     """The project's trainer; with ``packed``, its padding-free micro-batches (``train.packed``) under
     flash attention (CUDA only: elsewhere packed rows cost masked attention over the whole pack)."""
-    from replicator.core.trainer import train_stage
+    from replicator.core.train.trainer import train_stage
 
     stage = s.stage
     if batch_tokens:
@@ -618,7 +618,7 @@ def main(argv=None) -> None:
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda: no CUDA device here (torch.cuda.is_available() is False)")
-        from replicator.core.model import resolve_base
+        from replicator.core.model.loading import resolve_base
 
         shapes = [args.model] if args.model else list(GEMMA2_SHAPES)
         peak_name = "bf16_peak_gflops"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import ReplicatorError
+from replicator.core.errors import ReplicatorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes.")
@@ -33,7 +33,7 @@ def _options(verbose: VerboseOpt = False, quiet: QuietOpt = False):
 def logging_setup(verbose: bool = False, quiet: bool = False) -> bool:
     """Set up logging for a command from its -v/-q and the global ones; return whether progress
     bars show (not with -q). -v sets DEBUG and REPLICATOR_TRACE=1 (the hook trace)."""
-    from .logs import setup
+    from replicator.core.util.logs import setup
 
     verbose, quiet = verbose or _GLOBAL["verbose"], quiet or _GLOBAL["quiet"]
     if verbose and quiet:
@@ -60,7 +60,7 @@ def _fail_os(e: OSError) -> None:
 def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
          verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Print the resolved recipe, every default written out, and its hash (no model is loaded)."""
-    from .recipe import resolve
+    from replicator.core.config.recipe import resolve
 
     logging_setup(verbose, quiet)
     try:
@@ -70,7 +70,7 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
     typer.echo(r.to_yaml(), nl=False)
     typer.echo(f"# config_hash: {r.config_hash}")
     typer.echo(f"# stages: {', '.join(s.name for s in r.stages)}")
-    from .combination import section_lines
+    from replicator.core.config.sections import section_lines
 
     for line in section_lines(r):
         typer.echo(line)
@@ -85,8 +85,8 @@ def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
     """Plan every stage at full size without weights or data: parameters, trainable parameters, memory per
     GPU (training and inference, estimates), rows, tokens and steps per epoch, whether it fits the recipe's
     launch hardware, and the launch command."""
-    from .plan import format_plan
-    from .plan import plan as make_plan
+    from replicator.core.run.resources import format_plan
+    from replicator.core.run.resources import plan as make_plan
 
     logging_setup(verbose, quiet)
     try:
@@ -101,7 +101,7 @@ def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
     """List every plugin with its hooks, the package that provides it and its documented parameters."""
-    from .manager import describe
+    from replicator.core.config.catalogue import describe
 
     try:
         entries = describe()
@@ -129,27 +129,27 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
         verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/; with folds: or ensemble:, every
     member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
-    from .data import data_dir
-    from .recipe import resolve
+    from replicator.core.config.recipe import resolve
+    from replicator.core.data.competition import data_dir
 
     progress = logging_setup(verbose, quiet)
     try:
         ddir = data_dir()
         r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
-        from .combination import has_combination
+        from replicator.core.config.sections import has_combination
 
         if has_combination(r):
             return _run_combination(recipe, toggle, overrides or [], ddir, force, progress, member)
         if member:
             raise ReplicatorError(f"--member: {recipe} has no folds: or ensemble: section")
-        from .pipeline import run_recipe
+        from replicator.core.run.pipeline import run_recipe
 
         run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=progress)
     except ReplicatorError as e:
         _fail(e)
     except OSError as e:
         _fail_os(e)
-    from .dist import is_main
+    from replicator.core.util.distributed import is_main
 
     if not is_main():  # under a launcher the main process reports
         return
@@ -162,8 +162,8 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
 def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool,
                      progress: bool, only: list[str]) -> None:
     """``run`` on a recipe with folds:/ensemble:: the plan, every member run, then the combination."""
-    from .combination import plan, run_plan
-    from .dist import is_main
+    from replicator.core.run.combination import plan, run_plan
+    from replicator.core.util.distributed import is_main
 
     p = plan(recipe, toggles, overrides, data_dir=ddir)
     result = run_plan(p, ddir, force=force, progress=progress, only=only)
@@ -190,7 +190,7 @@ def predict(run: str, test_csv: Path,
             out: Annotated[Path, typer.Option("--out", "-o", help="submission CSV to write")] = Path("submission.csv"),
             verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Predict a Kaggle-format test CSV with a finished run; write a valid submission."""
-    from .submission import predict as predict_run
+    from replicator.core.run.submission import predict as predict_run
 
     progress = logging_setup(verbose, quiet)
     try:
@@ -215,7 +215,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
            strict: Annotated[bool, typer.Option(
                "--strict", help="refuse runs whose data, split or environment differ from the base")] = False):
     """Compare runs: log loss, Δ vs the base with 95% paired bootstrap intervals, plots (Markdown + HTML)."""
-    from .report import build_report, default_out_dir, discover_runs
+    from replicator.core.report.report import build_report, default_out_dir, discover_runs
 
     try:
         dirs = discover_runs(paths)
@@ -256,7 +256,7 @@ def ablate(recipe: Annotated[Path, typer.Argument(
            verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Ablate: for each seed a base run and one run per toggle (same split), then the report with Δ log
     loss and paired bootstrap intervals. Prints the plan first; finished runs are reused."""
-    from .ablate import execute, parse_seeds, plan
+    from replicator.core.run.ablate import execute, parse_seeds, plan
 
     progress = logging_setup(verbose, quiet)
     try:
@@ -276,8 +276,8 @@ def ablate(recipe: Annotated[Path, typer.Argument(
 
 
 def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
-    from .recipe import load_yaml
-    from .toggles import apply_toggle, recipe_toggles, status
+    from replicator.core.config.recipe import load_yaml
+    from replicator.core.config.toggles import apply_toggle, recipe_toggles, status
 
     raw = load_yaml(recipe)
     named = recipe_toggles(raw, str(recipe))

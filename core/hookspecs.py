@@ -11,7 +11,7 @@ The seven seams of a run are ``data_sources``, ``prompt_format``, ``head``, ``lo
 ``tta`` and ``postprocess``; ``data_files`` and ``data_check`` ask the data plugins, before
 anything loads, which files they read (the data hash) and what is missing (a resolve-time error).
 
-Hooks are called through ``pm.hook.<name>`` by :class:`replicator.core.manager.Plugins`, never by
+Hooks are called through ``pm.hook.<name>`` by :class:`replicator.core.config.catalogue.Plugins`, never by
 ``getattr`` on a plugin: pluggy checks each implementation's arguments against these signatures
 when a recipe's plugins are registered, and an implementation of a hook not declared here is a
 resolve-time error. Rows use the common schema of :mod:`replicator.core.rows`.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # heavy imports for the annotations only
     import numpy as np
     import torch
 
-    from .rows import DataContext, Encoded
+    from replicator.core.rows import DataContext, Encoded
 
 PROJECT = "replicator"
 hookspec = pluggy.HookspecMarker(PROJECT)

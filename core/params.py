@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
 
-from .errors import RecipeError
+from replicator.core.errors import RecipeError
 
 _MISSING = dataclasses.MISSING
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -46,7 +46,7 @@ def param(default: Any = _MISSING, doc: str = "", *, ge: float | None = None, gt
     of the message unless it starts with it).
     ``step``: a plugin parameter that only prediction (``predict``) or only postprocessing
     (``postprocess``) reads, in a plugin whose other hooks act on training; the trained weights of
-    a variant that changes only such parameters are reused (:mod:`replicator.core.steps`).
+    a variant that changes only such parameters are reused (:mod:`replicator.core.stages.steps`).
     """
     meta: dict[str, Any] = {"doc": doc}
     if step is not None:

@@ -5,7 +5,7 @@ A row is a plain dict:
 ``id`` (str)
     unique within its source; Kaggle ids keep their original text.
 ``prompt``, ``response_a``, ``response_b`` (list[str])
-    one entry per turn, all three the same length (see :mod:`replicator.core.data` for the rules
+    one entry per turn, all three the same length (see :mod:`replicator.core.data.competition` for the rules
     that make them so).
 ``label`` (list[float] of 3, or None)
     P(A wins), P(B wins), P(tie): hard one-hot for human labels, soft for rated or pseudo labels.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from replicator.core.data import resolve_data_path, sample_rows
+from replicator.core.data.competition import resolve_data_path, sample_rows
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.params import param
@@ -76,7 +76,7 @@ class AlpacaEvalPairs:
 
         import pandas as pd
 
-        from replicator.core.data import clean_text
+        from replicator.core.data.competition import clean_text
         from replicator.core.errors import DataError
         from replicator.core.rows import make_row
 

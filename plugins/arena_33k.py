@@ -16,7 +16,7 @@ Input
   (in CSV files: JSON-encoded). JSON arrays, JSONL(.gz), parquet and CSV are accepted.
 * **The competition schema** (``id, model_a, model_b, prompt, response_a, response_b,
   winner_model_a, winner_model_b, winner_tie``), e.g. the Kaggle "33k deduplicated" CSV: rows are
-  validated exactly like the competition CSV (:mod:`replicator.core.data`).
+  validated exactly like the competition CSV (:mod:`replicator.core.data.competition`).
 
 When ``file`` is missing and the Hugging Face hub is reachable, ``hub_id`` is loaded with
 ``datasets`` (the dataset is gated: accept its terms on the hub and log in / set ``HF_TOKEN``).
@@ -98,7 +98,7 @@ def dedup_pairs(rows: list[dict], source: str) -> list[dict]:
 
 def convert_records(records, file: str, stem: str) -> list[dict]:
     """Rows of the common schema from ``(where, record)`` pairs in the arena schema (rules: module doc)."""
-    from replicator.core.data import clean_text
+    from replicator.core.data.competition import clean_text
     from replicator.core.errors import DataError
     from replicator.core.rows import make_row
 
@@ -201,7 +201,7 @@ class Arena33k:
         return problems + self._against_check(data_dir)
 
     def _against_check(self, data_dir) -> list[str]:
-        from replicator.core.data import resolve_data_path
+        from replicator.core.data.competition import resolve_data_path
 
         if self.against is None:
             return []
@@ -211,7 +211,7 @@ class Arena33k:
 
     def _drop_competition_pairs(self, rows: list[dict], data_dir) -> list[dict]:
         """The rows whose prompt and unordered responses are not those of a row of ``against``."""
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         if self.against is None:
             return rows
@@ -227,13 +227,13 @@ class Arena33k:
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
-        from replicator.core.data import resolve_data_path
+        from replicator.core.data.competition import resolve_data_path
 
         against = [] if self.against is None else [resolve_data_path(data_dir, self.against)]
         return sources.find_data_files(data_dir, self.file) + [p for p in against if p.is_file()]
 
     def _read_file(self, path: Path) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         records = D.read_records(path)
         cols = set(records[0][1]) if records else set()
@@ -245,7 +245,7 @@ class Arena33k:
         return convert_records(records, str(path), path.stem)
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         def read_hub() -> list[dict]:
             ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")

@@ -14,7 +14,7 @@ from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
 
 #: probabilities are clipped to this before their log is taken (the log loss itself is the project's
-#: one, :func:`replicator.core.metrics.log_loss`)
+#: one, :func:`replicator.core.scoring.metrics.log_loss`)
 EPS = 1e-12
 
 
@@ -47,7 +47,7 @@ def fit_temperature(probs, labels, bounds=(0.05, 20.0)) -> float:
     import numpy as np
     from scipy.optimize import minimize_scalar
 
-    from replicator.core.metrics import log_loss
+    from replicator.core.scoring.metrics import log_loss
 
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     res = minimize_scalar(lambda lt: log_loss(apply_temperature(probs, float(np.exp(lt))), labels),

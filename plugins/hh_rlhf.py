@@ -39,7 +39,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from replicator.core.data import resolve_data_path
+from replicator.core.data.competition import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.params import param
@@ -114,7 +114,7 @@ class HHRLHF:
 
     def convert(self, records, file: str, stem: str, seed: int) -> list[dict]:
         """Rows from ``(where, record)`` pairs of a JSONL file (rules: module docstring)."""
-        from replicator.core.data import clean_text, seeded_coin
+        from replicator.core.data.competition import clean_text, seeded_coin
         from replicator.core.errors import DataError
         from replicator.core.rows import make_row
 

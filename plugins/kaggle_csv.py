@@ -6,7 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from replicator.core.data import resolve_data_path as resolve  # ``file`` under the data dir unless absolute
+from replicator.core.data.competition import (
+    resolve_data_path as resolve,  # ``file`` under the data dir unless absolute
+)
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.params import ParamError, param
@@ -24,7 +26,7 @@ class KaggleCSV:
     (``folds: 0``) or fold ``fold`` of a StratifiedGroupKFold. Duplicate prompts never straddle the
     split. When ``train_file`` is missing and the Hugging Face hub is reachable, the hub copy
     ``hub_id`` is loaded instead. ``test`` rows come from ``test_file`` when given. Validation
-    rules for bad rows: :mod:`replicator.core.data`.
+    rules for bad rows: :mod:`replicator.core.data.competition`.
     """
 
     train_file: str = param("lmsys-chatbot-arena/train.csv",
@@ -65,7 +67,7 @@ class KaggleCSV:
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
-        from replicator.core.data import hub_reachable
+        from replicator.core.data.competition import hub_reachable
 
         problems = []
         train = resolve(data_dir, self.train_file)
@@ -94,7 +96,7 @@ class KaggleCSV:
     # -- loading -------------------------------------------------------------------------------
 
     def _train_valid(self, data_dir, seed: int) -> tuple[list[dict], list[dict]]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         path = resolve(data_dir, self.train_file)
 
@@ -116,7 +118,7 @@ class KaggleCSV:
         return sources.cached(self, (stamp, seed), load, slot="split")
 
     def _test(self, data_dir) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         path = resolve(data_dir, self.test_file)  # type: ignore[arg-type]
         if not path.is_file():
@@ -126,7 +128,7 @@ class KaggleCSV:
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.data import copy_row
+        from replicator.core.data.competition import copy_row
 
         if split not in self.splits:
             return None

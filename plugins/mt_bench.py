@@ -42,7 +42,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from replicator.core.data import resolve_data_path
+from replicator.core.data.competition import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.params import param
@@ -139,7 +139,7 @@ class MTBenchHuman:
 
     def convert(self, records, file: str) -> list[dict]:
         """Rows from ``(where, record)`` pairs of a JSONL file (rules: module docstring)."""
-        from replicator.core.data import clean_text
+        from replicator.core.data.competition import clean_text
         from replicator.core.errors import DataError
 
         problems: list = []

@@ -25,7 +25,7 @@ Rules
   parameters (``hh_rlhf``, ``mt_bench``, ``alpacaeval_pairs``, ...), their labels removed: the pools the
   smoke and tiny runs use, since the real pools (lmsys-chat-1m pairs, generated pairs) are not offline.
 * ``file``: a competition-format CSV (``id, prompt, response_a, response_b``; labels optional and
-  ignored), validated by :func:`replicator.core.data.read_competition_csv` (``require_labels``
+  ignored), validated by :func:`replicator.core.data.competition.read_competition_csv` (``require_labels``
   false). Ids become ``<id_prefix><id>`` so pool rows never collide with training ids (teacher
   probabilities and token caches are keyed by id).
 * Pool rows whose prompt is in the validation split are dropped (count in the log), in both
@@ -49,7 +49,7 @@ import logging
 import math
 from pathlib import Path
 
-from replicator.core.data import resolve_data_path
+from replicator.core.data.competition import resolve_data_path
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.params import ParamError, param
@@ -110,7 +110,7 @@ class PseudoLabels:
             self._source_plugin()  # an unknown name fails with the recipe, not mid-run
 
     def _source_plugin(self):
-        from replicator.core.manager import catalogue
+        from replicator.core.config.catalogue import catalogue
 
         cat = catalogue()
         if self.source not in cat or "data_sources" not in getattr(cat[self.source], "__dict__", {}):
@@ -140,7 +140,7 @@ class PseudoLabels:
         return [] if path is None else [path]
 
     def _pool(self, ctx) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
         from replicator.core.errors import ReplicatorError
 
         if self.source is not None:
@@ -164,7 +164,7 @@ class PseudoLabels:
 
     def _source_pool(self, ctx) -> list[dict]:
         """The ``source`` plugin's train rows as pool rows: ids prefixed, labels and teachers removed."""
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
         from replicator.core.rows import make_row
 
         rows = self._source_plugin().data_sources("train", ctx) or []
@@ -174,7 +174,7 @@ class PseudoLabels:
         return D.sample_rows(rows, self.max_rows, ctx.seed)
 
     def _labelled(self, ctx) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
         from replicator.core.errors import ReplicatorError
         from replicator.core.rows import make_row
 

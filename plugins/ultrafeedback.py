@@ -88,7 +88,7 @@ def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
     """(prompt turns, response turns, error) of a binarized ``chosen``/``rejected`` value."""
     import json
 
-    from replicator.core.data import clean_text
+    from replicator.core.data.competition import clean_text
 
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
@@ -148,7 +148,7 @@ class UltraFeedbackPairs:
 
     def _row(self, rid, prompt, resp1, resp2, s1, s2, models, seed, stats):
         """One row with the first side shown as A or B by the seeded coin; None when dropped."""
-        from replicator.core.data import seeded_coin
+        from replicator.core.data.competition import seeded_coin
         from replicator.core.rows import make_row
 
         if seeded_coin(seed, rid):
@@ -165,7 +165,7 @@ class UltraFeedbackPairs:
         """Rows from ``(where, record)`` pairs (rules: module docstring)."""
         import random
 
-        from replicator.core.data import clean_text
+        from replicator.core.data.competition import clean_text
         from replicator.core.errors import DataError
 
         records = list(records)
@@ -262,7 +262,7 @@ class UltraFeedbackPairs:
         return rows
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core import data as D
+        from replicator.core.data import competition as D
 
         def read_hub() -> list[dict]:
             ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")

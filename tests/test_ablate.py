@@ -9,10 +9,10 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from replicator.core import fingerprint, pipeline
-from replicator.core.ablate import estimate_seconds, parse_seeds, plan, run_seconds
 from replicator.core.cli import app
 from replicator.core.errors import RecipeError, ReplicatorError
+from replicator.core.run import fingerprint, pipeline
+from replicator.core.run.ablate import estimate_seconds, parse_seeds, plan, run_seconds
 
 from .conftest import RECIPES, ROOT
 

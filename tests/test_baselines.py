@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replicator.core import baselines as B
+from replicator.core.config.recipe import resolve
 from replicator.core.errors import ReplicatorError
-from replicator.core.metrics import log_loss
-from replicator.core.pipeline import run_recipe as run
-from replicator.core.recipe import resolve
-from replicator.core.rowpreds import read_row_predictions
 from replicator.core.rows import make_row, swap_row
-from replicator.core.submission import predict
+from replicator.core.run.pipeline import run_recipe as run
+from replicator.core.run.submission import predict
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.scoring.row_predictions import read_row_predictions
+from replicator.core.stages import baseline as B
 
 from .conftest import RECIPES, TINY
 
@@ -111,7 +111,7 @@ def test_soft_labels_become_weighted_samples():
 
 
 def test_unknown_baseline_fails_before_anything_is_written(isolated):
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     r = resolve(BASELINE, [], ["model.base=baseline:lenght"], data_dir=data_dir())
     with pytest.raises(ReplicatorError, match=r"model.base: unknown baseline 'baseline:lenght'; known: "
@@ -121,7 +121,7 @@ def test_unknown_baseline_fails_before_anything_is_written(isolated):
 
 
 def _baseline_run(overrides=(), force=False):
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     r = resolve(BASELINE, [], list(overrides), data_dir=data_dir())
     return run(r, data_dir(), force=force, progress=False)
@@ -159,7 +159,7 @@ def test_prior_and_uniform_baseline_runs(isolated):
 
 
 def test_predict_on_a_baseline_run_writes_a_valid_submission(isolated, synthetic_data_dir):
-    from replicator.core.data import read_competition_csv
+    from replicator.core.data.competition import read_competition_csv
 
     run_dir, _, _ = _baseline_run()
     test_csv = synthetic_data_dir / "lmsys-chatbot-arena" / "test.csv"
@@ -178,8 +178,8 @@ def test_predict_on_a_baseline_run_writes_a_valid_submission(isolated, synthetic
 
 
 def test_every_run_has_baseline_views_and_metrics_that_do_not_change_the_model(isolated, monkeypatch):
-    from replicator.core import pipeline
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
+    from replicator.core.run import pipeline
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=1"], data_dir=data_dir())
     run_dir, m, _ = run(r, data_dir(), progress=False)

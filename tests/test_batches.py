@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from replicator.core.batches import length_grouped_batches, token_budget_batches, units_of
 from replicator.core.errors import ReplicatorError
+from replicator.core.tokens.batches import length_grouped_batches, token_budget_batches, units_of
 
 from .conftest import tiny_classifier
 
@@ -78,13 +78,13 @@ class _Plugins:
 
 
 def _stage(**train):
-    from replicator.core.recipe import TrainConfig
+    from replicator.core.config.recipe import TrainConfig
 
     return SimpleNamespace(train=TrainConfig(**train))
 
 
 def test_plan_uses_the_token_budget_only_when_set():
-    from replicator.core.trainer import plan
+    from replicator.core.train.trainer import plan
 
     rows, lengths = _rows_and_lengths()
     rows = [dict(r, n=n) for r, n in zip(rows, lengths, strict=True)]
@@ -111,8 +111,8 @@ def test_plan_uses_the_token_budget_only_when_set():
 
 
 def test_batch_tokens_is_checked_and_resolves():
+    from replicator.core.config.recipe import TrainConfig, resolve
     from replicator.core.params import ParamError
-    from replicator.core.recipe import TrainConfig, resolve
 
     from .conftest import RECIPES
 
@@ -140,7 +140,7 @@ def _grads(model):
 def _micro_loss(model, seqs, labels):
     import torch
 
-    from replicator.core.batches import collate, forward_logits
+    from replicator.core.tokens.batches import collate, forward_logits
 
     ids, mask = collate(seqs, 0, "cpu")
     logits = forward_logits(model, ids, mask)
@@ -148,7 +148,7 @@ def _micro_loss(model, seqs, labels):
 
 
 def _run_step(model, seqs, labels, everyone, rank, n, by_rows):
-    from replicator.core.trainer import _step
+    from replicator.core.train.trainer import _step
 
     class Acc:
         process_index, num_processes = rank, n
@@ -166,7 +166,7 @@ def _run_step(model, seqs, labels, everyone, rank, n, by_rows):
         loss.backward()
         return loss.item()
 
-    import replicator.core.trainer as trainer
+    import replicator.core.train.trainer as trainer
 
     loop = SimpleNamespace(acc=Acc, model=model)
     real = trainer.all_sum
@@ -207,7 +207,7 @@ def test_step_gradient_with_uneven_micro_batches_is_the_mean_over_rows_in_one_an
 
 
 def test_step_scales_without_a_budget_are_the_old_ones():
-    from replicator.core.trainer import step_scales
+    from replicator.core.train.trainer import step_scales
 
     step = [(0, [1, 2, 3, 4]), (0, [5, 6]), (0, [7, 8, 9])]
     assert step_scales(step, 2, by_rows=False) == [2 / 3] * 3
@@ -215,7 +215,7 @@ def test_step_scales_without_a_budget_are_the_old_ones():
 
 
 def test_the_plan_counts_the_token_budget():
-    from replicator.core.plan import plan
+    from replicator.core.run.resources import plan
 
     from .conftest import RECIPES
 
@@ -236,7 +236,7 @@ def test_the_plan_counts_the_token_budget():
 
 MALLINFO = """
 import ctypes, sys, torch
-from replicator.core.trainer import keep_freed_memory
+from replicator.core.train.trainer import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from replicator.core import hookspecs
-from replicator.core.manager import BUILTINS, catalogue, describe, plugin_hooks
-from replicator.core.pipeline import run_recipe as run
-from replicator.core.recipe import resolve
+from replicator.core.config.catalogue import BUILTINS, catalogue, describe, plugin_hooks
+from replicator.core.config.recipe import resolve
+from replicator.core.run.pipeline import run_recipe as run
 
 from .conftest import RECIPES, TINY
 
@@ -65,7 +65,7 @@ def test_cli_plugins_lists_every_plugin_with_hooks_and_params():
 def test_third_party_plugins_load_through_the_entry_point_group(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from replicator.core import manager
+    from replicator.core.config import catalogue as manager
 
     ep = EntryPoint(name="my_clip", value="replicator.plugins.clip_probs:ClipProbs", group=manager.ENTRY_POINT_GROUP)
     monkeypatch.setattr(manager, "entry_points", lambda group: [ep] if group == manager.ENTRY_POINT_GROUP else [])
@@ -144,8 +144,8 @@ def test_model_options_inside_a_tiny_run(rich_data_dir, tmp_path, monkeypatch):
                       "model.freeze_layers=1", "train.head_lr=0.01"],
                      rich_data_dir, tmp_path, monkeypatch)
     assert math.isfinite(m["tta_log_loss"])
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
 
     model, _, _ = load_model(r.final.model, build_plugins(r.final.plugins, "x"))
     cfg = model.base_model.model.config
@@ -156,9 +156,9 @@ def test_model_options_inside_a_tiny_run(rich_data_dir, tmp_path, monkeypatch):
 
 
 def test_model_switch_errors_name_the_key(monkeypatch):
+    from replicator.core.config.catalogue import build_plugins
     from replicator.core.errors import ReplicatorError
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
+    from replicator.core.model.loading import load_model
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["model.sliding_window=false"])
     with pytest.raises(ReplicatorError, match="model.sliding_window"):
@@ -173,7 +173,7 @@ def test_full_fine_tuning_and_8bit_inference(rich_data_dir, tmp_path, monkeypatc
 
 
 def test_submission_postprocess_uses_validation_fit(rich_data_dir, tmp_path, monkeypatch):
-    from replicator.core.submission import predict
+    from replicator.core.run.submission import predict
 
     r, m = _tiny_run(["plugins.temp={use: temperature_scaling}"], rich_data_dir, tmp_path, monkeypatch)
     run_dir = next((tmp_path / "reports").glob("smoke/*"))

@@ -15,12 +15,13 @@ import yaml
 from typer.testing import CliRunner
 
 from replicator.core.cli import app
-from replicator.core.combination import plan, run_plan
-from replicator.core.data import data_dir
+from replicator.core.data.competition import data_dir
 from replicator.core.errors import ReplicatorError
-from replicator.core.metrics import log_loss
-from replicator.core.rowpreds import FILENAME, read_row_predictions
-from replicator.core.submission import predict, run_parts, run_probs
+from replicator.core.run.combination import plan, run_plan
+from replicator.core.run.submission import predict, run_parts, run_probs
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.scoring.row_predictions import read_row_predictions
+from replicator.core.util.layout import ROW_PREDICTIONS
 
 from .conftest import RECIPES
 
@@ -64,8 +65,8 @@ def test_folds_reuse_oof_rows_adapter_average_and_predict(isolated, tmp_path, sy
     kind, folder, metrics, reused = r2["combinations"][0]
     assert kind == "folds" and not reused and folder == p2.run_dir and folder.name.startswith("folds-")
     # out of fold: every fold's validation rows, each once, every view
-    parts = [read_row_predictions(m.run_dir / FILENAME) for m in p2.members()]
-    oof = read_row_predictions(folder / FILENAME)
+    parts = [read_row_predictions(m.run_dir / ROW_PREDICTIONS) for m in p2.members()]
+    oof = read_row_predictions(folder / ROW_PREDICTIONS)
     assert oof.ids == parts[0].ids + parts[1].ids and len(set(oof.ids)) == len(oof) == 64
     assert np.allclose(oof.views["final"], np.concatenate([p.views["final"] for p in parts]))
     assert metrics["final_log_loss"] == pytest.approx(log_loss(oof.views["final"], oof.labels), abs=1e-9)
@@ -121,8 +122,8 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     assert _reused(r) == [("a", False), ("b", False)]
     kind, folder, metrics, _ = r["combinations"][0]
     assert kind == "ensemble" and folder.name.startswith("ensemble-") and folder.parent.name == "en"
-    a, b = (read_row_predictions(p.parts[n].run_dir / FILENAME) for n in ("a", "b"))
-    ens = read_row_predictions(folder / FILENAME)
+    a, b = (read_row_predictions(p.parts[n].run_dir / ROW_PREDICTIONS) for n in ("a", "b"))
+    ens = read_row_predictions(folder / ROW_PREDICTIONS)
     pos = {i: k for k, i in enumerate(b.ids)}
     b_swapped = b.views["swap_ab"][[pos[i] for i in a.ids]]  # b's A/B-swapped predictions, in a's row order
     mask = np.ceil(a.chars / 4) <= 70
@@ -140,7 +141,7 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     assert r2["combinations"][0][2]["weights"] == pytest.approx({"a": 0.5, "b": 0.5})
     # the swapped member is fed swapped rows, its columns swapped back: its validation run's swap view
     rows_csv = _valid_rows_csv(b.ids, synthetic_data_dir, tmp_path / "valid_rows.csv")
-    from replicator.core.data import read_competition_csv
+    from replicator.core.data.competition import read_competition_csv
 
     rows = read_competition_csv(rows_csv, require_labels=False)
     _, stage, art = run_parts(p.parts["b"].run_dir)
@@ -151,7 +152,7 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     predict(str(folder), test_csv, tmp_path / "ens.csv", progress=False)
     sub = _check_submission(tmp_path / "ens.csv", test_csv)
     test_rows = read_competition_csv(test_csv, require_labels=False)
-    from replicator.core.rowpreds import row_chars
+    from replicator.core.scoring.row_predictions import row_chars
 
     pa = run_probs(p.parts["a"].run_dir, *run_parts(p.parts["a"].run_dir)[1:], test_rows, "final", False)
     pb = run_probs(p.parts["b"].run_dir, stage, art, test_rows, "swapped", False)
@@ -162,10 +163,10 @@ def test_ensemble_blend_swapped_gated_member_reuse_and_predict(isolated, tmp_pat
     fit = r3["combinations"][0][2]
     assert _reused(r3) == [("a", True), ("b", True)] and len(fit["fold_weights"]) == 3
     assert sum(fit["weights"].values()) == pytest.approx(1) and "insample" in fit["summary"]
-    fitted = read_row_predictions(p3.run_dir / FILENAME)
+    fitted = read_row_predictions(p3.run_dir / ROW_PREDICTIONS)
     assert fit["summary"]["insample"]["log_loss"] <= fit["summary"]["blend"]["log_loss"] + 1e-9
     # each fold of prompt groups blended with the weights fitted on the other folds
-    from replicator.core.ensemble import group_folds
+    from replicator.core.run.ensemble import group_folds
 
     fold = group_folds(fitted.groups, 3, seed=p3.seed)
     mask_b = np.ceil(fitted.chars / 4) <= 70
@@ -182,8 +183,8 @@ def test_an_ensemble_of_fold_combinations_blends_their_oof_rows(isolated, tmp_pa
     p, r = _run(path, ["train.max_rows=32", "predict.max_rows=16"])
     assert [label for label, _ in _reused(r)] == ["a/fold0", "a/fold1", "b/fold0", "b/fold1"]
     assert [kind for kind, *_ in r["combinations"]] == ["folds of a", "folds of b", "ensemble"]
-    oof_a = read_row_predictions(p.parts["a"].run_dir / FILENAME)
-    ens = read_row_predictions(r["combinations"][-1][1] / FILENAME)
+    oof_a = read_row_predictions(p.parts["a"].run_dir / ROW_PREDICTIONS)
+    ens = read_row_predictions(r["combinations"][-1][1] / ROW_PREDICTIONS)
     assert ens.ids == oof_a.ids and len(ens) == 32  # both folds' validation rows
     assert np.allclose(ens.views["member_a"], oof_a.views["final"])
     test_csv = synthetic_data_dir.joinpath(*TEST_CSV)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core import data as D
+from replicator.core.data import competition as D
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.rows import DataContext, make_row, prompt_group
 from replicator.plugins.alpacaeval import AlpacaEvalPairs
@@ -108,7 +108,7 @@ def test_null_turns_become_empty(tmp_path, caplog):
     out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert out[0]["response_a"] == [""]
     assert out[1]["response_b"] == ["Grey drops on the pane", ""]
-    logged = [r.getMessage() for r in caplog.records if r.name == "replicator.core.data"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "replicator.core.data.competition"]
     assert len(logged) == 1 and "2 row(s): null turn(s)" in logged[0]
 
 
@@ -558,7 +558,7 @@ def test_real_alpacaeval():
 def test_two_equal_blocks_register():
     """Two blocks with the same parameters are two plugins (equal dataclasses; the manager registers
     each under its own alias)."""
-    from replicator.core.manager import build_plugins
+    from replicator.core.config.catalogue import build_plugins
 
     blocks = {"a": {"use": "kaggle_csv"}, "b": {"use": "kaggle_csv"}, "c": {"use": "alpacaeval_pairs"},
               "d": {"use": "alpacaeval_pairs"}, "prompt": {"use": "plain_turns"}, "head": {"use": "default_head"},

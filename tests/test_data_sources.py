@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core import data as D
+from replicator.core.data import competition as D
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.rows import DataContext, make_row, prompt_group
 from replicator.plugins.arena_33k import Arena33k as _Arena33k

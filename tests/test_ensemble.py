@@ -9,13 +9,14 @@ import pytest
 import torch
 import yaml
 
-from replicator.core import ensemble as E
+from replicator.core.config.recipe import resolve
+from replicator.core.config.sections import FoldsConfig
 from replicator.core.errors import RecipeError, ReplicatorError
-from replicator.core.folds import FoldsConfig, average_weights, concat_oof, fold_overrides
-from replicator.core.metrics import log_loss
-from replicator.core.recipe import resolve
-from replicator.core.rowpreds import RowPreds
-from replicator.core.submission import view_probs
+from replicator.core.run import ensemble as E
+from replicator.core.run.folds import average_weights, concat_oof, fold_overrides
+from replicator.core.run.submission import view_probs
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.scoring.row_predictions import RowPreds
 
 from .conftest import RECIPES
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replicator.core import features as F
+from replicator.core.config.recipe import FeaturesConfig, resolve
 from replicator.core.errors import RecipeError
-from replicator.core.pipeline import run_recipe as run
-from replicator.core.recipe import FeaturesConfig, resolve
-from replicator.core.submission import predict
+from replicator.core.run.pipeline import run_recipe as run
+from replicator.core.run.submission import predict
+from replicator.core.stages import frozen_features as F
 
 from .conftest import RECIPES, synthetic_rows, write_csv
 
@@ -128,7 +128,7 @@ def test_features_config_is_validated(isolated):
 
 def test_features_run_end_to_end_cache_reuse_and_predict(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     resolved = resolve(CPU, ["tiny"], TINY_FEATURES, data_dir=data_dir())
     run_dir, m, reused = run(resolved, data_dir(), progress=False)
@@ -170,8 +170,8 @@ def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
 
 
 def test_crossfit_scores_every_row_out_of_fold_with_baselines_alike(isolated, monkeypatch):
-    from replicator.core.data import data_dir
-    from replicator.core.rowpreds import read_row_predictions
+    from replicator.core.data.competition import data_dir
+    from replicator.core.scoring.row_predictions import read_row_predictions
 
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
     plain = resolve(CPU, ["tiny"], [*TINY_FEATURES, "model.features.crossfit=0"], data_dir=data_dir())

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from replicator.core import fingerprint as F
+from replicator.core.config.recipe import resolve
 from replicator.core.params import param
-from replicator.core.recipe import resolve
+from replicator.core.run import fingerprint as F
 
 from .conftest import RECIPES, TINY
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replicator.core.pipeline import WEIGHTS, run_recipe
-from replicator.core.recipe import resolve
-from replicator.core.rowpreds import read_row_predictions
+from replicator.core.config.recipe import resolve
+from replicator.core.run.pipeline import run_recipe
+from replicator.core.scoring.row_predictions import read_row_predictions
+from replicator.core.util.layout import WEIGHTS
 
 from .conftest import RECIPES, TINY
 
@@ -28,7 +29,7 @@ FULL = ["model.lora=null", "train.optimizer=adamw_kahan", "train.lr=1e-4", "trai
 
 def _one(overrides):
     r = resolve(RECIPES / "smoke.yaml", [], overrides)
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     run_recipe(r, data_dir(), progress=False)
     run_dir = Path(os.environ["REPLICATOR_REPORTS"]) / "smoke"

@@ -16,7 +16,7 @@ import math
 
 import pytest
 
-from replicator.core.recipe import resolve
+from replicator.core.config.recipe import resolve
 
 from .conftest import RECIPES
 
@@ -25,9 +25,9 @@ TINY = ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}", "train.batch_siz
 
 
 def _groups(recipe: str, toggles=(), overrides=()):
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
-    from replicator.core.trainer import _param_groups
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
+    from replicator.core.train.trainer import _param_groups
 
     r = resolve(RECIPES / recipe, list(toggles), list(overrides), check_plugins=False)
     model, _, info = load_model(r.final.model, build_plugins(r.final.plugins, "x"))
@@ -55,8 +55,8 @@ def test_16th_learning_rate_is_the_write_ups():
 def _bf16_full_model():
     import torch
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
 
     r = resolve(RECIPES / "2nd.yaml", ["tiny"], ["model.dtype=bfloat16"], check_plugins=False)
     plugins = build_plugins(r.stages[0].plugins, "x")
@@ -78,7 +78,7 @@ def _steps(model, optimizer, n: int = 20):
 
 def test_plain_adamw_on_bf16_weights_is_refused():
     from replicator.core.errors import ReplicatorError
-    from replicator.core.trainer import check_precision
+    from replicator.core.train.trainer import check_precision
 
     r, model, _ = _bf16_full_model()
     import dataclasses
@@ -95,7 +95,7 @@ def test_bf16_full_fine_tuning_at_2nd_lr_moves_the_weights():
 
     import torch
 
-    from replicator.core.trainer import build_optimizer
+    from replicator.core.train.trainer import build_optimizer
 
     r, model, _ = _bf16_full_model()
     tcfg = dataclasses.replace(r.stages[0].train, lr=2.5e-6)
@@ -131,9 +131,9 @@ def test_fp32_master_weights_with_bf16_autocast_move():
     import torch
     from accelerate import Accelerator
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
-    from replicator.core.trainer import build_optimizer, check_precision
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
+    from replicator.core.train.trainer import build_optimizer, check_precision
 
     r = resolve(RECIPES / "2nd.yaml", ["tiny"], ["model.dtype=float32", "train.mixed_precision=bf16",
                                                  "train.optimizer=adamw", "train.lr=2.5e-6"], check_plugins=False)
@@ -161,7 +161,7 @@ def test_fp32_master_weights_with_bf16_autocast_move():
 
 
 def test_2nd_stages_and_schedule_are_the_originals():
-    from replicator.core.trainer import lr_factor
+    from replicator.core.train.trainer import lr_factor
 
     r = resolve(RECIPES / "2nd.yaml", check_plugins=False)
     s = {st.name: st for st in r.stages}
@@ -183,7 +183,7 @@ def test_scheduler_uses_warmup_ratio():
 
     import torch
 
-    from replicator.core.trainer import build_scheduler
+    from replicator.core.train.trainer import build_scheduler
 
     r = resolve(RECIPES / "2nd.yaml", check_plugins=False)
     tcfg = dataclasses.replace(r.stages[0].train, lr=1.0)
@@ -204,9 +204,9 @@ def test_one_output_reward_checkpoint_loads_as_three_way_classifier(tmp_path, ca
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model, resolve_base
-    from replicator.core.tiny import _tokenizer
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model, resolve_base
+    from replicator.core.model.tiny import _tokenizer
 
     src = resolve_base("tiny:gemma2")
     config = AutoConfig.from_pretrained(src, num_labels=1)
@@ -228,7 +228,7 @@ def test_one_output_reward_checkpoint_loads_as_three_way_classifier(tmp_path, ca
 
 def test_3rd_optimizers_are_the_originals():
     from replicator.core.errors import ReplicatorError
-    from replicator.core.trainer import build_optimizer
+    from replicator.core.train.trainer import build_optimizer
 
     r = resolve(RECIPES / "3rd.yaml", check_plugins=False)
     assert r.final.train.optimizer == "paged_adamw_8bit"  # [R3m]
@@ -256,12 +256,12 @@ def test_1st_only_the_student_predicts_in_8bit():
 def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, monkeypatch):
     """A teacher stage with 8-bit inference writes its outputs (the logits later stages learn from)
     before the model is reloaded in 8-bit: in the precision it trained in."""
-    from replicator.core import pipeline
+    from replicator.core.run import pipeline
 
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
     events = []
-    from replicator.core import model as model_module
+    from replicator.core.model import loading as model_module
 
     real_outputs, real_load = pipeline.write_stage_outputs, model_module.load_for_inference
 
@@ -274,7 +274,7 @@ def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, m
         return real_load(cfg, plugins, weights, load_in_8bit=False)
 
     monkeypatch.setattr(pipeline, "write_stage_outputs", outputs)
-    monkeypatch.setattr("replicator.core.model.load_for_inference", reload)  # imported when called
+    monkeypatch.setattr("replicator.core.model.loading.load_for_inference", reload)  # imported when called
     r = resolve(RECIPES / "smoke.yaml", [], TINY + [
         "train.max_steps=1", "stages={teacher: {outputs: [train], predict: {load_in_8bit: true}}, "
         "student: {plugins: {loss: {use: distill_kl_cos, teachers: [teacher]}}}}"], data_dir=rich_data_dir)
@@ -285,7 +285,7 @@ def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, m
 def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from replicator.core import pipeline
+    from replicator.core.run import pipeline
 
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -310,7 +310,7 @@ def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch)
 @pytest.mark.parametrize("recipe", ["1st", "2nd", "3rd", "5th", "9th", "16th"])
 def test_tiny_toggle_finds_its_data_in_the_shared_folder(recipe):
     """The shared data folder as it is (no competition test.csv): each tiny toggle's sources are there."""
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     resolve(RECIPES / f"{recipe}.yaml", ["tiny"], data_dir=data_dir())
 
@@ -325,8 +325,8 @@ def test_lora_merged_before_8bit_inference(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_for_inference, load_model, trainable_state
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_for_inference, load_model, trainable_state
 
     r = resolve(RECIPES / "9th.yaml", ["tiny"], ["model.base=tiny:llama128", "predict.load_in_8bit=true"],
                 check_plugins=False)
@@ -382,7 +382,7 @@ def test_judge_prompt_without_room_for_the_conversation_warns(caplog):
     """2nd's judge instruction + template take ~227 Gemma tokens: a budget below that shows every row as
     the same instruction (a smoke run at 192 tokens did). It is a warning naming the fix."""
     from replicator.core.lib import truncation as tr
-    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.model.loading import load_tokenizer, resolve_base
     from replicator.core.rows import make_row
     from replicator.plugins.judge_pab import (
         MIN_CONVERSATION,
@@ -414,10 +414,10 @@ def test_judge_prompt_without_room_for_the_conversation_warns(caplog):
 def test_2nd_stage1_trains_on_pab_and_papb_copies_in_one_step():
     """[P2] multi-format augmentation (stage 1 only): each sample as PAB and as PAPB, each with its swap, the
     four rows in one micro-batch unit (one ``pair`` key) [R2]; prediction is PAB; stages 2-3 are PAB only."""
-    from replicator.core.batches import units_of
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_tokenizer, resolve_base
     from replicator.core.rows import make_row
+    from replicator.core.tokens.batches import units_of
     from replicator.plugins.judge_pab import JudgePAB, JudgePAPB
 
     r = resolve(RECIPES / "2nd.yaml", check_plugins=False)
@@ -451,7 +451,7 @@ def test_2nd_stage1_trains_on_pab_and_papb_copies_in_one_step():
 
 def test_a_row_with_an_unknown_layout_is_an_error_naming_row_and_field():
     from replicator.core.errors import ReplicatorError
-    from replicator.core.model import load_tokenizer, resolve_base
+    from replicator.core.model.loading import load_tokenizer, resolve_base
     from replicator.core.rows import make_row
     from replicator.plugins.judge_pab import JudgeMulti
 
@@ -468,7 +468,7 @@ def test_accelerates_own_sharding_launchers_are_refused():
     from accelerate.utils import DistributedType
 
     from replicator.core.errors import ReplicatorError
-    from replicator.core.trainer import check_parallel
+    from replicator.core.train.trainer import check_parallel
 
     for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         with pytest.raises(ReplicatorError, match="shards the model itself.*recipes/accelerate/multi_gpu.yaml"):

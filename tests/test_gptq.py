@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.core.recipe import resolve
+from replicator.core.config.recipe import resolve
 
 from .conftest import RECIPES
 from .test_fullsize import TINY
@@ -31,9 +31,9 @@ def test_lora_merged_then_blocks_quantized_head_kept(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from replicator.core.gptq import gptq_8bit
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import head_module, load_model, trainable_state
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.gptq import gptq_8bit
+    from replicator.core.model.loading import head_module, load_model, trainable_state
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + GPTQ, check_plugins=False)
     plugins = build_plugins(r.final.plugins, "x")
@@ -65,8 +65,9 @@ def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_p
     import numpy as np
     import pandas as pd
 
-    from replicator.core import gptq, pipeline
-    from replicator.core.submission import predict, run_parts
+    from replicator.core.model import gptq
+    from replicator.core.run import pipeline
+    from replicator.core.run.submission import predict, run_parts
 
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -90,9 +91,9 @@ def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_p
 
 QUIET = """
 import os
-from replicator.core.manager import build_plugins
-from replicator.core.model import load_model
-from replicator.core.recipe import resolve
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.model.loading import load_model
+from replicator.core.config.recipe import resolve
 r = resolve(os.environ["RECIPE"], [], ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}"], check_plugins=False)
 load_model(r.final.model, build_plugins(r.final.plugins, "x"), train=False)
 print("env", os.environ.get("PYTORCH_ALLOC_CONF"), os.environ.get("CUDA_DEVICE_ORDER"))

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core import hookspecs, manager
+from replicator.core import hookspecs
+from replicator.core.config import catalogue as manager
+from replicator.core.config.catalogue import BUILTINS, build_plugins, catalogue, enable_trace
 from replicator.core.errors import RecipeError, ReplicatorError
 from replicator.core.hookspecs import hookimpl
-from replicator.core.manager import BUILTINS, build_plugins, catalogue, enable_trace
 from replicator.core.params import param
 
 from .conftest import RECIPES, ROOT
@@ -216,9 +217,9 @@ TRACE = re.compile(r"hook=(\w+) plugin=([\w,]+) ms=(\d+\.\d+) (size|raised)=(\S+
 def test_trace_logs_the_hook_calls_of_a_tiny_run(isolated, monkeypatch, caplog):
     import logging
 
-    from replicator.core.data import data_dir
-    from replicator.core.pipeline import run_recipe
-    from replicator.core.recipe import resolve
+    from replicator.core.config.recipe import resolve
+    from replicator.core.data.competition import data_dir
+    from replicator.core.run.pipeline import run_recipe
 
     monkeypatch.setenv("REPLICATOR_TRACE", "1")
     caplog.set_level(logging.INFO, logger="replicator.trace")

@@ -177,8 +177,8 @@ def test_missing_file_invalid_json_and_parameters(tmp_path):
 
 def test_in_a_recipe_with_kaggle_rows(mt_dir, tmp_path):
     """Resolved through the manager like any source; its rows join the competition rows in training."""
-    from replicator.core.data import collect_rows
-    from replicator.core.manager import build_plugins
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.data.competition import collect_rows
 
     from .conftest import write_competition_files
 

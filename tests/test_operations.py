@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core import io, pipeline
-from replicator.core.data import data_dir, read_competition_csv
+from replicator.core.config.recipe import resolve
+from replicator.core.data.competition import data_dir, read_competition_csv
 from replicator.core.errors import DataError, ReplicatorError
-from replicator.core.fingerprint import fingerprint
-from replicator.core.lock import lock_path, run_lock
-from replicator.core.pipeline import run_recipe
-from replicator.core.recipe import resolve
-from replicator.core.submission import predict
+from replicator.core.run import pipeline
+from replicator.core.run.fingerprint import fingerprint
+from replicator.core.run.pipeline import run_recipe
+from replicator.core.run.submission import predict
+from replicator.core.util import atomic as io
+from replicator.core.util.layout import run_folders
+from replicator.core.util.lock import lock_path, run_lock
 
 from .conftest import RECIPES, TINY, synthetic_rows, write_csv
 
@@ -70,7 +72,7 @@ def test_two_identical_runs_at_once_one_computes_the_other_waits_and_reuses(isol
     so, naming the run and the lock), then one computes and the other reuses: one result."""
     r = _resolved()
     run_id = fingerprint(r, data_dir())["run_id"]
-    run_dir, _ = pipeline.run_folders(r, run_id)
+    run_dir, _ = run_folders(r.name, run_id)
     cmd = ["run", str(RECIPES / "smoke.yaml"), *QUICK]
     logs = [tmp_path / "a.err", tmp_path / "b.err"]
     with run_lock(run_dir, run_id):
@@ -99,7 +101,7 @@ def test_a_held_lock_with_a_timeout_is_a_clear_error(isolated, monkeypatch):
 
     r = _resolved()
     run_id = fingerprint(r, data_dir())["run_id"]
-    run_dir, _ = pipeline.run_folders(r, run_id)
+    run_dir, _ = run_folders(r.name, run_id)
     monkeypatch.setenv("REPLICATOR_LOCK_TIMEOUT", "0.5")
     with run_lock(run_dir, run_id):
         with pytest.raises(ReplicatorError, match=f"run {run_id} is being computed by pid {os.getpid()}") as e:
@@ -116,7 +118,7 @@ def test_a_held_lock_with_a_timeout_is_a_clear_error(isolated, monkeypatch):
 def test_a_lock_file_left_by_a_killed_process_blocks_nothing(isolated):
     r = _resolved()
     run_id = fingerprint(r, data_dir())["run_id"]
-    run_dir, _ = pipeline.run_folders(r, run_id)
+    run_dir, _ = run_folders(r.name, run_id)
     lock_path(run_dir).parent.mkdir(parents=True)
     lock_path(run_dir).write_text("pid 1 on elsewhere\n")  # the file stays, its flock died with its process
     with run_lock(run_dir, run_id) as held:
@@ -149,7 +151,7 @@ def test_a_failed_run_is_marked_never_taken_for_a_result_and_recomputed(isolated
     assert not _temp_files(isolated)
     with pytest.raises(ReplicatorError, match="last attempt failed .*simulated crash"):
         predict(str(run_dir), synthetic_data_dir / "lmsys-chatbot-arena" / "test.csv", isolated / "s.csv")
-    from replicator.core.report import discover_runs
+    from replicator.core.report.report import discover_runs
 
     with pytest.raises(ReplicatorError, match="no run folders"):  # a report never picks it up
         discover_runs([isolated / "reports" / "smoke"])
@@ -178,7 +180,7 @@ def test_force_keeps_the_previous_run_when_the_new_attempt_fails_its_checks(isol
 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_attempt(isolated):
     r = _resolved()
-    run_dir, art = pipeline.run_folders(r, fingerprint(r, data_dir())["run_id"])
+    run_dir, art = run_folders(r.name, fingerprint(r, data_dir())["run_id"])
     stale = [art / "main" / ".final.safetensors.x1y2.tmp", run_dir / ".metrics.json.abcd.tmp"]
     for f in stale:
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +206,7 @@ def test_remove_temp_files_keeps_everything_else(tmp_path):
 @pytest.fixture()
 def no_model(monkeypatch):
     """Loading a model fails the test: every check must come before it."""
-    from replicator.core import model
+    from replicator.core.model import loading as model
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the paths were checked")
@@ -386,7 +388,7 @@ def test_nul_bytes_are_removed_with_a_notice_naming_file_row_and_field(tmp_path,
 
 
 def test_nul_bytes_from_any_source_are_removed_with_a_notice(caplog):
-    from replicator.core.data import _repair_nul
+    from replicator.core.data.competition import _repair_nul
     from replicator.core.rows import make_row, prompt_group
 
     rows = [make_row("u1", ["hi\x00"], ["a"], ["b\x00"], source="extra_x"), make_row("u2", ["ok"], ["a"], ["b"])]
@@ -448,7 +450,7 @@ def test_a_failure_at_any_write_recovers_to_the_uninterrupted_numbers(isolated, 
 
 
 def test_share_gives_every_process_the_same_number_of_passes():
-    from replicator.core.trainer import share
+    from replicator.core.train.trainer import share
 
     step = ["m0", "m1", "m2"]
     parts = [share(step, r, 2) for r in range(2)]
@@ -462,7 +464,7 @@ def test_share_gives_every_process_the_same_number_of_passes():
 def test_gather_rows_puts_one_process_rows_back_in_order():
     import numpy as np
 
-    from replicator.core.dist import gather_rows
+    from replicator.core.util.distributed import gather_rows
 
     vals = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
     assert (gather_rows([2, 0, 1], vals, 3) == vals[[1, 2, 0]]).all()
@@ -480,7 +482,7 @@ def test_two_processes_give_the_numbers_of_one_with_the_same_global_batch(isolat
     (the norm of the synchronised gradients)."""
     import numpy as np
 
-    from replicator.core.rowpreds import read_row_predictions
+    from replicator.core.scoring.row_predictions import read_row_predictions
 
     one_dir, one, _ = _run(["train.grad_accum=2", *budget])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

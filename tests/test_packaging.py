@@ -37,7 +37,7 @@ def test_wheel_contains_the_namespace_and_imports_from_it(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True)
     code = ("import replicator.core as c, replicator.core.lib.truncation as t; "
-            "from replicator.core.manager import catalogue; "
+            "from replicator.core.config.catalogue import catalogue; "
             "print(c.__file__); print(t.__file__); print(len(catalogue().values()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(target)), cwd=tmp_path).stdout.split()

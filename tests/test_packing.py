@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from replicator.core.batches import collate, forward_logits, forward_packed_logits, pack
-from replicator.core.data import data_dir
-from replicator.core.manager import build_plugins
-from replicator.core.model import head_module, load_model
-from replicator.core.pipeline import run_recipe
-from replicator.core.recipe import resolve
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import resolve
+from replicator.core.data.competition import data_dir
+from replicator.core.model.loading import head_module, load_model
+from replicator.core.run.pipeline import run_recipe
+from replicator.core.tokens.batches import collate, forward_logits, forward_packed_logits, pack
 
 from .conftest import RECIPES, TINY
 

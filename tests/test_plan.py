@@ -17,10 +17,11 @@ from typing import get_args, get_type_hints
 import pytest
 import yaml
 
-from replicator.core import memory as M
-from replicator.core import meta
+from replicator.core.config.recipe import LaunchConfig, resolve
 from replicator.core.errors import RecipeError
-from replicator.core.plan import (
+from replicator.core.model import memory as M
+from replicator.core.model import meta
+from replicator.core.run.resources import (
     ROW_TOKENS,
     accelerate_config,
     launch_command,
@@ -29,7 +30,6 @@ from replicator.core.plan import (
     percentiles,
     plan,
 )
-from replicator.core.recipe import LaunchConfig, resolve
 
 from .conftest import RECIPES
 
@@ -102,9 +102,9 @@ def test_an_unknown_base_is_an_error_naming_the_key_and_the_known_ones():
     ("2nd.yaml", ["model.freeze_layers=1"]), ("3rd.yaml", []), ("16th.yaml", [])])
 def test_trainable_parameters_are_the_runners(name, overrides):
     """The plan's counts on the meta device equal what load_model builds (tiny models, real weights)."""
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
-    from replicator.core.plan import plan_stage
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
+    from replicator.core.run.resources import plan_stage
 
     r = resolve(RECIPES / name, ["tiny"], overrides)
     stage = r.stages[-1]
@@ -277,7 +277,7 @@ def test_mean_tokens_of_a_percentile_table():
 
 @pytest.mark.real_data
 def test_the_token_table_is_what_the_shared_rows_measure():
-    from replicator.core.data import data_dir
+    from replicator.core.data.competition import data_dir
 
     lengths = measure_row_tokens(data_dir())
     assert percentiles(lengths) == ROW_TOKENS
@@ -347,8 +347,8 @@ def test_every_accelerate_config_loads_and_launches_as_named(parallel):
 def test_the_wrapped_layer_class_exists_in_the_runners_models():
     from accelerate.utils.dataclasses import get_module_class_from_name
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
 
     for name in ("1st.yaml", "3rd.yaml"):
         r = resolve(RECIPES / name, ["tiny"])

@@ -252,7 +252,7 @@ def test_parameters_documented_and_buildable(name):
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_word_tokenizer_without_chat_template(name):
     """The tiny models' word-level tokenizer (no chat template, BPE-like field boundaries) also fits."""
-    from replicator.core.tiny import _tokenizer
+    from replicator.core.model.tiny import _tokenizer
 
     tok = _tokenizer()
     fmt = FORMATS[name]()
@@ -264,7 +264,7 @@ def test_word_tokenizer_without_chat_template(name):
 
 
 def test_recipe_blocks_build_every_format():
-    from replicator.core.manager import build_plugins
+    from replicator.core.config.catalogue import build_plugins
 
     for name in FORMATS:
         blocks = {"data": {"use": "kaggle_csv"}, "prompt": {"use": name, "truncate": "budgets"},

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
+from replicator.core.config.recipe import merge_patch, parse_override, resolve
 from replicator.core.errors import RecipeError
-from replicator.core.recipe import merge_patch, parse_override, resolve
 
 from .conftest import RECIPES
 

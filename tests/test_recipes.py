@@ -9,8 +9,8 @@ import re
 import pytest
 import yaml
 
-from replicator.core.pipeline import run_recipe as run
-from replicator.core.recipe import resolve
+from replicator.core.config.recipe import resolve
+from replicator.core.run.pipeline import run_recipe as run
 
 from .conftest import RECIPES
 

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from replicator.core.cli import app
 from replicator.core.errors import ReplicatorError
-from replicator.core.report import build_report, default_out_dir, discover_runs
-from replicator.core.rowpreds import FILENAME, write_row_predictions
-from replicator.core.stats import paired_bootstrap, row_log_loss
+from replicator.core.report.report import build_report, default_out_dir, discover_runs
+from replicator.core.scoring.row_predictions import write_row_predictions
+from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
+from replicator.core.util.layout import ROW_PREDICTIONS
 
 ENV = {"python": "3.11.7", "device": "cpu", "torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"}
 N_ROWS, PER_GROUP = 240, 3
@@ -70,7 +71,7 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll, "log_loss": ll,
                "n_valid_rows": len(rows), "train_label_prior": list(prior), "stages": {"main": stage}}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_row_predictions(d / FILENAME, rows, {"identity": probs, "final": probs, **(baselines or {})}, labels)
+    write_row_predictions(d / ROW_PREDICTIONS, rows, {"identity": probs, "final": probs, **(baselines or {})}, labels)
     return d
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replicator.core.report import build_report
+from replicator.core.report.report import build_report
 
 from .test_report import ablation
 

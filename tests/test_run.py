@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from replicator.core import pipeline
-from replicator.core.data import data_dir
+from replicator.core.config.recipe import resolve
+from replicator.core.data.competition import data_dir
 from replicator.core.errors import ReplicatorError
-from replicator.core.pipeline import run_recipe as run
-from replicator.core.recipe import resolve
-from replicator.core.submission import predict
+from replicator.core.run import pipeline
+from replicator.core.run.pipeline import run_recipe as run
+from replicator.core.run.submission import predict
 
 from .conftest import RECIPES, TINY
 
@@ -46,7 +46,7 @@ def test_run_writes_folder_learns_and_is_reused(isolated):
     assert stage["seconds"] > 0 and stage["train_tokens"] > 0 and m["n_processes"] == 1
     prior = m["train_label_prior"]
     assert len(prior) == 3 and sum(prior) == pytest.approx(1, abs=1e-5) and all(0 < x < 1 for x in prior)
-    from replicator.core.rowpreds import read_row_predictions
+    from replicator.core.scoring.row_predictions import read_row_predictions
 
     rows = read_row_predictions(run_dir / "valid_predictions.csv.gz")
     assert len(rows) == m["n_valid_rows"] and list(rows.views) == ["identity", "swap_ab", "tta", "final", "baseline_prior",
@@ -84,8 +84,8 @@ def test_resume_after_a_crash_gives_the_same_metrics(isolated, monkeypatch):
 def test_trainable_parameters_change(isolated):
     from safetensors.torch import load_file
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model, trainable_state
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model, trainable_state
 
     run_dir, _, _ = _run()
     r = resolve(run_dir / "resolved.yaml", check_plugins=False)
@@ -165,7 +165,7 @@ def test_force_removes_the_old_metrics_before_anything_else(isolated, monkeypatc
 
 
 def test_stage_rows_are_sampled_in_their_original_order(isolated):
-    from replicator.core.manager import build_plugins
+    from replicator.core.config.catalogue import build_plugins
     from replicator.core.rows import DataContext
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.max_rows=20", "predict.max_rows=7"])
@@ -190,7 +190,7 @@ def test_stage_rows_are_sampled_in_their_original_order(isolated):
 def test_atomic_writes_are_readable_unique_and_clean_up(tmp_path):
     import os
 
-    from replicator.core.io import (
+    from replicator.core.util.atomic import (
         atomic_folder,
         atomic_path,
         atomic_save_safetensors,
@@ -245,7 +245,7 @@ def test_atomic_writes_are_readable_unique_and_clean_up(tmp_path):
 def test_log_loss_matches_sklearn_on_hard_soft_and_extreme_probabilities():
     from sklearn.metrics import log_loss as sk_log_loss
 
-    from replicator.core.metrics import log_loss
+    from replicator.core.scoring.metrics import log_loss
 
     rng = np.random.default_rng(0)
     p = rng.dirichlet([1, 1, 1], size=50)
@@ -262,8 +262,8 @@ def test_log_loss_matches_sklearn_on_hard_soft_and_extreme_probabilities():
 def test_transformers_verbosity_is_restored_after_loading():
     from transformers.utils import logging as hf_logging
 
-    from replicator.core.manager import build_plugins
-    from replicator.core.model import load_model
+    from replicator.core.config.catalogue import build_plugins
+    from replicator.core.model.loading import load_model
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY)
     before = hf_logging.get_verbosity()
@@ -309,7 +309,7 @@ MAX_FUNCTION_LINES = 60
 def _functions():
     import ast
 
-    for f in sorted([*CORE.glob("*.py"), *CORE.glob("lib/*.py")]):
+    for f in sorted(CORE.rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 yield f"{f.relative_to(CORE).as_posix()}:{node.name}", node.end_lineno - node.lineno + 1, node
@@ -323,7 +323,7 @@ def test_no_function_in_core_is_over_60_lines():
 def test_core_logs_instead_of_printing():
     import ast
 
-    prints = [f"{f.name}:{node.lineno}" for f in sorted(CORE.glob("*.py"))
+    prints = [f"{f.name}:{node.lineno}" for f in sorted(CORE.rglob("*.py"))
               for node in ast.walk(ast.parse(f.read_text()))
               if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
     assert not prints, f"print() in core/ (use logging.getLogger(__name__)): {prints}"

@@ -12,9 +12,9 @@ import typing
 
 import pytest
 
+from replicator.core.config.recipe import resolve
 from replicator.core.errors import RecipeError
 from replicator.core.params import ParamError, build, check_params, param, range_text
-from replicator.core.recipe import resolve
 
 from .conftest import RECIPES
 
@@ -168,8 +168,8 @@ def test_plugin_ranges(overrides, key, words):
 def test_every_declared_bound_is_checked_by_build():
     """Each bounded parameter of each registered plugin and core section rejects a value just outside its
     bounds, naming <block>.<parameter>: a new bound cannot go unchecked."""
-    from replicator.core.manager import catalogue
-    from replicator.core.recipe import LoraConfig, ModelConfig, PredictConfig, TrainConfig
+    from replicator.core.config.catalogue import catalogue
+    from replicator.core.config.recipe import LoraConfig, ModelConfig, PredictConfig, TrainConfig
 
     cat = catalogue()
     classes = {**{c.__name__: c for c in (LoraConfig, ModelConfig, PredictConfig, TrainConfig)}, **{n: cat[n] for n in cat}}
@@ -222,7 +222,7 @@ def test_settings_errors_do_not_import_torch(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from replicator.core.errors import RecipeError
-        from replicator.core.recipe import resolve
+        from replicator.core.config.recipe import resolve
         keys = []
         for o in (["trian.lr=1e-3"], ["train.checkpoint_every=0"], ["plugins.data.valid_fraction=0"],
                   ["plugins.loss={{use: label_smoothing, eps: 1.0}}"]):

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 
 from replicator.core.errors import ReplicatorError
-from replicator.core.metrics import log_loss
-from replicator.core.rowpreds import read_row_predictions, write_row_predictions
-from replicator.core.stats import expected_calibration_error, paired_bootstrap, reliability_bins, row_log_loss
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.scoring.row_predictions import read_row_predictions, write_row_predictions
+from replicator.core.scoring.stats import (
+    expected_calibration_error,
+    paired_bootstrap,
+    reliability_bins,
+    row_log_loss,
+)
 
 
 def _groups(n_groups: int, per_group: int) -> np.ndarray:

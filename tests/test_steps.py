@@ -10,10 +10,13 @@ import os
 import numpy as np
 import pytest
 
-from replicator.core import pipeline, predict, steps, trainer
-from replicator.core.data import data_dir
-from replicator.core.fingerprint import fingerprint
-from replicator.core.recipe import resolve
+from replicator.core.config.recipe import resolve
+from replicator.core.data.competition import data_dir
+from replicator.core.predict import views as predict
+from replicator.core.run import pipeline
+from replicator.core.run.fingerprint import fingerprint
+from replicator.core.stages import steps
+from replicator.core.train import trainer
 
 from .conftest import RECIPES, TINY
 
@@ -185,7 +188,7 @@ stages:
 
 
 def test_the_plan_estimates_a_prediction_only_variant_from_the_prediction_time_of_earlier_runs():
-    from replicator.core.ablate import predict_seconds
+    from replicator.core.run.ablate import predict_seconds
 
     trained = {"stages": {"main": {"seconds": 100.0, "train_seconds": 80.0, "optimizer_steps": 5}}}
     reused = {"stages": {"main": {"seconds": 12.0, "train_seconds": 80.0, "train_reused": True, "optimizer_steps": 5}}}

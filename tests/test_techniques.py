@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replicator.core.batches import length_grouped_batches, units_of
-from replicator.core.data import data_dir
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import resolve
+from replicator.core.data.competition import data_dir
 from replicator.core.errors import RecipeError, ReplicatorError
-from replicator.core.manager import build_plugins
-from replicator.core.metrics import log_loss
-from replicator.core.recipe import resolve
 from replicator.core.rows import SWAP_PERM, make_row, swap_row
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.tokens.batches import length_grouped_batches, units_of
 from replicator.plugins.aux_model_heads import IGNORE_INDEX, AuxModelHeads, family_index, model_family
 from replicator.plugins.calibration import PlattScaling, TemperatureScaling
 from replicator.plugins.cross_entropy import CrossEntropy
@@ -287,7 +287,7 @@ def test_mlp_head_shape():
 
 
 def _tiny_model(head_block, seed=0):
-    from replicator.core.model import load_model
+    from replicator.core.model.loading import load_model
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + [f"plugins.head={head_block}"], check_plugins=False)
     plugins = build_plugins(r.final.plugins, "x")
@@ -297,9 +297,9 @@ def _tiny_model(head_block, seed=0):
 
 
 def test_aux_model_heads_train_and_are_absent_at_prediction(isolated):
-    from replicator.core.batches import Encoder, collate
-    from replicator.core.data import read_competition_csv
-    from replicator.core.predict import predict_probs
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.predict.views import predict_probs
+    from replicator.core.tokens.batches import Encoder, collate
 
     torch.set_num_threads(1)
     model, tok, info, plugins, stage = _tiny_model("{use: aux_model_heads, families: [gpt-4, claude-2, vicuna-13b]}")
@@ -351,7 +351,7 @@ def test_aux_loss_ignores_unknown_names():
 
 
 def _run(overrides):
-    from replicator.core.pipeline import run_recipe as run
+    from replicator.core.run.pipeline import run_recipe as run
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=2"] + overrides, data_dir=data_dir())
     return run(r, data_dir(), progress=False)

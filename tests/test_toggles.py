@@ -8,9 +8,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from replicator.core.config.recipe import resolve
+from replicator.core.config.toggles import SHARED, config_diff, meaning
 from replicator.core.errors import RecipeError
-from replicator.core.recipe import resolve
-from replicator.core.toggles import SHARED, config_diff, meaning
 
 from .conftest import RECIPES, ROOT
 
@@ -126,7 +126,7 @@ def test_swap_block_added_when_missing(tmp_path):
 @pytest.mark.parametrize("name", ALL)
 def test_every_applicable_toggle_flips_back(name):
     """Twice in a row: the second application measures the opposite direction and restores the technique."""
-    from replicator.core.toggles import status
+    from replicator.core.config.toggles import status
 
     raw = yaml.safe_load((RECIPES / name).read_text())
     cfg = {k: v for k, v in raw.items() if k != "toggles"}
@@ -219,7 +219,7 @@ def test_direction_is_decided_after_earlier_toggles():
 
 
 def test_direction_is_recorded_in_the_fingerprint(synthetic_data_dir):
-    from replicator.core.fingerprint import fingerprint
+    from replicator.core.run.fingerprint import fingerprint
 
     r = resolve(RECIPES / "smoke.yaml", ["tiny", "swap"])
     fp = fingerprint(r, synthetic_data_dir)
@@ -240,10 +240,10 @@ def test_show_prints_the_flipped_config():
 
 
 def test_every_shared_toggle_is_documented():
-    doc = (ROOT / "core" / "toggles.py").read_text()
+    doc = (ROOT / "core" / "config" / "toggles.py").read_text()
     readme = (RECIPES / "README.md").read_text()
     for t in SHARED:
-        assert f"\n{t} " in doc, f"{t} missing from the catalogue table in core/toggles.py"
+        assert f"\n{t} " in doc, f"{t} missing from the catalogue table in core/config/toggles.py"
         assert f"`{t}`" in readme, f"{t} missing from recipes/README.md"
     assert SHARED["swap"].meaning("off") and all(t.meaning("on") and t.meaning("off") for t in SHARED.values())
 

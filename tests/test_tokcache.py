@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 
-from replicator.core import tokcache
-from replicator.core.batches import Encoder, collate
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import resolve
 from replicator.core.errors import ReplicatorError
-from replicator.core.manager import build_plugins
-from replicator.core.predict import Identity
-from replicator.core.recipe import resolve
+from replicator.core.predict.views import Identity
+from replicator.core.tokens import cache as tokcache
+from replicator.core.tokens.batches import Encoder, collate
 from replicator.plugins.swap_ab import SwapView
 
 from .char_tokenizer import char_tokenizer
@@ -39,7 +39,7 @@ def _plugins(toggles=(), overrides=()):
 
 
 def _rows():
-    from replicator.core.data import data_dir, read_competition_csv
+    from replicator.core.data.competition import data_dir, read_competition_csv
 
     return read_competition_csv(data_dir() / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
 
@@ -133,7 +133,7 @@ def test_a_format_change_retokenises_a_calibration_change_does_not(cache_env):
 
 
 def test_a_new_tokenizer_or_budget_is_a_new_folder(cache_env):
-    from replicator.core.tiny import _tokenizer
+    from replicator.core.model.tiny import _tokenizer
 
     plugins, _ = _plugins()
     char_a, char_b, words = char_tokenizer(), char_tokenizer(), _tokenizer()
@@ -199,7 +199,7 @@ def test_a_corrupt_shard_is_skipped_with_a_warning(cache_env, caplog, damage):
     shard.write_bytes(bytes(data))
     _reopen()
     calls = _count_format_calls(plugins)
-    with caplog.at_level(logging.WARNING, logger="replicator.core.tokcache"):
+    with caplog.at_level(logging.WARNING, logger="replicator.core.tokens.cache"):
         again = Encoder(plugins, tok)
         again.prepare(rows, BUDGET, views=VIEWS)
     assert any(shard.name in m and "skipping" in m for m in caplog.messages), caplog.messages

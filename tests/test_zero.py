@@ -53,9 +53,9 @@ def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated,
     if extra is QLORA:  # the stage's backbone really is nf4 (bitsandbytes' 4-bit linear layers)
         import bitsandbytes as bnb
 
-        from replicator.core.manager import build_plugins
-        from replicator.core.model import load_model
-        from replicator.core.recipe import resolve
+        from replicator.core.config.catalogue import build_plugins
+        from replicator.core.config.recipe import resolve
+        from replicator.core.model.loading import load_model
 
         r = resolve(RECIPES / "smoke.yaml", [], [*QUICK, *QLORA])
         model, _, info = load_model(r.final.model, build_plugins(r.final.plugins, "x"))
@@ -88,7 +88,7 @@ def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(
 
 
 def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it(tmp_path):
-    from replicator.core.zero import load_partition
+    from replicator.core.model.zero import load_partition
 
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(ReplicatorError, match=r"checkpoint.pt: written by 2 processes under zero2, resumed by 1"):
@@ -100,7 +100,7 @@ def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it(tmp_path):
 
 
 def test_zero2_without_deepspeed_says_how_to_install_it(monkeypatch):
-    from replicator.core import zero
+    from replicator.core.model import zero
 
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
     with pytest.raises(ReplicatorError, match=r'launch.parallel zero2 needs DeepSpeed .*pip install -e "\.\[deepspeed\]"'):
@@ -108,7 +108,7 @@ def test_zero2_without_deepspeed_says_how_to_install_it(monkeypatch):
 
 
 def test_zero3_is_refused_at_run_time_with_the_fsdp_strategy_that_shards_the_same(monkeypatch):
-    from replicator.core.shard import strategy
+    from replicator.core.model.sharding import strategy
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ReplicatorError, match="zero3 .* fsdp_full_shard"):

@@ -26,7 +26,7 @@ def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
     """(user turns, assistant turns aligned to them, repair counts ``{"null", "surrogate"}``, error)."""
     import json
 
-    from replicator.core.data import clean_text
+    from replicator.core.data.competition import clean_text
 
     if isinstance(conv, str):
         try:

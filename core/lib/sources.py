@@ -16,7 +16,7 @@ Plain functions, not a base class: every source stays a plain frozen dataclass a
 * :func:`files_or_hub_rows` and :func:`files_or_hub_check` -- the loader and the ``data_check`` of a
   source that reads ``file`` (a file or a folder) or, when it is missing, the hub dataset ``hub_id``.
 
-Row sampling is :func:`replicator.core.data.sample_rows` (seeded, keeps row order).
+Row sampling is :func:`replicator.core.data.competition.sample_rows` (seeded, keeps row order).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def check_source_params(source: Any, file_field: str | None = "file") -> None:
 def find_data_files(data_dir, file: str, exts: Sequence[str] = RECORD_EXTS) -> list[Path]:
     """``[file]`` when it is a file; every file under the folder ``file`` whose record format is one of
     ``exts``, in name order; ``[]`` when it does not exist (``file`` is relative to the data dir or absolute)."""
-    from replicator.core.data import record_format, resolve_data_path
+    from replicator.core.data.competition import record_format, resolve_data_path
 
     p = resolve_data_path(data_dir, file)
     if p.is_file():
@@ -146,7 +146,7 @@ def suffix_repeated_ids(rows: list[dict]) -> list[dict]:
 def train_rows(split: str, ctx, load: Callable[[Any, int], list[dict]], source: str) -> list[dict] | None:
     """The ``data_sources`` answer of a train-only source: ``None`` for other splits, else copies of
     ``load(ctx.data_dir, ctx.seed)`` without the rows whose prompt is in the validation split."""
-    from replicator.core.data import drop_valid_groups
+    from replicator.core.data.competition import drop_valid_groups
 
     if split != "train":
         return None
@@ -161,7 +161,7 @@ def files_or_hub_rows(source: Any, data_dir, seed: int, name: str, read_file: Ca
     (``read_hub()``; ``hub_key`` names it and its split). Ids repeated across files get suffixes, then
     ``finish(rows)`` (e.g. dedup), then at most ``source.max_rows`` rows sampled with the seed; cached
     by the files' identity (or ``hub_key``) and the seed. ``name`` is the source's name in log lines."""
-    from replicator.core import data as D
+    from replicator.core.data import competition as D
 
     files = find_data_files(data_dir, source.file)
 
@@ -185,7 +185,7 @@ def files_or_hub_check(source: Any, data_dir, what: str, ways: Sequence[str], **
     """The ``data_check`` answer of a source read by :func:`files_or_hub_rows`: ``[]`` when ``source.file``
     has record files or the hub can serve ``source.hub_id``, else ``"<what> not found"`` (``"<what> has no
     .json/... file"`` for a folder) as a :func:`missing_data_message` (``kw``: its keyword arguments)."""
-    from replicator.core.data import hub_reachable, resolve_data_path
+    from replicator.core.data.competition import hub_reachable, resolve_data_path
 
     if find_data_files(data_dir, source.file) or (source.hub_id is not None and hub_reachable()):
         return []
@@ -199,7 +199,7 @@ def jsonl_rows(source: Any, path: Path, seed: int, convert: Callable[[list, str]
     """The rows of one JSONL(.gz) file: ``convert(records, file)`` on its records, then ``max_rows``
     of them sampled with ``seed`` (row order kept); cached on ``source`` by the file's identity and
     the seed. A missing file raises the ``missing()`` problems (the plugin's ``data_check``)."""
-    from replicator.core import data as D
+    from replicator.core.data import competition as D
     from replicator.core.errors import DataError
 
     if not path.is_file():

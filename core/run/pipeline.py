@@ -1,0 +1,433 @@
+"""Running a recipe: its stages in order, each data -> model -> train -> evaluate, and reuse of
+finished work.
+
+``reports/<recipe>/<run_id>/`` (``REPLICATOR_REPORTS``) holds the small committed outputs:
+``resolved.yaml`` (the complete config), ``fingerprint.json``, per-row validation predictions
+and, written last, ``metrics.json``. Heavy outputs (checkpoints, weights, predictions) go to
+``artifacts/<recipe>/<run_id>/<stage>/`` (``REPLICATOR_ARTIFACTS``, git-ignored).
+
+Reuse never trusts a marker alone: a stage is done when its ``done.json`` exists *and* the outputs
+it vouches for are there (weights complete, readable validation predictions, ``outputs.json`` when
+asked); a run is finished when its ``metrics.json`` and ``fingerprint.json`` exist, no
+``failed.json`` does, and every stage is done. A stage with a ``checkpoint.pt`` resumes from it.
+
+Order of an attempt: the reports and artifacts folders are checked writable; the run's lock is
+taken (:mod:`replicator.core.util.lock`); the first stage's data is read and checked; only then does the
+run write (``force`` first removes ``metrics.json``, then the artifacts; ``resolved.yaml``);
+``fingerprint.json`` and, last, ``metrics.json`` are written when every stage is done. A failure
+after the first write leaves ``failed.json`` (error, stage) and no ``metrics.json``/``fingerprint.json``
+(``replicate report`` only sees finished runs). Under ``accelerate launch`` every process computes
+its share and only the main process writes (:mod:`replicator.core.util.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import Resolved, StageConfig
+from replicator.core.data.competition import collect_rows, sample_rows
+from replicator.core.predict.evaluate import evaluate, label_prior
+from replicator.core.predict.stage_outputs import attach_teachers, load_stage_outputs, write_stage_outputs
+from replicator.core.rows import DataContext
+from replicator.core.run.fingerprint import fingerprint
+from replicator.core.stages import baseline as baselines
+from replicator.core.util.atomic import atomic_save_safetensors, atomic_write_text, remove_temp_files
+from replicator.core.util.distributed import barrier, is_main
+from replicator.core.util.layout import (
+    BASELINE_PARAMS,
+    DONE,
+    FAILED,
+    FINGERPRINT,
+    HEAD_FILE,
+    METRICS,
+    OUTPUTS,
+    RESOLVED,
+    TRAIN_RESULT,
+    VALID_PREDICTIONS,
+    WEIGHTS,
+    row_predictions_path,
+    run_folders,
+)
+from replicator.core.util.lock import run_lock
+from replicator.core.util.path_checks import safetensors_problem, writable_folder
+
+log = logging.getLogger(__name__)
+
+#: per-stage results kept out of the top level of metrics.json (they stay under ``stages``)
+STAGE_ONLY = ("train_loss_history", "model", "stage", "train_reused", "views_reused", "train_seconds")
+
+
+# ---------------------------------------------------------------- what is finished
+
+
+def _readable_predictions(path: Path) -> bool:
+    try:
+        cols = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    n = len(cols.get("id") or [])
+    return n > 0 and all(len(cols.get(f"{v}_{k}", [])) == n for v in ("tta", "final", "label") for k in ("a", "b", "tie"))
+
+
+def weights_file(stage: StageConfig) -> str:
+    """What a finished stage keeps of its model: trained weights, a baseline's parameters or a
+    frozen-feature stage's head."""
+
+    if baselines.is_baseline(stage.model.base):
+        return BASELINE_PARAMS
+    return HEAD_FILE if stage.model.features else WEIGHTS
+
+
+def stage_missing(stage: StageConfig, sart: Path) -> list[str]:
+    """What a finished stage should have under ``sart`` and has not (``[]``: the stage is done)."""
+    weights = weights_file(stage)
+    need = [DONE, weights, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
+    missing = [f for f in need if not (sart / f).exists()]
+    if VALID_PREDICTIONS not in missing and not _readable_predictions(sart / VALID_PREDICTIONS):
+        missing.append(f"{VALID_PREDICTIONS} (unreadable)")
+    if weights == WEIGHTS and WEIGHTS not in missing and safetensors_problem(sart / WEIGHTS):
+        missing.append(f"{WEIGHTS} ({safetensors_problem(sart / WEIGHTS)})")
+    return missing
+
+
+def finished(resolved: Resolved, run_dir: Path, art: Path) -> bool:
+    """Whether the run's ``metrics.json`` and ``fingerprint.json`` exist, no ``failed.json`` says its
+    last attempt failed, and every stage it vouches for is done."""
+    if not ((run_dir / METRICS).exists() and (run_dir / FINGERPRINT).exists()) or (run_dir / FAILED).exists():
+        return False
+    missing = {s.name: stage_missing(s, art / s.name) for s in resolved.stages}
+    missing = {k: v for k, v in missing.items() if v}
+    if missing:
+        log.warning("%s has metrics but not the outputs they vouch for under %s (%s): recomputing, so that "
+                    "`replicate predict` has a model", run_dir, art,
+                    "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items()))
+    return not missing
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def stage_rows(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext) -> tuple[list[dict], list[dict]]:
+    """The stage's training rows (teachers attached, at most ``train.max_rows``) and validation rows
+    (at most ``predict.max_rows``), both sampled with the seed in their original order."""
+    train_rows, valid_rows = collect_rows(plugins, ctx)
+    attach_teachers(train_rows, ctx.stage_outputs)
+    train_rows = sample_rows(train_rows, stage.train.max_rows, resolved.seed)
+    valid_rows = sample_rows(valid_rows, stage.predict.max_rows, resolved.seed + 1)
+    log.info("stage %s: %d train rows, %d validation rows", stage.name, len(train_rows), len(valid_rows))
+    return train_rows, valid_rows
+
+
+@dataclasses.dataclass
+class RunState:
+    """One attempt at a run: where it writes and whether it has begun writing (:meth:`begin`)."""
+
+    resolved: Resolved
+    fp: dict
+    run_dir: Path
+    art: Path
+    data_dir: Path
+    force: bool = False
+    progress: bool = True
+    begun: bool = False
+    stage: str = ""
+    #: step keys of the LM stages (:func:`replicator.core.stages.steps.stage_keys`)
+    keys: dict = dataclasses.field(default_factory=dict)
+
+    def begin(self) -> None:
+        """The first write of this attempt, once the first stage's data and config passed their checks:
+        what ``force`` replaces goes (metrics first, then the artifacts), the results of an older
+        attempt stop vouching for anything, temp files of killed writers (the lock is ours) go,
+        ``resolved.yaml`` is written."""
+        if self.begun:
+            return
+        if is_main():
+            for f in (METRICS, FINGERPRINT):
+                (self.run_dir / f).unlink(missing_ok=True)
+            if self.force:
+                from replicator.core.stages.steps import forget
+
+                forget(self.art, self.resolved, self.keys)  # the cached steps this run would reuse
+                if self.art.exists():
+                    shutil.rmtree(self.art)
+            for folder in (self.run_dir, self.art):
+                remove_temp_files(folder)
+            atomic_write_text(self.run_dir / RESOLVED, self.resolved.to_yaml())
+        barrier()
+        self.begun = True
+        log.info("run %s: %d stage(s) -> %s", self.fp["run_id"], len(self.resolved.stages), self.run_dir)
+
+    def mark_failed(self, error: BaseException) -> None:
+        """``failed.json`` (the error, the stage) once this attempt has written anything: the folder is
+        never taken for a result, and the next run recomputes what is not done."""
+        if not (self.begun and is_main()):
+            return
+        info = {"run_id": self.fp["run_id"], "stage": self.stage, "error": type(error).__name__,
+                "message": str(error), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            atomic_write_text(self.run_dir / FAILED, json.dumps(info, indent=2))
+        except Exception as e:  # the original error matters more than this one
+            log.error("could not write %s: %s", self.run_dir / FAILED, e)
+        else:
+            log.error("run %s failed in stage %s: %s (%s)", self.fp["run_id"], self.stage or "-", error,
+                      self.run_dir / FAILED)
+
+
+def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
+    """Check, train and evaluate one stage; its results (what ``done.json`` holds). The stage's data
+    is read and checked before the run writes anything (:meth:`RunState.begin`). The baselines
+    (:mod:`replicator.core.stages.baseline`) are fitted on the same training rows and scored on the same
+    validation rows; a ``baseline:`` model trains nothing else."""
+    t0, resolved, sart = time.time(), state.resolved, state.art / stage.name
+    plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
+    ctx = DataContext(data_dir=state.data_dir, seed=resolved.seed, stage=stage.name, cache_dir=state.art / "cache",
+                      stage_outputs=load_stage_outputs(resolved, stage, state.art))
+    train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
+    state.begin()
+    if is_main():
+        (sart / DONE).unlink(missing_ok=True)
+    if baselines.is_baseline(stage.model.base):
+        result, preds, labels = baselines.run_baseline(stage, train_rows, valid_rows, sart)
+    elif stage.model.features:
+        from replicator.core.stages.frozen_features import run_features_stage
+
+        result, preds, labels, valid_rows = run_features_stage(stage, plugins, train_rows, valid_rows, sart,
+                                                               resolved.seed, progress)  # crossfit scores more rows
+    else:
+        result, preds, labels = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, sart,
+                                                    progress)
+    if is_main():
+        write_row_predictions(state.run_dir, stage, resolved.final.name, valid_rows, preds, labels)
+    result.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
+    return result
+
+
+def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
+                        sart: Path, progress: bool):
+    """Train (or reuse the trained weights of the same train key), write the stage's outputs for later
+    stages, predict each view (or reuse it) and postprocess (:mod:`replicator.core.stages.steps`): (results,
+    predictions per view with the baselines', labels). Every process trains and predicts its share; the
+    main process writes. The model is loaded only for a step that has to be computed."""
+    from replicator.core.stages import steps
+
+    keys = state.keys[stage.name]
+    refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
+    tdir = steps.train_dir(state.art, stage, keys)
+    with run_lock(tdir, f"{stage.name} training {keys.train[:16]}") if is_main() else contextlib.nullcontext():
+        result, model, tok = _train_step(state, stage, plugins, train_rows, valid_rows, tdir, progress)
+    if is_main():
+        steps.link(tdir / WEIGHTS, sart / WEIGHTS)
+
+    def trained_precision():  # the model as it trained (4-bit QLoRA stays 4-bit), with its weights
+        from replicator.core.model.loading import load_for_inference
+
+        return load_for_inference(stage.model, plugins, tdir / WEIGHTS)
+
+    if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
+        out_file = steps.outputs_file(state.art, stage, keys)
+        exists = out_file.exists()
+        barrier()  # every process has looked before the main process writes it
+        if exists:
+            result["outputs"] = {k: len(v) for k, v in json.loads(out_file.read_text()).items()}
+            log.info("stage %s: outputs reused (%s)", stage.name, out_file)
+        else:
+            if model is None:
+                model, tok = trained_precision()
+            result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, out_file, progress)
+        barrier()
+        if is_main():
+            steps.link(out_file, sart / OUTPUTS)
+    if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
+        model = tok = None
+
+    if stage.predict.gptq:
+        from replicator.core.model.gptq import write_calibration
+
+        if is_main():
+            calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
+            steps.link(calibration, sart / calibration.name)
+        barrier()  # written before any process quantizes
+
+    def for_prediction():
+        from replicator.core.model.loading import load_predictor
+
+        return load_predictor(stage, plugins, tdir / WEIGHTS)
+
+    store = steps.ViewStore(state.art, stage, keys, plugins, [r["id"] for r in valid_rows])
+    barrier()  # every process has looked at the cached views before any is written
+    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs,
+                                     store=store, load=for_prediction)
+    result.update(scores)
+    result["views_reused"] = store.reused
+    return result, preds, labels
+
+
+def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path, progress: bool):
+    """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
+    key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
+    from accelerate.utils import extract_model_from_parallel
+
+    from replicator.core.model.loading import load_model
+    from replicator.core.model.sharding import strategy, trainable_to_save
+    from replicator.core.train.trainer import train_stage
+
+    done = (tdir / TRAIN_RESULT).exists() and not safetensors_problem(tdir / WEIGHTS)
+    barrier()  # every process has looked before the main process writes
+    if done:
+        log.info("stage %s: trained weights reused from %s", stage.name, tdir)
+        return json.loads((tdir / TRAIN_RESULT).read_text()) | {"train_reused": True}, None, None
+    t0 = time.time()
+    _seed_everything(state.resolved.seed)
+    model, tok, info = load_model(stage.model, plugins, train=True)
+    init_from = state.art / stage.from_stage / WEIGHTS if stage.from_stage else None
+    tdir.mkdir(parents=True, exist_ok=True)
+    result = train_stage(stage, plugins, train_rows, model, tok, info, tdir, state.resolved.seed, init_from, progress,
+                         score_fn=_valid_log_loss(plugins, tok, stage, valid_rows))
+    result["train_label_prior"] = label_prior(train_rows)
+    result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
+    result["train_seconds"] = round(time.time() - t0, 1)
+    sharded = strategy(stage.launch.parallel) is not None  # FSDP2 or ZeRO-2 (the engine hooked the model)
+    weights = trainable_to_save(model, model, is_main())
+    if is_main():
+        atomic_save_safetensors(weights, tdir / WEIGHTS, metadata={"base": stage.model.base})
+        atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))
+    barrier()  # the weights are written
+    if sharded:  # prediction loads the saved weights into a plain model (core/shard.py, core/zero.py)
+        del model, weights
+        return result | {"train_reused": False}, None, None
+    # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from reused weights
+    return result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False), tok
+
+
+def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
+    """The periodic evaluation of ``train.eval_every``: log loss of the model on the validation rows, without
+    TTA (the view the 1st place's trainer scored [R1])."""
+    from replicator.core.predict.evaluate import labels_of
+    from replicator.core.predict.views import IDENTITY, predict_probs
+    from replicator.core.scoring.metrics import log_loss
+
+    labels = labels_of(valid_rows)
+
+    def score(model) -> float:  # predict_probs puts the model in eval mode; Loop.evaluate puts it back
+        preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
+                              progress=False, use_tta=False)
+        return log_loss(preds[IDENTITY], labels)
+
+    return score
+
+
+def write_row_predictions(run_dir: Path, stage: StageConfig, final: str, rows, preds, labels) -> None:
+    """Per-row validation predictions (every view, ``tta``, ``final``) committed with the report."""
+    from replicator.core.scoring.row_predictions import write_row_predictions as write
+
+    write(row_predictions_path(run_dir, stage.name, final), rows, preds, labels)
+
+
+def _stage(state: RunState, stage: StageConfig) -> dict:
+    """A stage's results: reused when it is done (never before ``force`` has cleared the old run),
+    else computed and marked done. A baseline stage runs in the main process only."""
+    sart = state.art / stage.name
+    state.stage = stage.name
+    if state.begun or not state.force:
+        missing = stage_missing(stage, sart)
+        rowpreds = row_predictions_path(state.run_dir, stage.name, state.resolved.final.name)
+        if not rowpreds.exists():  # the report's per-row file is an output too (a deleted report folder)
+            missing.append(str(rowpreds))
+        barrier()  # every process has looked before anyone writes
+        if not missing:
+            log.info("stage %s: already done, reused", stage.name)
+            return json.loads((sart / DONE).read_text())
+        if (sart / DONE).exists():
+            log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name, ", ".join(missing))
+    if baselines.is_baseline(stage.model.base) and not is_main():
+        state.begin()  # in step with the main process's begin()
+        barrier()
+        return json.loads((sart / DONE).read_text())
+    result = run_stage(state, stage, state.progress)
+    if is_main():
+        atomic_write_text(sart / DONE, json.dumps(result, indent=2))
+    barrier()
+    return result
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_metrics(fp: dict, resolved: Resolved, stages: dict[str, dict]) -> dict:
+    """metrics.json: the final stage's results at the top level, every stage's under ``stages``."""
+    final = stages[resolved.final.name]
+    metrics = {"run_id": fp["run_id"], "recipe": resolved.name, "final_stage": resolved.final.name,
+               "n_processes": fp["n_processes"]}
+    metrics.update({k: v for k, v in final.items() if k not in STAGE_ONLY})
+    metrics["stages"] = stages
+    return metrics
+
+
+def _finish(state: RunState, stages: dict[str, dict]) -> dict:
+    """The run's last writes: ``failed.json`` of an older attempt goes, ``fingerprint.json``, then
+    ``metrics.json``, the run's done marker."""
+    state.begin()  # every stage reused, metrics missing: the run still writes through begin()
+    metrics = run_metrics(state.fp, state.resolved, stages)
+    if is_main():
+        (state.run_dir / FAILED).unlink(missing_ok=True)
+        atomic_write_text(state.run_dir / FINGERPRINT, json.dumps(state.fp, indent=2))
+        atomic_write_text(state.run_dir / METRICS, json.dumps(metrics, indent=2))
+    barrier()
+    return metrics
+
+
+def preflight(resolved: Resolved, run_dir: Path, art: Path) -> None:
+    """What a run checks before it takes its lock: baseline names, the reports and artifacts folders
+    writable (a probe file, so a read-only folder fails here and not after training)."""
+    for s in resolved.stages:  # an unknown baseline name fails before anything is written
+        if baselines.is_baseline(s.model.base):
+            baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
+    writable_folder(run_dir, "reports folder (REPLICATOR_REPORTS)")
+    writable_folder(art, "artifacts folder (REPLICATOR_ARTIFACTS)")
+
+
+def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
+               progress: bool = True) -> tuple[Path, dict, bool]:
+    """Run every stage of ``resolved``; return (run folder, metrics, reused).
+
+    One process at a time per run id (:func:`replicator.core.util.lock.run_lock`: a second one waits,
+    then reuses); nothing is written before the first stage's data passed its checks; a failure
+    after that leaves ``failed.json`` (and no ``metrics.json``)."""
+    from replicator.core.stages.steps import stage_keys
+
+    fp = fingerprint(resolved, data_dir)
+    keys = stage_keys(resolved, fp)
+    fp["steps"] = {name: dataclasses.asdict(k) for name, k in keys.items()}  # recorded, not in the run id
+    run_dir, art = run_folders(resolved.name, fp["run_id"])
+    preflight(resolved, run_dir, art)
+    with run_lock(run_dir, fp["run_id"]) if is_main() else contextlib.nullcontext():
+        done = not force and finished(resolved, run_dir, art)
+        barrier()  # the main process holds the lock; every process has looked
+        if done:
+            log.info("%s is finished: reused", run_dir)
+            return run_dir, json.loads((run_dir / METRICS).read_text()), True
+        state = RunState(resolved, fp, run_dir, art, data_dir, force, progress, keys=keys)
+        try:
+            stages = {s.name: _stage(state, s) for s in resolved.stages}
+            return run_dir, _finish(state, stages), False
+        except BaseException as e:
+            state.mark_failed(e)
+            raise

@@ -1,0 +1,350 @@
+"""``replicate plan``: every stage of a resolved recipe at full size, without weights or data.
+
+For each stage: the model built on the meta device (:mod:`replicator.core.model.meta`), its parameters
+and what trains, the memory per GPU of training and of inference (:mod:`replicator.core.model.memory`,
+estimates), the rows, tokens and optimizer steps of an epoch from the published sizes of the data
+it names, whether it fits the hardware of its ``launch:`` section, and the command that launches
+it. :func:`plan` computes (``--json`` prints it), :func:`format_plan` writes the table.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+from replicator.core.config.recipe import NO_BF16, LaunchConfig, Resolved, StageConfig
+from replicator.core.errors import RecipeError
+from replicator.core.model import memory as M
+
+# ---------------------------------------------------------------- data sizes (published, full size)
+
+#: the competition's train.csv: 57,477 rows (SOLUTIONS.md §3, [MLE])
+KAGGLE_TRAIN_ROWS = 57_477
+#: the external 33k arena set: ~21k rows de-duplicated ([P2] "21k from abdullahmeda's dedup 33k", [P16]),
+#: 33k without de-duplication
+ARENA_33K_ROWS = {True: 21_000, False: 33_000}
+#: HuggingFaceH4/ultrafeedback_binarized train_prefs: 61,135 pairs (its dataset card; the size of 1st place's
+#: "ut" set is unknown in SOLUTIONS.md)
+ULTRAFEEDBACK_ROWS = 61_135
+#: the shared stand-ins as they are (the data folder's README)
+LOCAL_ROWS = {"alpacaeval_pairs": 30_000, "hh_rlhf": 2_312, "mt_bench": 1_751}
+#: pseudo-label pools by recipe: 2nd 240k [P2], 3rd ~500k generated pairs [P3], 9th ~45k chat-1m pairs [P9]
+POOL_ROWS = {"2nd": (240_000, "[P2]"), "3rd": (500_000, "[P3]"), "9th": (45_000, "[P9]")}
+
+#: Gemma-3 tokens of a competition row (every turn of prompt, response_a and response_b joined by newlines,
+#: no template): percentiles 0..100 over the 1,478 real rows of the shared train.csv, measured with the
+#: embedded Gemma-3-270M tokenizer (:func:`measure_row_tokens`, :func:`percentiles`; tests/test_plan.py)
+ROW_TOKENS = (
+    8, 37, 50, 67, 76, 85, 93, 100, 106, 112, 117, 122, 133, 141, 148, 160, 169, 176, 185, 196, 206, 211, 220,
+    227, 233, 248, 263, 272, 281, 289, 302, 315, 330, 342, 350, 361, 376, 390, 401, 415, 423, 436, 454, 464,
+    472, 483, 496, 510, 520, 528, 542, 556, 565, 578, 586, 596, 611, 620, 638, 651, 665, 677, 682, 702, 713,
+    720, 730, 747, 756, 767, 780, 791, 805, 822, 837, 867, 880, 896, 921, 946, 960, 984, 1003, 1034, 1066,
+    1101, 1136, 1189, 1228, 1281, 1361, 1421, 1494, 1598, 1727, 1848, 2016, 2355, 2847, 3645, 11098)
+TOKENS_NOTE = ("tokens ~ is the mean Gemma-3 token count of a real competition row cut at max_length, "
+               "without the prompt template (~20-200 tokens more); Llama-3 and Qwen2 tokenizers count "
+               "otherwise, and the other sources' rows have other lengths")
+
+
+def mean_tokens(max_length: int, table=ROW_TOKENS) -> float:
+    """Mean of min(row tokens, max_length) over a percentile table (trapezoids between percentiles)."""
+    cut = [min(t, max_length) for t in table]
+    return sum((a + b) / 2 for a, b in zip(cut[:-1], cut[1:], strict=True)) / (len(cut) - 1)
+
+
+def percentiles(lengths: list[int]) -> tuple[int, ...]:
+    """The 0..100 percentiles of ``lengths`` (linear interpolation), rounded: a :data:`ROW_TOKENS` table."""
+    import numpy as np
+
+    return tuple(int(round(v)) for v in np.percentile(np.asarray(lengths), np.arange(101)))
+
+
+def measure_row_tokens(data_dir: Path) -> list[int]:
+    """Gemma-3 token counts of the rows of ``data_dir``'s competition train.csv (the embedded model is
+    converted once when it is not cached yet)."""
+    from transformers import AutoTokenizer
+
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.model.embedded import resolve_embedded
+
+    tok = AutoTokenizer.from_pretrained(resolve_embedded("embedded:gemma-3-270m"))
+    rows = read_competition_csv(Path(data_dir) / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
+    texts = ["\n".join(t or "" for t in r["prompt"] + r["response_a"] + r["response_b"]) for r in rows]
+    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _capped(n: int, max_rows: int) -> int:
+    return min(n, max_rows) if max_rows else n
+
+
+def source_rows(p, stage: StageConfig, recipe: str) -> dict | None:
+    """{train, valid, pool, size} rows the data plugin ``p`` gives this stage at full size; None when
+    its size is unknown."""
+    use, out = p._use, {"train": 0, "valid": 0, "pool": 0}
+    if use == "kaggle_csv":
+        n = _capped(KAGGLE_TRAIN_ROWS, p.max_rows)
+        valid = round(n / p.folds) if p.folds else round(n * p.valid_fraction)
+        out.update(train=(n - valid) * ("train" in p.splits), valid=valid * ("valid" in p.splits),
+                   size="57,477 [MLE]")
+    elif use == "arena_33k":
+        out.update(train=_capped(ARENA_33K_ROWS[p.dedup], p.max_rows), size="~21k de-duplicated [P2][P16]")
+    elif use == "ultrafeedback_pairs":
+        out.update(train=_capped(ULTRAFEEDBACK_ROWS, p.max_rows), size="61,135 (UltraFeedback train_prefs)")
+    elif use in LOCAL_ROWS:
+        out.update(train=_capped(LOCAL_ROWS[use], p.max_rows), size=f"{LOCAL_ROWS[use]:,} (shared data)")
+    elif use == "pseudo_labels" and recipe in POOL_ROWS:
+        n, tag = POOL_ROWS[recipe]
+        labeller = p.from_stage is None or p.from_stage == stage.name  # as the plugin decides
+        out.update({"pool" if labeller else "train": n, "size": f"{n:,} {tag}"})
+    else:
+        return None
+    return out
+
+
+def micro_batch_rows(t) -> float:
+    """Rows of ``max_length`` tokens in the largest training micro-batch: ``batch_size``, or with
+    ``train.batch_tokens`` the budget over ``max_length`` (rows x longest row <= budget: the most
+    activation memory is the budget's worth of tokens in rows of ``max_length``, whose attention is
+    widest; a row over the budget is alone, so at least one row)."""
+    if getattr(t, "batch_tokens", None):
+        return max(t.batch_tokens, t.max_length) / t.max_length
+    return t.batch_size
+
+
+def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
+    """Rows, tokens and optimizer steps of an epoch of ``stage`` (rows x the swap multiplier: swap_ab
+    ``duplicate``/``full`` train on each row and its swap; x the layouts of judge_multi), and the rows it
+    predicts."""
+    t = stage.train
+    sources, unknown = {}, []
+    for alias, p in plugins.providers("data_sources"):
+        rows = source_rows(p, stage, recipe)
+        if rows is None:
+            unknown.append(f"{alias} ({p._use})")
+        elif rows["train"] or rows["valid"] or rows["pool"]:
+            sources[alias] = {k: v for k, v in rows.items() if v}
+    train = _capped(sum(s.get("train", 0) for s in sources.values()), t.max_rows)
+    swap = next((p for _, p in plugins.providers("augment") if p._use == "swap_ab"), None)
+    mult = 2 if swap is not None and swap.train in ("duplicate", "full") else 1
+    multi = next((p for _, p in plugins.providers("augment") if p._use == "judge_multi"), None)
+    layouts = len(multi.train_layouts) if multi is not None else 1  # PAB + PAPB copies of each row [P2]
+    per_epoch = train * mult * layouts
+    valid = _capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
+    pool = sum(s.get("pool", 0) for s in sources.values())
+    if getattr(t, "batch_tokens", None):  # token budgets: full ones at best, so at least this many steps
+        steps = math.ceil(per_epoch * mean_tokens(t.max_length) / (t.batch_tokens * t.grad_accum * gpus))
+    else:
+        steps = math.ceil(per_epoch / (t.batch_size * t.grad_accum * gpus))
+    total = math.ceil(steps * t.epochs)
+    return {"sources": sources, "unknown_sources": unknown, "train_rows": train, "swap_multiplier": mult,
+            "rows_per_epoch": per_epoch, "epochs": t.epochs, "tokens_per_epoch_max": per_epoch * t.max_length,
+            "tokens_per_epoch_est": round(per_epoch * mean_tokens(t.max_length)), "steps_per_epoch": steps,
+            "steps": min(total, t.max_steps) if t.max_steps else total,
+            "predicted_rows": valid + pool * ("pool" in stage.outputs) + train * ("train" in stage.outputs),
+            **({"layout_multiplier": layouts} if layouts > 1 else {})}
+
+
+# ---------------------------------------------------------------- launching
+
+
+def accelerate_config(recipe: Path) -> Path:
+    """The accelerate config beside the recipe, one for every parallelism: recipes/accelerate/multi_gpu.yaml
+    (accelerate starts the processes; what is sharded comes from the recipe: the runner wraps DDP through
+    accelerate, shards FSDP itself, core/shard.py, and partitions ZeRO-2 with DeepSpeed, core/zero.py)."""
+    return Path(recipe).parent / "accelerate" / "multi_gpu.yaml"
+
+
+def launch_command(recipe: Path, launch: LaunchConfig, toggles=(), overrides=()) -> str:
+    """The command that runs the recipe on the hardware ``launch`` names."""
+    args = "".join(f" -t {shlex.quote(t)}" for t in toggles)
+    args += "".join(f" {shlex.quote(o)}" for o in overrides)
+    run = f"run {shlex.quote(str(recipe))}{args}"
+    if launch.parallel == "single":
+        return f"replicate {run}"
+    if launch.gpu == "cpu":  # accelerate launch --cpu starts one process without MPI (core/dist.py)
+        return f"torchrun --nproc_per_node {launch.gpus} -m replicator.core.cli {run}"
+    return (f"accelerate launch --config_file {shlex.quote(str(accelerate_config(recipe)))} "
+            f"--num_processes {launch.gpus} -m replicator.core.cli {run}")
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _key(resolved: Resolved, stage: StageConfig, field: str) -> str:
+    return f"stages.{stage.name}.{field}" if "stages" in resolved.config else field
+
+
+def _gib(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v / M.GIB, 1) for k, v in d.items()}
+
+
+def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
+    """(meta counts, memory.Model) of the stage's model as the runner builds it."""
+    from replicator.core.model import meta
+
+    m, file = stage.model, resolved.file
+    config = meta.load_config(m.base, file, _key(resolved, stage, "model.base"))
+    c = meta.counts(meta.build_meta(config, plugins))
+    lora = None
+    if m.lora is not None and not m.features:
+        key = _key(resolved, stage, "model.lora.targets")
+        lora = (m.lora.r, meta.lora_targets(c, m.lora.targets, file, key))
+    try:
+        trainable, adapters = (0, 0) if m.features else meta.trainable(c, lora, m.freeze_layers)
+    except ValueError as e:
+        raise RecipeError(file, _key(resolved, stage, "model.freeze_layers"), str(e)) from None
+    sizes = M.Model(
+        total=c.total, quantizable=c.quantizable, trainable=trainable, adapters=adapters, layers=c.layers,
+        hidden=c.hidden, kv_dim=c.kv_dim, layer_params=max(c.layer_params),
+        act_token=M.layer_elements(c.model_type, c.hidden, c.q_dim, c.kv_dim, c.intermediate),
+        act_attn=c.heads * M.EAGER_ATTENTION[c.softcap and m.attn_softcap] if c.attention == "eager" else 0.0,
+        act_lora=0.0 if lora is None else M.lora_elements([i for _, i, _ in lora[1]], lora[0],
+                                                           m.lora.dropout))
+    return c, sizes
+
+
+def _budget_note(t) -> str:
+    return (f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
+            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps count full budgets "
+            "(padding and partly filled budgets add some)")
+
+
+def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=()) -> dict:
+    """The plan of one stage (see the module docstring); memory in GiB rounded to 0.1."""
+    from replicator.core.config.catalogue import build_plugins
+
+    m, t, launch, file = stage.model, stage.train, stage.launch, resolved.file
+    out: dict[str, Any] = {"stage": stage.name, "base": m.base, "launch": {
+        "gpus": launch.gpus, "gpu": launch.gpu, "memory_gib": launch.memory_gib, "parallel": launch.parallel},
+        "flags": [], "notes": []}
+    if str(m.base).startswith("baseline:"):
+        out["notes"].append("a baseline: no model to plan")
+        return out
+    plugins = build_plugins(stage.plugins, file, unused=stage.unused_hooks)
+    c, sizes = stage_sizes(resolved, stage, plugins)
+    dtype = m.dtype if m.dtype != "auto" else "float32" if launch.gpu == "cpu" else "bfloat16"
+    quant, on_gpu = "nf4" if m.load_in_4bit else "int8" if m.load_in_8bit else None, launch.gpu != "cpu"
+    tuning = "none (frozen features)" if m.features else "lora" if sizes.adapters else "full"
+    out["model"] = {"arch": c.arch, "layer_class": c.layer_class, "attention": c.attention, "params": c.total,
+                    "head": c.head, "published_size": c.total - c.head + c.lm_head,
+                    "trainable": sizes.trainable, "lora_adapters": sizes.adapters, "dtype": dtype,
+                    "quantization": quant, "fine_tuning": tuning}
+    if M.activation_note(c.model_type):
+        out["notes"].append(M.activation_note(c.model_type))
+    memory: dict[str, Any] = {}
+    if not m.features:
+        if quant and m.lora is None:
+            raise RecipeError(file, _key(resolved, stage, "model.lora"),
+                              "full fine-tuning of a 4/8-bit model is not possible; set model.lora")
+        optimizer, mixed = getattr(t, "optimizer", "adamw"), getattr(t, "mixed_precision", "no")
+        if optimizer not in M.OPTIMIZERS:
+            raise RecipeError(file, _key(resolved, stage, "train.optimizer"),
+                              f"the plan does not know {optimizer!r}; known: {', '.join(M.OPTIMIZERS)}")
+        memory["train"] = _gib(M.train_memory(
+            sizes, dtype=dtype, quant=quant, optimizer=optimizer, mixed_precision=mixed,
+            parallel=launch.parallel, gpus=launch.gpus, rows=micro_batch_rows(t), seq_len=t.max_length,
+            checkpointing=m.gradient_checkpointing, gpu=on_gpu))
+        out["model"].update(optimizer=optimizer, mixed_precision=mixed)
+        if getattr(t, "batch_tokens", None):
+            out["notes"].append(_budget_note(t))
+    tokens, seq = (m.features.batch_tokens, m.features.max_length) if m.features else \
+        (stage.predict.batch_tokens, stage.predict.max_length)
+    infer_quant = "int8" if stage.predict.load_in_8bit else quant
+    memory["inference"] = _gib(M.inference_memory(sizes, dtype=dtype, quant=infer_quant, tokens=tokens,
+                                                  seq_len=min(seq, tokens), gpu=on_gpu))
+    out["memory_gib"] = memory
+    for what, mem in memory.items():
+        if mem["total"] > launch.memory_gib:
+            out["flags"].append(f"DOES NOT FIT: {what} needs {mem['total']:.1f} GiB per GPU, {launch.gpu} "
+                                f"has {launch.memory_gib:g}")
+    if dtype == "bfloat16" and launch.gpu in NO_BF16:
+        out["flags"].append(f"{launch.gpu} has no bfloat16: set model.dtype float16")
+    out["fits"] = not any(f.startswith("DOES NOT FIT") for f in out["flags"])
+    if not m.features:
+        out["data"] = stage_data(stage, plugins, resolved.name, launch.gpus)
+        if out["data"]["unknown_sources"]:
+            unknown = ", ".join(out["data"]["unknown_sources"])
+            out["notes"].append(f"rows of {unknown}: size unknown, not counted")
+    out["command"] = launch_command(Path(file), launch, toggles, overrides)
+    return out
+
+
+def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
+    """The plan of every stage of the resolved recipe (no weights, no data read)."""
+    from replicator.core.config.recipe import resolve
+
+    resolved = resolve(recipe, list(toggles), list(overrides))
+    stages = [plan_stage(resolved, s, toggles, overrides) for s in resolved.stages]
+    notes = []
+    if len({(s.launch.gpus, s.launch.parallel) for s in resolved.stages}) > 1:
+        notes.append("the stages name different launch settings, but `replicate run` runs every stage under "
+                     "one launcher (and the run id counts the processes): run the recipe with the largest, "
+                     "or split it")
+    zero2 = [s.name for s in resolved.stages if s.launch.parallel == "zero2"]
+    if zero2:
+        notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer states with "
+                     "DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes (gloo), 4-bit QLoRA included, "
+                     "not yet on GPUs (NCCL)")
+    zero3 = [s.name for s in resolved.stages if s.launch.parallel == "zero3"]
+    if zero3:
+        notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards the same "
+                     "parts with the runner's FSDP2")
+    for s in resolved.stages:
+        cfg = accelerate_config(Path(resolved.file))
+        if s.launch.parallel != "single" and s.launch.gpu != "cpu" and not cfg.is_file():
+            notes.append(f"{cfg} not found (stage {s.name}): the shipped ones are in recipes/accelerate/")
+    return {"recipe": resolved.name, "file": resolved.file, "toggles": list(resolved.toggles),
+            "stages": stages, "fits": all(s.get("fits", True) for s in stages), "notes": notes}
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _n(x: float) -> str:
+    return f"{x / 1e9:.2f}B" if x >= 1e9 else f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x:,.0f}"
+
+
+def _model_lines(md: dict, memory: dict) -> list[str]:
+    cols = [*M.COMPONENTS, "total"]
+    quant = f", {md['quantization']}" if md["quantization"] else ""
+    train = f", optimizer {md['optimizer']}, mixed precision {md['mixed_precision']}" if "optimizer" in md \
+        else ""
+    lines = [f"  model      {md['arch']}, {md['dtype']}{quant}, {md['attention']} attention",
+             f"  params     {md['params']:,} ({_n(md['params'])}: backbone + a {md['head']:,}-parameter "
+             f"head, no LM head; published size {_n(md['published_size'])})",
+             f"  trainable  {md['trainable']:,} ({_n(md['trainable'])}, {md['fine_tuning']}{train})",
+             "  GiB/GPU    " + "".join(f"{c:>12}" for c in cols)]
+    return lines + [f"  {what:<11}" + "".join(f"{mem[c]:>12.1f}" for c in cols)
+                    for what, mem in memory.items()]
+
+
+def _data_lines(d: dict) -> list[str]:
+    srcs = " + ".join(f"{a} {v['train']:,}" for a, v in d["sources"].items() if v.get("train"))
+    swap = f" x{d['swap_multiplier']} swap" if d["swap_multiplier"] > 1 else ""
+    swap += f" x{d['layout_multiplier']} layouts" if d.get("layout_multiplier", 1) > 1 else ""
+    return [f"  rows       {d['train_rows']:,} ({srcs or 'none'}){swap} = {d['rows_per_epoch']:,} per epoch, "
+            f"x {d['epochs']:g} epoch(s); predicts {d['predicted_rows']:,} rows",
+            f"  tokens     per epoch <= {_n(d['tokens_per_epoch_max'])} (rows x max_length), ~ "
+            f"{_n(d['tokens_per_epoch_est'])}",
+            f"  steps      {d['steps_per_epoch']:,} per epoch, {d['steps']:,} in all"]
+
+
+def format_plan(p: dict) -> str:
+    """The plan as a readable table per stage."""
+    toggles = "".join(f" -t {t}" for t in p["toggles"])
+    lines = [f"plan of {p['file']}{toggles} (estimates: core/memory.py says what they assume)"]
+    for s in p["stages"]:
+        lg = s["launch"]
+        lines += ["", f"stage {s['stage']}: {s['base']} on {lg['gpus']}x {lg['gpu']} "
+                      f"({lg['memory_gib']:g} GiB), {lg['parallel']}"]
+        if "model" in s:
+            lines += _model_lines(s["model"], s["memory_gib"])
+        if "data" in s:
+            lines += _data_lines(s["data"])
+        lines += [f"  !! {f}" for f in s["flags"]] + [f"  note: {n}" for n in s["notes"]]
+        if "command" in s:
+            lines.append(f"  command    {s['command']}")
+    lines += ["", f"note: {TOKENS_NOTE}", *[f"note: {n}" for n in p["notes"]],
+              "every stage fits" if p["fits"] else "SOME STAGES DO NOT FIT (!! above)"]
+    return "\n".join(lines)

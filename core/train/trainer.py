@@ -1,0 +1,463 @@
+"""The training loop of one stage, written out in one place: plan -> optimizer -> steps -> checkpoints.
+
+The same code runs in one process and under a launcher: ``accelerate launch --num_processes N`` on
+GPUs, ``torchrun --nproc_per_node N`` on CPU (gloo; ``accelerate launch --cpu`` starts one process
+unless MPI is set up): an optimizer step takes ``grad_accum`` micro-batches per process from one
+schedule (so N processes with ``grad_accum`` g give the same steps as one process with N x g);
+each process takes every N-th micro-batch of the step, padded with weight-0 repeats to the same
+count, gradients are synchronised once per step (``no_sync`` before the last micro-batch), and
+the loss is scaled so that the averaged gradient is the mean over the step's micro-batches, as
+in one process. Dropout masks are seeded per micro-batch (:func:`micro_seed`), so they do not
+depend on which process runs it. Only the main process writes checkpoints.
+A stage with ``checkpoint.pt`` resumes from it: model, optimizer, scheduler, RNG, loss history and
+token count come back, so a killed run finishes with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replicator.core.config.recipe import StageConfig
+from replicator.core.errors import ReplicatorError
+from replicator.core.tokens.batches import (
+    Encoder,
+    collate,
+    forward_logits,
+    forward_packed_logits,
+    length_grouped_batches,
+    token_budget_batches,
+    units_of,
+)
+from replicator.core.util.atomic import atomic_torch_save
+from replicator.core.util.distributed import all_sum, use_cpu, world_size
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.safetensors"
+
+
+def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
+    """Per epoch: augmented rows and their micro-batches (``batch_size`` rows, or up to ``batch_tokens``
+    padded tokens); then the optimizer-step schedule: one step takes ``grad_accum`` micro-batches from
+    each of the ``n_processes`` processes."""
+    tcfg = stage.train
+    n_epochs = max(1, math.ceil(tcfg.epochs))
+    epochs = []
+    for e in range(n_epochs):
+        rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
+        encoder.prepare(rows, tcfg.max_length)  # the token cache: tokenise the misses in one pass
+        lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
+        rng = random.Random(f"{seed}:{e}")
+        if tcfg.batch_tokens:
+            batches = token_budget_batches(lengths, units_of(rows), tcfg.batch_tokens, rng)
+        else:
+            batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, rng)
+        if e == n_epochs - 1 and tcfg.epochs < n_epochs:
+            batches = batches[: max(1, int(len(batches) * (tcfg.epochs - (n_epochs - 1))))]
+        epochs.append((rows, batches))
+    micro = [(e, b) for e, (_, batches) in enumerate(epochs) for b in batches]
+    steps = math.ceil(len(micro) / (tcfg.grad_accum * n_processes))
+    if tcfg.max_steps:
+        steps = min(steps, tcfg.max_steps)
+    return epochs, micro, steps
+
+
+def keep_freed_memory() -> bool:
+    """glibc malloc on Linux: keep the memory a training step frees for the next step instead of handing
+    it back to the kernel. By default glibc serves big tensors with fresh mmaps and trims the heap top, so
+    every step faults in its activations anew, page by page (measured on a CPU, Gemma-3-270M, 8 x 256
+    tokens: 650k minor faults, a third of the step's CPU time), and more so when micro-batch shapes vary.
+    No mmaps and no trimming (``mallopt``; trim threshold -1 is glibc's "never") end that; the resident
+    memory stays at its high-water mark, which a training step reaches anyway. Whether it applied."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
+
+
+def _param_groups(model, tcfg, head_name: str):
+    """The backbone's trainable tensors at ``lr``, the head's at ``head_lr`` (one learning rate each:
+    LoRA's alpha / r scaling is in the adapter's forward, not in the optimizer)."""
+    head, body = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (head if f".{head_name}." in f".{n}" or n.startswith(head_name + ".") else body).append(p)
+    groups = [{"params": body, "lr": tcfg.lr}]
+    if head:
+        groups.append({"params": head, "lr": tcfg.head_lr or tcfg.lr})
+    return [g for g in groups if g["params"]]
+
+
+def check_precision(model, tcfg) -> None:
+    """Refuse to step 16-bit weights with a plain optimizer: an update smaller than half the weight's
+    bf16 spacing (2^-8 relative) is rounded away, so at lr 2.5e-6 most weights never move. Kahan-summed
+    AdamW keeps the lost part; fp32 weights (``model.dtype: float32``, with ``train.mixed_precision``
+    for 16-bit compute) are master weights. LoRA adapters are fp32 (peft) and exempt."""
+    import torch
+
+    low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
+    if low and tcfg.optimizer != "adamw_kahan":
+        raise ReplicatorError(
+            f"train.optimizer {tcfg.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} trainable weights "
+            "lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all of them); set "
+            "train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or model.dtype: float32 with "
+            "train.mixed_precision: bf16 (fp32 master weights)")
+
+
+def check_parallel(distributed_type) -> None:
+    """Refuse accelerate's own sharding launchers: the runner shards itself, as the recipe's ``launch.parallel``
+    says (FSDP2, core/shard.py; DeepSpeed ZeRO-2, core/zero.py), and saves whole tensors; accelerate's FSDP
+    plugin or DeepSpeed engine would wrap the model a second time and own the optimizer step."""
+    name = str(getattr(distributed_type, "value", distributed_type))
+    if name in ("FSDP", "DEEPSPEED"):
+        raise ReplicatorError(
+            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2 or DeepSpeed ZeRO-2) "
+            "as the recipe's launch.parallel says, and an accelerate FSDP or DeepSpeed launch would wrap it a second "
+            "time. Launch with recipes/accelerate/multi_gpu.yaml (`replicate plan RECIPE` prints the command)")
+
+
+def build_optimizer(groups, tcfg):
+    """The optimizer the recipe names, with its betas, eps and weight decay."""
+    import torch
+
+    kw = {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "eps": tcfg.eps, "weight_decay": tcfg.weight_decay}
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kw)
+    if tcfg.optimizer == "adamw_kahan":
+        import optimi
+
+        return optimi.AdamW(groups, kahan_sum=True, foreach=False, **kw)
+    if not torch.cuda.is_available():
+        raise ReplicatorError(f"train.optimizer {tcfg.optimizer}: bitsandbytes' 8-bit optimizers need a CUDA GPU; "
+                              "on a CPU use adamw (the smoke toggles do, and their reports say so)")
+    import bitsandbytes as bnb
+
+    cls = bnb.optim.PagedAdamW8bit if tcfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return cls(groups, **kw)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a share of the peak: linear warm-up from
+    ``floor`` over ``warmup`` steps, then ``schedule`` (cosine / linear decay to ``floor``, or constant)."""
+    if step < warmup:
+        return floor + (1 - floor) * step / warmup
+    if schedule == "constant":
+        return 1.0
+    done = (step - warmup) / max(1, total - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * done)) if schedule == "cosine" else 1 - done
+    return floor + (1 - floor) * max(0.0, shape)
+
+
+def build_scheduler(optimizer, tcfg, steps: int):
+    import functools
+
+    import torch
+
+    warmup = tcfg.warmup_steps or round(tcfg.warmup_ratio * steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, total=steps, warmup=warmup, schedule=tcfg.schedule, floor=tcfg.lr_floor))
+
+
+@dataclasses.dataclass
+class Loop:
+    """What the loop carries from step to step (and what a checkpoint saves)."""
+
+    acc: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    ckpt: Path
+    step: int = 0
+    history: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0
+    #: (optimizer step, validation log loss) of each periodic evaluation (``train.eval_every``)
+    evals: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    def save(self, step: int) -> None:
+        import torch
+
+        from replicator.core.model import zero
+        from replicator.core.model.sharding import optimizer_state, trainable_to_save
+        from replicator.core.util.distributed import barrier
+
+        main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
+        trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
+        engine = zero.is_engine(self.model)
+        if engine:  # every process writes its own partition, all before the checkpoint that names them
+            optimizer = zero.save_partition(self.optimizer, self.ckpt, step)
+            barrier()
+        else:
+            optimizer = optimizer_state(self.model, self.optimizer)
+        if not main:
+            return
+        atomic_torch_save({
+            "step": step, "trainable": trainable,
+            "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.random.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history, "tokens": self.tokens, "evals": self.evals,
+        }, self.ckpt)
+        if engine:
+            zero.remove_other_steps(self.ckpt, step)
+
+    def resume(self) -> None:
+        import torch
+
+        from replicator.core.model import zero
+        from replicator.core.model.loading import load_trainable
+        from replicator.core.model.sharding import load_optimizer_state
+
+        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
+        if zero.is_engine(self.model):
+            zero.load_partition(self.optimizer, state["optimizer"], self.ckpt)
+        else:
+            load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.random.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.history, self.tokens = state["step"], state["history"], state.get("tokens", 0)
+        self.evals = [tuple(e) for e in state.get("evals", [])]
+
+    def evaluate(self, step: int, score_fn, best: Path) -> None:
+        """Score the model at ``step`` (``score_fn``: validation log loss, every process takes part);
+        the main process keeps its weights in ``best`` when no earlier evaluation scored lower."""
+        from replicator.core.model.sharding import trainable_to_save, whole
+        from replicator.core.util.atomic import atomic_save_safetensors
+        from replicator.core.util.distributed import barrier
+
+        with whole(self.model) as model:
+            score = float(score_fn(model))
+        self.model.train()
+        better = not self.evals or score < min(s for _, s in self.evals)
+        if better:  # every process decides the same (the score is the gathered one)
+            weights = trainable_to_save(self.model, self.acc.unwrap_model(self.model), self.acc.is_main_process)
+        if better and self.acc.is_main_process:
+            atomic_save_safetensors(weights, best, metadata={"step": str(step), "valid_log_loss": repr(score)})
+        self.evals.append((step, score))
+        log.info("step %d: validation log loss %.5f (best %.5f)", step, score, min(s for _, s in self.evals))
+        barrier()
+
+    def keep_best(self, best: Path) -> dict:
+        """Load the best evaluated weights into the model; what the summary says of the evaluations."""
+        from safetensors.torch import load_file
+
+        from replicator.core.model.loading import load_trainable
+
+        step, score = min(self.evals, key=lambda e: (e[1], e[0]))
+        load_trainable(self.acc.unwrap_model(self.model), load_file(str(best)), where=str(best))
+        log.info("kept the weights of step %d (validation log loss %.5f)", step, score)
+        return {"evals": [list(e) for e in self.evals], "best_step": step, "best_valid_log_loss": score}
+
+
+def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, art: Path) -> Loop:
+    """The accelerator, optimizer and schedule; the weights of ``init_from``; a checkpoint resumed."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    from replicator.core.model import zero
+    from replicator.core.model.loading import load_trainable
+    from replicator.core.model.sharding import FSDP_STRATEGIES, shard_model, strategy
+
+    tcfg = stage.train
+    AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
+    check_parallel(acc.distributed_type)
+    if init_from is not None:
+        n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
+        log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
+    check_precision(model, tcfg)
+    parallel = strategy(stage.launch.parallel)
+    if parallel in FSDP_STRATEGIES:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds
+        model = shard_model(model, parallel, acc.device, tcfg.mixed_precision)  # the sharded weights
+        log.info("training sharded over %d processes (%s, FSDP2)", acc.num_processes, parallel)
+    optimizer = build_optimizer(_param_groups(model, tcfg, info["head"]), tcfg)
+    # the runner steps the schedule (on the optimizer ZeRO wraps, too): accelerate would step a prepared
+    # one once per process per optimizer step
+    scheduler = build_scheduler(optimizer, tcfg, steps)
+    if parallel in zero.ZERO_STRATEGIES:
+        model, optimizer = zero.initialize(model, optimizer, tcfg, acc)
+        log.info("training over %d processes with DeepSpeed ZeRO-2 (%s)", acc.num_processes, parallel)
+    elif not parallel:
+        model, optimizer = acc.prepare(model, optimizer)
+    loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
+    if loop.ckpt.exists():
+        loop.resume()
+        log.info("resuming from %s at step %d/%d", loop.ckpt, loop.step, steps)
+    return loop
+
+
+def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: float) -> float:
+    """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
+    import torch
+
+    from replicator.core.model.loading import head_module
+    from replicator.core.model.zero import backward as zero_backward
+    from replicator.core.model.zero import is_engine
+
+    acc = loop.acc
+    seqs = [encoder(r, tcfg.max_length) for r in rows]
+    ids, mask = collate(seqs, tok.pad_token_id, acc.device)
+    labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
+    if tcfg.packed:
+        logits = forward_packed_logits(loop.model, head_module(acc.unwrap_model(loop.model))[1], seqs, acc.device)
+    else:
+        logits = forward_logits(loop.model, ids, mask)
+    extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
+    loss = loss_fn(logits, labels, extra)
+    if aux_loss is not None:
+        loss = loss + aux_loss(logits, extra)
+    loss = loss * scale
+    if is_engine(loop.model):
+        zero_backward(loop.model, loss)
+    else:
+        acc.backward(loss)
+    return loss.item()
+
+
+def share(everyone: list, rank: int, n: int) -> list[tuple[int, Any, float]]:
+    """This process's part of one optimizer step's micro-batches: ``(index in the step, micro-batch,
+    weight)`` for every ``n``-th, padded with weight-0 repeats so that every process runs as many
+    forward/backward passes (gradients are averaged over processes in lockstep)."""
+    mine = [(k, mb, 1.0) for k, mb in enumerate(everyone) if k % n == rank]
+    per_process = math.ceil(len(everyone) / n)
+    pad = [(k, everyone[k], 0.0) for k in range(len(everyone))]
+    return mine + pad[: per_process - len(mine)]
+
+
+def micro_seed(seed: int, index: int) -> int:
+    """The torch seed of the ``index``-th micro-batch of a stage (dropout masks): fixed by the
+    micro-batch, not by which process runs it or how many ran before it on that process."""
+    return (seed * 1_000_003 + index) % 2**63
+
+
+def step_scales(everyone, n_processes: int, by_rows: bool) -> list[float]:
+    """The loss factor of each micro-batch of a step: processes average gradients, so ``n_processes``
+    x its share of the step, 1 / (micro-batches) or, with ``by_rows`` (token-budget micro-batches of
+    varying row counts), its rows / the step's rows: the step's gradient is then the mean over its
+    rows (each micro-batch's loss is a mean over its own rows)."""
+    if not by_rows:
+        return [n_processes / len(everyone)] * len(everyone)
+    rows = sum(len(batch) for _, batch in everyone)
+    return [n_processes * len(batch) / rows for _, batch in everyone]
+
+
+def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows: bool = False) -> float:
+    """One optimizer step: this process's micro-batches (gradients synchronised once, on the last),
+    the update; the step's mean loss over all processes (per micro-batch, or per row with ``by_rows``)."""
+    import contextlib
+
+    import torch
+
+    from replicator.core.model.sharding import gradient_sync, is_sharded
+    from replicator.core.model.zero import is_engine
+
+    acc = loop.acc
+    own_sync = is_sharded(loop.model) or is_engine(loop.model)  # not DDP's no_sync
+    mine = share(everyone, acc.process_index, acc.num_processes)
+    scales = step_scales(everyone, acc.num_processes, by_rows)
+    total = 0.0
+    for j, (k, (e, batch), weight) in enumerate(mine):
+        torch.manual_seed(micro_seed(seed, first_index + k))
+        sync = j == len(mine) - 1
+        with contextlib.nullcontext() if sync or own_sync else acc.no_sync(loop.model), \
+                gradient_sync(loop.model, sync):
+            total += run_micro(e, batch, scales[k] * weight)
+    return all_sum(total) / acc.num_processes
+
+
+def _optimizer_step(loop: Loop, tcfg) -> None:
+    from replicator.core.model.zero import is_engine
+
+    if is_engine(loop.model):  # reduces the partitioned gradients, clips (its config), updates, zeroes
+        loop.model.step()
+        loop.scheduler.step()
+        return
+    if tcfg.max_grad_norm > 0:
+        loop.acc.clip_grad_norm_(loop.model.parameters(), tcfg.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+
+
+def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: Path, seed: int,
+                init_from: Path | None = None, progress: bool = True, score_fn=None) -> dict:
+    """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present. With
+    ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
+    at the end, and the model ends with the weights that scored lowest."""
+    from tqdm.auto import tqdm
+
+    tcfg = stage.train
+    if use_cpu() and keep_freed_memory():
+        log.debug("glibc malloc keeps freed memory for the next step (no mmaps, no trimming)")
+    encoder = Encoder(plugins, tok)
+    epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed, world_size())
+    loop = _start(stage, model, info, steps, init_from, art)
+    loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
+    crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
+    acc, start, tokens_before = loop.acc, loop.step, loop.tokens
+    group = tcfg.grad_accum * acc.num_processes
+    bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}", disable=not (progress and acc.is_main_process),
+               dynamic_ncols=True, file=sys.stderr)
+    loop.model.train()
+    t0, ema = time.time(), None
+
+    def run_micro(e, batch, scale):
+        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss, scale)
+
+    for step in range(start, steps):
+        everyone = micro[step * group:(step + 1) * group]
+        step_loss = _step(loop, everyone, step * group, seed, run_micro, by_rows=bool(tcfg.batch_tokens))
+        _optimizer_step(loop, tcfg)
+        # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
+        loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length)) for e, batch in everyone for i in batch)
+        if not math.isfinite(step_loss):
+            loop.save(step)
+            raise ReplicatorError(f"training loss is {step_loss} at step {step + 1}; "
+                                  f"last good checkpoint kept at {loop.ckpt}")
+        loop.history.append(round(step_loss, 6))
+        ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
+        done = step + 1
+        if tcfg.eval_every and score_fn is not None and (done % tcfg.eval_every == 0 or done == steps):
+            loop.evaluate(done, score_fn, art / BEST)
+        if done % tcfg.checkpoint_every == 0 or done == steps:
+            loop.save(done)
+        if crash_after and done == crash_after:
+            raise RuntimeError(f"simulated crash after step {done} (REPLICATOR_CRASH_AFTER_STEP)")
+    bar.close()
+    best = loop.keep_best(art / BEST) if loop.evals else {}
+    return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before, time.time() - t0)
+
+
+def _summary(loop: Loop, steps, start, train_rows, epochs, encoder, new_tokens: int, elapsed: float) -> dict:
+    history = loop.history
+    return {
+        "optimizer_steps": steps,
+        "resumed_at_step": start,
+        "n_train_rows": len(train_rows),
+        "n_train_rows_augmented": sum(len(r) for r, _ in epochs),
+        "train_loss_first": float(np.mean(history[:10])) if history else None,
+        "train_loss_last": float(np.mean(history[-10:])) if history else None,
+        "train_loss_history": history,
+        "train_tokens": loop.tokens,
+        "train_tokens_per_second": round(new_tokens / elapsed, 1) if elapsed > 0 and new_tokens else None,
+        "train_truncated_share": round(encoder.truncated / max(encoder.count, 1), 4),
+    }
