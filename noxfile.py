@@ -1,11 +1,13 @@
 """nox sessions. ``nox -l`` lists them with these docstrings' first lines.
 
-    nox -s tests            # the default test set (fast, offline) + real-data tests when ../shared/data exists
+    nox -s tests            # the default test set (fast, offline) + real-data tests when
+                            # ../shared/data exists
     nox -s lint             # ruff
     nox -s smoke            # the smoke recipe end to end on a real model and the real rows
     nox -s smoke -- model.base=embedded:gemma-3-270m train.max_rows=200
     nox -s solutions        # the six solution recipes at smoke scale (-t smoke) and their reports
-    nox -s regen            # regenerate the pinned fixtures (prompt texts, recipes, reports) after a deliberate change
+    nox -s regen            # regenerate the pinned fixtures (prompt texts, recipes, reports) after a
+                            # deliberate change
     nox -s gpu              # tests marked gpu (needs CUDA)
 """
 
@@ -24,7 +26,9 @@ GPU_SMOKE_MODEL = "google/gemma-2-2b-it"
 CPU_SMOKE_MODEL = "embedded:gemma-3-270m"
 LINTED = ("core", "plugins", "tests", "noxfile.py", "benchmarks")
 # the tests whose expected values are pinned with pytest-regressions (data_regression / num_regression)
-PINNED = ("tests/test_prompt_formats.py", "tests/test_recipes.py", "tests/test_report.py", "tests/test_ablate.py")
+PINNED = (
+    "tests/test_prompt_formats.py", "tests/test_recipes.py", "tests/test_report.py", "tests/test_ablate.py",
+)
 
 
 def _data_env() -> dict:
@@ -59,7 +63,10 @@ def smoke(session):
     cuda = session.run("python", "-c", "import torch; print(torch.cuda.is_available())", silent=True).strip()
     overrides = list(session.posargs)
     if any(o.startswith("model.base=") for o in overrides):
-        session.log("smoke model: from the command line (%s)", [o for o in overrides if o.startswith("model.base=")][0])
+        session.log(
+            "smoke model: from the command line (%s)",
+            [o for o in overrides if o.startswith("model.base=")][0],
+        )
     elif cuda == "True":
         session.log("smoke model: %s, because CUDA is available", GPU_SMOKE_MODEL)
         overrides.append(f"model.base={GPU_SMOKE_MODEL}")
@@ -86,7 +93,9 @@ def solutions(session):
 
 @nox.session
 def regen(session):
-    """Regenerate the pinned fixtures after a deliberate change; review `git diff tests/` before committing."""
+    """
+    Regenerate the pinned fixtures after a deliberate change; review `git diff tests/` before committing.
+    """
     session.install("-e", *INSTALL)
     files = [f for f in PINNED if os.path.exists(f)]
     session.run("python", "-m", "pytest", "-q", "--force-regen", *files, *session.posargs, env=_data_env(),

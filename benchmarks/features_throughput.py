@@ -62,7 +62,8 @@ def run(dtype: str, device: str, tiny: bool, n_texts: int, max_length: int, batc
     tokens = sum(len(ids) for ids, _ in items)
     res = {"model": "tiny" if tiny else "gemma-2-2b shapes", "dtype": dtype, "device": device,
            "texts": n_texts, "max_length": max_length, "batch_tokens": batch_tokens, "seconds": round(dt, 2),
-           "texts_per_s": round(n_texts / dt, 1), "tokens_per_s": round(tokens / dt), "dim": int(out.shape[1])}
+           "texts_per_s": round(n_texts / dt, 1), "tokens_per_s": round(tokens / dt),
+           "dim": int(out.shape[1])}
     if device == "cuda":
         res["gpu"] = torch.cuda.get_device_name(0)
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -57,7 +57,9 @@ def rss() -> dict:
 
 
 def make_rows(n: int, seed: int = 0) -> list[dict]:
-    from replicator.core.data.competition import copy_row, data_dir, read_competition_csv
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.data.files import data_dir
+    from replicator.core.data.splits import copy_row
 
     path = data_dir() / "lmsys-chatbot-arena" / "train.csv"
     base = read_competition_csv(path, require_labels=True)
@@ -95,14 +97,14 @@ def _resident(folder: str, keys_file: str) -> int:
     import numpy as np
     import pyarrow  # noqa: F401
 
-    from replicator.core.tokens import cache as tokcache
+    from replicator.core.tokens import store as token_store
 
     raw = Path(keys_file).read_bytes()
     keys = [raw[i:i + 16] for i in range(0, len(raw), 16)]
-    tokcache.TokenCache(Path(tempfile.mkdtemp()))  # warm the code paths on an empty folder
+    token_store.TokenCache(Path(tempfile.mkdtemp()))  # warm the code paths on an empty folder
     gc.collect()
     before = rss()
-    store = tokcache.TokenCache(Path(folder))
+    store = token_store.TokenCache(Path(folder))
     tokens = checksum = 0
     for k in keys:
         ids, _ = store.get(k)
@@ -122,12 +124,14 @@ def cpu_seconds() -> float:
 def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -> dict:
 
     from replicator.core.predict.views import Identity
-    from replicator.core.tokens import cache as tokcache
+    from replicator.core.tokens import encoding as token_encoding
+    from replicator.core.tokens import keys as token_keys
+    from replicator.core.tokens import store as token_store
     from replicator.core.tokens.batches import Encoder
     from replicator.plugins.swap_ab import SwapView
 
     views = [Identity(), SwapView()]
-    tokcache.forget_open()
+    token_store.forget_open()
     enc = Encoder(plugins, tok)
     folder = enc.store(max_length).folder
     assert len(enc.store(max_length)) == 0, f"{folder} is not empty: not a cold run"
@@ -136,7 +140,7 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     cold, cold_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     count, truncated = enc.count, enc.truncated
     del enc
-    tokcache.forget_open()
+    token_store.forget_open()
     gc.collect()
 
     t0 = time.perf_counter()
@@ -151,12 +155,12 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     cached_lookups = time.perf_counter() - t1
     assert enc.count == count and enc.truncated == truncated, (enc.count, count, enc.truncated, truncated)
     del enc
-    tokcache.forget_open()
+    token_store.forget_open()
 
-    keys = [tokcache.row_key(dict(v.apply(r), view=v.name)) for v in views for r in rows]
+    keys = [token_keys.row_key(dict(v.apply(r), view=v.name)) for v in views for r in rows]
     grow = resident_in_fresh_process(folder, keys)
     assert grow["tokens"] == tokens, (grow["tokens"], tokens)
-    store = tokcache.TokenCache(folder)
+    store = token_store.TokenCache(folder)
     disk = store.nbytes_on_disk()
 
     m = min(old_rows, len(keys))
@@ -181,7 +185,7 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
             "resident_file_bytes_per_token": round(grow["RssFile"] / tokens, 3),
             "disk_bytes": disk, "disk_bytes_per_token": round(disk / tokens, 3),
             "old_path_bytes_per_token": round(old_grow / max(old_tokens, 1), 2), "old_path_entries": m,
-            "workers": tokcache.n_workers(), "folder": str(folder)}
+            "workers": token_encoding.n_workers(), "folder": str(folder)}
 
 
 def main(argv: list[str] | None = None) -> int:

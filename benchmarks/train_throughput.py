@@ -7,9 +7,9 @@
 In one invocation, back to back (each trainer in a fresh child process, so that nothing one sets or
 leaves behind, such as the allocator setting of :func:`replicator.core.train.trainer.keep_freed_memory`,
 reaches the next, and each peak memory is its own), per token budget (``--lengths``), on the same model
-(loaded as the project loads it, :func:`replicator.core.model.loading.load_model`: a fresh copy per trainer, the
-same LoRA initialisation), the same rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through the
-recipe's data plugin, one seeded sample), the same token ids (tokenised once through the recipe's
+(loaded as the project loads it, :func:`replicator.core.model.loading.load_model`: a fresh copy per trainer,
+the same LoRA initialisation), the same rows (the competition rows of ``$REPLICATOR_DATA_DIR`` through
+the recipe's data plugin, one seeded sample), the same token ids (tokenised once through the recipe's
 ``prompt_format`` plugin; swap augmentation off so that every trainer sees the same ids), the same LoRA
 and optimizer settings, the same rows per optimizer step and thread count, one epoch over the sample each:
 
@@ -206,7 +206,7 @@ def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> fl
 
 def backbone_params(model) -> int:
     """Parameters of the backbone that every token meets: no embeddings, adapters or head."""
-    from replicator.core.model.loading import HEAD_NAMES
+    from replicator.core.model.tensors import HEAD_NAMES
 
     emb = {id(p) for p in model.get_input_embeddings().parameters()}
     return sum(
@@ -257,7 +257,9 @@ def overrides_for(args, length: int) -> list[str]:
 def prepare(args, length: int, n_rows: int) -> Setting:
     from replicator.core.config.catalogue import build_plugins
     from replicator.core.config.recipe import resolve
-    from replicator.core.data.competition import collect_rows, data_dir, sample_rows
+    from replicator.core.data.collect import collect_rows
+    from replicator.core.data.files import data_dir
+    from replicator.core.data.splits import sample_rows
     from replicator.core.model.loading import load_tokenizer, resolve_base
     from replicator.core.rows import DataContext
     from replicator.core.tokens.batches import Encoder
@@ -386,7 +388,8 @@ def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool, pack
     stage = s.stage
     if batch_tokens:
         stage = dataclasses.replace(
-            stage, train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1, packed=packed)
+            stage,
+            train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1, packed=packed),
         )
     model, tok, info = fresh_model(s, stage)
     if packed:
@@ -513,7 +516,8 @@ def finish(results: list[dict], peak_gflops: float | None, peak_name: str) -> No
                 round(r["useful_tokens_per_cpu_s"] / base["useful_tokens_per_cpu_s"], 3) if base else None
             )
         peak = r.get("matmul_gflops") or peak_gflops  # CPU: the matmul of the trainer's own process
-        r["utilisation"] = float(f"{4 * n_params * r['useful_tokens_per_s'] / (peak * 1e9):.3g}")  # 3 significant digits
+        # 3 significant digits
+        r["utilisation"] = float(f"{4 * n_params * r['useful_tokens_per_s'] / (peak * 1e9):.3g}")
         if peak_gflops:
             r[peak_name] = round(peak_gflops, 1)
         print(json.dumps(r), flush=True)

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from replicator.core.config.catalogue import describe
+from replicator.core.config.recipe import load_yaml, resolve
+from replicator.core.config.sections import has_combination, section_lines
+from replicator.core.config.toggles import apply_toggle, recipe_toggles, status
+from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
+from replicator.core.report.build import build_report
+from replicator.core.report.runs import default_out_dir, discover_runs
+from replicator.core.run.ablate import execute, parse_seeds, plan_ablation
+from replicator.core.run.combination import plan_combination, run_plan
+from replicator.core.run.pipeline import run_recipe
+from replicator.core.run.resources import format_plan, plan_resources
+from replicator.core.run.submission import predict as predict_run
+from replicator.core.util.distributed import is_main
+from replicator.core.util.logs import setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes.")
 
-ToggleOpt = Annotated[list[str], typer.Option("--toggle", "-t", help="named toggle of the recipe (repeatable)")]
+ToggleOpt = Annotated[list[str], typer.Option("--toggle", "-t",
+                                              help="named toggle of the recipe (repeatable)")]
 OverrideArg = Annotated[list[str], typer.Argument(help="overrides key.path=value", show_default=False)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug messages and the hook trace")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only, no progress bars")]
@@ -33,7 +49,6 @@ def _options(verbose: VerboseOpt = False, quiet: QuietOpt = False):
 def logging_setup(verbose: bool = False, quiet: bool = False) -> bool:
     """Set up logging for a command from its -v/-q and the global ones; return whether progress
     bars show (not with -q). -v sets DEBUG and REPLICATOR_TRACE=1 (the hook trace)."""
-    from replicator.core.util.logs import setup
 
     verbose, quiet = verbose or _GLOBAL["verbose"], quiet or _GLOBAL["quiet"]
     if verbose and quiet:
@@ -49,7 +64,6 @@ def _fail(e: Exception) -> None:
 
 def _fail_os(e: OSError) -> None:
     """A file that could not be read or written, named, without a traceback (it is logged at debug level)."""
-    import logging
 
     logging.getLogger(__name__).debug("traceback of the error", exc_info=e)
     where = e.filename if e.filename is not None else "a file"
@@ -60,7 +74,6 @@ def _fail_os(e: OSError) -> None:
 def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # noqa: B006
          verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Print the resolved recipe, every default written out, and its hash (no model is loaded)."""
-    from replicator.core.config.recipe import resolve
 
     logging_setup(verbose, quiet)
     try:
@@ -70,7 +83,6 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
     typer.echo(r.to_yaml(), nl=False)
     typer.echo(f"# config_hash: {r.config_hash}")
     typer.echo(f"# stages: {', '.join(s.name for s in r.stages)}")
-    from replicator.core.config.sections import section_lines
 
     for line in section_lines(r):
         typer.echo(line)
@@ -85,12 +97,10 @@ def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
     """Plan every stage at full size without weights or data: parameters, trainable parameters, memory per
     GPU (training and inference, estimates), rows, tokens and steps per epoch, whether it fits the recipe's
     launch hardware, and the launch command."""
-    from replicator.core.run.resources import format_plan
-    from replicator.core.run.resources import plan as make_plan
 
     logging_setup(verbose, quiet)
     try:
-        p = make_plan(recipe, toggle, overrides or [])
+        p = plan_resources(recipe, toggle, overrides or [])
     except ReplicatorError as e:
         _fail(e)
     typer.echo(json.dumps(p, indent=2) if as_json else format_plan(p))
@@ -101,7 +111,6 @@ def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
     """List every plugin with its hooks, the package that provides it and its documented parameters."""
-    from replicator.core.config.catalogue import describe
 
     try:
         entries = describe()
@@ -129,27 +138,22 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
         verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/; with folds: or ensemble:, every
     member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
-    from replicator.core.config.recipe import resolve
-    from replicator.core.data.competition import data_dir
 
     progress = logging_setup(verbose, quiet)
     try:
         ddir = data_dir()
         r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
-        from replicator.core.config.sections import has_combination
 
         if has_combination(r):
             return _run_combination(recipe, toggle, overrides or [], ddir, force, progress, member)
         if member:
             raise ReplicatorError(f"--member: {recipe} has no folds: or ensemble: section")
-        from replicator.core.run.pipeline import run_recipe
 
         run_dir, metrics, reused = run_recipe(r, ddir, force=force, progress=progress)
     except ReplicatorError as e:
         _fail(e)
     except OSError as e:
         _fail_os(e)
-    from replicator.core.util.distributed import is_main
 
     if not is_main():  # under a launcher the main process reports
         return
@@ -162,10 +166,8 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
 def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool,
                      progress: bool, only: list[str]) -> None:
     """``run`` on a recipe with folds:/ensemble:: the plan, every member run, then the combination."""
-    from replicator.core.run.combination import plan, run_plan
-    from replicator.core.util.distributed import is_main
 
-    p = plan(recipe, toggles, overrides, data_dir=ddir)
+    p = plan_combination(recipe, toggles, overrides, data_dir=ddir)
     result = run_plan(p, ddir, force=force, progress=progress, only=only)
     if not is_main():
         return
@@ -187,10 +189,10 @@ def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddi
 
 @app.command()
 def predict(run: str, test_csv: Path,
-            out: Annotated[Path, typer.Option("--out", "-o", help="submission CSV to write")] = Path("submission.csv"),
+            out: Annotated[Path, typer.Option(
+                "--out", "-o", help="submission CSV to write")] = Path("submission.csv"),
             verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Predict a Kaggle-format test CSV with a finished run; write a valid submission."""
-    from replicator.core.run.submission import predict as predict_run
 
     progress = logging_setup(verbose, quiet)
     try:
@@ -213,9 +215,9 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
                "--base", help="the run folder the others are compared with (default: the first run found)",
                show_default=False)] = None,
            strict: Annotated[bool, typer.Option(
-               "--strict", help="refuse runs whose data, split or environment differ from the base")] = False):
+               "--strict",
+               help="refuse runs whose data, split or environment differ from the base")] = False):
     """Compare runs: log loss, Δ vs the base with 95% paired bootstrap intervals, plots (Markdown + HTML)."""
-    from replicator.core.report.report import build_report, default_out_dir, discover_runs
 
     try:
         dirs = discover_runs(paths)
@@ -235,8 +237,9 @@ def ablate(recipe: Annotated[Path, typer.Argument(
                help="recipe file (default: recipes/smoke.yaml, relative to the current folder)",
                show_default=False)] = Path("recipes/smoke.yaml"),
            toggle: Annotated[list[str], typer.Option(
-               "--toggle", "-t", help="a toggle to measure: one variant per toggle (repeatable); shared toggles "
-                                      "(swap, tta, focal, ...) flip their technique, see recipes/README.md")] = [],  # noqa: B006
+               "--toggle", "-t",
+               help="a toggle to measure: one variant per toggle (repeatable); shared toggles (swap, tta, "
+                    "focal, ...) flip their technique, see recipes/README.md")] = [],  # noqa: B006
            seeds: Annotated[str | None, typer.Option(
                "--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the recipe's seed)",
                show_default=False)] = None,
@@ -252,18 +255,18 @@ def ablate(recipe: Annotated[Path, typer.Argument(
                show_default=False)] = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
            list_: Annotated[bool, typer.Option(
-               "--list", help="list the recipe's toggles and which way each shared toggle goes on it")] = False,
+               "--list",
+               help="list the recipe's toggles and which way each shared toggle goes on it")] = False,
            verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Ablate: for each seed a base run and one run per toggle (same split), then the report with Δ log
     loss and paired bootstrap intervals. Prints the plan first; finished runs are reused."""
-    from replicator.core.run.ablate import execute, parse_seeds, plan
 
     progress = logging_setup(verbose, quiet)
     try:
         if list_:
             _list_toggles(recipe, base_toggle)
             return
-        p = plan(recipe, toggle, parse_seeds(seeds), base_toggle, set_, out_dir=out, force=force)
+        p = plan_ablation(recipe, toggle, parse_seeds(seeds), base_toggle, set_, out_dir=out, force=force)
         typer.echo(p.text())
         if dry_run:
             return
@@ -276,8 +279,6 @@ def ablate(recipe: Annotated[Path, typer.Argument(
 
 
 def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
-    from replicator.core.config.recipe import load_yaml
-    from replicator.core.config.toggles import apply_toggle, recipe_toggles, status
 
     raw = load_yaml(recipe)
     named = recipe_toggles(raw, str(recipe))

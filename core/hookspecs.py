@@ -80,7 +80,8 @@ def data_sources(split: str, ctx: DataContext) -> list[Row] | None:
 
 @hookspec
 def data_files(data_dir: Path) -> list[Path]:
-    """all: return the files this data plugin reads under ``data_dir`` (for the data hash); lists are concatenated in recipe order.
+    """all: return the files this data plugin reads under ``data_dir`` (for the data hash); lists are
+    concatenated in recipe order.
 
     Called at fingerprint time, before any row is read: the files the plugin's parameters select
     (a missing one is ``data_check``'s business); ``[]`` when the data comes from elsewhere (the
@@ -91,7 +92,8 @@ def data_files(data_dir: Path) -> list[Path]:
 
 @hookspec
 def data_check(data_dir: Path) -> list[str]:
-    """all: return the problems that would stop this data plugin from loading (``[]`` when none), asked per plugin.
+    """all: return the problems that would stop this data plugin from loading (``[]`` when none), asked
+    per plugin.
 
     One message per problem, naming the missing file and how to provide it
     (:func:`replicator.core.lib.sources.missing_data_message`). The manager asks each plugin on
@@ -110,7 +112,8 @@ def prompt_format(row: Row, tokenizer: Any, max_length: int) -> Encoded:
 
 @hookspec(firstresult=True)
 def head(hidden_size: int, num_labels: int, model: Any) -> torch.nn.Module | None:
-    """one: return the ``nn.Module`` that maps the last token's hidden state to ``num_labels`` logits, or None to keep the model's own head.
+    """one: return the ``nn.Module`` that maps the last token's hidden state to ``num_labels`` logits,
+    or None to keep the model's own head.
 
     The module may return more than ``num_labels`` outputs (auxiliary heads); the first
     ``num_labels`` columns are the preference logits and only those are used at prediction. A
@@ -142,7 +145,8 @@ def augment(rows: list[Row], epoch: int, seed: int) -> list[Row]:
 
 @hookspec
 def tta() -> list[TTAView]:
-    """all: return a list of test-time views, objects with ``name``, ``apply(row) -> row`` and ``invert(probs) -> probs``.
+    """all: return a list of test-time views, objects with ``name``, ``apply(row) -> row`` and
+    ``invert(probs) -> probs``.
 
     The identity view is always included by the runner; the inverted probabilities of all views
     are averaged.
@@ -151,7 +155,8 @@ def tta() -> list[TTAView]:
 
 @hookspec
 def postprocess(probs: np.ndarray, rows: list[Row], fit: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """chain: return edited probabilities (numpy array N x 3) for ``rows``, given the previous plugin's output.
+    """chain: return edited probabilities (numpy array N x 3) for ``rows``, given the previous plugin's
+    output.
 
     ``fit`` is None, or a ``(probs, labels)`` pair of validation predictions from which a
     calibration plugin fits its parameters. ``fit`` holds the predictions *before* any

@@ -41,7 +41,8 @@ def param(default: Any = _MISSING, doc: str = "", *, ge: float | None = None, gt
           step: Literal["predict", "postprocess"] | None = None, **kw) -> Any:
     """A documented dataclass field; mutable defaults (lists, dicts) are copied per instance.
 
-    ``ge``/``gt``/``le``/``lt``: bounds of a numeric value, which must also be finite (``None`` is not checked);
+    ``ge``/``gt``/``le``/``lt``: bounds of a numeric value, which must also be finite (``None`` is not
+    checked);
     ``check(value)``: raises ValueError when the value is wrong (the parameter's name is put in front
     of the message unless it starts with it).
     ``step``: a plugin parameter that only prediction (``predict``) or only postprocessing
@@ -76,7 +77,8 @@ def range_text(bounds: dict[str, float]) -> str:
 
 def _in_bounds(value: float, bounds: dict[str, float]) -> bool:
     """Whether ``value`` is finite and within ``bounds`` (NaN and infinities are never in bounds)."""
-    ok = {"ge": lambda b: value >= b, "gt": lambda b: value > b, "le": lambda b: value <= b, "lt": lambda b: value < b}
+    ok = {"ge": lambda b: value >= b, "gt": lambda b: value > b,
+          "le": lambda b: value <= b, "lt": lambda b: value < b}
     return math.isfinite(value) and all(ok[k](b) for k, b in bounds.items())
 
 
@@ -85,7 +87,8 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
     if value is None:
         return
     bounds = f.metadata.get("bounds")
-    if bounds and isinstance(value, (int, float)) and not isinstance(value, bool) and not _in_bounds(value, bounds):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if bounds and numeric and not _in_bounds(value, bounds):
         raise ParamError(f.name, f"{f.name} must be {range_text(bounds)}, got {value!r}")
     check = f.metadata.get("check")
     if check is not None:
@@ -99,7 +102,8 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
 
 
 def check_params(obj) -> None:
-    """Apply the declared bounds and checks of dataclass instance ``obj`` (ParamError on the first problem)."""
+    """Apply the declared bounds and checks of dataclass instance ``obj`` (ParamError on the first
+    problem)."""
     for f in dataclasses.fields(obj):
         if not f.name.startswith("_"):
             check_value(f, getattr(obj, f.name))
@@ -208,7 +212,8 @@ def _check(value: Any, tp, file: str, key: str):
 def build(cls, data: dict | None, file: str, key: str, ignore: tuple[str, ...] = ()):
     """Instantiate dataclass ``cls`` from ``data``; ``key`` is the block's path in the recipe."""
     if data is not None and not isinstance(data, dict):
-        raise RecipeError(file, key or cls.__name__, f"expected a mapping, got {type(data).__name__} {data!r}")
+        raise RecipeError(file, key or cls.__name__,
+                          f"expected a mapping, got {type(data).__name__} {data!r}")
     data = dict(data or {})
     for k in ignore:
         data.pop(k, None)

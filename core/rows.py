@@ -32,6 +32,12 @@ from typing import Any
 
 LABELS = ("winner_model_a", "winner_model_b", "winner_tie")
 SWAP_PERM = (1, 0, 2)  # A<->B, tie stays
+#: the ``source`` of a row read from the competition's CSV format (a data label: pair keys hash it, and
+#: committed per-row files carry it); the data plugin that reads that format takes its name from it
+COMPETITION_SOURCE = "kaggle_csv"
+#: the name of the A/B-swapped test-time view (a column prefix of committed per-row prediction files);
+#: the swap plugin names its view so, and ensembles read a member's swapped predictions from it
+SWAPPED_VIEW = "swap_ab"
 
 
 def prompt_group(prompt: list[str]) -> str:

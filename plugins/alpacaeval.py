@@ -19,12 +19,17 @@ Label rules (the ``preference`` column, ``p``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
-from replicator.core.data.competition import resolve_data_path, sample_rows
+from replicator.core.data.files import clean_text, resolve_data_path
+from replicator.core.data.splits import sample_rows
+from replicator.core.errors import DataError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
+from replicator.core.lib.full_size import capped
 from replicator.core.params import param
+from replicator.core.rows import make_row
 
 COLUMNS = ("instruction", "output_1", "generator_1", "output_2", "generator_2", "preference")
 
@@ -72,13 +77,9 @@ class AlpacaEvalPairs:
 
     def _read(self, path: Path, seed: int) -> list[dict]:
         """Rows of the parquet file (at most ``max_rows``, sampled with the seed; rules: module docstring)."""
-        import math
 
         import pandas as pd
 
-        from replicator.core.data.competition import clean_text
-        from replicator.core.errors import DataError
-        from replicator.core.rows import make_row
 
         file = str(path)
         try:
@@ -120,3 +121,8 @@ class AlpacaEvalPairs:
     @hookimpl
     def data_sources(self, split, ctx):
         return sources.train_rows(split, ctx, self._load, "alpacaeval_pairs")
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """The shared stand-in as it is: 30,000 rows (the data folder's README) (``replicate plan``;
+        core/lib/full_size.py)."""
+        return {"train": capped(30_000, self.max_rows), "size": "30,000 (shared data)"}

@@ -55,10 +55,16 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from replicator.core.data.competition import read_competition_csv, rows_from_records
+from replicator.core.data.files import clean_text, read_records, resolve_data_path
+from replicator.core.data.hub import load_hub_dataset
+from replicator.core.errors import DataError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.lib.conversations import pad_turns, parse_conversation
+from replicator.core.lib.full_size import capped
 from replicator.core.params import param
+from replicator.core.rows import make_row, prompt_group
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,6 @@ def winner_label(value) -> list[float] | None:
 
 def pair_key(row: dict) -> tuple:
     """Normalised prompt + unordered normalised responses (A/B-swapped duplicates share a key)."""
-    from replicator.core.rows import prompt_group
 
     a, b = prompt_group(row["response_a"]), prompt_group(row["response_b"])
     return (row["group"], min(a, b), max(a, b))
@@ -98,9 +103,6 @@ def dedup_pairs(rows: list[dict], source: str) -> list[dict]:
 
 def convert_records(records, file: str, stem: str) -> list[dict]:
     """Rows of the common schema from ``(where, record)`` pairs in the arena schema (rules: module doc)."""
-    from replicator.core.data.competition import clean_text
-    from replicator.core.errors import DataError
-    from replicator.core.rows import make_row
 
     records = list(records)
     if not records:
@@ -184,9 +186,11 @@ class Arena33k:
                                "(gated: accept its terms and set HF_TOKEN); null = never")
     dedup: bool = param(True, "drop rows whose prompt and (unordered) responses repeat an earlier row's")
     against: str | None = param("lmsys-chatbot-arena/train.csv",
-                                "competition CSV whose rows (same prompt and unordered responses) are dropped from "
-                                "this set: the 33k -> 21k de-duplication [P1] [P16]; null = keep them")
-    max_rows: int = sources.max_rows_field("use at most this many rows (after dedup), sampled with the seed; 0 = all")
+                                "competition CSV whose rows (same prompt and unordered responses) are "
+                                "dropped from this set: the 33k -> 21k de-duplication [P1] [P16]; "
+                                "null = keep them")
+    max_rows: int = sources.max_rows_field("use at most this many rows (after dedup), sampled with the seed; "
+                                           "0 = all")
 
     def __post_init__(self):
         sources.check_source_params(self)
@@ -201,7 +205,6 @@ class Arena33k:
         return problems + self._against_check(data_dir)
 
     def _against_check(self, data_dir) -> list[str]:
-        from replicator.core.data.competition import resolve_data_path
 
         if self.against is None:
             return []
@@ -211,49 +214,48 @@ class Arena33k:
 
     def _drop_competition_pairs(self, rows: list[dict], data_dir) -> list[dict]:
         """The rows whose prompt and unordered responses are not those of a row of ``against``."""
-        from replicator.core.data import competition as D
 
         if self.against is None:
             return rows
         problems = self._against_check(data_dir)
         if problems:
             raise sources.missing_data_error(problems)
-        path = D.resolve_data_path(data_dir, self.against)
-        known = {pair_key(r) for r in D.read_competition_csv(path, require_labels=False, source="arena_33k against")}
+        path = resolve_data_path(data_dir, self.against)
+        known = {pair_key(r)
+                 for r in read_competition_csv(path, require_labels=False, source="arena_33k against")}
         out = [r for r in rows if pair_key(r) not in known]
-        log.info("arena_33k: %d of %d row(s) repeat a row of %s (same prompt and responses): dropped, %d left",
-                 len(rows) - len(out), len(rows), self.against, len(out))
+        log.info("arena_33k: %d of %d row(s) repeat a row of %s (same prompt and responses): "
+                 "dropped, %d left", len(rows) - len(out), len(rows), self.against, len(out))
         return out
 
     @hookimpl
     def data_files(self, data_dir) -> list[Path]:
-        from replicator.core.data.competition import resolve_data_path
 
         against = [] if self.against is None else [resolve_data_path(data_dir, self.against)]
         return sources.find_data_files(data_dir, self.file) + [p for p in against if p.is_file()]
 
     def _read_file(self, path: Path) -> list[dict]:
-        from replicator.core.data import competition as D
 
-        records = D.read_records(path)
+        records = read_records(path)
         cols = set(records[0][1]) if records else set()
         if "conversation_a" not in cols and all(c in cols for c in COMPETITION):
-            rows = D.rows_from_records([r for _, r in records], str(path), require_labels=True, source="arena_33k")
+            rows = rows_from_records([r for _, r in records], str(path), require_labels=True,
+                                     source="arena_33k")
             for r in rows:
                 r["id"] = f"arena33k-{r['id']}"
             return rows
         return convert_records(records, str(path), path.stem)
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core.data import competition as D
 
         def read_hub() -> list[dict]:
-            ds = D.load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
+            ds = load_hub_dataset(self.hub_id, hint=" (it is gated: accept its terms and set HF_TOKEN)")
             return convert_records(((f"record {i}", rec) for i, rec in enumerate(ds)), f"hf://datasets/{self.hub_id}",
                                    "hub")
 
         def finish(rows: list[dict]) -> list[dict]:
-            return self._drop_competition_pairs(dedup_pairs(rows, "arena_33k") if self.dedup else rows, data_dir)
+            return self._drop_competition_pairs(dedup_pairs(rows, "arena_33k") if self.dedup else rows,
+                                                data_dir)
 
         return sources.files_or_hub_rows(self, data_dir, seed, "arena_33k", self._read_file, read_hub,
                                          str(self.hub_id), finish)
@@ -261,3 +263,9 @@ class Arena33k:
     @hookimpl
     def data_sources(self, split, ctx):
         return sources.train_rows(split, ctx, self._load, "arena_33k")
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """~21k rows de-duplicated ([P2] "21k from abdullahmeda's dedup 33k", [P16]), 33k without
+        (``replicate plan``; core/lib/full_size.py)."""
+        return {"train": capped(21_000 if self.dedup else 33_000, self.max_rows),
+                "size": "~21k de-duplicated [P2][P16]"}

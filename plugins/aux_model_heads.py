@@ -7,6 +7,7 @@ import re
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.toggles import SharedToggle, ToggleView, plugins_patch
 from replicator.core.params import ParamError, param
 
 OTHER = "other"
@@ -155,11 +156,45 @@ class AuxModelHeads:
     def __post_init__(self):
         fams = [f.strip().lower() for f in self.families]
         if len(set(fams)) != len(fams) or OTHER in fams or not all(fams):
-            raise ParamError("families", "families must be distinct, non-empty, lower-case names other than 'other'")
+            raise ParamError("families",
+                             "families must be distinct, non-empty, lower-case names other than 'other'")
         if fams != list(self.families):
-            raise ParamError("families", f"families must be given normalised (lower-case, stripped): {self.families}")
+            raise ParamError("families",
+                             f"families must be given normalised (lower-case, stripped): {self.families}")
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):
         std = float(getattr(getattr(model, "config", None), "initializer_range", 0.02) or 0.02)
         return _module(hidden_size, num_labels, list(self.families), self.weight, self.init, std)
+
+
+# ---------------------------------------------------------------- shared toggle: aux_names (vs default_head)
+
+#: this plugin's preference-head ``init`` for default_head's, and back
+_INIT_TO_AUX = {"model": "normal", "zeros": "zeros"}
+_INIT_FROM_AUX = {"normal": "model", "zeros": "zeros"}
+
+
+def _has_aux(v: ToggleView) -> bool:
+    return v.plugins[v.one_by_hook("head")].get("use") == "aux_model_heads"
+
+
+def _aux_off(v: ToggleView) -> list[dict]:
+    alias = v.one_by_hook("head")
+    return [plugins_patch({alias: {"use": "default_head", "init": _INIT_FROM_AUX[v.params(alias).init]}})]
+
+
+def _aux_on(v: ToggleView) -> list[dict]:
+    def block(alias: str) -> dict:
+        return {"use": "aux_model_heads", "init": _INIT_TO_AUX[v.params(alias).init]}
+
+    return v.replace_provider("head", "default_head", block,
+                              "aux_model_heads replaces the preference head, so it is defined from "
+                              "default_head only")
+
+
+SHARED_TOGGLES = [
+    SharedToggle("aux_names", "auxiliary model-name heads", _has_aux, _aux_off, _aux_on,
+                 "removing the auxiliary model-name heads (default_head)",
+                 "adding auxiliary model-name heads (aux_model_heads instead of default_head)", rank=90),
+]

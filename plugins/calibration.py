@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.toggles import SharedToggle, ToggleView, plugins_patch
 from replicator.core.params import param
+from replicator.core.scoring.metrics import log_loss
 
 #: probabilities are clipped to this before their log is taken (the log loss itself is the project's
 #: one, :func:`replicator.core.scoring.metrics.log_loss`)
@@ -19,13 +23,11 @@ EPS = 1e-12
 
 
 def _log(probs):
-    import numpy as np
 
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0))
 
 
 def _softmax(z):
-    import numpy as np
 
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -34,7 +36,6 @@ def _softmax(z):
 
 def apply_temperature(probs, temperature: float):
     """``softmax(log p / T)``; T = 1 returns the input (renormalised) unchanged."""
-    import numpy as np
 
     p = np.asarray(probs, dtype=np.float64)
     if temperature == 1.0:
@@ -44,10 +45,8 @@ def apply_temperature(probs, temperature: float):
 
 def fit_temperature(probs, labels, bounds=(0.05, 20.0)) -> float:
     """The T in ``bounds`` minimising the log loss of ``softmax(log p / T)`` (bounded 1-D search on log T)."""
-    import numpy as np
     from scipy.optimize import minimize_scalar
 
-    from replicator.core.scoring.metrics import log_loss
 
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     res = minimize_scalar(lambda lt: log_loss(apply_temperature(probs, float(np.exp(lt))), labels),
@@ -57,7 +56,6 @@ def fit_temperature(probs, labels, bounds=(0.05, 20.0)) -> float:
 
 def apply_platt(probs, a, b):
     """``softmax(a ⊙ log p + b)`` per class (vector scaling); a = 1, b = 0 changes nothing."""
-    import numpy as np
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
@@ -69,7 +67,6 @@ def apply_platt(probs, a, b):
 def fit_platt(probs, labels, l2: float = 1e-4):
     """Fit (a, b) of :func:`apply_platt` by L-BFGS on the log loss (+ ``l2``·(|a-1|² + |b|²)); b is
     centred (softmax ignores a common shift)."""
-    import numpy as np
     from scipy.optimize import minimize
 
     z = _log(probs)
@@ -110,7 +107,8 @@ class TemperatureScaling:
     ``clip_probs`` and rules in the chain: ``fit`` holds the raw (TTA) validation predictions.
     """
 
-    fixed_temperature: float | None = param(None, "use this T instead of fitting one (null = fit on validation)", gt=0)
+    fixed_temperature: float | None = param(None, "use this T instead of fitting one "
+                                                  "(null = fit on validation)", gt=0)
     bounds: list[float] = param([0.05, 20.0], "search interval of the fitted T", check=_check_interval)
 
     def temperature(self, fit) -> float:
@@ -136,7 +134,6 @@ class PlattScaling:
     l2: float = param(1e-4, "L2 penalty pulling (a, b) towards the identity (a=1, b=0)", ge=0)
 
     def parameters(self, fit):
-        import numpy as np
 
         if fit is None or len(fit[0]) == 0:
             return np.ones(3), np.zeros(3)
@@ -146,3 +143,34 @@ class PlattScaling:
     def postprocess(self, probs, rows, fit):
         a, b = self.parameters(fit)
         return apply_platt(probs, a, b)
+
+
+# ---------------------------------------------------------------- shared toggle: temperature
+
+
+def _has_temperature(v: ToggleView) -> bool:
+    return bool(v.by_use("temperature_scaling"))
+
+
+def _temperature_off(v: ToggleView) -> list[dict]:
+    return [plugins_patch({a: None for a in v.by_use("temperature_scaling")})]
+
+
+def _temperature_on(v: ToggleView) -> list[dict]:
+    """The block added as ``temp`` before the first postprocess block (calibrate, then clip)."""
+    alias = v.free_alias("temp", "temperature_scaling")
+    top = v.cfg.get("plugins") or {}
+    post = set(v.by_hook("postprocess"))
+    first = next((i for i, a in enumerate(top) if a in post), len(top))
+    later = {a: top[a] for a in list(top)[first:]}
+    # merge patches append new keys: take the later blocks out, then put them back after ``temp``
+    return [plugins_patch({a: None for a in later}),
+            plugins_patch({alias: {"use": "temperature_scaling"}, **later})]
+
+
+#: acts on the predictions, so it applies to a final stage without a fine-tuned LM too (``lm_free``)
+SHARED_TOGGLES = [
+    SharedToggle("temperature", "temperature scaling", _has_temperature, _temperature_off, _temperature_on,
+                 "removing temperature scaling", "adding temperature scaling (fitted on validation)",
+                 rank=120, lm_free=True),
+]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
 
@@ -16,11 +18,11 @@ class ClipProbs:
     (SOLUTIONS.md §3 [MLE]), so clipping is ours to do.
     """
 
-    eps: float = param(1e-6, "lower bound of every probability (below 1/3: three classes must fit)", ge=0, lt=1 / 3)
+    eps: float = param(1e-6, "lower bound of every probability (below 1/3: three classes must fit)",
+                       ge=0, lt=1 / 3)
 
     @hookimpl
     def postprocess(self, probs, rows, fit):
-        import numpy as np
 
         p = np.clip(np.asarray(probs, dtype=np.float64), self.eps, 1 - self.eps)
         return p / p.sum(axis=1, keepdims=True)

@@ -11,7 +11,8 @@ from replicator.core.params import param
 
 @dataclasses.dataclass(frozen=True)
 class ContextResult:
-    """3rd place, Raja's format [P3]: ``[CONTEXT] {prompt}\\n\\n[RESPONSE A] {response_a}\\n\\n[RESPONSE B] {response_b}\\n\\n[Result]:``.
+    """3rd place, Raja's format [P3]: \
+``[CONTEXT] {prompt}\\n\\n[RESPONSE A] {response_a}\\n\\n[RESPONSE B] {response_b}\\n\\n[Result]:``.
 
     [P3] gives the template for one turn only. For several turns (**our choice**, following the
     layout of [R3r]'s code, which gathers all prompts, then all A turns, then all B turns) the
@@ -39,8 +40,8 @@ class ContextResult:
             rounds = rounds[:k] + rounds[-k:]
         layout = tr.grouped([("prompt", "[CONTEXT] ", ""), ("a", "\n\n[RESPONSE A] ", ""),
                              ("b", "\n\n[RESPONSE B] ", "")], self.joiner)
-        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail="\n\n[Result]:", rounds=rounds,
-                         budgets=self.budgets)
+        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail="\n\n[Result]:",
+                         rounds=rounds, budgets=self.budgets)
         if dropped:
             out.truncated = True
             out.removed["turns"] = dropped

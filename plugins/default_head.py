@@ -21,7 +21,8 @@ class DefaultHead:
     from a write-up).
     """
 
-    init: Literal["model", "zeros"] = param("model", "model (transformers' random init) | zeros (start uniform)")
+    init: Literal["model", "zeros"] = param("model",
+                                            "model (transformers' random init) | zeros (start uniform)")
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):

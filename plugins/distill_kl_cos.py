@@ -11,7 +11,8 @@ from replicator.core.params import ParamError, param
 
 
 def teacher_probs(rows: list[dict], stage: str):
-    """Teacher probabilities of ``stage`` for each row (a list of 3 floats each); a clear error when missing."""
+    """Teacher probabilities of ``stage`` for each row (a list of 3 floats each); a clear error when
+    missing."""
     out = []
     for r in rows:
         t = (r.get("teacher") or {}).get(stage)
@@ -22,7 +23,8 @@ def teacher_probs(rows: list[dict], stage: str):
                 f"(teachers on this row: {known}); that stage needs `outputs: [train]` and must have "
                 "predicted on the same training rows")
         if len(t) != 3:
-            raise ReplicatorError(f"distill_kl_cos: row {r.get('id')!r}: teacher {stage!r} has {len(t)} values, expected 3")
+            raise ReplicatorError(f"distill_kl_cos: row {r.get('id')!r}: teacher {stage!r} has {len(t)} "
+                                  "values, expected 3")
         out.append([float(x) for x in t])
     return out
 
@@ -58,7 +60,8 @@ def distill_loss(student_logits, labels, teachers, temperature: float = 1.0, eps
 @dataclasses.dataclass(frozen=True)
 class DistillKLCos:
     """Distillation from earlier stages' predictions (1st place [R1]/[P1]):
-    ``(CE(s, y) + Σ_teachers [KL(log_softmax(s/T) ‖ softmax(t/T)) + CosEmb(softmax(t/T), softmax(s/T))]) / (1 + 2·n)``,
+    ``(CE(s, y) + Σ_teachers [KL(log_softmax(s/T) ‖ softmax(t/T)) + \
+CosEmb(softmax(t/T), softmax(s/T))]) / (1 + 2·n)``,
     with T = 1 and KL ``reduction='batchmean'`` [R1]; the 1st place used two teachers (Llama-3-70B,
     Qwen2-72B), so its divisor is 5.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from replicator.core.hookspecs import hookimpl
 from replicator.core.params import param
 
@@ -17,8 +19,9 @@ def is_empty(turns) -> bool:
 def is_identical(a, b) -> bool:
     """Same number of turns and the same text in each turn (surrounding whitespace ignored)."""
     a, b = list(a or []), list(b or [])
-    return len(a) == len(b) and all(("" if x is None else str(x).strip()) == ("" if y is None else str(y).strip())
-                                    for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(
+        ("" if x is None else str(x).strip()) == ("" if y is None else str(y).strip())
+        for x, y in zip(a, b, strict=True))
 
 
 def rule_of(row: dict) -> str | None:
@@ -58,7 +61,6 @@ class EmptyIdenticalRules:
 
     @hookimpl
     def postprocess(self, probs, rows, fit):
-        import numpy as np
 
         out = np.array(probs, dtype=np.float64, copy=True)
         for i, row in enumerate(rows):

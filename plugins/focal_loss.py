@@ -6,6 +6,7 @@ import dataclasses
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib.losses import preference_logits
+from replicator.core.lib.toggles import SharedToggle, provider_toggle
 from replicator.core.params import param
 
 
@@ -44,3 +45,14 @@ class FocalLoss:
             return focal_loss(preference_logits(logits), labels, gamma)
 
         return focal
+
+
+#: ``-t focal``: the block providing the loss becomes focal_loss (on: from cross_entropy only) or
+#: cross_entropy (off)
+SHARED_TOGGLES = [
+    SharedToggle("focal", "focal loss",
+                 *provider_toggle("loss", "focal_loss", "cross_entropy",
+                                  "adding focal_loss is defined from cross_entropy only (it would also "
+                                  "remove the current loss)"),
+                 "cross-entropy instead of focal loss", "focal loss instead of cross-entropy", rank=30),
+]

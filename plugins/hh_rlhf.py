@@ -39,10 +39,14 @@ import dataclasses
 import re
 from pathlib import Path
 
-from replicator.core.data.competition import resolve_data_path
+from replicator.core.data.files import clean_text, resolve_data_path
+from replicator.core.data.splits import seeded_coin
+from replicator.core.errors import DataError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
+from replicator.core.lib.full_size import capped
 from replicator.core.params import param
+from replicator.core.rows import make_row
 
 MARKER = re.compile(r"\n\n(Human|Assistant):(?: |(?=\n)|$)")
 
@@ -85,7 +89,8 @@ def _stem(path: Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class HHRLHF:
-    """HH-RLHF chosen/rejected transcripts as train rows: all turns kept, random A/B order, hard labels, no ties.
+    """HH-RLHF chosen/rejected transcripts as train rows: all turns kept, random A/B order, \
+hard labels, no ties.
 
     Prompt = Human turns, responses = Assistant turns (only the last differs between the two);
     the chosen side gets the one-hot label. Public human-preference data in the spirit of the
@@ -114,9 +119,6 @@ class HHRLHF:
 
     def convert(self, records, file: str, stem: str, seed: int) -> list[dict]:
         """Rows from ``(where, record)`` pairs of a JSONL file (rules: module docstring)."""
-        from replicator.core.data.competition import clean_text, seeded_coin
-        from replicator.core.errors import DataError
-        from replicator.core.rows import make_row
 
         rows, problems = [], []
         for where, rec in records:
@@ -125,7 +127,8 @@ class HHRLHF:
             for field in ("chosen", "rejected"):
                 v = rec.get(field)
                 if not isinstance(v, str):
-                    what = "missing" if field not in rec else f"a {type(v).__name__}, expected a transcript string"
+                    what = ("missing" if field not in rec
+                            else f"a {type(v).__name__}, expected a transcript string")
                     bad.append((where, field, what))
                     continue
                 humans, answers, err = parse_transcript(clean_text(v))
@@ -134,8 +137,8 @@ class HHRLHF:
                 else:
                     parsed[field] = (humans, answers)
             if not bad and parsed["chosen"][0] != parsed["rejected"][0]:
-                bad.append((where, "rejected", "its Human turns differ from chosen's (the shared context must be "
-                                               "the same)"))
+                bad.append((where, "rejected", "its Human turns differ from chosen's (the shared context "
+                                               "must be the same)"))
             if bad:
                 problems.extend(bad)
                 continue
@@ -154,9 +157,15 @@ class HHRLHF:
 
     def _load(self, data_dir, seed: int) -> list[dict]:
         path = self._path(data_dir)
-        return sources.jsonl_rows(self, path, seed, lambda recs, file: self.convert(recs, file, _stem(path), seed),
+        return sources.jsonl_rows(self, path, seed,
+                                  lambda recs, file: self.convert(recs, file, _stem(path), seed),
                                   lambda: self.data_check(data_dir))
 
     @hookimpl
     def data_sources(self, split, ctx):
         return sources.train_rows(split, ctx, self._load, "hh_rlhf")
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """The shared stand-in as it is: 2,312 rows (the data folder's README) (``replicate plan``;
+        core/lib/full_size.py)."""
+        return {"train": capped(2_312, self.max_rows), "size": "2,312 (shared data)"}

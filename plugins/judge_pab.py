@@ -38,7 +38,8 @@ _SLOT = "\ue000CONVERSATION\ue000"  # a private-use marker where the conversatio
 
 def judge_wrap(tokenizer, enc, start: str, end: str, system_role: bool) -> tuple[list[int], list[int]]:
     """Token ids before and after the conversation: the judge instruction and the model's chat template
-    around the ``start``/``end`` tags, then ``verdict is: [[`` [R2] (BOS + bare text without a chat template)."""
+    around the ``start``/``end`` tags, then ``verdict is: [[`` [R2] (BOS + bare text without a chat
+    template)."""
     conv = start + _SLOT + end
     if system_role:
         messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": conv}]
@@ -67,10 +68,10 @@ def check_room(max_length: int, fixed: int) -> None:
     one token per character of the instruction, always does)."""
     if max_length - fixed < MIN_CONVERSATION and (max_length, fixed) not in _WARNED:
         _WARNED.add((max_length, fixed))
-        log.warning("judge prompt: the instruction and chat template take %d tokens, so max_length %d leaves %d "
-                    "for the conversation: every row looks alike; set train.max_length and predict.max_length to "
-                    "at least %d (2nd place used about 4,340 [R2])", fixed, max_length, max(0, max_length - fixed),
-                    fixed + MIN_CONVERSATION)
+        log.warning("judge prompt: the instruction and chat template take %d tokens, so max_length %d "
+                    "leaves %d for the conversation: every row looks alike; set train.max_length and "
+                    "predict.max_length to at least %d (2nd place used about 4,340 [R2])",
+                    fixed, max_length, max(0, max_length - fixed), fixed + MIN_CONVERSATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,8 @@ class JudgePAPB:
     Same instruction, chat template and ``verdict is: [[`` suffix as :class:`JudgePAB`; the
     conversation is ``<|The Start of Assistant A’s Conversation with User|>`` + per turn
     ``\\n### User:\\n{prompt}\\n\\n### Assistant A:\\n{response_a}\\n`` +
-    ``<|The End of Assistant A’s Conversation with User|>\\n\\n<|The Start of Assistant B’s Conversation with User|>``
+    ``<|The End of Assistant A’s Conversation with User|>\\n\\n<|The Start of Assistant B’s \
+Conversation with User|>``
     + per turn ``\\n### User:\\n{prompt}\\n\\n### Assistant B:\\n{response_b}\\n`` +
     ``<|The End of Assistant B’s Conversation with User|>\\n`` [R2]. Each side is truncated on its
     own to half the room left after the template (``max_length/2`` per side [R2]; unused room is
@@ -148,7 +150,8 @@ class JudgePAPB:
             for k, v in side.removed.items():
                 removed[k] = removed.get(k, 0) + v
         truncated = any(s.truncated for s in sides)
-        return tr.hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated, removed)
+        return tr.hard_cap(head + sides[0].input_ids + sep + sides[1].input_ids, tail, max_length, truncated,
+                           removed)
 
 
 LAYOUTS = {"pab": JudgePAB, "papb": JudgePAPB}
@@ -191,6 +194,11 @@ class JudgeMulti:
     def prompt_format(self, row, tokenizer, max_length):
         name = row.get("layout") or self.predict_layout
         if name not in LAYOUTS:
-            raise ReplicatorError(f"judge_multi: row {row.get('id')!r}, field 'layout': {name!r} is not one of "
-                                  f"{', '.join(LAYOUTS)}")
+            raise ReplicatorError(f"judge_multi: row {row.get('id')!r}, field 'layout': {name!r} is not "
+                                  f"one of {', '.join(LAYOUTS)}")
         return self.layout(name).prompt_format(row=row, tokenizer=tokenizer, max_length=max_length)
+
+    def train_copies(self) -> dict[str, int]:
+        """Training rows made of each row: one per layout (PAB + PAPB copies [P2]) (``replicate plan``;
+        core/lib/full_size.py)."""
+        return {"layout_multiplier": len(self.train_layouts)}

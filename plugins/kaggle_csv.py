@@ -6,11 +6,15 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from replicator.core.data.competition import (
+from replicator.core.data import hub
+from replicator.core.data.competition import read_competition_csv
+from replicator.core.data.files import (
     resolve_data_path as resolve,  # ``file`` under the data dir unless absolute
 )
+from replicator.core.data.splits import copy_row, sample_rows, split_fold, split_valid
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
+from replicator.core.lib.full_size import capped
 from replicator.core.params import ParamError, param
 
 log = logging.getLogger(__name__)
@@ -30,16 +34,18 @@ class KaggleCSV:
     """
 
     train_file: str = param("lmsys-chatbot-arena/train.csv",
-                            "competition train CSV, relative to the data dir (REPLICATOR_DATA_DIR) or absolute")
-    test_file: str | None = param(None, "competition test CSV (no labels) for the test split; null = no test rows")
-    folds: int = param(0, "number of StratifiedGroupKFold folds; 0 = a random grouped hold-out of valid_fraction",
-                       ge=0)
+                            "competition train CSV, relative to the data dir (REPLICATOR_DATA_DIR) or "
+                            "absolute")
+    test_file: str | None = param(None, "competition test CSV (no labels) for the test split; "
+                                        "null = no test rows")
+    folds: int = param(0, "number of StratifiedGroupKFold folds; 0 = a random grouped hold-out of "
+                          "valid_fraction", ge=0)
     fold: int = param(0, "which fold is the validation fold (0 <= fold < folds)", ge=0)
     valid_fraction: float = param(0.15, "share of rows held out for validation when folds is 0", gt=0, lt=1)
     splits: list[str] = param(["train", "valid", "test"],
                               "which splits this source feeds (e.g. [valid] for a pretraining stage)")
-    max_rows: int = sources.max_rows_field("use at most this many rows of the train file, sampled with the seed "
-                                           "before splitting; 0 = all")
+    max_rows: int = sources.max_rows_field("use at most this many rows of the train file, sampled with the "
+                                           "seed before splitting; 0 = all")
     hub_id: str | None = param("lmsys/lmsys-arena-human-preference-55k",
                                "Hugging Face dataset loaded when train_file is missing and the hub is "
                                "reachable; null = never")
@@ -47,7 +53,8 @@ class KaggleCSV:
     def __post_init__(self):
         sources.check_source_params(self, file_field="train_file")
         if not isinstance(self.splits, (list, tuple)) or not self.splits:
-            raise ParamError("splits", f"splits must be a non-empty list of {', '.join(SPLITS)}, got {self.splits!r}")
+            raise ParamError("splits",
+                             f"splits must be a non-empty list of {', '.join(SPLITS)}, got {self.splits!r}")
         bad = [s for s in self.splits if s not in SPLITS]
         if bad:
             raise ParamError("splits", f"splits: unknown split(s) {', '.join(map(repr, bad))}; known: "
@@ -57,7 +64,8 @@ class KaggleCSV:
         if self.folds and self.fold >= self.folds:
             raise ParamError("fold", f"fold must be in [0, {self.folds}) (fold < folds), got {self.fold}")
         if not self.folds and self.fold != 0:
-            raise ParamError("fold", f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
+            raise ParamError("fold",
+                             f"fold is {self.fold} but folds is 0 (hold-out); set folds >= 2 to use folds")
 
     # -- checks and fingerprints ---------------------------------------------------------------
 
@@ -67,18 +75,18 @@ class KaggleCSV:
     @hookimpl
     def data_check(self, data_dir) -> list[str]:
         """Problems that would stop this source from loading (missing files), as messages."""
-        from replicator.core.data.competition import hub_reachable
 
         problems = []
         train = resolve(data_dir, self.train_file)
-        if self._needs_train() and not train.is_file() and (self.hub_id is None or not hub_reachable()):
+        if self._needs_train() and not train.is_file() and (self.hub_id is None or not hub.hub_reachable()):
             no_hub = ["set hub_id to a Hugging Face copy of the competition data and make the hub reachable"]
             problems.append(sources.missing_data_message(
                 "competition train file not found", train,
                 [f"set REPLICATOR_DATA_DIR to a folder containing {self.train_file}"], field="train_file",
                 hub_id=self.hub_id, also=no_hub if self.hub_id is None else ()))
         if self.test_file is not None and "test" in self.splits:
-            problems += sources.missing_file(resolve(data_dir, self.test_file), "competition test file not found",
+            problems += sources.missing_file(resolve(data_dir, self.test_file),
+                                             "competition test file not found",
                                              ["put it under REPLICATOR_DATA_DIR"], field="test_file")
         return problems
 
@@ -96,39 +104,36 @@ class KaggleCSV:
     # -- loading -------------------------------------------------------------------------------
 
     def _train_valid(self, data_dir, seed: int) -> tuple[list[dict], list[dict]]:
-        from replicator.core.data import competition as D
 
         path = resolve(data_dir, self.train_file)
 
         def load() -> tuple[list[dict], list[dict]]:
             if path.is_file():
-                rows = D.read_competition_csv(path, require_labels=True)
-            elif self.hub_id is not None and D.hub_reachable():
+                rows = read_competition_csv(path, require_labels=True)
+            elif self.hub_id is not None and hub.hub_reachable():
                 log.info("kaggle_csv: %s not found; loading hub dataset %s", path, self.hub_id)
-                rows = D.load_hub_55k(self.hub_id)
+                rows = hub.load_hub_55k(self.hub_id)
             else:
                 raise sources.missing_data_error(self.data_check(data_dir))
-            rows = D.sample_rows(rows, self.max_rows, seed)
+            rows = sample_rows(rows, self.max_rows, seed)
             if self.folds:
-                return D.split_fold(rows, self.folds, self.fold, seed)
-            return D.split_valid(rows, self.valid_fraction, seed)
+                return split_fold(rows, self.folds, self.fold, seed)
+            return split_valid(rows, self.valid_fraction, seed)
 
         # one split per instance; a new seed or a changed file replaces it
         stamp = sources.file_stamp([path]) if path.is_file() else f"hub:{self.hub_id}"
         return sources.cached(self, (stamp, seed), load, slot="split")
 
     def _test(self, data_dir) -> list[dict]:
-        from replicator.core.data import competition as D
 
         path = resolve(data_dir, self.test_file)  # type: ignore[arg-type]
         if not path.is_file():
             raise sources.missing_data_error(self.data_check(data_dir))
         return sources.cached(self, sources.file_stamp([path]),
-                              lambda: D.read_competition_csv(path, require_labels=False), slot="test")
+                              lambda: read_competition_csv(path, require_labels=False), slot="test")
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.data.competition import copy_row
 
         if split not in self.splits:
             return None
@@ -140,3 +145,11 @@ class KaggleCSV:
             train, valid = self._train_valid(ctx.data_dir, ctx.seed)
             rows = train if split == "train" else valid
         return [copy_row(r) for r in rows]
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """The competition's train.csv at full size: 57,477 rows (SOLUTIONS.md section 3, [MLE]), split as
+        this block splits it (``replicate plan``; core/lib/full_size.py)."""
+        rows = capped(57_477, self.max_rows)
+        valid = round(rows / self.folds) if self.folds else round(rows * self.valid_fraction)
+        return {"train": (rows - valid) * ("train" in self.splits), "valid": valid * ("valid" in self.splits),
+                "size": "57,477 [MLE]"}

@@ -6,6 +6,7 @@ import dataclasses
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib.losses import preference_logits
+from replicator.core.lib.toggles import SharedToggle, provider_toggle
 from replicator.core.params import param
 
 
@@ -33,3 +34,15 @@ class LabelSmoothing:
             return F.cross_entropy(logits, target)
 
         return label_smoothing
+
+
+#: ``-t label_smoothing``: the block providing the loss becomes label_smoothing (on: from cross_entropy
+#: only) or cross_entropy (off)
+SHARED_TOGGLES = [
+    SharedToggle("label_smoothing", "label smoothing",
+                 *provider_toggle("loss", "label_smoothing", "cross_entropy",
+                                  "adding label_smoothing is defined from cross_entropy only (it would also "
+                                  "remove the current loss)"),
+                 "cross-entropy instead of label smoothing", "label smoothing instead of cross-entropy",
+                 rank=40),
+]

@@ -18,9 +18,10 @@ Conversion rules
   for every judgment.
 * Labels: ``model_a`` -> [1, 0, 0], ``model_b`` -> [0, 1, 0], ``tie`` (and the original release's
   ``tie (bothbad)``) -> [0, 0, 1]. ``ties: false`` drops tie judgments.
-* ``aggregate: none`` gives one row per judgment (id ``mtbench-<question>-<model_a>-<model_b>-t<turn>-<judge>``);
-  ``soft`` gives one row per (question, model_a, model_b, turn) whose label is the mean of its
-  judges' one-hot labels (id without the judge), in the order of first appearance.
+* ``aggregate: none`` gives one row per judgment
+  (id ``mtbench-<question>-<model_a>-<model_b>-t<turn>-<judge>``); ``soft`` gives one row per
+  (question, model_a, model_b, turn) whose label is the mean of its judges' one-hot labels
+  (id without the judge), in the order of first appearance.
 * A/B order is the file's. The shared subset keeps each pair in one orientation only, so B wins
   59 % of its judgments (A 17 %, tie 24 %): train with swap augmentation (``swap_ab``), which
   shows every row in both orders and so undoes that bias.
@@ -42,10 +43,13 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from replicator.core.data.competition import resolve_data_path
+from replicator.core.data.files import clean_text, resolve_data_path
+from replicator.core.errors import DataError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
+from replicator.core.lib.full_size import capped
 from replicator.core.params import param
+from replicator.core.rows import make_row, prompt_group
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,8 @@ def split_conversation(conv, turns: int) -> tuple[list[str], list[str], str | No
     for k, m in enumerate(conv[:2 * turns]):
         want = "user" if k % 2 == 0 else "assistant"
         if m.get("role") != want:
-            return [], [], f"message {k} has role {m.get('role')!r}, expected {want!r} (user and assistant alternate)"
+            return [], [], (f"message {k} has role {m.get('role')!r}, expected {want!r} "
+                            "(user and assistant alternate)")
         if not isinstance(m.get("content"), str):
             return [], [], f"message {k} has no string content"
         (users if want == "user" else answers).append(m["content"])
@@ -111,10 +116,13 @@ class MTBenchHuman:
         """One judgment's fields (turns cut as ``turn_judged`` says), or None with ``problems`` extended."""
         bad = []
         for field, ok in (("question_id", lambda v: isinstance(v, int | str) and not isinstance(v, bool)),
-                          ("model_a", lambda v: isinstance(v, str) and v), ("model_b", lambda v: isinstance(v, str) and v),
-                          ("winner", lambda v: v in WINNERS), ("turn", lambda v: v in (1, 2) and not isinstance(v, bool))):
+                          ("model_a", lambda v: isinstance(v, str) and v),
+                          ("model_b", lambda v: isinstance(v, str) and v),
+                          ("winner", lambda v: v in WINNERS),
+                          ("turn", lambda v: v in (1, 2) and not isinstance(v, bool))):
             if not ok(rec.get(field)):
-                bad.append((where, field, "missing" if field not in rec else f"unexpected value {rec.get(field)!r}"
+                bad.append((where, field, "missing" if field not in rec
+                            else f"unexpected value {rec.get(field)!r}"
                             + (f"; expected one of {', '.join(WINNERS)}" if field == "winner" else "")
                             + ("; expected 1 or 2" if field == "turn" else "")))
         if bad:
@@ -133,14 +141,13 @@ class MTBenchHuman:
             return None
         full_a, _, _ = split_conversation(rec["conversation_a"], 2)
         return {"question": str(rec["question_id"]), "model_a": rec["model_a"], "model_b": rec["model_b"],
-                "turn": rec["turn"], "judge": str(rec.get("judge") or "unknown"), "label": WINNERS[rec["winner"]],
+                "turn": rec["turn"], "judge": str(rec.get("judge") or "unknown"),
+                "label": WINNERS[rec["winner"]],
                 "prompt": sides["a"][0], "response_a": sides["a"][1], "response_b": sides["b"][1],
                 "question_turns": full_a or sides["a"][0]}
 
     def convert(self, records, file: str) -> list[dict]:
         """Rows from ``(where, record)`` pairs of a JSONL file (rules: module docstring)."""
-        from replicator.core.data.competition import clean_text
-        from replicator.core.errors import DataError
 
         problems: list = []
         judged = []
@@ -154,44 +161,53 @@ class MTBenchHuman:
         if problems:
             raise DataError(file, problems)
         if not rows:
-            raise DataError(file, [("(file)", "", "no judgments" + ("" if self.ties else " other than ties"))])
+            raise DataError(file,
+                            [("(file)", "", "no judgments" + ("" if self.ties else " other than ties"))])
         return sources.suffix_repeated_ids(rows)
 
     def _aggregate(self, judged: list[tuple[str, dict]], problems: list) -> list[dict]:
-        from replicator.core.rows import make_row, prompt_group
 
         pairs: dict[tuple, list[tuple[str, dict]]] = {}
         for where, j in judged:
-            key = (j["question"], j["model_a"], j["model_b"], j["turn"]) if self.aggregate == "soft" else (where,)
+            key = ((j["question"], j["model_a"], j["model_b"], j["turn"]) if self.aggregate == "soft"
+                   else (where,))
             pairs.setdefault(key, []).append((where, j))
         rows = []
         for group in pairs.values():
             where, j = group[0]
             for w, other in group[1:]:
-                if (other["prompt"], other["response_a"], other["response_b"]) != (j["prompt"], j["response_a"],
-                                                                                   j["response_b"]):
-                    problems.append((w, "conversation_a", f"judges of one pair saw different answers ({where} vs {w})"))
+                if ((other["prompt"], other["response_a"], other["response_b"])
+                        != (j["prompt"], j["response_a"], j["response_b"])):
+                    problems.append((w, "conversation_a",
+                                     f"judges of one pair saw different answers ({where} vs {w})"))
             label = [sum(o["label"][k] for _, o in group) / len(group) for k in range(3)]
             rid = f"mtbench-{j['question']}-{j['model_a']}-{j['model_b']}-t{j['turn']}"
-            row = make_row(rid if self.aggregate == "soft" else f"{rid}-{j['judge']}", j["prompt"], j["response_a"],
-                           j["response_b"], label=label, model_a=j["model_a"], model_b=j["model_b"], source="mt_bench")
+            row = make_row(rid if self.aggregate == "soft" else f"{rid}-{j['judge']}", j["prompt"],
+                           j["response_a"], j["response_b"], label=label, model_a=j["model_a"],
+                           model_b=j["model_b"], source="mt_bench")
             row["group"] = prompt_group(j["question_turns"])  # by question: turn-1 and turn-2 rows together
             rows.append(row)
         return rows
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        return sources.jsonl_rows(self, self._path(data_dir), seed, self.convert, lambda: self.data_check(data_dir))
+        return sources.jsonl_rows(self, self._path(data_dir), seed, self.convert,
+                                  lambda: self.data_check(data_dir))
 
     @hookimpl
     def data_sources(self, split, ctx):
-        from replicator.core.rows import prompt_group
 
         if split != "train":
             return None
         rows = self._load(ctx.data_dir, ctx.seed)
         held = ctx.held_out_groups
-        kept = [r for r in rows if prompt_group(r["prompt"][:1]) not in held]  # the question's first turn held out
+        # the question's first turn held out
+        kept = [r for r in rows if prompt_group(r["prompt"][:1]) not in held]
         if len(kept) < len(rows):
-            log.info("mt_bench: dropped %d of %d row(s) whose question's first turn is a validation or test prompt",
-                     len(rows) - len(kept), len(rows))
+            log.info("mt_bench: dropped %d of %d row(s) whose question's first turn is a validation or "
+                     "test prompt", len(rows) - len(kept), len(rows))
         return sources.train_rows(split, ctx, lambda data_dir, seed: kept, "mt_bench")
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """The shared stand-in as it is: 1,751 rows (the data folder's README) (``replicate plan``;
+        core/lib/full_size.py)."""
+        return {"train": capped(1_751, self.max_rows), "size": "1,751 (shared data)"}

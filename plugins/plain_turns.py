@@ -6,6 +6,7 @@ import dataclasses
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import truncation as tr
+from replicator.core.lib.toggles import SharedToggle, ToggleView, plugins_patch
 from replicator.core.lib.truncation import Ref
 from replicator.core.params import param
 
@@ -44,3 +45,23 @@ class PlainTurns:
             question = f"\nLength in words: A {words[0]}, B {words[1]}." + question
         return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail=question, eos_end=True,
                           budgets=self.budgets)
+
+
+# ---------------------------------------------------------------- shared toggle: lengths
+
+
+def _has_lengths(v: ToggleView) -> bool:
+    return bool(v.prompt_param("show_lengths")[1].show_lengths)
+
+
+def _lengths(value: bool):
+    return lambda v: [plugins_patch({v.prompt_param("show_lengths")[0]: {"show_lengths": value}})]
+
+
+#: on any prompt format with a ``show_lengths`` parameter (others: the toggle cannot apply)
+SHARED_TOGGLES = [
+    SharedToggle("lengths", "response lengths stated in the prompt", _has_lengths, _lengths(False),
+                 _lengths(True),
+                 "removing the stated response lengths from the prompt (show_lengths: false)",
+                 "stating the response lengths in the prompt (show_lengths: true)", rank=110),
+]

@@ -49,10 +49,14 @@ import logging
 import math
 from pathlib import Path
 
-from replicator.core.data.competition import resolve_data_path
+from replicator.core.data.competition import read_competition_csv
+from replicator.core.data.files import resolve_data_path
+from replicator.core.data.splits import drop_valid_groups, sample_rows
+from replicator.core.errors import ReplicatorError
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib import sources
-from replicator.core.params import ParamError, param
+from replicator.core.lib import plugin_index, sources
+from replicator.core.params import ParamError, did_you_mean, param
+from replicator.core.rows import make_row
 
 log = logging.getLogger(__name__)
 
@@ -70,56 +74,59 @@ def pseudo_label(probs, hard: bool) -> list[float] | None:
     return sources.hard_label(p) if hard else p
 
 
+#: pseudo-label pools at full size, by recipe (`replicate plan`)
+POOL_ROWS = {"2nd": (240_000, "[P2]"), "3rd": (500_000, "[P3]"), "9th": (45_000, "[P9]")}
+
 @dataclasses.dataclass(frozen=True)
 class PseudoLabels:
-    """Unlabelled pool rows (competition CSV) fed to the ``pool`` split; with ``from_stage``, train rows soft-labelled by that stage.
+    """Unlabelled pool rows (competition CSV) fed to the ``pool`` split; with ``from_stage``, \
+train rows soft-labelled by that stage.
 
     The pseudo-labelling of [P2], [P3], [R4], [P9]: soft labels = the earlier stage's predicted
     probabilities (``hard`` -> one-hot), optionally only confident ones (``min_confidence``);
     pool prompts in the validation split are dropped.
     """
 
-    file: str | None = param(None, "competition-format CSV of unlabelled rows (id, prompt, response_a, response_b), "
-                                   "relative to the data dir or absolute; needed in the labeller stage")
+    file: str | None = param(None, "competition-format CSV of unlabelled rows (id, prompt, response_a, "
+                                   "response_b), relative to the data dir or absolute; needed in the "
+                                   "labeller stage")
     source: str | None = param(None, "instead of file: the train rows of this data-source plugin (hh_rlhf, "
                                      "mt_bench, alpacaeval_pairs, ...), labels removed")
     from_stage: str | list[str] | None = param(
-        None, "stage whose pool predictions label these rows (that stage needs outputs: [pool]); a list of stages: "
-              "the mean of their predictions (2nd [R2]: the mean of three stage-1 models); null = only feed the pool "
-              "split")
+        None, "stage whose pool predictions label these rows (that stage needs outputs: [pool]); "
+              "a list of stages: the mean of their predictions (2nd [R2]: the mean of three stage-1 "
+              "models); null = only feed the pool split")
     hard: bool = param(False, "use the argmax one-hot of the predictions instead of the soft probabilities")
-    min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; 0 = all",
-                                  ge=0, le=1)
+    min_confidence: float = param(0.0, "keep only rows whose largest predicted probability is >= this; "
+                                       "0 = all", ge=0, le=1)
     id_prefix: str = param("pool-", "prefix added to the file's ids so they never collide with training ids")
-    max_rows: int = sources.max_rows_field("use at most this many pool rows of the file, sampled with the seed; "
-                                           "0 = all")
+    max_rows: int = sources.max_rows_field("use at most this many pool rows of the file, sampled with the "
+                                           "seed; 0 = all")
 
     def __post_init__(self):
         sources.check_source_params(self, file_field=None)  # file may be null (consumer stage)
         if self.file is None and self.source is None and self.from_stage is None:
-            raise ValueError("give file (the unlabelled pool CSV), source (a data-source plugin) or from_stage "
-                             "(the stage that labelled it)")
+            raise ValueError("give file (the unlabelled pool CSV), source (a data-source plugin) or "
+                             "from_stage (the stage that labelled it)")
         if self.file is not None and self.source is not None:
             raise ParamError("source", "give file or source, not both")
         if self.file == "":
             raise ParamError("file", "file must not be empty")
         if self.from_stage == "" or self.from_stage == [] or (
-                isinstance(self.from_stage, list) and not all(isinstance(x, str) and x for x in self.from_stage)):
+                isinstance(self.from_stage, list)
+                and not all(isinstance(x, str) and x for x in self.from_stage)):
             raise ParamError("from_stage", "from_stage must be a stage name, a list of stage names, or null")
         if self.source is not None:
             self._source_plugin()  # an unknown name fails with the recipe, not mid-run
 
     def _source_plugin(self):
-        from replicator.core.config.catalogue import catalogue
-
-        cat = catalogue()
-        if self.source not in cat or "data_sources" not in getattr(cat[self.source], "__dict__", {}):
-            from replicator.core.params import did_you_mean
-
-            names = [n for n in cat if "data_sources" in cat[n].__dict__ and n != "pseudo_labels"]
+        """The ``source`` plugin with its default parameters, found by name in the plugin index."""
+        plugins = plugin_index.catalogue()
+        if self.source not in plugins or "data_sources" not in getattr(plugins[self.source], "__dict__", {}):
+            names = [n for n in plugins if "data_sources" in plugins[n].__dict__ and n != "pseudo_labels"]
             raise ParamError("source", f"{self.source!r} is not a data-source plugin"
                              f"{did_you_mean(self.source, names)}; known: {', '.join(sorted(names))}")
-        return cat[self.source]()
+        return plugins[self.source]()
 
     def _path(self, data_dir) -> Path | None:
         return None if self.file is None else resolve_data_path(data_dir, self.file)
@@ -140,44 +147,35 @@ class PseudoLabels:
         return [] if path is None else [path]
 
     def _pool(self, ctx) -> list[dict]:
-        from replicator.core.data import competition as D
-        from replicator.core.errors import ReplicatorError
-
         if self.source is not None:
             return self._source_pool(ctx)
         path = self._path(ctx.data_dir)
         if path is None:
-            raise ReplicatorError(f"pseudo_labels: stage {ctx.stage or '(main)'} feeds the pool split but no file "
-                                  "is given; set file to a competition-format CSV of unlabelled rows")
+            raise ReplicatorError(f"pseudo_labels: stage {ctx.stage or '(main)'} feeds the pool split but "
+                                  "no file is given; set file to a competition-format CSV of unlabelled rows")
         if not path.is_file():
             raise sources.missing_data_error(self.data_check(ctx.data_dir))
 
         def load() -> list[dict]:
-            rows = D.read_competition_csv(path, require_labels=False, source="pseudo_labels")
+            rows = read_competition_csv(path, require_labels=False, source="pseudo_labels")
             for r in rows:
                 r["id"] = f"{self.id_prefix}{r['id']}"
                 r["label"] = None
-            return D.sample_rows(rows, self.max_rows, ctx.seed)
+            return sample_rows(rows, self.max_rows, ctx.seed)
 
         rows = sources.cached(self, (sources.file_stamp([path]), ctx.seed), load)
-        return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
+        return drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
     def _source_pool(self, ctx) -> list[dict]:
         """The ``source`` plugin's train rows as pool rows: ids prefixed, labels and teachers removed."""
-        from replicator.core.data import competition as D
-        from replicator.core.rows import make_row
-
         rows = self._source_plugin().data_sources("train", ctx) or []
-        rows = [make_row(f"{self.id_prefix}{r['id']}", r["prompt"], r["response_a"], r["response_b"], label=None,
-                         model_a=r.get("model_a"), model_b=r.get("model_b"), source=f"pseudo_labels:{self.source}")
+        rows = [make_row(f"{self.id_prefix}{r['id']}", r["prompt"], r["response_a"], r["response_b"],
+                         label=None, model_a=r.get("model_a"), model_b=r.get("model_b"),
+                         source=f"pseudo_labels:{self.source}")
                 for r in rows]
-        return D.sample_rows(rows, self.max_rows, ctx.seed)
+        return sample_rows(rows, self.max_rows, ctx.seed)
 
     def _labelled(self, ctx) -> list[dict]:
-        from replicator.core.data import competition as D
-        from replicator.core.errors import ReplicatorError
-        from replicator.core.rows import make_row
-
         labellers = self.labellers
         pool, every = None, []
         for name in labellers:
@@ -186,8 +184,8 @@ class PseudoLabels:
             if not preds or out.get("pool_rows") is None:
                 raise ReplicatorError(
                     f"pseudo_labels: stage {name!r} wrote no pool predictions (stage "
-                    f"{ctx.stage or '(main)'} needs them): add `outputs: [pool]` to stage {name!r}, give it a "
-                    "pseudo_labels block with the pool file, and put it before this stage")
+                    f"{ctx.stage or '(main)'} needs them): add `outputs: [pool]` to stage {name!r}, "
+                    "give it a pseudo_labels block with the pool file, and put it before this stage")
             pool = out["pool_rows"] if pool is None else pool
             every.append((name, preds))
         rows, low = [], 0
@@ -196,8 +194,9 @@ class PseudoLabels:
             probs = []
             for name, preds in every:
                 if rid not in preds:
-                    raise ReplicatorError(f"pseudo_labels: stage {name!r} has no pool prediction for row {rid} "
-                                          f"(the labellers {', '.join(labellers)} must predict the same pool)")
+                    raise ReplicatorError(
+                        f"pseudo_labels: stage {name!r} has no pool prediction for row {rid} "
+                        f"(the labellers {', '.join(labellers)} must predict the same pool)")
                 p = pseudo_label(preds[rid], False)
                 if p is None:
                     raise ReplicatorError(f"pseudo_labels: stage {name!r}: prediction for row {rid} is not "
@@ -211,9 +210,9 @@ class PseudoLabels:
             rows.append(make_row(rid, r["prompt"], r["response_a"], r["response_b"], label=label,
                                  model_a=r.get("model_a"), model_b=r.get("model_b"), source="pseudo_labels"))
         if low:
-            log.info("pseudo_labels: dropped %d of %d pool row(s) whose largest predicted probability is below "
-                     "min_confidence %s", low, len(pool), self.min_confidence)
-        return D.drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
+            log.info("pseudo_labels: dropped %d of %d pool row(s) whose largest predicted probability is "
+                     "below min_confidence %s", low, len(pool), self.min_confidence)
+        return drop_valid_groups(rows, ctx.held_out_groups, "pseudo_labels")
 
     @property
     def labellers(self) -> list[str]:
@@ -227,3 +226,13 @@ class PseudoLabels:
         if labeller:
             return self._pool(ctx) if split == "pool" else None
         return self._labelled(ctx) if split == "train" else None
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict | None:
+        """The pseudo-label pool of the solution ``recipe`` reproduces: 2nd 240k [P2], 3rd ~500k generated
+        pairs [P3], 9th ~45k chat-1m pairs [P9]; predicted by the labelling stage, trained on by the
+        others (``replicate plan``; core/lib/full_size.py). None for other recipes: unknown."""
+        if recipe not in POOL_ROWS:
+            return None
+        rows, tag = POOL_ROWS[recipe]
+        labeller = self.from_stage is None or self.from_stage == stage  # as data_sources decides
+        return {"pool" if labeller else "train": rows, "size": f"{rows:,} {tag}"}

@@ -14,7 +14,8 @@ QAPolicy = Literal["prompt_then_answers", "keep_start", "keep_end", "longest_fir
 
 
 def first_words(text: str, n: int) -> tuple[str, int]:
-    """The first ``n`` space-separated words (``' '.join(text.split(' ')[:n])`` as in [R1]), and how many were cut."""
+    """The first ``n`` space-separated words (``' '.join(text.split(' ')[:n])`` as in [R1]), and how many
+    were cut."""
     words = text.split(" ")
     if n <= 0 or len(words) <= n:
         return text, 0
@@ -25,7 +26,8 @@ def first_words(text: str, n: int) -> tuple[str, int]:
 class QATripleQuotes:
     """1st place [R1] ``src/prepare_data.py`` ``create_rounds`` + training script, [P1].
 
-    ``User question:\\n\"\"\"{query}\"\"\"\\nAnswer A:\\n\"\"\"{answer_a}\"\"\"\\nAnswer B:\\n\"\"\"{answer_b}\"\"\"\\n``
+    ``User question:\\n\"\"\"{query}\"\"\"\\nAnswer A:\\n\"\"\"{answer_a}\"\"\"\
+\\nAnswer B:\\n\"\"\"{answer_b}\"\"\"\\n``
     where the turns of the prompt and of each answer are joined by ``\\n``; BOS (the tokenizer's
     own, as ``tokenizer(text)`` adds for Gemma) and EOS appended; any literal EOS token text in the
     input is replaced by ``<end>`` [R1].
@@ -61,8 +63,8 @@ class QATripleQuotes:
         layout = tr.per_round(lambda pos, i: [
             'User question:\n"""', Ref("prompt", i), '"""\nAnswer A:\n"""', Ref("a", i),
             '"""\nAnswer B:\n"""', Ref("b", i), '"""\n'])
-        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True, rounds=[tuple(texts)],
-                         budgets=self.budgets, prompt_tokens=self.prompt_tokens)
+        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True,
+                         rounds=[tuple(texts)], budgets=self.budgets, prompt_tokens=self.prompt_tokens)
         for key, n in cut.items():
             if n:
                 out.truncated = True

@@ -7,15 +7,16 @@ import random
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
+from replicator.core.lib.toggles import NotApplicable, SharedToggle, ToggleView, plugins_patch
 from replicator.core.params import param
-from replicator.core.rows import SWAP_PERM, pair_key, swap_row
+from replicator.core.rows import SWAP_PERM, SWAPPED_VIEW, pair_key, swap_row
 
 
 @dataclasses.dataclass(frozen=True)
 class SwapView:
     """TTA view: present B as A; inverting maps the swapped probabilities back to the original order."""
 
-    name: str = "swap_ab"
+    name: str = SWAPPED_VIEW
 
     def apply(self, row):
         return swap_row(row)
@@ -26,7 +27,8 @@ class SwapView:
 
 @dataclasses.dataclass(frozen=True)
 class SwapAB:
-    """Exchange A and B (label, model names and teacher probabilities flipped) in training and/or at test time.
+    """Exchange A and B (label, model names and teacher probabilities flipped) in training and/or \
+at test time.
 
     ``train`` modes (one optimizer-step schedule per epoch; the runner calls ``augment`` per epoch):
 
@@ -51,7 +53,8 @@ class SwapAB:
     """
 
     train: Literal["none", "random", "duplicate", "full", "alternate", "swapped"] = param(
-        "random", "none | random | duplicate | full (both orders in one step) | alternate (per epoch) | swapped")
+        "random", "none | random | duplicate | full (both orders in one step) | alternate (per epoch) | "
+                  "swapped")
     p: float = param(0.5, "probability of swapping a row (train: random)", ge=0, le=1)
     test_time: bool = param(True, "TTA: average the prediction over the original and the swapped order",
                             step="predict")
@@ -79,3 +82,68 @@ class SwapAB:
     @hookimpl
     def tta(self):
         return [SwapView()] if self.test_time else []
+
+    def train_copies(self) -> dict[str, int]:
+        """Training rows made of each row: 2 when every row is trained with its swap (``duplicate``,
+        ``full``) (``replicate plan``; core/lib/full_size.py)."""
+        return {"swap_multiplier": 2 if self.train in ("duplicate", "full") else 1}
+
+
+# ---------------------------------------------------------------- shared toggles: swap, tta
+
+#: the ``train`` modes that are augmentation (``swapped`` is a model trained on the other order)
+SWAP_AUGMENT = ("random", "duplicate", "full", "alternate")
+
+
+def _swap_block(v: ToggleView) -> str | None:
+    return v.one_by_use("swap_ab")
+
+
+def _has_swap(v: ToggleView) -> bool:
+    alias = _swap_block(v)
+    if alias is None:
+        return False
+    mode = v.params(alias).train
+    if mode == "swapped":
+        raise NotApplicable(f"{v.at('plugins.' + alias + '.train')} is 'swapped' (a model trained on the "
+                            "swapped order, not augmentation); set the mode with an override instead")
+    return mode in SWAP_AUGMENT
+
+
+def _swap_off(v: ToggleView) -> list[dict]:
+    return [plugins_patch({_swap_block(v): {"train": "none"}})]
+
+
+def _swap_on(v: ToggleView) -> list[dict]:
+    alias = _swap_block(v)
+    if alias is not None:
+        return [plugins_patch({alias: {"train": "random"}})]
+    added = {"use": "swap_ab", "train": "random", "test_time": False}
+    return [plugins_patch({v.free_alias("swap", "swap_ab"): added})]
+
+
+def _has_tta(v: ToggleView) -> bool:
+    alias = _swap_block(v)
+    return alias is not None and bool(v.params(alias).test_time)
+
+
+def _tta_off(v: ToggleView) -> list[dict]:
+    return [plugins_patch({_swap_block(v): {"test_time": False}})]
+
+
+def _tta_on(v: ToggleView) -> list[dict]:
+    alias = _swap_block(v)
+    if alias is not None:
+        return [plugins_patch({alias: {"test_time": True}})]
+    added = {"use": "swap_ab", "train": "none", "test_time": True}
+    return [plugins_patch({v.free_alias("swap", "swap_ab"): added})]
+
+
+SHARED_TOGGLES = [
+    SharedToggle("swap", "swap augmentation in training", _has_swap, _swap_off, _swap_on,
+                 "removing swap augmentation in training (swap_ab train: none)",
+                 "adding random swap augmentation in training (swap_ab train: random)", rank=10),
+    SharedToggle("tta", "swap test-time augmentation", _has_tta, _tta_off, _tta_on,
+                 "removing swap test-time augmentation (swap_ab test_time: false)",
+                 "adding swap test-time augmentation (swap_ab test_time: true)", rank=20),
+]

@@ -14,7 +14,8 @@ from replicator.core.params import param
 class TaggedTurns:
     """3rd place, Mark's format [R3m] ``llm_qlora.py format_prompt``, [P3].
 
-    Per turn ``<PROMPT>{prompt}</PROMPT><RESPONSE A>{response_a}</RESPONSE A><RESPONSE B>{response_b}</RESPONSE B>``,
+    Per turn ``<PROMPT>{prompt}</PROMPT><RESPONSE A>{response_a}</RESPONSE A>\
+<RESPONSE B>{response_b}</RESPONSE B>``,
     turns concatenated with no separator; the tags are plain text, not special tokens ("training
     my embeddings seemed to hurt" [P3]). BOS in front and no EOS, as the HF tokenizer call of
     [R3m] gives for Gemma. Truncation: plain tokenizer truncation that keeps the start ("no fancy

@@ -15,7 +15,8 @@ class TurnRounds:
     """16th place [P16]: rounds of (prompt, response A, response B); the exact strings are unknown
     there, so this follows a third-party copy *(secondary, unverified)* (SOLUTIONS.md §1, 16th).
 
-    Per round ``<start_of_turn>prompt\\n{p}<end_of_turn>\\n<start_of_turn>response_a\\n{a}<end_of_turn>\\n<start_of_turn>response_b\\n{b}<end_of_turn>``,
+    Per round ``<start_of_turn>prompt\\n{p}<end_of_turn>\\n<start_of_turn>response_a\\n{a}<end_of_turn>\\n\
+<start_of_turn>response_b\\n{b}<end_of_turn>``,
     rounds joined by ``\\n``. BOS in front and EOS at the end are **our choice** (unknown in
     [P16]; the public notebook 16th started from appends EOS). With a Gemma tokenizer the markers
     are its special tokens; elsewhere they are plain text. Truncation: drop whole **earliest**
@@ -33,4 +34,5 @@ class TurnRounds:
             "<start_of_turn>prompt\n", Ref("prompt", i),
             "<end_of_turn>\n<start_of_turn>response_a\n", Ref("a", i),
             "<end_of_turn>\n<start_of_turn>response_b\n", Ref("b", i), "<end_of_turn>"], sep="\n")
-        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True, budgets=self.budgets)
+        return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True,
+                          budgets=self.budgets)

@@ -45,15 +45,23 @@ Label rule (score of the side shown as A minus the score of B: ``d``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Literal
 
+from replicator.core.data.files import clean_text, read_records
+from replicator.core.data.hub import load_hub_dataset
+from replicator.core.data.splits import seeded_coin
+from replicator.core.errors import DataError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.lib.conversations import pad_turns, parse_conversation
+from replicator.core.lib.full_size import capped
 from replicator.core.params import param
+from replicator.core.rows import make_row
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +94,7 @@ def _score(v) -> float | None:
 
 def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
     """(prompt turns, response turns, error) of a binarized ``chosen``/``rejected`` value."""
-    import json
 
-    from replicator.core.data.competition import clean_text
 
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
@@ -102,7 +108,8 @@ def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
         if err:
             return [], [], err
         return users, answers, None
-    return [], [], f"expected the response text or a list of {{role, content}} messages, got {type(value).__name__}"
+    return [], [], (f"expected the response text or a list of {{role, content}} messages, got "
+                    f"{type(value).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +124,10 @@ class UltraFeedbackPairs:
     file: str = param("ultrafeedback/ultrafeedback_binarized.parquet",
                       "file or folder of rated pairs (.parquet/.jsonl/.json/.csv), relative to the data dir "
                       "or absolute")
-    temperature: float = param(1.0, "Bradley-Terry temperature: P(A) = sigmoid((score_A - score_B) / temperature); "
-                                    "0 = hard one-hot labels", ge=0)
-    ties: bool = param(True, "equal ratings give a tie label [0, 0, 1]; false: [0.5, 0.5, 0] (soft) or the row "
-                             "is dropped (hard)")
+    temperature: float = param(1.0, "Bradley-Terry temperature: P(A) = sigmoid((score_A - score_B) / "
+                                    "temperature); 0 = hard one-hot labels", ge=0)
+    ties: bool = param(True, "equal ratings give a tie label [0, 0, 1]; false: [0.5, 0.5, 0] (soft) or "
+                             "the row is dropped (hard)")
     pairing: Literal["best_vs_random", "best_vs_worst", "all_pairs"] = param(
         "best_vs_random", "raw schema only: which completion pairs become rows")
     max_rows: int = sources.max_rows_field()
@@ -148,8 +155,6 @@ class UltraFeedbackPairs:
 
     def _row(self, rid, prompt, resp1, resp2, s1, s2, models, seed, stats):
         """One row with the first side shown as A or B by the seeded coin; None when dropped."""
-        from replicator.core.data.competition import seeded_coin
-        from replicator.core.rows import make_row
 
         if seeded_coin(seed, rid):
             resp1, resp2, s1, s2, models = resp2, resp1, s2, s1, (models[1], models[0])
@@ -163,10 +168,7 @@ class UltraFeedbackPairs:
 
     def convert(self, records, file: str, stem: str, seed: int) -> list[dict]:
         """Rows from ``(where, record)`` pairs (rules: module docstring)."""
-        import random
 
-        from replicator.core.data.competition import clean_text
-        from replicator.core.errors import DataError
 
         records = list(records)
         if not records:
@@ -207,14 +209,13 @@ class UltraFeedbackPairs:
                     problems.extend(bad)
                     continue
                 prompt = sides[0][0]
-                row = self._row(rid, prompt, sides[0][1], sides[1][1], scores[0], scores[1], (None, None), seed,
-                                stats)
+                row = self._row(rid, prompt, sides[0][1], sides[1][1], scores[0], scores[1], (None, None),
+                                seed, stats)
                 if row is not None:
                     rows.append(row)
                 continue
             comps = rec.get("completions")
             if isinstance(comps, str):
-                import json
 
                 try:
                     comps = json.loads(comps, strict=False)
@@ -222,7 +223,8 @@ class UltraFeedbackPairs:
                     problems.append((who, "completions", f"invalid JSON ({e.msg} at char {e.pos})"))
                     continue
             if not isinstance(comps, list) or len(comps) < 2:
-                problems.append((who, "completions", "expected a list of at least two {response, overall_score} "
+                problems.append((who, "completions",
+                                 "expected a list of at least two {response, overall_score} "
                                  f"objects, got {type(comps).__name__}"
                                  + (f" of length {len(comps)}" if isinstance(comps, list) else "")))
                 continue
@@ -258,21 +260,26 @@ class UltraFeedbackPairs:
         if problems:
             raise DataError(file, problems)
         if stats["equal"]:
-            log.info("%s: dropped %d pair(s) with equal ratings (hard labels, ties: false)", file, stats["equal"])
+            log.info("%s: dropped %d pair(s) with equal ratings (hard labels, ties: false)", file,
+                     stats["equal"])
         return rows
 
     def _load(self, data_dir, seed: int) -> list[dict]:
-        from replicator.core.data import competition as D
 
         def read_hub() -> list[dict]:
-            ds = D.load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
+            ds = load_hub_dataset(self.hub_id, self.hub_split, what=f"split {self.hub_split!r}")
             return self.convert(((f"record {i}", r) for i, r in enumerate(ds)), f"hf://datasets/{self.hub_id}",
                                 "hub", seed)
 
         return sources.files_or_hub_rows(self, data_dir, seed, "ultrafeedback_pairs",
-                                         lambda f: self.convert(D.read_records(f), str(f), f.stem, seed), read_hub,
-                                         f"{self.hub_id}:{self.hub_split}")
+                                         lambda f: self.convert(read_records(f), str(f), f.stem, seed),
+                                         read_hub, f"{self.hub_id}:{self.hub_split}")
 
     @hookimpl
     def data_sources(self, split, ctx):
         return sources.train_rows(split, ctx, self._load, "ultrafeedback_pairs")
+
+    def full_size_rows(self, stage: str, recipe: str) -> dict:
+        """HuggingFaceH4/ultrafeedback_binarized train_prefs: 61,135 pairs (its dataset card; the size of 1st
+        place's "ut" set is unknown in SOLUTIONS.md) (``replicate plan``; core/lib/full_size.py)."""
+        return {"train": capped(61_135, self.max_rows), "size": "61,135 (UltraFeedback train_prefs)"}

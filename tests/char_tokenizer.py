@@ -22,7 +22,8 @@ CHAT_TEMPLATE = (
     "{%- else -%}{%- set first = '' -%}{%- set rest = messages -%}{%- endif -%}"
     "{%- for message in rest -%}"
     "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' ~ role ~ '\n' ~ (first if loop.first else '') ~ (message['content'] | trim) ~ '<end_of_turn>\n' }}"
+    "{{ '<start_of_turn>' ~ role ~ '\n' ~ (first if loop.first else '') ~ (message['content'] | trim) ~ "
+    "'<end_of_turn>\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
 )

@@ -38,12 +38,14 @@ PROMPTS = [
     "What does HTTP status 404 mean?",
 ]
 GOOD = [
-    "Here is a clear answer with an example. First, {x}. Second, you can check the result. I hope this helps!",
+    "Here is a clear answer with an example. First, {x}. Second, you can check the result. "
+    "I hope this helps!",
     "Good question. The short answer is {x}; the longer answer is that it depends on the context, "
     "so here is an example and a list of points to consider.",
 ]
 REFUSAL = "I'm sorry, but I cannot help with that."
-MODELS = ["gpt-4-0613", "claude-2.1", "llama-2-70b-chat", "vicuna-13b", "mixtral-8x7b-instruct-v0.1", "gemini-pro"]
+MODELS = ["gpt-4-0613", "claude-2.1", "llama-2-70b-chat", "vicuna-13b", "mixtral-8x7b-instruct-v0.1",
+          "gemini-pro"]
 
 
 def synthetic_rows(n: int, seed: int = 0, with_labels: bool = True, start_id: int = 1000) -> list[dict]:
@@ -119,11 +121,12 @@ def rich_data_dir(tmp_path_factory) -> Path:
     write_parquet(d / "ultrafeedback" / "ultrafeedback_binarized.parquet", uf_binarized())
     write_jsonl_gz(d / "hh-rlhf" / "harmless-base-test.jsonl.gz", hh_records())
     write_parquet(d / "alpacaeval" / "gpt4_pairwise_30k.parquet", [
-        {"instruction": f"Name a fruit that is {c}.", "output_1": f"A {c} fruit: the {f}.", "generator_1": "gpt4",
-         "output_2": "Fruit.", "generator_2": "alpaca-7b", "preference": p, "annotator": "weighted_alpaca_eval_gpt4_turbo",
-         "dataset": "helpful_base"}
-        for (c, f), p in zip([("red", "strawberry"), ("yellow", "banana"), ("green", "kiwi"), ("orange", "orange"),
-                              ("purple", "plum"), ("blue", "blueberry")], [1.1, 1.9, 1.0, 2.0, 1.5, 1.3], strict=True)])
+        {"instruction": f"Name a fruit that is {c}.", "output_1": f"A {c} fruit: the {f}.",
+         "generator_1": "gpt4", "output_2": "Fruit.", "generator_2": "alpaca-7b", "preference": p,
+         "annotator": "weighted_alpaca_eval_gpt4_turbo", "dataset": "helpful_base"}
+        for (c, f), p in zip([("red", "strawberry"), ("yellow", "banana"), ("green", "kiwi"),
+                              ("orange", "orange"), ("purple", "plum"), ("blue", "blueberry")],
+                             [1.1, 1.9, 1.0, 2.0, 1.5, 1.3], strict=True)])
     write_pool_csv(d / "pool" / "unlabelled.csv")
     write_mt_bench(d / "mt-bench-human" / "human_judgments.jsonl.gz")
     return d

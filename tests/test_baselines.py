@@ -85,7 +85,8 @@ def test_length_baseline_is_swap_symmetric_and_matches_sklearn():
     from sklearn.preprocessing import StandardScaler
 
     train = _longer_wins(300, 2)
-    train = [dict(r, label=[1.0, 0.0, 0.0]) if i % 7 == 0 else r for i, r in enumerate(train)]  # A-biased labels
+    # A-biased labels
+    train = [dict(r, label=[1.0, 0.0, 0.0]) if i % 7 == 0 else r for i, r in enumerate(train)]
     params = B.fit("length_lr", train)
     valid = _longer_wins(50, 3)
     p, q = B.predict(params, valid), B.predict(params, [swap_row(r) for r in valid])
@@ -111,7 +112,7 @@ def test_soft_labels_become_weighted_samples():
 
 
 def test_unknown_baseline_fails_before_anything_is_written(isolated):
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     r = resolve(BASELINE, [], ["model.base=baseline:lenght"], data_dir=data_dir())
     with pytest.raises(ReplicatorError, match=r"model.base: unknown baseline 'baseline:lenght'; known: "
@@ -121,7 +122,7 @@ def test_unknown_baseline_fails_before_anything_is_written(isolated):
 
 
 def _baseline_run(overrides=(), force=False):
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     r = resolve(BASELINE, [], list(overrides), data_dir=data_dir())
     return run(r, data_dir(), force=force, progress=False)
@@ -138,7 +139,8 @@ def test_baseline_run_writes_the_run_outputs_and_is_reused(isolated):
     art = isolated / "artifacts" / "baseline_length" / run_dir.name / "main"
     assert {p.name for p in art.iterdir()} == {"baseline.json", "done.json", "valid_predictions.json"}
     params = json.loads((art / "baseline.json").read_text())
-    assert params["kind"] == "length_lr" and len(params["coef"]) == 3 and params["features"] == list(B.FEATURES)
+    assert (params["kind"] == "length_lr" and len(params["coef"]) == 3
+            and params["features"] == list(B.FEATURES))
     rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
     assert list(rp.views) == ["identity", "tta", "final", "baseline_prior", "baseline_length"]
     assert len(rp) == m["n_valid_rows"] and np.allclose(rp.views["final"], rp.views["baseline_length"])
@@ -178,7 +180,7 @@ def test_predict_on_a_baseline_run_writes_a_valid_submission(isolated, synthetic
 
 
 def test_every_run_has_baseline_views_and_metrics_that_do_not_change_the_model(isolated, monkeypatch):
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
     from replicator.core.run import pipeline
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=1"], data_dir=data_dir())
@@ -191,7 +193,8 @@ def test_every_run_has_baseline_views_and_metrics_that_do_not_change_the_model(i
         assert f"view_{name}_log_loss" not in m
     assert np.allclose(rp.views["baseline_prior"], m["train_label_prior"], atol=1e-6)
     _, baseline_run, _ = _baseline_run(["train.max_rows=0"])
-    assert m["baseline_length_log_loss"] == pytest.approx(baseline_run["final_log_loss"])  # same rows, same fit
+    # same rows, same fit
+    assert m["baseline_length_log_loss"] == pytest.approx(baseline_run["final_log_loss"])
     # without the baselines the model's numbers are the same
     monkeypatch.setenv("REPLICATOR_REPORTS", str(isolated / "r2"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(isolated / "a2"))

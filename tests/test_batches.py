@@ -84,12 +84,12 @@ def _stage(**train):
 
 
 def test_plan_uses_the_token_budget_only_when_set():
-    from replicator.core.train.trainer import plan
+    from replicator.core.train.trainer import epoch_schedule
 
     rows, lengths = _rows_and_lengths()
     rows = [dict(r, n=n) for r, n in zip(rows, lengths, strict=True)]
 
-    class encoder:  # noqa: N801  (what plan() asks of an Encoder)
+    class encoder:  # noqa: N801  (what epoch_schedule() asks of an Encoder)
         def __new__(cls, row, max_length):
             return [0] * min(row["n"], max_length)
 
@@ -98,12 +98,12 @@ def test_plan_uses_the_token_budget_only_when_set():
             pass
 
     cut = [min(n, 256) for n in lengths]
-    epochs, micro, steps = plan(
+    epochs, micro, steps = epoch_schedule(
         rows, _stage(batch_size=4, grad_accum=2, max_length=256), _Plugins(), encoder, 7
     )
     assert epochs[0][1] == length_grouped_batches(cut, units_of(rows), 4, random.Random("7:0"))
     assert steps == -(-len(micro) // 2)
-    epochs, micro, steps = plan(
+    epochs, micro, steps = epoch_schedule(
         rows, _stage(batch_tokens=1024, grad_accum=2, max_length=256), _Plugins(), encoder, 7, n_processes=2
     )
     assert epochs[0][1] == token_budget_batches(cut, units_of(rows), 1024, random.Random("7:0"))
@@ -215,14 +215,13 @@ def test_step_scales_without_a_budget_are_the_old_ones():
 
 
 def test_the_plan_counts_the_token_budget():
-    from replicator.core.run.resources import plan
+    from replicator.core.run.resources import plan_resources
 
     from .conftest import RECIPES
 
     def stage(overrides):
-        return plan(RECIPES / "smoke.yaml", [], ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])[
-            "stages"
-        ][0]
+        return plan_resources(RECIPES / "smoke.yaml", [],
+                              ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])["stages"][0]
 
     rows = stage(["train.batch_size=4", "train.max_length=512"])
     budget = stage(["train.batch_size=4", "train.max_length=512", "train.batch_tokens=4096"])
@@ -238,7 +237,8 @@ MALLINFO = """
 import ctypes, sys, torch
 from replicator.core.train.trainer import keep_freed_memory
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks \
+fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
@@ -261,7 +261,8 @@ def test_freed_memory_stays_in_the_heap():
     import sys
 
     def info(mode):
-        out = subprocess.run([sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True,
+                             check=True)
         applied, *sizes = out.stdout.split()
         return (applied, *map(int, sizes))
 

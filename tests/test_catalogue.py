@@ -67,8 +67,10 @@ def test_third_party_plugins_load_through_the_entry_point_group(monkeypatch):
 
     from replicator.core.config import catalogue as manager
 
-    ep = EntryPoint(name="my_clip", value="replicator.plugins.clip_probs:ClipProbs", group=manager.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(manager, "entry_points", lambda group: [ep] if group == manager.ENTRY_POINT_GROUP else [])
+    ep = EntryPoint(name="my_clip", value="replicator.plugins.clip_probs:ClipProbs",
+                    group=manager.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(manager, "entry_points",
+                        lambda group: [ep] if group == manager.ENTRY_POINT_GROUP else [])
     cat = manager.catalogue()
     assert "my_clip" in cat and cat["my_clip"].__name__ == "ClipProbs"
     shadow = EntryPoint(name="clip_probs", value="x:y", group=manager.ENTRY_POINT_GROUP)
@@ -84,8 +86,8 @@ POOL = ("stages={label: {outputs: [pool], plugins: {pool: {use: pseudo_labels, f
         "student: {plugins: {pool: {use: pseudo_labels, file: pool/unlabelled.csv, from_stage: label}}}}")
 DISTILL = ("stages={teacher: {outputs: [train]}, "
            "student: {plugins: {loss: {use: distill_kl_cos, teachers: [teacher]}}}}")
-FORMATS = ["plain_turns", "qa_triple_quotes", "judge_pab", "judge_papb", "judge_multi", "tagged_turns", "context_result",
-           "round_headers", "context_last", "turn_rounds"]
+FORMATS = ["plain_turns", "qa_triple_quotes", "judge_pab", "judge_papb", "judge_multi", "tagged_turns",
+           "context_result", "round_headers", "context_last", "turn_rounds"]
 RUNS = {
     **{f"format-{f}": [f"plugins.prompt={{use: {f}}}"] for f in FORMATS},
     "format-budgets-policy": ["plugins.prompt={use: turn_rounds, truncate: budgets}", "train.max_length=48"],
@@ -118,7 +120,8 @@ def _tiny_run(overrides, data: Path, tmp_path: Path, monkeypatch):
 
 def test_every_builtin_plugin_is_in_a_run():
     used = set(re.findall(r"use: (\w+)", json.dumps(RUNS)))
-    smoke = {b["use"] for b in resolve(RECIPES / "smoke.yaml", check_plugins=False).config["plugins"].values()}
+    smoke = {b["use"]
+             for b in resolve(RECIPES / "smoke.yaml", check_plugins=False).config["plugins"].values()}
     assert set(BUILTINS) - used - smoke == set()
 
 
@@ -188,5 +191,6 @@ def test_quantised_lora_training_inside_a_tiny_run(quant, rich_data_dir, tmp_pat
     """QLoRA (nf4) and 8-bit backbones train on this CPU through bitsandbytes (tiny:llama128: 4-bit
     blocks need layers at least 64 wide)."""
     pytest.importorskip("bitsandbytes")
-    r, m = _tiny_run(["model.base=tiny:llama128", quant, "train.max_steps=4"], rich_data_dir, tmp_path, monkeypatch)
+    r, m = _tiny_run(["model.base=tiny:llama128", quant, "train.max_steps=4"], rich_data_dir, tmp_path,
+                     monkeypatch)
     assert math.isfinite(m["tta_log_loss"]) and m["optimizer_steps"] == 4

@@ -15,10 +15,11 @@ import yaml
 from typer.testing import CliRunner
 
 from replicator.core.cli import app
-from replicator.core.data.competition import data_dir
+from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
-from replicator.core.run.combination import plan, run_plan
-from replicator.core.run.submission import predict, run_parts, run_probs
+from replicator.core.run.combination import plan_combination, run_plan
+from replicator.core.run.finished_runs import run_parts, run_probs
+from replicator.core.run.submission import predict
 from replicator.core.scoring.metrics import log_loss
 from replicator.core.scoring.row_predictions import read_row_predictions
 from replicator.core.util.layout import ROW_PREDICTIONS
@@ -37,7 +38,7 @@ def _recipe(tmp_path, name: str, **sections):
 
 
 def _run(path, overrides=(), only=()):
-    p = plan(path, ["tiny"], list(overrides), data_dir=data_dir())
+    p = plan_combination(path, ["tiny"], list(overrides), data_dir=data_dir())
     return p, run_plan(p, data_dir(), progress=False, only=only)
 
 
@@ -191,16 +192,16 @@ def test_an_ensemble_of_fold_combinations_blends_their_oof_rows(isolated, tmp_pa
     predict(str(r["combinations"][-1][1]), test_csv, tmp_path / "ef.csv", progress=False)
     _check_submission(tmp_path / "ef.csv", test_csv)
     with pytest.raises(ReplicatorError, match=r"member a .*folds: the override 'plugins.data.folds=2' would"):
-        plan(path, ["tiny"], ["plugins.data.folds=2", "plugins.data.fold=1"], data_dir=data_dir())
+        plan_combination(path, ["tiny"], ["plugins.data.folds=2", "plugins.data.fold=1"], data_dir=data_dir())
 
 
 def test_members_with_other_seeds_or_unknown_toggles_fail_before_anything_runs(isolated, tmp_path):
     path = _recipe(tmp_path, "bad", ensemble={"members": {"a": {}, "b": {"overrides": ["seed=8"]}}})
     with pytest.raises(ReplicatorError, match=r"members must share the seed .*'a': 7, 'b': 8"):
-        plan(path, ["tiny"], data_dir=data_dir())
+        plan_combination(path, ["tiny"], data_dir=data_dir())
     path = _recipe(tmp_path, "bad2", ensemble={"members": {"a": {}, "b": {"toggles": ["nope"]}}})
     with pytest.raises(ReplicatorError, match=r"ensemble member b .*nope"):
-        plan(path, ["tiny"], data_dir=data_dir())
+        plan_combination(path, ["tiny"], data_dir=data_dir())
     assert not (isolated / "reports").exists() or not any((isolated / "reports").rglob("metrics.json"))
 
 
@@ -209,7 +210,7 @@ def test_every_solution_recipe_plans_its_members_with_tiny(name, rich_data_dir, 
     """Each solution's folds:/ensemble: resolves, member by member, with -t tiny (nothing runs)."""
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
-    p = plan(RECIPES / f"{name}.yaml", ["tiny"], data_dir=rich_data_dir)
+    p = plan_combination(RECIPES / f"{name}.yaml", ["tiny"], data_dir=rich_data_dir)
     assert p is not None
     members = p.members()
     assert len({m.run_id for m in members}) == len(members)  # tiny keeps the members distinct
@@ -225,9 +226,11 @@ def test_a_command_line_toggle_leaves_a_members_own_toggle_as_it_is(rich_data_di
     `tta` gives it (shared toggles flip: applied again, it would be turned off)."""
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
-    base = {m.label: m for m in plan(RECIPES / "2nd.yaml", ["tiny"], data_dir=rich_data_dir).members()}
-    tta = {m.label: m for m in plan(RECIPES / "2nd.yaml", ["tiny", "tta"], data_dir=rich_data_dir).members()}
-    test_time = {k: (base[k].resolved.final.plugins["swap"]["test_time"], tta[k].resolved.final.plugins["swap"]
-                     ["test_time"]) for k in base}
+    base = {m.label: m for m in plan_combination(RECIPES / "2nd.yaml", ["tiny"],
+                                                 data_dir=rich_data_dir).members()}
+    tta = {m.label: m for m in plan_combination(RECIPES / "2nd.yaml", ["tiny", "tta"],
+                                                data_dir=rich_data_dir).members()}
+    test_time = {k: (base[k].resolved.final.plugins["swap"]["test_time"],
+                     tta[k].resolved.final.plugins["swap"]["test_time"]) for k in base}
     assert test_time == {"gemma": (False, True), "armorm": (True, True)}
     assert tta["armorm"].run_id == base["armorm"].run_id and tta["gemma"].run_id != base["gemma"].run_id

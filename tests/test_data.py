@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core.data import competition as D
+from replicator.core.data import competition, files, hub, splits
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.rows import DataContext, make_row, prompt_group
 from replicator.plugins.alpacaeval import AlpacaEvalPairs
@@ -37,7 +37,8 @@ def good_rows() -> list[dict]:
         {"id": "90321577", "model_a": "vicuna-13b", "model_b": "claude-instant-1",
          "prompt": j("Write a haiku about autumn rain.", "Now make it rhyme."),
          "response_a": j("Cold rain on red leaves\nthe gutter hums a low song\nsummer washes out",
-                         "Rain falls on the lane,\nleaves drift down again and again,\nautumn's soft refrain."),
+                         "Rain falls on the lane,\nleaves drift down again and again,\n"
+                         "autumn's soft refrain."),
          "response_b": j("Grey drops on the pane\nmaples bow their heavy heads\nthe year exhales slow",
                          "Soft rain on the plain,\nleaves like embers in the lane,\nsummer's gone again."),
          "winner_model_a": "0", "winner_model_b": "0", "winner_tie": "1"},
@@ -62,7 +63,7 @@ def bad(tmp_path, edit: dict, row: int = 1, require_labels: bool = True) -> Data
     rows[row].update(edit)
     path = write_csv(tmp_path / "train.csv", rows)
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(path, require_labels=require_labels)
+        competition.read_competition_csv(path, require_labels=require_labels)
     return ei.value
 
 
@@ -79,7 +80,8 @@ def names(err: DataError, rid: str, field: str) -> str:
 
 
 def test_reads_good_rows(tmp_path):
-    rows = D.read_competition_csv(write_csv(tmp_path / "train.csv", good_rows()), require_labels=True)
+    path = write_csv(tmp_path / "train.csv", good_rows())
+    rows = competition.read_competition_csv(path, require_labels=True)
     assert [r["id"] for r in rows] == ["4410732", "90321577", "118290"]
     assert rows[0]["label"] == [1.0, 0.0, 0.0] and rows[1]["label"] == [0.0, 0.0, 1.0]
     assert rows[1]["prompt"] == ["Write a haiku about autumn rain.", "Now make it rhyme."]
@@ -90,13 +92,13 @@ def test_reads_good_rows(tmp_path):
 def test_ids_keep_their_text(tmp_path):
     rows = good_rows()
     rows[0]["id"], rows[1]["id"] = "000123", "1e5"
-    out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+    out = competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert [r["id"] for r in out[:2]] == ["000123", "1e5"]
 
 
 def test_test_file_without_labels_or_models(tmp_path):
     path = write_csv(tmp_path / "test.csv", good_rows(), columns=TEST_COLS)
-    rows = D.read_competition_csv(path, require_labels=False)
+    rows = competition.read_competition_csv(path, require_labels=False)
     assert len(rows) == 3 and all(r["label"] is None and r["model_a"] is None for r in rows)
 
 
@@ -105,7 +107,7 @@ def test_null_turns_become_empty(tmp_path, caplog):
     rows = good_rows()
     rows[0]["response_a"] = j(None)
     rows[1]["response_b"] = j("Grey drops on the pane", None)
-    out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+    out = competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert out[0]["response_a"] == [""]
     assert out[1]["response_b"] == ["Grey drops on the pane", ""]
     logged = [r.getMessage() for r in caplog.records if r.name == "replicator.core.data.competition"]
@@ -117,7 +119,7 @@ def test_mismatched_turns_are_padded_and_counted(tmp_path, caplog):
     rows = good_rows()
     rows[1]["response_b"] = j("Grey drops on the pane")  # the second round is missing
     rows[2]["prompt"] = j("What is the capital of Australia?", "And of Canada?")
-    out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+    out = competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert out[1]["response_b"] == ["Grey drops on the pane", ""]
     assert len(out[1]["prompt"]) == len(out[1]["response_a"]) == 2
     assert out[2]["response_a"] == ["The capital of Australia is Sydney.", ""]
@@ -130,7 +132,7 @@ def test_lone_surrogates_become_replacement_char(tmp_path):
     rows = good_rows()
     # raw JSON text as in the real data: an unpaired high surrogate, then a valid pair
     rows[0]["response_a"] = '["Here you go \\ud83d and a smile \\ud83d\\ude00"]'
-    out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+    out = competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     text = out[0]["response_a"][0]
     assert text == "Here you go \ufffd and a smile \U0001F600"
     text.encode("utf-8")  # strict: no surrogates left
@@ -139,7 +141,7 @@ def test_lone_surrogates_become_replacement_char(tmp_path):
 def test_bom_is_ignored(tmp_path):
     path = write_csv(tmp_path / "train.csv", good_rows())
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    assert len(D.read_competition_csv(path, require_labels=True)) == 3
+    assert len(competition.read_competition_csv(path, require_labels=True)) == 3
 
 
 # --- rejected input --------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def test_labels_not_one_hot(tmp_path, labels):
 def test_float_labels_accepted(tmp_path):
     rows = good_rows()
     rows[0].update(winner_model_a="1.0", winner_model_b="0.0", winner_tie="0.0")
-    out = D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+    out = competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert out[0]["label"] == [1.0, 0.0, 0.0]
 
 
@@ -185,7 +187,7 @@ def test_all_bad_rows_are_collected(tmp_path):
     rows[0]["winner_tie"] = "1"
     rows[2]["prompt"] = "What is the capital of Australia?"
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+        competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     assert {p[0] for p in ei.value.problems} == {"4410732", "118290"}
     assert "2 bad row(s)" in str(ei.value)
 
@@ -194,27 +196,27 @@ def test_missing_columns(tmp_path):
     cols = [c for c in TRAIN_COLS if c not in ("winner_tie", "response_b")]
     path = write_csv(tmp_path / "train.csv", good_rows(), columns=cols)
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(path, require_labels=True)
+        competition.read_competition_csv(path, require_labels=True)
     text = str(ei.value)
     assert str(path) in text and "(header)" in text
     assert "winner_tie" in text and "response_b" in text
     # the test format needs no labels, but still its turns
     path = write_csv(tmp_path / "test.csv", good_rows(), columns=["id", "prompt", "response_a"])
     with pytest.raises(DataError, match="response_b"):
-        D.read_competition_csv(path, require_labels=False)
+        competition.read_competition_csv(path, require_labels=False)
 
 
 def test_partial_label_columns_rejected_for_test(tmp_path):
     path = write_csv(tmp_path / "test.csv", good_rows(), columns=TEST_COLS + ["winner_model_a"])
     with pytest.raises(DataError, match="all-or-nothing"):
-        D.read_competition_csv(path, require_labels=False)
+        competition.read_competition_csv(path, require_labels=False)
 
 
 def test_duplicate_ids(tmp_path):
     rows = good_rows()
     rows[2]["id"] = rows[0]["id"]
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
+        competition.read_competition_csv(write_csv(tmp_path / "train.csv", rows), require_labels=True)
     text = names(ei.value, "4410732", "id")
     assert "duplicate" in text and "row 1" in text and "row 3" in text and "line 2" in text
 
@@ -230,7 +232,7 @@ def test_non_utf8_bytes(tmp_path):
     raw = path.read_bytes().replace(b"Grey drops", b"Gr\xe9y drops")  # latin-1 é
     path.write_bytes(raw)
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(path, require_labels=True)
+        competition.read_competition_csv(path, require_labels=True)
     assert "not valid UTF-8" in names(ei.value, "90321577", "response_b")
 
 
@@ -238,7 +240,7 @@ def test_non_utf8_bytes_in_id(tmp_path):
     path = write_csv(tmp_path / "train.csv", good_rows())
     path.write_bytes(path.read_bytes().replace(b"118290", b"1182\xff90"))
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(path, require_labels=True)
+        competition.read_competition_csv(path, require_labels=True)
     assert [p[:2] for p in ei.value.problems] == [("line 4", "id")]
 
 
@@ -249,7 +251,7 @@ def test_line_numbers_count_multiline_records(tmp_path):
     path = write_csv(tmp_path / "train.csv", rows)
     assert path.read_text().count("\n") == 6  # header + 3 records, the first spanning 3 lines
     with pytest.raises(DataError) as ei:
-        D.read_competition_csv(path, require_labels=True)
+        competition.read_competition_csv(path, require_labels=True)
     assert [p[:2] for p in ei.value.problems] == [("line 6", "id")]
 
 
@@ -258,12 +260,12 @@ def test_ragged_record(tmp_path):
     with open(path, "a", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerow(["555", "gpt-4", "palm-2", j("hi"), j("hello")])
     with pytest.raises(DataError, match="expected 9 fields"):
-        D.read_competition_csv(path, require_labels=True)
+        competition.read_competition_csv(path, require_labels=True)
 
 
 def test_header_only(tmp_path):
     with pytest.raises(DataError, match="no data rows"):
-        D.read_competition_csv(write_csv(tmp_path / "train.csv", []), require_labels=True)
+        competition.read_competition_csv(write_csv(tmp_path / "train.csv", []), require_labels=True)
 
 
 def test_rows_from_records_uses_same_rules():
@@ -271,7 +273,7 @@ def test_rows_from_records_uses_same_rules():
     recs[0]["winner_model_a"] = 1  # typed values as a hub dataset gives them
     recs[1]["winner_model_a"], recs[1]["winner_tie"] = 1, 1
     with pytest.raises(DataError) as ei:
-        D.rows_from_records(recs, "hf://datasets/x", require_labels=True)
+        competition.rows_from_records(recs, "hf://datasets/x", require_labels=True)
     assert [p[0] for p in ei.value.problems] == ["90321577"]
 
 
@@ -285,21 +287,21 @@ def test_load_hub_55k_validates(monkeypatch):
             r[k] = int(r[k])
     ds = datasets.Dataset.from_list(recs)
     monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, split: ds)
-    rows = D.load_hub_55k("someone/arena-55k")
+    rows = hub.load_hub_55k("someone/arena-55k")
     assert [r["id"] for r in rows] == ["4410732", "90321577", "118290"]
     assert rows[1]["label"] == [0.0, 0.0, 1.0]
 
 
 def test_hub_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert D.hub_reachable() is False
+    assert hub.hub_reachable() is False
 
 
 def test_data_dir(monkeypatch):
     monkeypatch.delenv("REPLICATOR_DATA_DIR", raising=False)
-    assert D.data_dir() == Path("data")
+    assert files.data_dir() == Path("data")
     monkeypatch.setenv("REPLICATOR_DATA_DIR", "/somewhere/data")
-    assert D.data_dir() == Path("/somewhere/data")
+    assert files.data_dir() == Path("/somewhere/data")
 
 
 # --- splits ----------------------------------------------------------------------------------
@@ -324,13 +326,13 @@ def many_rows(n=240, seed=0) -> list[dict]:
 
 def test_split_valid_grouped_and_deterministic():
     rows = many_rows()
-    train, valid = D.split_valid(rows, 0.2, seed=7)
+    train, valid = splits.split_valid(rows, 0.2, seed=7)
     assert len(train) + len(valid) == len(rows)
     assert not {r["group"] for r in train} & {r["group"] for r in valid}
     assert abs(len(valid) - 48) <= 30
-    again = D.split_valid(list(reversed(rows)), 0.2, seed=7)[1]
+    again = splits.split_valid(list(reversed(rows)), 0.2, seed=7)[1]
     assert {r["id"] for r in again} == {r["id"] for r in valid}  # independent of input order
-    other = D.split_valid(rows, 0.2, seed=8)[1]
+    other = splits.split_valid(rows, 0.2, seed=8)[1]
     assert {r["id"] for r in other} != {r["id"] for r in valid}
 
 
@@ -338,13 +340,13 @@ def test_split_fold_partitions():
     rows = many_rows()
     seen = []
     for k in range(5):
-        train, valid = D.split_fold(rows, 5, k, seed=3)
+        train, valid = splits.split_fold(rows, 5, k, seed=3)
         assert len(train) + len(valid) == len(rows)
         assert not {r["group"] for r in train} & {r["group"] for r in valid}
         seen += [r["id"] for r in valid]
     assert sorted(seen) == sorted(r["id"] for r in rows)
-    assert [r["id"] for r in D.split_fold(rows, 5, 2, seed=3)[1]] == \
-           [r["id"] for r in D.split_fold(rows, 5, 2, seed=3)[1]]
+    assert [r["id"] for r in splits.split_fold(rows, 5, 2, seed=3)[1]] == \
+           [r["id"] for r in splits.split_fold(rows, 5, 2, seed=3)[1]]
 
 
 # --- the kaggle_csv source -------------------------------------------------------------------
@@ -405,7 +407,7 @@ def test_kaggle_csv_hub_fallback(tmp_path, monkeypatch):
         return datasets.Dataset.from_list(recs)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setattr(D, "hub_reachable", lambda timeout=3: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3: True)
     src = KaggleCSV(valid_fraction=0.3)
     assert src.data_check(tmp_path) == []
     ctx = DataContext(data_dir=tmp_path, seed=0)
@@ -440,7 +442,8 @@ def test_kaggle_csv_check_missing_file(tmp_path, monkeypatch):
     assert len(problems) == 1
     msg = problems[0]
     assert str(tmp_path / "lmsys-chatbot-arena" / "train.csv") in msg
-    assert "REPLICATOR_DATA_DIR" in msg and "absolute" in msg and "lmsys/lmsys-arena-human-preference-55k" in msg
+    assert ("REPLICATOR_DATA_DIR" in msg and "absolute" in msg
+            and "lmsys/lmsys-arena-human-preference-55k" in msg)
     with pytest.raises(ReplicatorError, match="REPLICATOR_DATA_DIR"):
         KaggleCSV().data_sources("train", DataContext(data_dir=tmp_path, seed=0))
     assert KaggleCSV(hub_id=None).data_check(tmp_path)
@@ -456,7 +459,8 @@ def alpaca_dir(tmp_path) -> Path:
     df = pd.DataFrame({
         "instruction": ["Give three tips for staying healthy.", "What is the capital of Australia?",
                         "Translate 'good morning' into Spanish.", "Write a limerick about a cat."],
-        "output_1": ["Eat vegetables, sleep well, walk daily.", "Sydney.", "Buenos días.", "There once was a cat..."],
+        "output_1": ["Eat vegetables, sleep well, walk daily.", "Sydney.", "Buenos días.",
+                     "There once was a cat..."],
         "generator_1": ["gpt4_1106_preview"] * 4,
         "output_2": ["Drink water.", "Canberra.", "Buenos días.", "A cat from Peru..."],
         "generator_2": ["alpaca-7b", "vicuna-13b", "alpaca-7b", "falcon-40b-instruct"],
@@ -508,7 +512,8 @@ def test_alpacaeval_max_rows_and_bad_preference(tmp_path):
     df.to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(DataError) as ei:
         AlpacaEvalPairs(file=str(tmp_path / "bad.parquet")).data_sources("train", ctx)
-    assert [p[:2] for p in ei.value.problems] == [("alpacaeval-1", "preference"), ("alpacaeval-3", "preference")]
+    assert [p[:2] for p in ei.value.problems] == [("alpacaeval-1", "preference"),
+                                                  ("alpacaeval-3", "preference")]
 
 
 def test_alpacaeval_check(tmp_path):
@@ -530,7 +535,7 @@ def real_dir() -> Path:
 @pytest.mark.real_data
 def test_real_competition_csv():
     path = real_dir() / "lmsys-chatbot-arena" / "train.csv"
-    rows = D.read_competition_csv(path, require_labels=True)
+    rows = competition.read_competition_csv(path, require_labels=True)
     assert len(rows) == 1478
     assert len({r["id"] for r in rows}) == 1478
     for r in rows:
@@ -561,8 +566,8 @@ def test_two_equal_blocks_register():
     from replicator.core.config.catalogue import build_plugins
 
     blocks = {"a": {"use": "kaggle_csv"}, "b": {"use": "kaggle_csv"}, "c": {"use": "alpacaeval_pairs"},
-              "d": {"use": "alpacaeval_pairs"}, "prompt": {"use": "plain_turns"}, "head": {"use": "default_head"},
-              "loss": {"use": "cross_entropy"}}
+              "d": {"use": "alpacaeval_pairs"}, "prompt": {"use": "plain_turns"},
+              "head": {"use": "default_head"}, "loss": {"use": "cross_entropy"}}
     assert KaggleCSV() == KaggleCSV()
     plugins = build_plugins(blocks, "t.yaml")
     assert [alias for alias, _ in plugins.providers("data_sources")] == ["a", "b", "c", "d"]

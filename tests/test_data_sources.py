@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.core.data import competition as D
+from replicator.core.data import splits
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.rows import DataContext, make_row, prompt_group
 from replicator.plugins.arena_33k import Arena33k as _Arena33k
@@ -58,13 +58,13 @@ def arena_records() -> list[dict]:
     """Five battles in the chatbot_arena_conversations schema (hand-written)."""
     base = {"judge": "arena_user_1204", "anony": True, "language": "English", "tstamp": 1682351591.1322}
     return [
-        {**base, "question_id": "58210e39b3fd4441a2bd4a518bb44c2d", "model_a": "chatglm-6b", "model_b": "koala-13b",
-         "winner": "model_b", "turn": 1,
+        {**base, "question_id": "58210e39b3fd4441a2bd4a518bb44c2d", "model_a": "chatglm-6b",
+         "model_b": "koala-13b", "winner": "model_b", "turn": 1,
          "conversation_a": conv("What is the difference between OpenCL and CUDA?",
                                 "OpenCL and CUDA are two different programming models."),
          "conversation_b": conv("What is the difference between OpenCL and CUDA?",
-                                "CUDA is NVIDIA's proprietary platform; OpenCL is an open standard that runs on "
-                                "GPUs and CPUs from many vendors.")},
+                                "CUDA is NVIDIA's proprietary platform; OpenCL is an open standard that "
+                                "runs on GPUs and CPUs from many vendors.")},
         {**base, "question_id": "2564acd09e3942fd97657d05282d4389", "model_a": "oasst-pythia-12b",
          "model_b": "alpaca-13b", "winner": "tie", "turn": 1,
          "conversation_a": conv("Why did my parent not invite me to their wedding?",
@@ -83,11 +83,11 @@ def arena_records() -> list[dict]:
          "conversation_a": conv("Cuál es la capital de Australia?", "La capital de Australia es Sídney."),
          "conversation_b": conv("Cuál es la capital de Australia?", "Melbourne.")},
         # an A/B-swapped duplicate of the first battle (dedup drops it)
-        {**base, "question_id": "c0fd8b8d0e1c4c0e9a1e8bd3b1c1f001", "model_a": "koala-13b", "model_b": "chatglm-6b",
-         "winner": "model_a", "turn": 1,
+        {**base, "question_id": "c0fd8b8d0e1c4c0e9a1e8bd3b1c1f001", "model_a": "koala-13b",
+         "model_b": "chatglm-6b", "winner": "model_a", "turn": 1,
          "conversation_a": conv("What is the difference between  OpenCL and CUDA?",
-                                "CUDA is NVIDIA's proprietary platform; OpenCL is an open standard that runs on "
-                                "GPUs and CPUs from many vendors."),
+                                "CUDA is NVIDIA's proprietary platform; OpenCL is an open standard that "
+                                "runs on GPUs and CPUs from many vendors."),
          "conversation_b": conv("What is the difference between OpenCL and CUDA?",
                                 "OpenCL and CUDA are two different programming models.")},
     ]
@@ -129,16 +129,20 @@ def test_arena_formats_convert_the_same(tmp_path, fmt):
     assert r3["label"] == [0.0, 0.0, 1.0]  # tie (bothbad) is a tie
     # multi-turn: prompt = user turns, responses = assistant turns; a null reply becomes ""
     assert r2["prompt"] == ["Fuji vs. Nikon, which is better?", "Which one has better lenses for wildlife?"]
-    assert r2["response_a"] == ["Both make excellent cameras.", "Nikon has a wider range of long telephoto lenses."]
+    assert r2["response_a"] == ["Both make excellent cameras.",
+                                "Nikon has a wider range of long telephoto lenses."]
     assert r2["response_b"] == ["It depends on what you shoot.", ""]
-    assert rows == Arena33k(dedup=False, file=f"arena-33k/battles.{fmt}").data_sources("train", DataContext(tmp_path, 0))
+    assert rows == Arena33k(dedup=False, file=f"arena-33k/battles.{fmt}").data_sources(
+        "train", DataContext(tmp_path, 0))
 
 
 def test_arena_winner_mapping():
     assert winner_label("model_a") == [1, 0, 0]
     assert winner_label("model_b") == [0, 1, 0]
-    assert winner_label("tie") == winner_label("tie (bothbad)") == winner_label(" Tie  (bothbad) ") == [0, 0, 1]
-    assert winner_label("bothbad") is None and winner_label(None) is None and winner_label(float("nan")) is None
+    assert (winner_label("tie") == winner_label("tie (bothbad)") == winner_label(" Tie  (bothbad) ")
+            == [0, 0, 1])
+    assert (winner_label("bothbad") is None and winner_label(None) is None
+            and winner_label(float("nan")) is None)
 
 
 def test_arena_dedup_within_set_and_against_valid(tmp_path, caplog):
@@ -189,8 +193,10 @@ def test_arena_competition_schema(tmp_path):
     ({"winner": "bothbad"}, "winner", "expected one of model_a, model_b, tie, tie (bothbad)"),
     ({"winner": None}, "winner", "got None"),
     ({"conversation_b": "not json"}, "conversation_b", "invalid JSON"),
-    ({"conversation_a": [{"role": "assistant", "content": "Hi"}]}, "conversation_a", "before any user message"),
-    ({"conversation_a": [{"role": "narrator", "content": "Hi"}]}, "conversation_a", "unknown role 'narrator'"),
+    ({"conversation_a": [{"role": "assistant", "content": "Hi"}]}, "conversation_a",
+     "before any user message"),
+    ({"conversation_a": [{"role": "narrator", "content": "Hi"}]}, "conversation_a",
+     "unknown role 'narrator'"),
     ({"conversation_a": [{"role": "user", "content": 42}]}, "conversation_a", "content is a int"),
     ({"conversation_b": []}, "conversation_b", "no user message"),
 ])
@@ -224,7 +230,8 @@ def test_arena_check_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (msg,) = Arena33k().data_check(tmp_path)
     assert "33k arena data not found" in msg and str(tmp_path / "arena-33k") in msg
-    assert "REPLICATOR_DATA_DIR" in msg and "absolute path" in msg and "lmsys/chatbot_arena_conversations" in msg
+    assert ("REPLICATOR_DATA_DIR" in msg and "absolute path" in msg
+            and "lmsys/chatbot_arena_conversations" in msg)
     (msg,) = Arena33k(hub_id=None).data_check(tmp_path)
     assert "Hugging Face" not in msg
     with pytest.raises(ReplicatorError, match="33k arena data not found"):
@@ -249,8 +256,9 @@ def test_arena_params_rejected():
 def uf_binarized() -> list[dict]:
     """Rated pairs in the ultrafeedback_binarized schema (hand-written); ratings 1-10."""
     rows = []
-    topics = ["photosynthesis", "the French Revolution", "binary search", "compound interest", "plate tectonics",
-              "the Pythagorean theorem", "vaccines", "black holes", "supply and demand", "recursion"]
+    topics = ["photosynthesis", "the French Revolution", "binary search", "compound interest",
+              "plate tectonics", "the Pythagorean theorem", "vaccines", "black holes", "supply and demand",
+              "recursion"]
     for i in range(60):
         t = topics[i % len(topics)]
         q = f"Explain {t} to a twelve-year-old." + ("" if i < len(topics) else f" Use example #{i}.")
@@ -306,7 +314,8 @@ def test_ultrafeedback_binarized_soft_labels_and_order(tmp_path):
 
 def test_ultrafeedback_hard_and_no_ties(tmp_path, caplog):
     path = write_parquet(tmp_path / "uf.parquet", uf_binarized())
-    rows = UltraFeedbackPairs(file=str(path), temperature=0.0, ties=False).data_sources("train", DataContext(tmp_path, 0))
+    rows = UltraFeedbackPairs(file=str(path), temperature=0.0, ties=False).data_sources(
+        "train", DataContext(tmp_path, 0))
     n_equal = sum(s["score_chosen"] == s["score_rejected"] for s in uf_binarized())
     assert len(rows) == 60 - n_equal
     assert f"dropped {n_equal} pair(s) with equal ratings" in caplog.text
@@ -332,13 +341,15 @@ def test_ultrafeedback_raw_schema_and_messages(tmp_path):
     assert "" in best_worst["response_a"] + best_worst["response_b"]
     (best_random,) = UltraFeedbackPairs(file=str(path)).data_sources("train", DataContext(tmp_path, 0))
     assert "gpt-4" in (best_random["model_a"], best_random["model_b"])
-    allp = UltraFeedbackPairs(file=str(path), pairing="all_pairs").data_sources("train", DataContext(tmp_path, 0))
+    allp = UltraFeedbackPairs(file=str(path), pairing="all_pairs").data_sources(
+        "train", DataContext(tmp_path, 0))
     assert len(allp) == 6 and len({r["id"] for r in allp}) == 6
     check_labels(allp + [best_worst, best_random])
     # binarized with whole conversations as chosen/rejected
     msgs = [{"prompt": "What is 2+2?", "prompt_id": "p1", "score_chosen": 10.0, "score_rejected": 3.0,
              "chosen": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}],
-             "rejected": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "22"}]}]
+             "rejected": [{"role": "user", "content": "What is 2+2?"},
+                          {"role": "assistant", "content": "22"}]}]
     (r,) = UltraFeedbackPairs(file=str(write_parquet(tmp_path / "m.parquet", msgs))).data_sources(
         "train", DataContext(tmp_path, 0))
     assert r["prompt"] == ["What is 2+2?"] and {r["response_a"][0], r["response_b"][0]} == {"4", "22"}
@@ -351,7 +362,8 @@ def test_ultrafeedback_malformed_and_check(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         UltraFeedbackPairs(file=str(path)).data_sources("train", DataContext(tmp_path, 0))
     assert e.value.file == str(path)
-    assert e.value.problems == [("0002000200020002 (record 2)", "score_rejected", "expected a finite number, got nan")]
+    assert e.value.problems == [
+        ("0002000200020002 (record 2)", "score_rejected", "expected a finite number, got nan")]
     with pytest.raises(DataError, match="expected the binarized columns"):
         UltraFeedbackPairs(file=str(write_parquet(tmp_path / "x.parquet", [{"q": "hi"}]))).data_sources(
             "train", DataContext(tmp_path, 0))
@@ -365,7 +377,8 @@ def test_ultrafeedback_malformed_and_check(tmp_path, monkeypatch):
 def test_ultrafeedback_dedup_valid(tmp_path, caplog):
     path = write_parquet(tmp_path / "uf.parquet", uf_binarized())
     valid = {prompt_group(["Explain binary search to a twelve-year-old."])}
-    rows = UltraFeedbackPairs(file=str(path)).data_sources("train", DataContext(tmp_path, 0, valid_groups=valid))
+    rows = UltraFeedbackPairs(file=str(path)).data_sources("train",
+                                                           DataContext(tmp_path, 0, valid_groups=valid))
     assert len(rows) == 59 and "dropped 1 of 60" in caplog.text
     assert UltraFeedbackPairs(file=str(path)).data_sources("valid", DataContext(tmp_path, 0)) is None
 
@@ -377,14 +390,15 @@ def test_ultrafeedback_dedup_valid(tmp_path, caplog):
 def hh_records() -> list[dict]:
     """HH-RLHF style transcripts (hand-written): single-turn, multi-turn, doubled marker, empty last reply."""
     recs = [
-        {"chosen": "\n\nHuman: How do I get a splinter out?\n\nAssistant: Clean the area, then use sterilised "
-                   "tweezers to pull it out in the direction it went in.",
+        {"chosen": "\n\nHuman: How do I get a splinter out?\n\nAssistant: Clean the area, then use "
+                   "sterilised tweezers to pull it out in the direction it went in.",
          "rejected": "\n\nHuman: How do I get a splinter out?\n\nAssistant: Just leave it."},
         {"chosen": "\n\nHuman: My neighbor's dog barks all night.\n\nAssistant: That sounds frustrating.\n\n"
                    "Human: How can I make it stop?\n\nAssistant: Try talking to your neighbor first; if that "
                    "fails, contact your local council about noise rules.",
-         "rejected": "\n\nHuman: My neighbor's dog barks all night.\n\nAssistant: That sounds frustrating.\n\n"
-                     "Human: How can I make it stop?\n\nAssistant: You could put something in its food."},
+         "rejected": "\n\nHuman: My neighbor's dog barks all night.\n\nAssistant: That sounds "
+                     "frustrating.\n\nHuman: How can I make it stop?\n\nAssistant: You could put something "
+                     "in its food."},
         {"chosen": "\n\nHuman: What is a good name for a goldfish?\n\nAssistant: How about Bubbles?  Human: "
                    "something else\n\nAssistant: Or Captain Fin.",
          "rejected": "\n\nHuman: What is a good name for a goldfish?\n\nAssistant: Fish."},
@@ -394,7 +408,8 @@ def hh_records() -> list[dict]:
     ]
     for i in range(56):
         q = f"Can you recommend a book about topic number {i}?"
-        recs.append({"chosen": f"\n\nHuman: {q}\n\nAssistant: Here is a well-reviewed introduction I'd suggest.",
+        recs.append({"chosen": f"\n\nHuman: {q}\n\nAssistant: Here is a well-reviewed introduction I'd "
+                               "suggest.",
                      "rejected": f"\n\nHuman: {q}\n\nAssistant: No."})
     return recs
 
@@ -451,7 +466,8 @@ def test_hh_rlhf_conversion_and_seeded_order(tmp_path):
 @pytest.mark.parametrize("line, field, message", [
     ('{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: hello"}', "rejected", "missing"),
     ('{"chosen": 3, "rejected": "\\n\\nHuman: hi\\n\\nAssistant: hello"}', "chosen", "a int"),
-    ('{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: yo"}', "chosen", "no Assistant"),
+    ('{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: yo"}', "chosen",
+     "no Assistant"),
     ('{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: a", "rejected": "\\n\\nHuman: hey\\n\\nAssistant: b"}',
      "rejected", "Human turns differ"),
     ('{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: a", "rejected": ', "(line)", "invalid JSON"),
@@ -469,7 +485,8 @@ def test_hh_rlhf_malformed_names_file_line_field(tmp_path, line, field, message)
 
 def test_hh_rlhf_check(tmp_path):
     (msg,) = HHRLHF().data_check(tmp_path)
-    assert "HH-RLHF file not found" in msg and "REPLICATOR_DATA_DIR" in msg and "harmless-base-test.jsonl.gz" in msg
+    assert ("HH-RLHF file not found" in msg and "REPLICATOR_DATA_DIR" in msg
+            and "harmless-base-test.jsonl.gz" in msg)
     with pytest.raises(ReplicatorError, match="HH-RLHF file not found"):
         HHRLHF().data_sources("train", DataContext(tmp_path, 0))
     assert HHRLHF().data_files(tmp_path) == [tmp_path / "hh-rlhf" / "harmless-base-test.jsonl.gz"]
@@ -505,8 +522,8 @@ def write_pool_csv(path: Path) -> Path:
         ("77003", ["Write a tweet about recycling.", "Shorter please."],
          ["Recycling isn't a chore, it's a habit worth keeping!", "Recycle: small habit, big impact."],
          ["Please recycle.", None]),
-        ("77004", ["How do I center a div?"], ["Use display: flex with justify-content and align-items set to "
-                                               "center."], ["Use <center>."]),
+        ("77004", ["How do I center a div?"],
+         ["Use display: flex with justify-content and align-items set to center."], ["Use <center>."]),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
@@ -537,7 +554,8 @@ def test_pseudo_labels_pool_split(tmp_path):
 def fake_outputs(pool: list[dict]) -> dict:
     probs = {"pool-77001": [0.8, 0.1, 0.1], "pool-77002": [0.3, 0.3, 0.4], "pool-77003": [0.7, 0.2, 0.1],
              "pool-77004": [2.0, 6.0, 2.0]}  # unnormalised: renormalised to [0.2, 0.6, 0.2]
-    return {"teacher": {"pool": probs, "pool_rows": [{k: v for k, v in r.items() if k != "label"} for r in pool]}}
+    return {"teacher": {"pool": probs,
+                        "pool_rows": [{k: v for k, v in r.items() if k != "label"} for r in pool]}}
 
 
 def test_pseudo_labels_from_stage(tmp_path, caplog):
@@ -575,7 +593,8 @@ def test_pseudo_labels_errors(tmp_path):
         PseudoLabels(from_stage="teacher").data_sources("train", DataContext(tmp_path, 0, stage_outputs=bad))
     missing = {"teacher": {"pool": {"pool-2": [1, 0, 0]}, "pool_rows": [row]}}
     with pytest.raises(ReplicatorError, match="no pool prediction for row pool-1"):
-        PseudoLabels(from_stage="teacher").data_sources("train", DataContext(tmp_path, 0, stage_outputs=missing))
+        PseudoLabels(from_stage="teacher").data_sources("train",
+                                                        DataContext(tmp_path, 0, stage_outputs=missing))
     with pytest.raises(ValueError, match="give file"):
         PseudoLabels()
     with pytest.raises(ValueError, match="min_confidence"):
@@ -600,10 +619,10 @@ def test_pseudo_labels_bad_csv_names_row(tmp_path):
 
 
 def test_seeded_coin_balanced_and_stable():
-    flips = [D.seeded_coin(0, f"row-{i}") for i in range(1000)]
+    flips = [splits.seeded_coin(0, f"row-{i}") for i in range(1000)]
     assert 450 < sum(flips) < 550
-    assert flips == [D.seeded_coin(0, f"row-{i}") for i in range(1000)]
-    assert flips != [D.seeded_coin(1, f"row-{i}") for i in range(1000)]
+    assert flips == [splits.seeded_coin(0, f"row-{i}") for i in range(1000)]
+    assert flips != [splits.seeded_coin(1, f"row-{i}") for i in range(1000)]
 
 
 def test_extra_data_is_deduplicated_against_test_prompts_too(tmp_path, caplog):

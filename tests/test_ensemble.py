@@ -13,8 +13,8 @@ from replicator.core.config.recipe import resolve
 from replicator.core.config.sections import FoldsConfig
 from replicator.core.errors import RecipeError, ReplicatorError
 from replicator.core.run import ensemble as E
+from replicator.core.run.finished_runs import view_probs
 from replicator.core.run.folds import average_weights, concat_oof, fold_overrides
-from replicator.core.run.submission import view_probs
 from replicator.core.scoring.metrics import log_loss
 from replicator.core.scoring.row_predictions import RowPreds
 

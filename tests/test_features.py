@@ -21,7 +21,8 @@ from .conftest import RECIPES, synthetic_rows, write_csv
 CPU = RECIPES / "cpu.yaml"
 #: the cpu recipe's tiny toggle on every synthetic row, with a short budget and a small C grid
 TINY_FEATURES = ["train.max_rows=0", "predict.max_rows=0", "model.features.max_length=64",
-                 "model.features.prompt_tokens=16", "model.features.c_grid=[0.01,1.0]", "model.features.cv_folds=3"]
+                 "model.features.prompt_tokens=16", "model.features.c_grid=[0.01,1.0]",
+                 "model.features.cv_folds=3"]
 
 
 class WordTokenizer:
@@ -40,7 +41,8 @@ def test_encode_response_keeps_the_prompt_tail_and_the_response_head():
     assert ids[1:start] == tok("User: " + "p" * 100 + "\n\n")["input_ids"][-10:]  # the prompt's last tokens
     assert ids[start:] == tok("Assistant: " + "r" * 100 + "\n\n")["input_ids"][:39]  # the response's first
     ids, start = F.encode_response(tok, ["p" * 100], ["r"], max_length=50, prompt_tokens=10)
-    assert len(ids) == 50 and len(ids) - start == len("Assistant: r\n\n")  # a short response lends the prompt room
+    # a short response lends the prompt room
+    assert len(ids) == 50 and len(ids) - start == len("Assistant: r\n\n")
     ids, start = F.encode_response(tok, ["hi", "again"], ["yes", None], max_length=200, prompt_tokens=100)
     assert len(ids) == 1 + len("User: hi\n\nUser: again\n\n") + len("Assistant: yes\n\nAssistant: \n\n")
 
@@ -103,7 +105,8 @@ def test_text_inputs_are_swap_aware_and_name_what_they_count():
             _row(["same words"], ["same words"])]
     inputs = F.row_inputs(rows, FeaturesConfig())
     counts = dict(zip(F.STYLE, np.expm1(inputs["style"][0, 1]).round(6), strict=True))
-    assert counts == {"refusal": 0, "bold": 2, "headers": 1, "questions": 1, "digits": 1, "paragraphs": 1, "links": 1}
+    assert counts == {"refusal": 0, "bold": 2, "headers": 1, "questions": 1, "digits": 1, "paragraphs": 1,
+                      "links": 1}
     assert np.expm1(inputs["style"][0, 0, 0]) == 1  # A refuses
     assert inputs["pair"][1].tolist() == [1.0, 1.0, 0.0] and inputs["pair"][0, 1] == 0
     x, xs = F.design(None, inputs), F.design(None, inputs, swapped=True)
@@ -128,11 +131,12 @@ def test_features_config_is_validated(isolated):
 
 def test_features_run_end_to_end_cache_reuse_and_predict(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     resolved = resolve(CPU, ["tiny"], TINY_FEATURES, data_dir=data_dir())
     run_dir, m, reused = run(resolved, data_dir(), progress=False)
-    assert not reused and m["stages"]["main"]["model"]["kind"] == "frozen_features" and m["head_C"] in (0.01, 1.0)
+    assert (not reused and m["stages"]["main"]["model"]["kind"] == "frozen_features"
+            and m["head_C"] in (0.01, 1.0))
     assert set(m["head_cv_log_loss"]) == {"0.01", "1.0"}
     assert m["tta_log_loss"] == m["log_loss"]  # the head is swap-symmetric by construction
     assert "baseline_length_log_loss" in m and m["n_valid_rows"] > 0
@@ -163,14 +167,15 @@ def test_changed_encoding_settings_use_another_cache_folder(isolated, monkeypatc
 def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
     def r(i, source, group):
         return {"id": i, "source": source, "group": group}
-    train = [r(1, "kaggle_csv", "g1"), r(2, "mt_bench", "g9"), r(3, "mt_bench", "g1"), r(4, "kaggle_csv", "g2")]
+    train = [r(1, "kaggle_csv", "g1"), r(2, "mt_bench", "g9"), r(3, "mt_bench", "g1"),
+             r(4, "kaggle_csv", "g2")]
     valid = [r(5, "kaggle_csv", "g3")]
     scored, extra = F.scored_pool(train, valid)
     assert [x["id"] for x in scored] == [1, 4, 5] and [x["id"] for x in extra] == [2]  # id 3 shares g1
 
 
 def test_crossfit_scores_every_row_out_of_fold_with_baselines_alike(isolated, monkeypatch):
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
     from replicator.core.scoring.row_predictions import read_row_predictions
 
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from replicator.core.config.canonical import plain
 from replicator.core.config.recipe import resolve
 from replicator.core.params import param
 from replicator.core.run import fingerprint as F
@@ -61,7 +62,7 @@ def test_private_fields_are_left_out():
         _cache: dict = dataclasses.field(default_factory=dict)
         b: tuple = (1, 2)
 
-    assert F.plain(P()) == {"a": 1, "b": [1, 2]}
+    assert plain(P()) == {"a": 1, "b": [1, 2]}
 
 
 def test_the_hash_is_of_the_complete_config(bare, tmp_path):
@@ -85,8 +86,10 @@ def test_resolved_yaml_resolves_again_to_the_same_config(name, tmp_path):
         again.write_text(r.to_yaml())
         r2 = resolve(again, check_plugins=False)
         assert r2.complete == r.complete and r2.config_hash == r.config_hash, (name, t)
-        assert [(s.name, s.model, s.train, s.predict, s.from_stage, s.reinit_head, s.outputs) for s in r2.stages] == \
-            [(s.name, s.model, s.train, s.predict, s.from_stage, s.reinit_head, s.outputs) for s in r.stages]
+        assert ([(s.name, s.model, s.train, s.predict, s.from_stage, s.reinit_head, s.outputs)
+                 for s in r2.stages]
+                == [(s.name, s.model, s.train, s.predict, s.from_stage, s.reinit_head, s.outputs)
+                    for s in r.stages])
 
 
 def test_identical_inputs_give_the_same_id(synthetic_data_dir):

@@ -29,7 +29,7 @@ FULL = ["model.lora=null", "train.optimizer=adamw_kahan", "train.lr=1e-4", "trai
 
 def _one(overrides):
     r = resolve(RECIPES / "smoke.yaml", [], overrides)
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     run_recipe(r, data_dir(), progress=False)
     run_dir = Path(os.environ["REPLICATOR_REPORTS"]) / "smoke"
@@ -55,7 +55,8 @@ def _weights(isolated, run_dir: Path) -> dict:
     return load_file(str(isolated / "artifacts" / "smoke" / run_dir.name / "main" / WEIGHTS))
 
 
-def _same_numbers(isolated, one_dir: Path, two_dir: Path, keys=("log_loss", "tta_log_loss", "final_log_loss")):
+def _same_numbers(isolated, one_dir: Path, two_dir: Path,
+                  keys=("log_loss", "tta_log_loss", "final_log_loss")):
     one, two = (json.loads((d / "metrics.json").read_text()) for d in (one_dir, two_dir))
     s1, s2 = one["stages"]["main"], two["stages"]["main"]
     assert s1["optimizer_steps"] == s2["optimizer_steps"] and s1["train_tokens"] == s2["train_tokens"]
@@ -71,7 +72,8 @@ def _same_numbers(isolated, one_dir: Path, two_dir: Path, keys=("log_loss", "tta
     return one, two
 
 
-#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64 wide)
+#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64
+#: wide)
 QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
 
 
@@ -96,7 +98,8 @@ def test_fsdp_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, 
     assert fp["sharding"] == {"main": parallel} and fp["n_processes"] == 2
     if extra is FULL:
         s1, s2 = one["stages"]["main"], two["stages"]["main"]
-        assert s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5) and s1["best_step"] == s2["best_step"]
+        assert (s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5)
+                and s1["best_step"] == s2["best_step"])
 
 
 def test_a_killed_fsdp_run_resumes_from_its_whole_checkpoint(isolated):

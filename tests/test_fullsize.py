@@ -109,7 +109,8 @@ def test_bf16_full_fine_tuning_at_2nd_lr_moves_the_weights():
     ref_model = torch.nn.ParameterList(ref.values())
     _steps(ref_model, torch.optim.AdamW(ref_model, lr=2.5e-6, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.01))
     plain_model = torch.nn.ParameterList(plain.values())
-    _steps(plain_model, torch.optim.AdamW(plain_model, lr=2.5e-6, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.01))
+    _steps(plain_model,
+           torch.optim.AdamW(plain_model, lr=2.5e-6, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.01))
 
     big = [n for n, p in start.items() if p.numel() > 1000]
     total = sum(start[n].numel() for n in big)
@@ -136,7 +137,8 @@ def test_fp32_master_weights_with_bf16_autocast_move():
     from replicator.core.train.trainer import build_optimizer, check_precision
 
     r = resolve(RECIPES / "2nd.yaml", ["tiny"], ["model.dtype=float32", "train.mixed_precision=bf16",
-                                                 "train.optimizer=adamw", "train.lr=2.5e-6"], check_plugins=False)
+                                                 "train.optimizer=adamw", "train.lr=2.5e-6"],
+                check_plugins=False)
     stage = r.stages[0]
     model, tok, _ = load_model(stage.model, build_plugins(stage.plugins, "x"))
     check_precision(model, stage.train)  # fp32 weights: a plain AdamW is fine
@@ -261,7 +263,7 @@ def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, m
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
     events = []
-    from replicator.core.model import loading as model_module
+    from replicator.core.model import inference as model_module
 
     real_outputs, real_load = pipeline.write_stage_outputs, model_module.load_for_inference
 
@@ -274,7 +276,7 @@ def test_stage_outputs_come_from_the_model_as_trained(rich_data_dir, tmp_path, m
         return real_load(cfg, plugins, weights, load_in_8bit=False)
 
     monkeypatch.setattr(pipeline, "write_stage_outputs", outputs)
-    monkeypatch.setattr("replicator.core.model.loading.load_for_inference", reload)  # imported when called
+    monkeypatch.setattr("replicator.core.model.inference.load_for_inference", reload)  # via load_predictor
     r = resolve(RECIPES / "smoke.yaml", [], TINY + [
         "train.max_steps=1", "stages={teacher: {outputs: [train], predict: {load_in_8bit: true}}, "
         "student: {plugins: {loss: {use: distill_kl_cos, teachers: [teacher]}}}}"], data_dir=rich_data_dir)
@@ -289,15 +291,16 @@ def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch)
 
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
-    r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.eval_every=2", "train.max_steps=3", "train.lr=0.05"],
-                data_dir=rich_data_dir)
+    r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.eval_every=2", "train.max_steps=3",
+                                                    "train.lr=0.05"], data_dir=rich_data_dir)
     run_dir, m, _ = pipeline.run_recipe(r, rich_data_dir, progress=False)
     evals = m["stages"]["main"]["evals"]
     assert [s for s, _ in evals] == [2, 3]
     best_step, best = min(evals, key=lambda e: e[1])
     assert m["best_step"] == best_step and math.isclose(m["best_valid_log_loss"], best)
     sart = tmp_path / "artifacts" / r.name / run_dir.name / "main"
-    best_file = next((tmp_path / "artifacts" / r.name / "steps").glob("main-train-*/best.safetensors"))  # steps.py
+    # steps.py
+    best_file = next((tmp_path / "artifacts" / r.name / "steps").glob("main-train-*/best.safetensors"))
     final, kept = load_file(str(sart / "final.safetensors")), load_file(str(best_file))
     assert final.keys() == kept.keys() and all((final[k] == kept[k]).all() for k in final)
     assert math.isclose(m["log_loss"], best, rel_tol=1e-5)  # the evaluated model is the kept one
@@ -310,7 +313,7 @@ def test_eval_every_keeps_the_best_weights(rich_data_dir, tmp_path, monkeypatch)
 @pytest.mark.parametrize("recipe", ["1st", "2nd", "3rd", "5th", "9th", "16th"])
 def test_tiny_toggle_finds_its_data_in_the_shared_folder(recipe):
     """The shared data folder as it is (no competition test.csv): each tiny toggle's sources are there."""
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     resolve(RECIPES / f"{recipe}.yaml", ["tiny"], data_dir=data_dir())
 
@@ -326,7 +329,9 @@ def test_lora_merged_before_8bit_inference(tmp_path):
     from safetensors.torch import save_file
 
     from replicator.core.config.catalogue import build_plugins
-    from replicator.core.model.loading import load_for_inference, load_model, trainable_state
+    from replicator.core.model.inference import load_for_inference
+    from replicator.core.model.loading import load_model
+    from replicator.core.model.tensors import trainable_state
 
     r = resolve(RECIPES / "9th.yaml", ["tiny"], ["model.base=tiny:llama128", "predict.load_in_8bit=true"],
                 check_plugins=False)
@@ -369,13 +374,15 @@ def test_pool_labels_are_the_mean_of_several_labellers(tmp_path):
                    "pool_rows": rows}}
     ctx = DataContext(tmp_path, 0, stage="stage2", stage_outputs=outs)
     got = {r["id"]: r["label"] for r in PseudoLabels(from_stage=["m0", "m1"]).data_sources("train", ctx)}
-    assert got["pool-0"] == pytest.approx([0.4, 0.4, 0.2]) and got["pool-2"] == pytest.approx([0.25, 0.25, 0.5])
+    assert (got["pool-0"] == pytest.approx([0.4, 0.4, 0.2])
+            and got["pool-2"] == pytest.approx([0.25, 0.25, 0.5]))
     one = {r["id"]: r["label"] for r in PseudoLabels(from_stage="m0").data_sources("train", ctx)}
     assert one["pool-0"] == pytest.approx([0.6, 0.2, 0.2])
     del outs["m1"]["pool"]["pool-1"]
     with pytest.raises(ReplicatorError, match="stage 'm1' has no pool prediction for row pool-1"):
         PseudoLabels(from_stage=["m0", "m1"]).data_sources("train", ctx)
-    assert PseudoLabels(from_stage=["m0", "m1"]).data_sources("train", DataContext(tmp_path, 0, stage="m1")) is None
+    assert PseudoLabels(from_stage=["m0", "m1"]).data_sources("train",
+                                                              DataContext(tmp_path, 0, stage="m1")) is None
 
 
 def test_judge_prompt_without_room_for_the_conversation_warns(caplog):
@@ -442,7 +449,8 @@ def test_2nd_stage1_trains_on_pab_and_papb_copies_in_one_step():
         want = (JudgePAB() if row["layout"] == "pab" else JudgePAPB()).prompt_format(
             row=row, tokenizer=tok, max_length=4340)
         assert fmt.prompt_format(row=row, tokenizer=tok, max_length=4340).input_ids == want.input_ids
-    untagged = fmt.prompt_format(row=rows[0], tokenizer=tok, max_length=4340).input_ids  # validation, test rows
+    # validation, test rows
+    untagged = fmt.prompt_format(row=rows[0], tokenizer=tok, max_length=4340).input_ids
     assert untagged == JudgePAB().prompt_format(row=rows[0], tokenizer=tok, max_length=4340).input_ids
     # the steps still take 80 samples: twice the micro-batches, the same step count as PAB alone
     t1 = s["stage1"].train
@@ -457,7 +465,8 @@ def test_a_row_with_an_unknown_layout_is_an_error_naming_row_and_field():
 
     row = dict(make_row("r7", ["q"], ["a"], ["b"]), layout="pba")
     with pytest.raises(ReplicatorError, match="row 'r7', field 'layout'"):
-        JudgeMulti().prompt_format(row=row, tokenizer=load_tokenizer(resolve_base("tiny:gemma2")), max_length=512)
+        JudgeMulti().prompt_format(row=row, tokenizer=load_tokenizer(resolve_base("tiny:gemma2")),
+                                   max_length=512)
     with pytest.raises(ValueError, match="distinct layouts"):
         JudgeMulti(train_layouts=["pab", "pab"])
 
@@ -471,7 +480,8 @@ def test_accelerates_own_sharding_launchers_are_refused():
     from replicator.core.train.trainer import check_parallel
 
     for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(ReplicatorError, match="shards the model itself.*recipes/accelerate/multi_gpu.yaml"):
+        with pytest.raises(ReplicatorError,
+                           match="shards the model itself.*recipes/accelerate/multi_gpu.yaml"):
             check_parallel(kind)
     for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         check_parallel(kind)

@@ -33,7 +33,8 @@ def test_lora_merged_then_blocks_quantized_head_kept(tmp_path):
 
     from replicator.core.config.catalogue import build_plugins
     from replicator.core.model.gptq import gptq_8bit
-    from replicator.core.model.loading import head_module, load_model, trainable_state
+    from replicator.core.model.loading import load_model
+    from replicator.core.model.tensors import head_module, trainable_state
 
     r = resolve(RECIPES / "smoke.yaml", [], TINY + GPTQ, check_plugins=False)
     plugins = build_plugins(r.final.plugins, "x")
@@ -65,13 +66,15 @@ def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_p
     import numpy as np
     import pandas as pd
 
-    from replicator.core.model import gptq
+    from replicator.core.model import gptq, inference
     from replicator.core.run import pipeline
-    from replicator.core.run.submission import predict, run_parts
+    from replicator.core.run.finished_runs import run_parts
+    from replicator.core.run.submission import predict
 
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("REPLICATOR_ARTIFACTS", str(tmp_path / "artifacts"))
-    r = resolve(RECIPES / "smoke.yaml", [], TINY + GPTQ + ["train.max_steps=2", "predict.gptq_calibration_rows=6"],
+    r = resolve(RECIPES / "smoke.yaml", [],
+                TINY + GPTQ + ["train.max_steps=2", "predict.gptq_calibration_rows=6"],
                 data_dir=rich_data_dir)
     run_dir, metrics, _ = pipeline.run_recipe(r, rich_data_dir, progress=False)
     _, stage, art = run_parts(run_dir)
@@ -80,8 +83,8 @@ def test_run_saves_calibration_rows_and_predict_reuses_them(rich_data_dir, tmp_p
     assert np.isfinite(metrics["log_loss"])
 
     seen = []
-    real = gptq.gptq_8bit
-    monkeypatch.setattr(gptq, "gptq_8bit", lambda *a: seen.append(a[3]) or real(*a))
+    real = inference.gptq_8bit
+    monkeypatch.setattr(inference, "gptq_8bit", lambda *a: seen.append(a[3]) or real(*a))
     test_csv = rich_data_dir / "lmsys-chatbot-arena" / "test.csv"
     predict(str(run_dir), test_csv, tmp_path / "sub.csv", progress=False)
     sub = pd.read_csv(tmp_path / "sub.csv")
@@ -94,7 +97,8 @@ import os
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.model.loading import load_model
 from replicator.core.config.recipe import resolve
-r = resolve(os.environ["RECIPE"], [], ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}"], check_plugins=False)
+r = resolve(os.environ["RECIPE"], [], ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}"], \
+check_plugins=False)
 load_model(r.final.model, build_plugins(r.final.plugins, "x"), train=False)
 print("env", os.environ.get("PYTORCH_ALLOC_CONF"), os.environ.get("CUDA_DEVICE_ORDER"))
 """

@@ -129,8 +129,8 @@ def test_hookimpl_argument_missing_from_the_hookspec_names_block_plugin_and_hook
 def test_one_hook_needs_exactly_one_provider_and_data_sources_need_data_files(cat):
     with pytest.raises(RecipeError, match="hook 'loss' needs exactly one plugin, found 0"):
         build_plugins({k: v for k, v in BASE.items() if k != "loss"}, "r.yaml", cat)
-    with pytest.raises(RecipeError, match=r"hook 'loss' needs exactly one plugin, found 2: loss \(cross_entropy\), "
-                                          r"loss2 \(focal_loss\)"):
+    with pytest.raises(RecipeError, match=r"hook 'loss' needs exactly one plugin, found 2: "
+                                          r"loss \(cross_entropy\), loss2 \(focal_loss\)"):
         build_plugins({**BASE, "loss2": {"use": "focal_loss"}}, "r.yaml", cat)
     with pytest.raises(RecipeError, match="implements data_sources but not data_files") as e:
         build_plugins({**BASE, "extra": {"use": "no_files"}}, "r.yaml", cat)
@@ -173,7 +173,8 @@ def test_call_order_is_the_recipe_order_for_all_and_chain_hooks(cat):
 
 def test_chain_hook_returning_none_names_the_plugin(cat):
     plugins = build_plugins({**BASE, "bad": {"use": "returns_none"}}, "r.yaml", cat)
-    with pytest.raises(ReplicatorError, match="plugin 'bad' \\(returns_none\\): hook 'augment' returned None"):
+    with pytest.raises(ReplicatorError,
+                       match="plugin 'bad' \\(returns_none\\): hook 'augment' returned None"):
         plugins.chain("augment", "rows", [], epoch=0, seed=0)
 
 
@@ -183,7 +184,8 @@ def test_one_hooks_are_firstresult():
         assert spec["firstresult"] is (kind == "one"), hook
     plugins = build_plugins(BASE, "r.yaml")
     assert callable(plugins.one("loss"))  # the provider's result itself, not a list of results
-    assert plugins.one("head", hidden_size=8, num_labels=3, model=None) is None  # default_head keeps the model's
+    # default_head keeps the model's
+    assert plugins.one("head", hidden_size=8, num_labels=3, model=None) is None
     with pytest.raises(ValueError, match="'tta' is a 'all' hook, not 'one'"):
         plugins.one("tta")
 
@@ -204,7 +206,8 @@ def test_check_data_names_each_block_with_missing_files(tmp_path, cat, monkeypat
     plugins = build_plugins({**BASE, "extra": {"use": "hh_rlhf"}, "more": {"use": "tag"}}, "r.yaml", cat)
     problems = plugins.check_data(tmp_path)
     assert [a for a, _ in problems] == ["data", "extra"]
-    assert "competition train file not found" in problems[0][1][0] and "HH-RLHF file not found" in problems[1][1][0]
+    assert ("competition train file not found" in problems[0][1][0]
+            and "HH-RLHF file not found" in problems[1][1][0])
     assert plugins.data_files(tmp_path) == [tmp_path / "hh-rlhf" / "harmless-base-test.jsonl.gz"]
 
 
@@ -218,20 +221,23 @@ def test_trace_logs_the_hook_calls_of_a_tiny_run(isolated, monkeypatch, caplog):
     import logging
 
     from replicator.core.config.recipe import resolve
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
     from replicator.core.run.pipeline import run_recipe
 
     monkeypatch.setenv("REPLICATOR_TRACE", "1")
     caplog.set_level(logging.INFO, logger="replicator.trace")
-    r = resolve(RECIPES / "smoke.yaml", ["tiny"], ["train.max_rows=16", "predict.max_rows=8", "train.max_length=64",
-                                                    "predict.max_length=64"], data_dir=data_dir())
+    r = resolve(RECIPES / "smoke.yaml", ["tiny"], ["train.max_rows=16", "predict.max_rows=8",
+                                                    "train.max_length=64", "predict.max_length=64"],
+                data_dir=data_dir())
     run_recipe(r, data_dir(), progress=False)
     lines = [TRACE.fullmatch(rec.getMessage()) for rec in caplog.records if rec.name == "replicator.trace"]
-    assert lines and all(lines), [rec.getMessage() for rec in caplog.records if rec.name == "replicator.trace"][:5]
+    assert lines and all(lines), [rec.getMessage() for rec in caplog.records
+                                  if rec.name == "replicator.trace"][:5]
     by_hook: dict[str, list] = {}
     for m in lines:
         by_hook.setdefault(m[1], []).append(m)
-    assert set(by_hook) == set(hookspecs.HOOK_KINDS)  # data_check at resolve, data_files for the data hash, ...
+    # data_check at resolve, data_files for the data hash, ...
+    assert set(by_hook) == set(hookspecs.HOOK_KINDS)
     assert all(m[4] == "size" for m in lines)
     assert {m[2] for m in by_hook["prompt_format"]} == {"prompt"}
     assert {m[2] for m in by_hook["augment"]} == {"swap"} and {m[2] for m in by_hook["loss"]} == {"loss"}
@@ -252,7 +258,8 @@ def test_enable_trace_is_idempotent_and_undone(caplog):
     undo()
     plugins.one("loss")
     msgs = [r.getMessage() for r in caplog.records if r.name == "replicator.trace"]
-    assert len(msgs) == 1 and msgs[0].startswith("hook=loss plugin=loss ms=") and msgs[0].endswith("size=function")
+    assert (len(msgs) == 1 and msgs[0].startswith("hook=loss plugin=loss ms=")
+            and msgs[0].endswith("size=function"))
 
 
 # ---------------------------------------------------------------- catalogue
@@ -266,9 +273,12 @@ def test_cli_plugins_json_includes_distribution_and_version(monkeypatch):
 
     from replicator.core.cli import app
 
-    ep = EntryPoint(name="my_clip", value="replicator.plugins.clip_probs:ClipProbs", group=manager.ENTRY_POINT_GROUP)
-    ep = ep._for(SimpleNamespace(name="clip-extras", version="2.1.0"))  # what importlib.metadata sets for installed ones
-    monkeypatch.setattr(manager, "entry_points", lambda group: [ep] if group == manager.ENTRY_POINT_GROUP else [])
+    ep = EntryPoint(name="my_clip", value="replicator.plugins.clip_probs:ClipProbs",
+                    group=manager.ENTRY_POINT_GROUP)
+    # what importlib.metadata sets for installed ones
+    ep = ep._for(SimpleNamespace(name="clip-extras", version="2.1.0"))
+    monkeypatch.setattr(manager, "entry_points",
+                        lambda group: [ep] if group == manager.ENTRY_POINT_GROUP else [])
     entries = {e["name"]: e for e in json.loads(CliRunner().invoke(app, ["plugins", "--json"]).output)}
     assert set(entries) == set(BUILTINS) | {"my_clip"}
     for name in BUILTINS:

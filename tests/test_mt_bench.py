@@ -104,7 +104,8 @@ def test_whole_conversation_ties_and_soft_aggregation(mt_dir):
     soft = rows_of(mt_dir, aggregate="soft")
     assert len(soft) == 11 and soft[0]["id"] == "mtbench-101-m1-m2-t1"
     assert soft[0]["label"] == [0.5, 0.0, 0.5]  # expert_1: A, author_2: tie
-    assert [r["id"] for r in soft[1:3]] == ["mtbench-101-m1-m2-t2", "mtbench-101-m2-m3-t1"]  # first-appearance order
+    # first-appearance order
+    assert [r["id"] for r in soft[1:3]] == ["mtbench-101-m1-m2-t2", "mtbench-101-m2-m3-t1"]
     soft_no_ties = rows_of(mt_dir, aggregate="soft", ties=False)
     assert soft_no_ties[0]["label"] == [1.0, 0.0, 0.0]
 
@@ -116,7 +117,8 @@ def test_max_rows_keeps_order_and_other_splits_get_nothing(mt_dir):
     assert some == [r["id"] for r in rows_of(mt_dir, max_rows=5)]  # the same seed: the same rows
     assert {tuple(r["id"] for r in rows_of(mt_dir, seed=s, max_rows=5)) for s in range(6)} != {tuple(some)}
     ctx = DataContext(mt_dir, 0)
-    assert MTBenchHuman().data_sources("valid", ctx) is None and MTBenchHuman().data_sources("test", ctx) is None
+    assert (MTBenchHuman().data_sources("valid", ctx) is None
+            and MTBenchHuman().data_sources("test", ctx) is None)
 
 
 def test_questions_held_out_are_dropped_whole(mt_dir):
@@ -163,7 +165,8 @@ def test_missing_file_invalid_json_and_parameters(tmp_path):
     with pytest.raises(ReplicatorError, match="MT-bench human judgments file not found"):
         rows_of(tmp_path)
     problems = MTBenchHuman().data_check(tmp_path)
-    assert len(problems) == 1 and "REPLICATOR_DATA_DIR" in problems[0] and "lmsys/mt_bench_human_judgments" in problems[0]
+    assert (len(problems) == 1 and "REPLICATOR_DATA_DIR" in problems[0]
+            and "lmsys/mt_bench_human_judgments" in problems[0])
     assert MTBenchHuman().data_files(tmp_path) == [tmp_path / FILE]
     write_mt_bench(tmp_path / FILE, raw_lines=["{not json"])
     with pytest.raises(DataError, match="line 13"):
@@ -178,7 +181,7 @@ def test_missing_file_invalid_json_and_parameters(tmp_path):
 def test_in_a_recipe_with_kaggle_rows(mt_dir, tmp_path):
     """Resolved through the manager like any source; its rows join the competition rows in training."""
     from replicator.core.config.catalogue import build_plugins
-    from replicator.core.data.competition import collect_rows
+    from replicator.core.data.collect import collect_rows
 
     from .conftest import write_competition_files
 

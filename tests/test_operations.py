@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from replicator.core.config.recipe import resolve
-from replicator.core.data.competition import data_dir, read_competition_csv
+from replicator.core.data.competition import read_competition_csv
+from replicator.core.data.files import data_dir
 from replicator.core.errors import DataError, ReplicatorError
 from replicator.core.run import pipeline
 from replicator.core.run.fingerprint import fingerprint
@@ -29,7 +30,8 @@ from .conftest import RECIPES, TINY, synthetic_rows, write_csv
 QUICK = TINY + ["train.epochs=1", "train.max_rows=48", "predict.max_rows=24"]
 #: metrics that depend on the clock or on where a run restarted, not on what it computed
 #: the clock and the reuse bookkeeping (which steps were recomputed): not results
-CLOCK = ("seconds", "train_tokens_per_second", "resumed_at_step", "train_seconds", "train_reused", "views_reused")
+CLOCK = ("seconds", "train_tokens_per_second", "resumed_at_step", "train_seconds", "train_reused",
+         "views_reused")
 
 
 def _resolved(overrides=()):
@@ -59,8 +61,8 @@ def _numbers(m: dict) -> dict:
 
 
 def _cli(env: dict, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "replicator.core.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=stderr, text=True)
+    return subprocess.Popen([sys.executable, "-m", "replicator.core.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def _env(isolated: Path) -> dict:
@@ -104,7 +106,8 @@ def test_a_held_lock_with_a_timeout_is_a_clear_error(isolated, monkeypatch):
     run_dir, _ = run_folders(r.name, run_id)
     monkeypatch.setenv("REPLICATOR_LOCK_TIMEOUT", "0.5")
     with run_lock(run_dir, run_id):
-        with pytest.raises(ReplicatorError, match=f"run {run_id} is being computed by pid {os.getpid()}") as e:
+        with pytest.raises(ReplicatorError,
+                           match=f"run {run_id} is being computed by pid {os.getpid()}") as e:
             _run()
         assert str(lock_path(run_dir)) in str(e.value) and "gave up after" in str(e.value)
         out = CliRunner().invoke(cli.app, ["run", str(RECIPES / "smoke.yaml"), *QUICK])
@@ -140,18 +143,20 @@ def test_bad_data_writes_nothing(isolated, monkeypatch, tmp_path):
     assert _files(isolated / "reports") == [] and _files(isolated / "artifacts") == []
 
 
-def test_a_failed_run_is_marked_never_taken_for_a_result_and_recomputed(isolated, monkeypatch, synthetic_data_dir):
+def test_a_failed_run_is_marked_never_taken_for_a_result_and_recomputed(isolated, monkeypatch,
+                                                                        synthetic_data_dir):
     monkeypatch.setenv("REPLICATOR_CRASH_AFTER_STEP", "4")  # checkpoint_every=3
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run()
     run_dir = next((isolated / "reports" / "smoke").iterdir())
     failed = json.loads((run_dir / "failed.json").read_text())
-    assert failed["stage"] == "main" and failed["error"] == "RuntimeError" and "simulated crash" in failed["message"]
+    assert (failed["stage"] == "main" and failed["error"] == "RuntimeError"
+            and "simulated crash" in failed["message"])
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "fingerprint.json").exists()
     assert not _temp_files(isolated)
     with pytest.raises(ReplicatorError, match="last attempt failed .*simulated crash"):
         predict(str(run_dir), synthetic_data_dir / "lmsys-chatbot-arena" / "test.csv", isolated / "s.csv")
-    from replicator.core.report.report import discover_runs
+    from replicator.core.report.runs import discover_runs
 
     with pytest.raises(ReplicatorError, match="no run folders"):  # a report never picks it up
         discover_runs([isolated / "reports" / "smoke"])
@@ -206,13 +211,13 @@ def test_remove_temp_files_keeps_everything_else(tmp_path):
 @pytest.fixture()
 def no_model(monkeypatch):
     """Loading a model fails the test: every check must come before it."""
-    from replicator.core.model import loading as model
+    from replicator.core.model import inference, loading
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the paths were checked")
 
-    monkeypatch.setattr(model, "load_for_inference", refuse)
-    monkeypatch.setattr(model, "load_model", refuse)
+    monkeypatch.setattr(inference, "load_for_inference", refuse)
+    monkeypatch.setattr(loading, "load_model", refuse)
 
 
 def _truncate(path: Path) -> None:
@@ -237,9 +242,11 @@ PREDICT_CASES = {
                         ["final.safetensors is missing", "replicate run"]),
     "validation predictions missing": (lambda run, art, t, o: (art / "valid_predictions.json").unlink(),
                                        ["valid_predictions.json is missing"]),
-    "validation predictions unreadable": (lambda run, art, t, o: (art / "valid_predictions.json").write_text("{"),
+    "validation predictions unreadable": (lambda run, art, t, o:
+                                          (art / "valid_predictions.json").write_text("{"),
                                           ["valid_predictions.json: unreadable"]),
-    "run not finished": (lambda run, art, t, o: (run / "metrics.json").unlink(), ["not finished (no metrics.json)"]),
+    "run not finished": (lambda run, art, t, o: (run / "metrics.json").unlink(),
+                         ["not finished (no metrics.json)"]),
     "run failed": (lambda run, art, t, o: (run / "failed.json").write_text('{"stage": "main", "error": "E"}'),
                    ["last attempt failed", "stage main: E"]),
     "resolved recipe missing": (lambda run, art, t, o: (run / "resolved.yaml").unlink(),
@@ -263,7 +270,8 @@ def finished_run(tmp_path_factory, synthetic_data_dir):
 
 
 @pytest.mark.parametrize("case", list(PREDICT_CASES))
-def test_predict_checks_every_path_before_loading_a_model(case, finished_run, isolated, synthetic_data_dir, no_model):
+def test_predict_checks_every_path_before_loading_a_model(case, finished_run, isolated, synthetic_data_dir,
+                                                          no_model):
     import shutil
 
     root, rel = finished_run
@@ -294,7 +302,8 @@ def test_predict_errors_reach_the_command_line_without_a_traceback(finished_run,
     root, rel = finished_run
     test = synthetic_data_dir / "lmsys-chatbot-arena" / "test.csv"
     out = CliRunner().invoke(cli.app, ["predict", str(root / rel), str(test), "-o", str(isolated)])
-    assert out.exit_code == 2 and "is a folder; give a file name" in out.output and "Traceback" not in out.output
+    assert (out.exit_code == 2 and "is a folder; give a file name" in out.output
+            and "Traceback" not in out.output)
 
 
 def test_run_checks_its_folders_before_anything_else(isolated, monkeypatch):
@@ -317,7 +326,8 @@ def test_a_read_only_reports_folder_is_a_clear_error_even_for_root(isolated, mon
     monkeypatch.setenv("REPLICATOR_REPORTS", "/proc/replicator-reports")
     out = CliRunner().invoke(cli.app, ["run", str(RECIPES / "smoke.yaml"), *QUICK])
     assert out.exit_code == 2 and "Traceback" not in out.output
-    assert "reports folder (REPLICATOR_REPORTS) /proc/replicator-reports" in out.output and "cannot write" in out.output
+    assert ("reports folder (REPLICATOR_REPORTS) /proc/replicator-reports" in out.output
+            and "cannot write" in out.output)
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -342,7 +352,7 @@ def test_a_file_error_anywhere_in_run_is_named_without_a_traceback(isolated, mon
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", "/somewhere/metrics.json")
 
-    monkeypatch.setattr(pipeline, "run_recipe", denied)
+    monkeypatch.setattr(cli, "run_recipe", denied)  # the command calls the runner it imported
     out = CliRunner().invoke(cli.app, ["run", str(RECIPES / "smoke.yaml"), *QUICK])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert "error: /somewhere/metrics.json: Permission denied" in out.output
@@ -388,16 +398,18 @@ def test_nul_bytes_are_removed_with_a_notice_naming_file_row_and_field(tmp_path,
 
 
 def test_nul_bytes_from_any_source_are_removed_with_a_notice(caplog):
-    from replicator.core.data.competition import _repair_nul
+    from replicator.core.data.collect import _repair_nul
     from replicator.core.rows import make_row, prompt_group
 
-    rows = [make_row("u1", ["hi\x00"], ["a"], ["b\x00"], source="extra_x"), make_row("u2", ["ok"], ["a"], ["b"])]
+    rows = [make_row("u1", ["hi\x00"], ["a"], ["b\x00"], source="extra_x"),
+            make_row("u2", ["ok"], ["a"], ["b"])]
     with caplog.at_level("INFO", logger="replicator"):
         _repair_nul(rows)
-    assert rows[0]["prompt"] == ["hi"] and rows[0]["response_b"] == ["b"] and rows[0]["group"] == prompt_group(["hi"])
+    assert (rows[0]["prompt"] == ["hi"] and rows[0]["response_b"] == ["b"]
+            and rows[0]["group"] == prompt_group(["hi"]))
     notice = [r.getMessage() for r in caplog.records if "NUL" in r.getMessage()]
-    assert notice == ["extra_x: 2 field(s): NUL character(s) (\\x00) removed from the text of the named field(s) "
-                      "(e.g. id u1 prompt, u1 response_b)"]
+    assert notice == ["extra_x: 2 field(s): NUL character(s) (\\x00) removed from the text of the named "
+                      "field(s) (e.g. id u1 prompt, u1 response_b)"]
 
 
 # ---------------------------------------------------------------- 6. a failure at any write
@@ -442,7 +454,8 @@ def test_a_failure_at_any_write_recovers_to_the_uninterrupted_numbers(isolated, 
         again_dir, again, reused = _run()
         assert again_dir == straight_dir and not reused, (k, writes[k - 1])
         assert _numbers(again) == _numbers(straight), (k, writes[k - 1])
-        assert not pipeline.stage_missing(_resolved().final, isolated / "artifacts" / "smoke" / again_dir.name / "main")
+        assert not pipeline.stage_missing(_resolved().final,
+                                          isolated / "artifacts" / "smoke" / again_dir.name / "main")
         assert _run()[2] and not (again_dir / "failed.json").exists()
 
 

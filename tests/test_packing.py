@@ -11,8 +11,9 @@ import torch
 
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import resolve
-from replicator.core.data.competition import data_dir
-from replicator.core.model.loading import head_module, load_model
+from replicator.core.data.files import data_dir
+from replicator.core.model.loading import load_model
+from replicator.core.model.tensors import head_module
 from replicator.core.run.pipeline import run_recipe
 from replicator.core.tokens.batches import collate, forward_logits, forward_packed_logits, pack
 
@@ -30,7 +31,8 @@ def test_pack_restarts_positions_per_row():
 @pytest.mark.parametrize("arch,head", [("llama", "default_head"), ("qwen2", "default_head"),
                                        ("gemma2", "mlp_head"), ("gemma3", "default_head")])
 def test_packed_rows_give_the_logits_and_gradients_of_padded_rows(arch, head):
-    r = resolve(RECIPES / "smoke.yaml", [], [f"model.base=tiny:{arch}", NO_DROPOUT, f"plugins.head.use={head}"])
+    r = resolve(RECIPES / "smoke.yaml", [],
+                [f"model.base=tiny:{arch}", NO_DROPOUT, f"plugins.head.use={head}"])
     torch.manual_seed(0)
     model, tok, _ = load_model(r.final.model, build_plugins(r.final.plugins, r.file))
     model.eval()  # no dropout (the mlp head has its own); gradients flow all the same
@@ -67,7 +69,8 @@ def test_a_packed_run_trains_to_the_numbers_of_a_padded_one(isolated):
     quick = [*TINY, NO_DROPOUT, "train.epochs=1", "train.max_rows=48", "predict.max_rows=24"]
     out = []
     for extra in ([], ["train.packed=true"]):
-        _, metrics, _ = run_recipe(resolve(RECIPES / "smoke.yaml", [], [*quick, *extra]), data_dir(), progress=False)
+        _, metrics, _ = run_recipe(resolve(RECIPES / "smoke.yaml", [], [*quick, *extra]), data_dir(),
+                                   progress=False)
         out.append(metrics)
     a, b = (m["stages"]["main"] for m in out)
     assert a["optimizer_steps"] == b["optimizer_steps"] > 1

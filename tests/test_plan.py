@@ -28,7 +28,7 @@ from replicator.core.run.resources import (
     mean_tokens,
     measure_row_tokens,
     percentiles,
-    plan,
+    plan_resources,
 )
 
 from .conftest import RECIPES
@@ -90,11 +90,11 @@ def test_every_recipe_base_has_an_architecture():
 
 def test_an_unknown_base_is_an_error_naming_the_key_and_the_known_ones():
     with pytest.raises(RecipeError) as e:
-        plan(RECIPES / "5th.yaml", [], ["model.base=acme/unknown-7b"])
+        plan_resources(RECIPES / "5th.yaml", [], ["model.base=acme/unknown-7b"])
     assert "5th.yaml: stages.pretrain.model.base" in str(e.value) and "acme/unknown-7b" in str(e.value)
     assert "google/gemma-2-9b-it" in str(e.value) and "Qwen/Qwen2-72B-Instruct" in str(e.value)
     with pytest.raises(RecipeError, match=r"16th.yaml: model.lora.targets: foo_proj: no such Linear module"):
-        plan(RECIPES / "16th.yaml", [], ["model.lora.targets=[q_proj, foo_proj]"])
+        plan_resources(RECIPES / "16th.yaml", [], ["model.lora.targets=[q_proj, foo_proj]"])
 
 
 @pytest.mark.parametrize("name, overrides", [
@@ -277,7 +277,7 @@ def test_mean_tokens_of_a_percentile_table():
 
 @pytest.mark.real_data
 def test_the_token_table_is_what_the_shared_rows_measure():
-    from replicator.core.data.competition import data_dir
+    from replicator.core.data.files import data_dir
 
     lengths = measure_row_tokens(data_dir())
     assert percentiles(lengths) == ROW_TOKENS
@@ -315,12 +315,12 @@ def test_launch_commands():
         f"torchrun --nproc_per_node 2 -m replicator.core.cli run {smoke} -t tiny train.lr=1e-3"
     assert launch_command(RECIPES / "5th.yaml", LaunchConfig()) == f"replicate run {RECIPES / '5th.yaml'}"
     fsdp = launch_command(RECIPES / "2nd.yaml", LaunchConfig(gpus=4, parallel="fsdp_full_shard"))
-    assert fsdp.startswith("accelerate launch --config_file ") and "multi_gpu.yaml --num_processes 4 -m replicator" \
-        in fsdp
+    assert (fsdp.startswith("accelerate launch --config_file ")
+            and "multi_gpu.yaml --num_processes 4 -m replicator" in fsdp)
 
 
 def test_a_plan_names_different_launch_settings_per_stage():
-    p = plan(RECIPES / "2nd.yaml", [], ["stages.stage1.launch={gpus: 8, parallel: ddp}"])
+    p = plan_resources(RECIPES / "2nd.yaml", [], ["stages.stage1.launch={gpus: 8, parallel: ddp}"])
     assert any("different launch settings" in n for n in p["notes"])
     commands = [s["command"] for s in p["stages"]]
     assert "--num_processes 8" in commands[0] and "--num_processes 4" in commands[1]
@@ -336,7 +336,8 @@ def test_every_accelerate_config_loads_and_launches_as_named(parallel):
 
     path = accelerate_config(RECIPES / "x.yaml")
     cfg = load_config_from_file(str(path))
-    assert path.name == "multi_gpu.yaml" and cfg.distributed_type.value == "MULTI_GPU" and cfg.num_machines == 1
+    assert (path.name == "multi_gpu.yaml" and cfg.distributed_type.value == "MULTI_GPU"
+            and cfg.num_machines == 1)
     launch = LaunchConfig(gpus=4, parallel=parallel)
     argv = shlex.split(launch_command(RECIPES / "2nd.yaml", launch))
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv[2:]))
@@ -373,7 +374,7 @@ def test_every_recipe_launch_maps_to_a_shipped_config(name):
 
 @pytest.mark.parametrize("name", SOLUTIONS)
 def test_solution_plan_is_pinned(name, data_regression):
-    p = plan(RECIPES / name)
+    p = plan_resources(RECIPES / name)
     pinned = {}
     for s in p["stages"]:
         d = s["data"]
@@ -393,11 +394,11 @@ def test_a_stage_that_does_not_fit_is_flagged_and_strict_fails():
     from replicator.core.cli import app
 
     small = ["launch.gpus=1", "launch.parallel=single", "launch.gpu=RTX-4090"]
-    p = plan(RECIPES / "2nd.yaml", [], small)
+    p = plan_resources(RECIPES / "2nd.yaml", [], small)
     assert not p["fits"] and not p["stages"][0]["fits"]
     assert p["stages"][0]["flags"][0].startswith("DOES NOT FIT: train needs ")
     assert p["stages"][0]["flags"][0].endswith(" GiB per GPU, RTX-4090 has 24")
-    assert plan(RECIPES / "2nd.yaml")["fits"]  # on the 4 x A100 80GB it names
+    assert plan_resources(RECIPES / "2nd.yaml")["fits"]  # on the 4 x A100 80GB it names
     args = ["plan", str(RECIPES / "2nd.yaml"), *small]
     lenient, strict = CliRunner().invoke(app, args), CliRunner().invoke(app, [*args, "--strict"])
     assert lenient.exit_code == 0 and "DOES NOT FIT: train needs" in lenient.output
@@ -411,4 +412,4 @@ def test_json_has_the_numbers_of_the_plan():
 
     out = CliRunner().invoke(app, ["plan", str(RECIPES / "5th.yaml"), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output) == json.loads(json.dumps(plan(RECIPES / "5th.yaml")))
+    assert json.loads(out.output) == json.loads(json.dumps(plan_resources(RECIPES / "5th.yaml")))

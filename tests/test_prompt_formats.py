@@ -135,9 +135,11 @@ def test_templates_match_solutions(tok):
     assert rh.startswith("<bos>## Round 1:\n### Prompt:\nWhat's") and "\n\n## Round 2:\n### Prompt:\n" in rh
     assert rh.endswith("\n\n---\nWhich response is better? [A or B or tie]\nAnswer: <eos>")
     tr = t(TurnRounds)
-    assert "<end_of_turn>\n<start_of_turn>prompt\nWhich one" in tr and tr.endswith("'point'}<end_of_turn><eos>")
+    assert ("<end_of_turn>\n<start_of_turn>prompt\nWhich one" in tr
+            and tr.endswith("'point'}<end_of_turn><eos>"))
     cl = t(ContextLast)
-    assert "<response_A>\nSure: `capitals" in cl and "Which one can I use as a dictionary key?\nAssistant: Use a tuple" in cl
+    assert ("<response_A>\nSure: `capitals" in cl
+            and "Which one can I use as a dictionary key?\nAssistant: Use a tuple" in cl)
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -148,7 +150,8 @@ def test_every_policy_fits_flags_and_is_deterministic(name, tok):
         fmt = cls(truncate=policy)
         full = fmt.prompt_format(row=ROW, tokenizer=tok, max_length=100_000)
         n = len(full.input_ids)
-        for budget in [0, 1, 2, 3, 5, 8, 13, 30, 80, 150, 300, 500, 700, 900, 1200, 1600, n - 1, n, n + 1, 5000]:
+        for budget in [0, 1, 2, 3, 5, 8, 13, 30, 80, 150, 300, 500, 700, 900, 1200, 1600, n - 1, n, n + 1,
+                       5000]:
             enc = fmt.prompt_format(row=ROW, tokenizer=tok, max_length=budget)
             assert len(enc.input_ids) <= max(budget, 0), (policy, budget)
             assert enc.truncated == (enc.input_ids != full.input_ids), (policy, budget, enc.removed)
@@ -167,11 +170,13 @@ def test_every_policy_fits_flags_and_is_deterministic(name, tok):
 def test_policies_differ_as_documented(tok):
     """keep_start keeps the first turn, keep_end the last; budgets follows its fractions."""
     n = len(TurnRounds().prompt_format(row=ROW, tokenizer=tok, max_length=100_000).input_ids)
-    start = text(tok, TurnRounds(truncate="keep_start").prompt_format(row=ROW, tokenizer=tok, max_length=n - 200))
+    start = text(tok, TurnRounds(truncate="keep_start").prompt_format(row=ROW, tokenizer=tok,
+                                                                      max_length=n - 200))
     end = text(tok, TurnRounds(truncate="keep_end").prompt_format(row=ROW, tokenizer=tok, max_length=n - 200))
     assert "What's the difference" in start and "one-line example" not in start
     assert "What's the difference" not in end and "one-line example" in end
-    enc = TaggedTurns(truncate="budgets", budgets=[0.0, 0.5, 0.5]).prompt_format(row=ROW, tokenizer=tok, max_length=n - 300)
+    enc = TaggedTurns(truncate="budgets", budgets=[0.0, 0.5, 0.5]).prompt_format(row=ROW, tokenizer=tok,
+                                                                                 max_length=n - 300)
     assert enc.removed.get("prompt", 0) > 0 and len(enc.input_ids) <= n - 300
 
 
@@ -201,7 +206,8 @@ def test_context_result_keeps_first_and_last_two_turns(tok):
     assert text(tok, enc) == ("<bos>[CONTEXT] p0\n\np1\n\np4\n\np5\n\n[RESPONSE A] a0\n\na1\n\na4\n\na5"
                               "\n\n[RESPONSE B] b0\n\nb1\n\nb4\n\nb5\n\n[Result]:")
     assert enc.truncated and enc.removed == {"turns": 2}
-    assert "p2" in text(tok, ContextResult(keep_turns=0).prompt_format(row=row, tokenizer=tok, max_length=10_000))
+    assert "p2" in text(tok, ContextResult(keep_turns=0).prompt_format(row=row, tokenizer=tok,
+                                                                       max_length=10_000))
 
 
 def test_qa_word_precut_and_prompt_first_then_balance(tok):
@@ -210,11 +216,14 @@ def test_qa_word_precut_and_prompt_first_then_balance(tok):
     assert enc.truncated and enc.removed == {"prompt_words": 301 - 256}
     template = len('User question:\n""""""\nAnswer A:\n""""""\nAnswer B:\n""""""\n') + 2
     # prompt -> 256 tokens; A trimmed to B's length; then alternately
-    enc = QATripleQuotes(prompt_words=0).prompt_format(row=row, tokenizer=tok, max_length=template + 256 + 150)
+    enc = QATripleQuotes(prompt_words=0).prompt_format(row=row, tokenizer=tok,
+                                                       max_length=template + 256 + 150)
     s = text(tok, enc)
-    assert s.count("a") == 75 and s.count("b") - s.count("<bos>") == 75 and s.count("word") == 51  # 256 tokens = 51 × "word " + "w"
+    # 256 tokens = 51 × "word " + "w"
+    assert s.count("a") == 75 and s.count("b") - s.count("<bos>") == 75 and s.count("word") == 51
     assert len(enc.input_ids) == template + 256 + 150
-    enc = QATripleQuotes(prompt_words=0).prompt_format(row=row, tokenizer=tok, max_length=template + 256 + 400)
+    enc = QATripleQuotes(prompt_words=0).prompt_format(row=row, tokenizer=tok,
+                                                       max_length=template + 256 + 400)
     s = text(tok, enc)
     assert s.count("b") - 1 == 100 and s.count("a") == 300
     row = dict(ROW, response_a=["x <eos> y"])

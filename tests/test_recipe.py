@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from replicator.core.config.recipe import merge_patch, parse_override, resolve
+from replicator.core.config.patch import merge_patch, parse_override
+from replicator.core.config.recipe import resolve
 from replicator.core.errors import RecipeError
 
 from .conftest import RECIPES
@@ -43,13 +44,15 @@ def test_parse_override_yaml_values():
     assert parse_override("train.lr=0.5") == {"train": {"lr": 0.5}}
     assert resolve(RECIPES / "smoke.yaml", [], ["train.lr=1e-4"]).final.train.lr == 1e-4  # YAML 1.1 string
     assert parse_override("plugins.swap=null") == {"plugins": {"swap": None}}
-    assert parse_override("model.lora.targets=[q_proj, v_proj]") == {"model": {"lora": {"targets": ["q_proj", "v_proj"]}}}
+    assert parse_override("model.lora.targets=[q_proj, v_proj]") == {
+        "model": {"lora": {"targets": ["q_proj", "v_proj"]}}}
     with pytest.raises(RecipeError, match="key.path=value"):
         parse_override("train.lr")
 
 
 def test_smoke_recipe_resolves_with_toggles_and_overrides():
-    r = resolve(RECIPES / "smoke.yaml", ["swap"], ["train.lr=0.001"])  # the shared toggle: swap augmentation off
+    # the shared toggle: swap augmentation off
+    r = resolve(RECIPES / "smoke.yaml", ["swap"], ["train.lr=0.001"])
     assert r.config["plugins"]["swap"]["train"] == "none" and r.toggles == ["swap:off"]
     assert r.complete["plugins"]["swap"] == {"use": "swap_ab", "train": "none", "p": 0.5, "test_time": True}
     assert r.final.train.lr == 0.001

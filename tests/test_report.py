@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from replicator.core.cli import app
 from replicator.core.errors import ReplicatorError
-from replicator.core.report.report import build_report, default_out_dir, discover_runs
+from replicator.core.report.build import build_report
+from replicator.core.report.runs import default_out_dir, discover_runs
 from replicator.core.scoring.row_predictions import write_row_predictions
 from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
 from replicator.core.util.layout import ROW_PREDICTIONS
@@ -43,8 +44,9 @@ def synthetic(seed: int, strength: float, noise: float = 0.15, n: int = N_ROWS, 
 
 
 def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, probs, labels, rows=None,
-             data_hash: str = "d" * 64, env: dict | None = None, history: bool = True, prior=(0.35, 0.35, 0.30),
-             variant: str | None = None, history_scale: float = 1.0, baselines: dict | None = None) -> Path:
+             data_hash: str = "d" * 64, env: dict | None = None, history: bool = True,
+             prior=(0.35, 0.35, 0.30), variant: str | None = None, history_scale: float = 1.0,
+             baselines: dict | None = None) -> Path:
     rows = rows if rows is not None else valid_rows(len(labels))
     key = json.dumps([sorted(toggles), data_hash, env, variant])
     run_id = f"{recipe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}-s{seed}"
@@ -55,7 +57,8 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     if "focal" in toggles:
         cfg["plugins"]["loss"] = {"use": "focal_loss"}
     (d / "resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    fp = {"run_id": run_id, "recipe": recipe, "config_hash": hashlib.sha256(json.dumps(cfg).encode()).hexdigest(),
+    fp = {"run_id": run_id, "recipe": recipe,
+          "config_hash": hashlib.sha256(json.dumps(cfg).encode()).hexdigest(),
           "seed": seed, "data_hash": data_hash, "data_files": {"train.csv": data_hash},
           "toggles": list(toggles), "environment": env or ENV}
     if variant:
@@ -63,15 +66,17 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     (d / "fingerprint.json").write_text(json.dumps(fp, indent=2))
     ll = float(row_log_loss(probs, labels).mean())
     steps = 40
-    stage = {"optimizer_steps": steps, "seconds": 300.0 + seed, "train_tokens": 200_000, "n_valid_rows": len(rows),
-             "final_log_loss": ll, "train_label_prior": list(prior)}
+    stage = {"optimizer_steps": steps, "seconds": 300.0 + seed, "train_tokens": 200_000,
+             "n_valid_rows": len(rows), "final_log_loss": ll, "train_label_prior": list(prior)}
     if history:
         stage["train_loss_history"] = [1.1 * math.exp(-history_scale * k / 50) + 0.02 * ((k * 7 + seed) % 5)
                                        for k in range(steps)]
-    metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll, "log_loss": ll,
-               "n_valid_rows": len(rows), "train_label_prior": list(prior), "stages": {"main": stage}}
+    metrics = {"run_id": run_id, "recipe": recipe, "final_stage": "main", "final_log_loss": ll,
+               "log_loss": ll, "n_valid_rows": len(rows), "train_label_prior": list(prior),
+               "stages": {"main": stage}}
     (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_row_predictions(d / ROW_PREDICTIONS, rows, {"identity": probs, "final": probs, **(baselines or {})}, labels)
+    write_row_predictions(d / ROW_PREDICTIONS, rows, {"identity": probs, "final": probs, **(baselines or {})},
+                          labels)
     return d
 
 
@@ -84,7 +89,8 @@ def ablation(root: Path, seeds=(1, 2)) -> dict[str, list[Path]]:
         p, y = synthetic(s, 1.0)
         out["focal"].append(make_run(root, toggles=("focal",), seed=s, probs=p, labels=y, history_scale=1.6))
         p, y = synthetic(s + 50, 0.4)
-        out["no_swap"].append(make_run(root, toggles=("no_swap",), seed=s, probs=p, labels=y, history_scale=1.2))
+        out["no_swap"].append(make_run(root, toggles=("no_swap",), seed=s, probs=p, labels=y,
+                                       history_scale=1.2))
     return out
 
 
@@ -206,7 +212,8 @@ def test_variant_key_and_missing_pieces(tmp_path):
     r = build_report([a], tmp_path / "rep")
     assert r["variants"][0]["name"] == "lr-1e-4"
     prior = r["references"][1]
-    assert prior["name"] == "class prior (cross-fitted validation shares)" and "cross-fitted" in prior["source"]
+    assert (prior["name"] == "class prior (cross-fitted validation shares)"
+            and "cross-fitted" in prior["source"])
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "no loss history" in html
     with pytest.raises(ReplicatorError, match=r"resolved\.yaml: missing"):
@@ -224,22 +231,26 @@ def test_variant_key_and_missing_pieces(tmp_path):
 def test_pinned_numbers(tmp_path, num_regression, data_regression):
     runs = ablation(tmp_path / "reports")
     r = build_report([d for ds in runs.values() for d in ds], tmp_path / "rep")
-    cols: dict[str, list[float]] = {k: [] for k in ("log_loss", "accuracy", "ece", "delta", "lo", "hi", "p_better")}
+    cols: dict[str, list[float]] = {k: [] for k in ("log_loss", "accuracy", "ece", "delta", "lo", "hi",
+                                                    "p_better")}
     for v in r["variants"][1:] + r["references"]:
         for k in ("log_loss", "accuracy"):
             cols[k].append(v[k])
         cols["ece"].append(v.get("ece") or 0.0)
         for k in ("delta", "lo", "hi", "p_better"):
             cols[k].append(v["delta"][k])
-    num_regression.check({k: np.array(v) for k, v in cols.items()}, default_tolerance={"atol": 1e-7, "rtol": 1e-6})
+    num_regression.check({k: np.array(v) for k, v in cols.items()},
+                         default_tolerance={"atol": 1e-7, "rtol": 1e-6})
     data_regression.check({"names": [v["name"] for v in r["variants"]] + [x["name"] for x in r["references"]],
-                           "verdicts": [v["verdict"] for v in r["variants"]] + [x["verdict"] for x in r["references"]],
+                           "verdicts": [v["verdict"] for v in r["variants"]]
+                           + [x["verdict"] for x in r["references"]],
                            "table_header": r["table_md"].splitlines()[0]})
 
 
 def test_cli_report(tmp_path):
     runs = ablation(tmp_path / "reports", seeds=(1,))
-    res = CliRunner().invoke(app, ["report", str(tmp_path / "reports" / "toy"), "--base", str(runs["base"][0])])
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "reports" / "toy"), "--base",
+                                   str(runs["base"][0])])
     assert res.exit_code == 0, res.output
     want = default_out_dir(discover_runs([tmp_path / "reports" / "toy"]), runs["base"][0])
     assert want.parent == tmp_path / "reports" / "toy" and want.name.startswith("report-")
@@ -250,7 +261,8 @@ def test_cli_report(tmp_path):
     assert res.exit_code == 0, res.output
     bad = make_run(tmp_path / "reports", toggles=("focal",), seed=5, probs=synthetic(5, 1)[0],
                    labels=synthetic(5, 1)[1], data_hash="f" * 64)
-    res = CliRunner().invoke(app, ["report", str(runs["base"][0]), str(bad), "--strict", "-o", str(tmp_path / "s")])
+    res = CliRunner().invoke(app, ["report", str(runs["base"][0]), str(bad), "--strict", "-o",
+                                   str(tmp_path / "s")])
     assert res.exit_code == 2 and "error:" in res.output and bad.name in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such folder" in res.output
@@ -272,13 +284,15 @@ def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
         dirs.append(make_run(root, seed=s, probs=p, labels=y, baselines=_baseline_views(s)))
     r = build_report(dirs, tmp_path / "rep")
     names = [x["name"] for x in r["references"]]
-    assert names == ["uniform (ln 3)", "class prior (training shares)", "length features (logistic regression)"]
+    assert names == ["uniform (ln 3)", "class prior (training shares)",
+                     "length features (logistic regression)"]
     prior, length = r["references"][1:]
     y = synthetic(1, 0)[1]
     assert prior["log_loss"] == pytest.approx(-np.log([0.36, 0.34, 0.30])[y.argmax(1)].mean(), abs=1e-9)
     assert "baseline_prior view" in prior["source"]  # not metrics.json's (0.35, 0.35, 0.30)
     base_losses = np.concatenate([row_log_loss(np.round(synthetic(s, 1.0)[0], 6), y) for s in (1, 2)])
-    ref_losses = np.concatenate([row_log_loss(np.round(_baseline_views(s)["baseline_length"], 6), y) for s in (1, 2)])
+    ref_losses = np.concatenate([row_log_loss(np.round(_baseline_views(s)["baseline_length"], 6), y)
+                                 for s in (1, 2)])
     groups = np.array([row["group"] for row in valid_rows()] * 2)
     want = paired_bootstrap(base_losses, ref_losses, groups, n_boot=2000, seed=0,
                             seeds=np.repeat(["1", "2"], N_ROWS))
@@ -287,10 +301,12 @@ def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
         assert length["delta"][k] == pytest.approx(want[k], abs=1e-9)
     bmr = length["base_minus_reference"]
     assert (bmr["delta"], bmr["lo"], bmr["hi"]) == pytest.approx((-want["delta"], -want["hi"], -want["lo"]))
-    assert bmr["hi"] < 0 and length["verdict"] == "worse"  # the base (strength 1.0) beats the weak length model
+    # the base (strength 1.0) beats the weak length model
+    assert bmr["hi"] < 0 and length["verdict"] == "worse"
     md = (tmp_path / "rep" / "report.md").read_text()
     line = (f"toy beats the length features (logistic regression) reference: Δ vs length features (logistic "
-            f"regression) (base − reference) {bmr['delta']:+.4f} [{bmr['lo']:+.4f}, {bmr['hi']:+.4f}] excludes 0.")
+            f"regression) (base − reference) {bmr['delta']:+.4f} [{bmr['lo']:+.4f}, {bmr['hi']:+.4f}] "
+            "excludes 0.")
     assert line in md
     assert "| *length features (logistic regression)* |" in md and "base beats it" in md
     assert "- length features (logistic regression): multinomial logistic regression" in md
@@ -315,7 +331,8 @@ def test_per_seed_table_shows_each_split_seed_against_its_references(tmp_path):
         want = paired_bootstrap(base, ref, groups, n_boot=2000, seed=0, seeds=np.full(N_ROWS, str(s)))
         got = line["references"]["length features (logistic regression)"]["base_minus_reference"]
         assert line["log_loss"] == pytest.approx(base.mean()) and line["n_rows"] == N_ROWS
-        assert (got["delta"], got["lo"], got["hi"]) == pytest.approx((-want["delta"], -want["hi"], -want["lo"]))
+        assert (got["delta"], got["lo"], got["hi"]) == pytest.approx(
+            (-want["delta"], -want["hi"], -want["lo"]))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## toy per split seed" in md and md.count("| 2 | ") >= 1
     assert 'id="per-seed"' in (tmp_path / "rep" / "report.html").read_text()
@@ -324,7 +341,8 @@ def test_per_seed_table_shows_each_split_seed_against_its_references(tmp_path):
 
 
 def test_reference_rows_fall_back_for_older_runs_and_say_so(tmp_path):
-    """A base run without the views (written before baselines) leaves the length row to the runs that have it."""
+    """A base run without the views (written before baselines) leaves the length row to the runs that have
+    it."""
     root = tmp_path / "reports"
     p1, y = synthetic(1, 1.0)
     old = make_run(root, seed=1, probs=p1, labels=y)

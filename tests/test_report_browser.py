@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replicator.core.report.report import build_report
+from replicator.core.report.build import build_report
 
 from .test_report import ablation
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
                              shutil.which("google-chrome")) if p and Path(p).exists()), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium) to render "
-                                                          "report.html")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="needs Chromium (apt-get install chromium) to render report.html")
 PLOTS = {"plot-delta": "Delta log loss", "plot-reliability": "Reliability diagrams",
          "plot-confusion": "Confusion matrices", "plot-loss": "Training loss", "plot-length": "per quartile"}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from replicator.core.config.recipe import resolve
-from replicator.core.data.competition import data_dir
+from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
 from replicator.core.run import pipeline
 from replicator.core.run.pipeline import run_recipe as run
@@ -29,11 +29,13 @@ def _run(overrides=(), toggles=(), force=False):
 def test_run_writes_folder_learns_and_is_reused(isolated):
     run_dir, m, reused = _run()
     assert not reused
-    assert run_dir.parent.name == "smoke" and run_dir.name.startswith("smoke-") and run_dir.name.endswith("-s7")
+    assert (run_dir.parent.name == "smoke" and run_dir.name.startswith("smoke-")
+            and run_dir.name.endswith("-s7"))
     for f in ("resolved.yaml", "fingerprint.json", "metrics.json"):
         assert (run_dir / f).exists()
     fp = json.loads((run_dir / "fingerprint.json").read_text())
-    assert fp["run_id"] == run_dir.name and fp["data_files"] and fp["environment"]["device"] in ("cpu", "cuda")
+    assert (fp["run_id"] == run_dir.name and fp["data_files"]
+            and fp["environment"]["device"] in ("cpu", "cuda"))
     for k in ("log_loss", "tta_log_loss", "final_log_loss", "accuracy", "tta_accuracy"):
         assert np.isfinite(m[k])
     # the synthetic rows carry a clear signal (a refusal loses): the tiny model must beat uniform
@@ -49,8 +51,8 @@ def test_run_writes_folder_learns_and_is_reused(isolated):
     from replicator.core.scoring.row_predictions import read_row_predictions
 
     rows = read_row_predictions(run_dir / "valid_predictions.csv.gz")
-    assert len(rows) == m["n_valid_rows"] and list(rows.views) == ["identity", "swap_ab", "tta", "final", "baseline_prior",
-                                                                  "baseline_length"]
+    assert len(rows) == m["n_valid_rows"] and list(rows.views) == ["identity", "swap_ab", "tta", "final",
+                                                                  "baseline_prior", "baseline_length"]
     assert read_row_predictions(run_dir / "valid_predictions.csv.gz").labels.sum() == pytest.approx(len(rows))
     again_dir, again, reused = _run()
     assert reused and again_dir == run_dir and again == m
@@ -72,7 +74,8 @@ def test_resume_after_a_crash_gives_the_same_metrics(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CRASH_AFTER_STEP", "4")  # checkpoint_every=3: steps 4.. redone
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(["seed=11"])
-    ckpt = next(arts.glob("smoke/steps/main-train-*/checkpoint.pt"))  # the train step's folder (core/steps.py)
+    # the train step's folder (core/steps.py)
+    ckpt = next(arts.glob("smoke/steps/main-train-*/checkpoint.pt"))
     assert torch.load(ckpt, weights_only=False)["step"] == 3
     monkeypatch.delenv("REPLICATOR_CRASH_AFTER_STEP")
     _, resumed, reused = _run(["seed=11"])
@@ -85,7 +88,8 @@ def test_trainable_parameters_change(isolated):
     from safetensors.torch import load_file
 
     from replicator.core.config.catalogue import build_plugins
-    from replicator.core.model.loading import load_model, trainable_state
+    from replicator.core.model.loading import load_model
+    from replicator.core.model.tensors import trainable_state
 
     run_dir, _, _ = _run()
     r = resolve(run_dir / "resolved.yaml", check_plugins=False)
@@ -126,13 +130,15 @@ stages:
     run_dir, m, _ = run(r, data_dir(), progress=False)
     assert set(m["stages"]) == {"pretrain", "finetune"} and m["final_stage"] == "finetune"
     art = isolated / "artifacts" / r.name / run_dir.name
-    pre = torch.load(next(art.parent.glob("steps/pretrain-train-*/checkpoint.pt")), weights_only=False)["trainable"]
+    pre = torch.load(next(art.parent.glob("steps/pretrain-train-*/checkpoint.pt")),
+                     weights_only=False)["trainable"]
     from safetensors.torch import load_file
 
     fin = load_file(str(art / "finetune" / "final.safetensors"))
     assert set(pre) == set(fin)
     # per-row predictions of every stage: the final one under the plain name
-    assert (run_dir / "valid_predictions.pretrain.csv.gz").exists() and (run_dir / "valid_predictions.csv.gz").exists()
+    assert ((run_dir / "valid_predictions.pretrain.csv.gz").exists()
+            and (run_dir / "valid_predictions.csv.gz").exists())
     assert len(m["stages"]["pretrain"]["train_loss_history"]) == m["stages"]["pretrain"]["optimizer_steps"]
 
 
@@ -255,7 +261,8 @@ def test_log_loss_matches_sklearn_on_hard_soft_and_extreme_probabilities():
     assert log_loss(p, np.eye(3)[y]) == pytest.approx(sk_log_loss(y, p, labels=[0, 1, 2]), rel=1e-12)
     # soft labels: sklearn with each row expanded into its three classes, weighted by the label
     soft = rng.dirichlet([2, 2, 1], size=50)
-    want = sk_log_loss(np.tile([0, 1, 2], 50), np.repeat(p, 3, axis=0), sample_weight=soft.ravel(), labels=[0, 1, 2])
+    want = sk_log_loss(np.tile([0, 1, 2], 50), np.repeat(p, 3, axis=0), sample_weight=soft.ravel(),
+                       labels=[0, 1, 2])
     assert log_loss(p, soft) == pytest.approx(want, rel=1e-12)
 
 
@@ -317,7 +324,8 @@ def _functions():
 
 def test_no_function_in_core_is_over_60_lines():
     over = {name: n for name, n, _ in _functions() if n > MAX_FUNCTION_LINES}
-    assert not over, "functions over 60 lines in core/: " + ", ".join(f"{k} ({v})" for k, v in sorted(over.items()))
+    assert not over, "functions over 60 lines in core/: " + ", ".join(f"{k} ({v})"
+                                                                      for k, v in sorted(over.items()))
 
 
 def test_core_logs_instead_of_printing():

@@ -111,9 +111,10 @@ def test_cross_field_check_names_its_field():
 
 
 def test_bounds_at_their_edges_resolve():
-    r = resolve(SMOKE, [], ["train.epochs=0.01", "train.max_length=8", "predict.max_length=8", "train.max_steps=0",
-                            "train.checkpoint_every=1", "train.max_grad_norm=0", "model.lora.dropout=0",
-                            "predict.batch_tokens=1", "plugins.data.valid_fraction=0.999"])
+    r = resolve(SMOKE, [], ["train.epochs=0.01", "train.max_length=8", "predict.max_length=8",
+                            "train.max_steps=0", "train.checkpoint_every=1", "train.max_grad_norm=0",
+                            "model.lora.dropout=0", "predict.batch_tokens=1",
+                            "plugins.data.valid_fraction=0.999"])
     assert r.final.train.max_length == 8 and r.final.model.lora.dropout == 0.0
 
 
@@ -140,7 +141,8 @@ def test_bounds_at_their_edges_resolve():
     (["plugins.prompt.budgets=[0.5, 0.5]"], "plugins.prompt.budgets", "three"),
     (["plugins.loss={use: label_smoothing, eps: 1.0}"], "plugins.loss.eps", "must be in [0, 1)"),
     (["plugins.loss={use: focal_loss, gamma: -1}"], "plugins.loss.gamma", "must be >= 0"),
-    (["plugins.loss={use: distill_kl_cos, teachers: [a], temperature: 0}"], "plugins.loss.temperature", "must be > 0"),
+    (["plugins.loss={use: distill_kl_cos, teachers: [a], temperature: 0}"], "plugins.loss.temperature",
+     "must be > 0"),
     (["plugins.loss={use: distill_kl_cos, teachers: []}"], "plugins.loss.teachers", "at least one"),
     (["plugins.head={use: mlp_head, dropout: 1.0}"], "plugins.head.dropout", "must be in [0, 1)"),
     (["plugins.head={use: aux_model_heads, weight: -0.5}"], "plugins.head.weight", "must be >= 0"),
@@ -148,18 +150,23 @@ def test_bounds_at_their_edges_resolve():
     (["plugins.temp={use: platt_scaling, l2: -1}"], "plugins.temp.l2", "must be >= 0"),
     (["plugins.rules={use: empty_identical_rules, identical: [0.5, 0.5, 0.5]}"], "plugins.rules.identical",
      "summing to 1"),
-    (["plugins.prompt={use: qa_triple_quotes, prompt_words: -1}"], "plugins.prompt.prompt_words", "must be >= 0"),
-    (["plugins.prompt={use: round_headers, min_tail_budget: -1}"], "plugins.prompt.min_tail_budget", "must be >= 0"),
+    (["plugins.prompt={use: qa_triple_quotes, prompt_words: -1}"], "plugins.prompt.prompt_words",
+     "must be >= 0"),
+    (["plugins.prompt={use: round_headers, min_tail_budget: -1}"], "plugins.prompt.min_tail_budget",
+     "must be >= 0"),
     (["plugins.prompt={use: context_result, keep_turns: -1}"], "plugins.prompt.keep_turns", "must be >= 0"),
-    (["plugins.extra={use: ultrafeedback_pairs, temperature: -1}"], "plugins.extra.temperature", "must be >= 0"),
+    (["plugins.extra={use: ultrafeedback_pairs, temperature: -1}"], "plugins.extra.temperature",
+     "must be >= 0"),
     (["plugins.extra={use: arena_33k, max_rows: -1}"], "plugins.extra.max_rows", "must be >= 0"),
     (["plugins.extra={use: alpacaeval_pairs, max_rows: -1}"], "plugins.extra.max_rows", "must be >= 0"),
     (["plugins.extra={use: hh_rlhf, max_rows: -1}"], "plugins.extra.max_rows", "must be >= 0"),
     (["plugins.pool={use: pseudo_labels, file: p.csv, min_confidence: 1.5}"], "plugins.pool.min_confidence",
      "must be in [0, 1]"),
     (["plugins.pool={use: pseudo_labels, file: ''}"], "plugins.pool.file", "must not be empty"),
-    (["plugins.pool={use: pseudo_labels, source: hh_rlhff}"], "plugins.pool.source", "did you mean 'hh_rlhf'"),
-    (["plugins.pool={use: pseudo_labels, source: kaggle_csvv, file: x.csv}"], "plugins.pool.source", "not both"),
+    (["plugins.pool={use: pseudo_labels, source: hh_rlhff}"], "plugins.pool.source",
+     "did you mean 'hh_rlhf'"),
+    (["plugins.pool={use: pseudo_labels, source: kaggle_csvv, file: x.csv}"], "plugins.pool.source",
+     "not both"),
 ])
 def test_plugin_ranges(overrides, key, words):
     assert_names(error_of(SMOKE, overrides=overrides), SMOKE, key, words)
@@ -172,21 +179,23 @@ def test_every_declared_bound_is_checked_by_build():
     from replicator.core.config.recipe import LoraConfig, ModelConfig, PredictConfig, TrainConfig
 
     cat = catalogue()
-    classes = {**{c.__name__: c for c in (LoraConfig, ModelConfig, PredictConfig, TrainConfig)}, **{n: cat[n] for n in cat}}
+    classes = {**{c.__name__: c for c in (LoraConfig, ModelConfig, PredictConfig, TrainConfig)},
+               **{n: cat[n] for n in cat}}
     required = {"distill_kl_cos": {"teachers": ["t"]}}
     seen = 0
     for name, cls in classes.items():
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
-        if name not in required and any(f.default is f.default_factory is dataclasses.MISSING for f in fields):
+        if name not in required and any(f.default is f.default_factory is dataclasses.MISSING
+                                        for f in fields):
             continue  # a required parameter this test cannot fill in
         for f in fields:
             is_float = float in (typing.get_args(hints[f.name]) or (hints[f.name],))
             for kind, edge in f.metadata.get("bounds", {}).items():
                 bad = edge if kind in ("gt", "lt") else edge - 1 if kind == "ge" else edge + 1
                 with pytest.raises(RecipeError) as e:
-                    build(cls, {**required.get(name, {}), f.name: float(bad) if is_float else int(bad)}, "r.yaml",
-                          f"blk.{name}")
+                    build(cls, {**required.get(name, {}), f.name: float(bad) if is_float else int(bad)},
+                          "r.yaml", f"blk.{name}")
                 assert e.value.key == f"blk.{name}.{f.name}", (name, f.name, str(e.value))
                 seen += 1
     assert seen >= 40, seen
@@ -232,6 +241,7 @@ def test_settings_errors_do_not_import_torch(tmp_path):
                 keys.append(e.key)
         print(keys, 'torch' in sys.modules, 'transformers' in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
     assert out == ("['trian', 'train.checkpoint_every', 'plugins.data.valid_fraction', 'plugins.loss.eps'] "
                    "False False"), out

@@ -38,8 +38,9 @@ def real_env(tmp_path):
         pytest.skip("REPLICATOR_DATA_DIR with lmsys-chatbot-arena/train.csv is not set")
     # the CLI runs in tmp_path: a relative data dir (the README's ../shared/data) must keep meaning
     # the folder it meant where pytest was started
-    env = dict(os.environ, REPLICATOR_DATA_DIR=str(Path(ddir).resolve()), REPLICATOR_REPORTS=str(tmp_path / "reports"),
-               REPLICATOR_ARTIFACTS=str(tmp_path / "artifacts"), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, REPLICATOR_DATA_DIR=str(Path(ddir).resolve()),
+               REPLICATOR_REPORTS=str(tmp_path / "reports"), REPLICATOR_ARTIFACTS=str(tmp_path / "artifacts"),
+               HF_HUB_OFFLINE="1")
     env.pop("REPLICATOR_CRASH_AFTER_STEP", None)
     return env
 
@@ -96,12 +97,14 @@ def test_cpu_recipe_cut_down_on_the_real_model(real_env, tmp_path):
     run_dir = Path(r.stdout.split("finished:")[1].split()[0])
     run_dir = run_dir if run_dir.is_absolute() else tmp_path / run_dir
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["n_valid_rows"] == 160 and m["crossfit_folds"] == 5 and m["head_C"] in (0.002, 0.01)  # all rows scored
+    # all rows scored
+    assert m["n_valid_rows"] == 160 and m["crossfit_folds"] == 5 and m["head_C"] in (0.002, 0.01)
     assert 0 < m["final_log_loss"] < 1.5 and "baseline_length_log_loss" in m
     assert m["stages"]["main"]["model"]["kind"] == "frozen_features"
     shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")}
     assert shards  # the vectors are cached: an ablation of the head encodes nothing again
-    again = _cli(["run", str(RECIPES / "cpu.yaml"), "-q", *cut, "model.features.text=false"], real_env, tmp_path)
+    again = _cli(["run", str(RECIPES / "cpu.yaml"), "-q", *cut, "model.features.text=false"], real_env,
+                 tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "features").glob("*/*.npz")} == shards
     _predict_checked(run_dir, real_env, tmp_path, 6)

@@ -133,7 +133,8 @@ def test_expected_calibration_error():
     y = np.eye(3)[[0, 0, 0, 0, 1, 1, 1, 1, 2, 2]]
     # perfectly calibrated: confidence 0.5 in a bin where half are right
     p = np.tile([0.5, 0.3, 0.2], (10, 1))
-    assert expected_calibration_error(p[:2].tolist() + [[0.2, 0.5, 0.3]] * 2, y[[0, 4, 4, 8]]) == pytest.approx(0.0)
+    assert expected_calibration_error(p[:2].tolist() + [[0.2, 0.5, 0.3]] * 2,
+                                      y[[0, 4, 4, 8]]) == pytest.approx(0.0)
     # always 0.9 confident on class 0, right 4 times out of 10
     q = np.tile([0.9, 0.05, 0.05], (10, 1))
     assert expected_calibration_error(q, y) == pytest.approx(0.5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from replicator.core.config.recipe import resolve
-from replicator.core.data.competition import data_dir
+from replicator.core.data.files import data_dir
 from replicator.core.predict import views as predict
 from replicator.core.run import pipeline
 from replicator.core.run.fingerprint import fingerprint
@@ -66,7 +66,8 @@ def test_each_shared_toggle_changes_the_steps_it_touches_only(isolated):
     # predict settings are prediction, unless the training evaluates periodically (they pick the weights)
     assert _keys(_resolved(overrides=["predict.max_length=64"]))["main"].train == base.train
     periodic = _keys(_resolved(overrides=["train.eval_every=2"]))["main"].train
-    assert _keys(_resolved(overrides=["train.eval_every=2", "predict.max_length=64"]))["main"].train != periodic
+    assert _keys(_resolved(overrides=["train.eval_every=2",
+                                      "predict.max_length=64"]))["main"].train != periodic
 
 
 def test_a_later_stage_keys_on_what_it_reads_from_earlier_stages(isolated, tmp_path):
@@ -82,15 +83,19 @@ stages:
         return _keys(r)
 
     base = keys()
-    # the teacher's TTA changes its outputs (teacher probabilities averaged over the views), so the student retrains
+    # the teacher's TTA changes its outputs (teacher probabilities averaged over the views), so the student
+    # retrains
     no_tta = keys("stages.teacher.plugins.swap.test_time=false")
-    assert no_tta["teacher"].train == base["teacher"].train and no_tta["teacher"].outputs != base["teacher"].outputs
+    assert (no_tta["teacher"].train == base["teacher"].train
+            and no_tta["teacher"].outputs != base["teacher"].outputs)
     assert no_tta["student"].train != base["student"].train
     # 8-bit inference of the teacher: outputs come before the 8-bit reload, nothing downstream changes
     int8 = keys("stages.teacher.predict.load_in_8bit=true")
-    assert int8["teacher"].outputs == base["teacher"].outputs and int8["student"].train == base["student"].train
+    assert (int8["teacher"].outputs == base["teacher"].outputs
+            and int8["student"].train == base["student"].train)
     gptq = keys("stages.teacher.predict.load_in_8bit=true", "stages.teacher.predict.quantizer=gptq")
-    assert gptq["teacher"].outputs == base["teacher"].outputs and gptq["student"].train == base["student"].train
+    assert (gptq["teacher"].outputs == base["teacher"].outputs
+            and gptq["student"].train == base["student"].train)
     assert gptq["teacher"].predict != int8["teacher"].predict  # its views are predicted again
     # the teacher's training changes everything after it
     lr = keys("stages.teacher.train.lr=0.01")
@@ -122,7 +127,8 @@ def test_tta_and_temperature_variants_reuse_the_base_training(isolated, monkeypa
     temp_dir, no_temp, _ = _run(["temperature"])
     stage = no_temp["stages"]["main"]
     assert stage["train_reused"] and stage["views_reused"] == ["identity", "swap_ab"]
-    assert no_temp["tta_log_loss"] == base["tta_log_loss"] and no_temp["final_log_loss"] != base["final_log_loss"]
+    assert (no_temp["tta_log_loss"] == base["tta_log_loss"]
+            and no_temp["final_log_loss"] != base["final_log_loss"])
     # the run folders hold the same weights (one file on disk, linked) and their own per-row predictions
     art = isolated / "artifacts" / "smoke"
     weights = [art / d.name / "main" / "final.safetensors" for d in (base_dir, tta_dir, temp_dir)]
@@ -191,7 +197,8 @@ def test_the_plan_estimates_a_prediction_only_variant_from_the_prediction_time_o
     from replicator.core.run.ablate import predict_seconds
 
     trained = {"stages": {"main": {"seconds": 100.0, "train_seconds": 80.0, "optimizer_steps": 5}}}
-    reused = {"stages": {"main": {"seconds": 12.0, "train_seconds": 80.0, "train_reused": True, "optimizer_steps": 5}}}
+    reused = {"stages": {"main": {"seconds": 12.0, "train_seconds": 80.0, "train_reused": True,
+                                  "optimizer_steps": 5}}}
     older = {"stages": {"main": {"seconds": 100.0, "optimizer_steps": 5}}}  # training time not recorded apart
     baseline = {"stages": {"prior": {"seconds": 0.5}}}
     assert predict_seconds(trained) == 20.0 and predict_seconds(reused) == 12.0

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import resolve
-from replicator.core.data.competition import data_dir
+from replicator.core.data.files import data_dir
 from replicator.core.errors import RecipeError, ReplicatorError
 from replicator.core.rows import SWAP_PERM, make_row, swap_row
 from replicator.core.scoring.metrics import log_loss
@@ -93,7 +93,8 @@ def test_losses_ignore_auxiliary_columns():
 
 def test_distillation_against_teachers_equal_to_labels_has_closed_form():
     logits, hard, _ = _logits_labels(n=8, seed=2)
-    rows = [{"id": str(i), "teacher": {"llama": lab.tolist(), "qwen": lab.tolist()}} for i, lab in enumerate(hard)]
+    rows = [{"id": str(i), "teacher": {"llama": lab.tolist(), "qwen": lab.tolist()}}
+            for i, lab in enumerate(hard)]
     loss = DistillKLCos(teachers=["llama", "qwen"]).loss()(logits, hard, {"rows": rows})
     # one-hot teacher q = y: KL(q || s) = -log s_y = CE per row; CosEmb = 1 - s_y / |s|
     p = torch.softmax(logits, -1).double()
@@ -126,7 +127,8 @@ def test_distillation_with_soft_teachers_and_temperature():
 
 def test_distillation_missing_teacher_names_row_and_stage():
     logits, hard, _ = _logits_labels(n=2)
-    rows = [{"id": "a1", "teacher": {"t": [0.2, 0.3, 0.5]}}, {"id": "b2", "teacher": {"other": [0.2, 0.3, 0.5]}}]
+    rows = [{"id": "a1", "teacher": {"t": [0.2, 0.3, 0.5]}},
+            {"id": "b2", "teacher": {"other": [0.2, 0.3, 0.5]}}]
     with pytest.raises(ReplicatorError, match=r"row 'b2'.*stage 't'"):
         DistillKLCos(teachers=["t"]).loss()(logits, hard, {"rows": rows})
     with pytest.raises(RecipeError, match="teachers"):
@@ -144,10 +146,12 @@ def test_swap_twice_is_identity_on_rows_labels_and_teachers():
     assert once[0]["teacher"]["t1"] == [0.3, 0.6, 0.1] and once[0]["model_a"] == "claude-2.1"
     twice = swap.augment(rows=once, epoch=1, seed=0)
     for r, t in zip(rows, twice, strict=True):
-        assert {k: v for k, v in t.items() if k != "swapped"} == {k: v for k, v in r.items() if k != "swapped"}
+        assert ({k: v for k, v in t.items() if k != "swapped"}
+                == {k: v for k, v in r.items() if k != "swapped"})
         assert not t["swapped"]
         back = swap_row(swap_row(r))
-        assert back["label"] == r["label"] and back["teacher"] == r["teacher"] and back["response_a"] == r["response_a"]
+        assert (back["label"] == r["label"] and back["teacher"] == r["teacher"]
+                and back["response_a"] == r["response_a"])
 
 
 def _fake_model(row):
@@ -167,7 +171,8 @@ def test_tta_invert_apply_restores_probabilities():
     np.testing.assert_allclose(view.invert(swapped), base, atol=1e-12)
     synthetic = np.random.default_rng(0).dirichlet([1, 1, 1], size=10)
     np.testing.assert_array_equal(view.invert(view.invert(synthetic)), synthetic)
-    assert [v.name for v in SwapAB(test_time=True).tta()] == ["swap_ab"] and SwapAB(test_time=False).tta() == []
+    assert ([v.name for v in SwapAB(test_time=True).tta()] == ["swap_ab"]
+            and SwapAB(test_time=False).tta() == [])
 
 
 def test_full_swap_batches_contain_both_orders_of_each_row():
@@ -223,8 +228,8 @@ def test_temperature_one_and_identity_platt_change_nothing():
         np.testing.assert_allclose(plugin.postprocess(probs=probs, rows=[], fit=None), probs, atol=1e-12)
     # a fixed temperature wins over the fit
     np.testing.assert_allclose(
-        TemperatureScaling(fixed_temperature=1.0).postprocess(probs=probs, rows=[], fit=(probs, labels)), probs,
-        atol=1e-12)
+        TemperatureScaling(fixed_temperature=1.0).postprocess(probs=probs, rows=[], fit=(probs, labels)),
+        probs, atol=1e-12)
     from replicator.plugins.calibration import apply_platt, apply_temperature
 
     np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-12)
@@ -251,7 +256,8 @@ def test_empty_and_identical_rules():
 
     rows = [row([""], ["fine"]), row(["fine"], ["  \n"]), row(["same"], ["same "]), row([], []),
             row(["", ""], ["a", "b"]), row(["a"], ["b"]), row(["a", "b"], ["a", "c"])]
-    assert [rule_of(r) for r in rows] == ["empty_a", "empty_b", "identical", "identical", "empty_a", None, None]
+    assert [rule_of(r) for r in rows] == ["empty_a", "empty_b", "identical", "identical", "empty_a", None,
+                                          None]
     probs = np.full((len(rows), 3), 1 / 3)
     out = EmptyIdenticalRules().postprocess(probs=probs, rows=rows, fit=None)
     np.testing.assert_allclose(out[0], [0.04, 0.88, 0.08])
@@ -275,7 +281,8 @@ def test_model_family_normalisation():
              " Llama-2-70B-Chat ": "llama-2-70b-chat", None: None, "": None}
     assert {k: model_family(k) for k in cases} == cases
     fams = ["gpt-4", "claude-2"]
-    assert [family_index(n, fams) for n in ("gpt-4-0314", "claude-2.0", "vicuna-13b", None)] == [0, 1, 2, IGNORE_INDEX]
+    assert ([family_index(n, fams) for n in ("gpt-4-0314", "claude-2.0", "vicuna-13b", None)]
+            == [0, 1, 2, IGNORE_INDEX])
 
 
 def test_mlp_head_shape():
@@ -302,7 +309,8 @@ def test_aux_model_heads_train_and_are_absent_at_prediction(isolated):
     from replicator.core.tokens.batches import Encoder, collate
 
     torch.set_num_threads(1)
-    model, tok, info, plugins, stage = _tiny_model("{use: aux_model_heads, families: [gpt-4, claude-2, vicuna-13b]}")
+    model, tok, info, plugins, stage = _tiny_model(
+        "{use: aux_model_heads, families: [gpt-4, claude-2, vicuna-13b]}")
     assert "aux_loss" in info
     rows = read_competition_csv(data_dir() / "lmsys-chatbot-arena" / "train.csv", require_labels=True)[:32]
     for r in rows:  # names the model can learn: a refusal comes from "vicuna", a full answer from "gpt-4"

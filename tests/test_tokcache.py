@@ -1,4 +1,4 @@
-"""The persistent token cache (core/tokcache.py) behind the Encoder: keyed by format, tokenizer, budget
+"""The persistent token cache (core/tokens/store.py) behind the Encoder: keyed by format, tokenizer, budget
 and row content; memory-mapped int32 shards; corrupt shards skipped; off switch; concurrent writers."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import resolve
 from replicator.core.errors import ReplicatorError
 from replicator.core.predict.views import Identity
-from replicator.core.tokens import cache as tokcache
+from replicator.core.tokens import encoding as token_encoding
+from replicator.core.tokens import keys as token_keys
+from replicator.core.tokens import store as token_store
 from replicator.core.tokens.batches import Encoder, collate
 from replicator.plugins.swap_ab import SwapView
 
@@ -28,9 +30,9 @@ BUDGET = 128
 def cache_env(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_TOKEN_WORKERS", "1")
     monkeypatch.delenv("REPLICATOR_TOKEN_CACHE", raising=False)
-    tokcache.forget_open()
+    token_store.forget_open()
     yield isolated
-    tokcache.forget_open()
+    token_store.forget_open()
 
 
 def _plugins(toggles=(), overrides=()):
@@ -39,7 +41,8 @@ def _plugins(toggles=(), overrides=()):
 
 
 def _rows():
-    from replicator.core.data.competition import data_dir, read_competition_csv
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.data.files import data_dir
 
     return read_competition_csv(data_dir() / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
 
@@ -64,7 +67,7 @@ def _view_rows(rows):
 
 
 def _reopen():
-    tokcache.forget_open()
+    token_store.forget_open()
 
 
 def test_hits_return_exactly_the_hooks_tokens(cache_env):
@@ -93,7 +96,7 @@ def test_hits_return_exactly_the_hooks_tokens(cache_env):
 
 
 def test_rows_met_one_at_a_time_are_cached_too(cache_env, monkeypatch):
-    monkeypatch.setattr(tokcache, "PENDING_ROWS", 8)
+    monkeypatch.setattr(token_store, "PENDING_ROWS", 8)
     plugins, _ = _plugins()
     tok = char_tokenizer()
     rows = _rows()[:20]
@@ -143,30 +146,30 @@ def test_a_new_tokenizer_or_budget_is_a_new_folder(cache_env):
     assert Encoder(plugins, char_a).store(BUDGET - 1).folder != folder
     no_template = char_tokenizer(chat_template=False)
     assert Encoder(plugins, no_template).store(BUDGET).folder != folder  # the chat template is part of it
-    assert folder.parent == tokcache.tokens_root().resolve()
-    assert tokcache.tokens_root() == cache_env / "artifacts" / "cache" / "tokens"
+    assert folder.parent == token_store.tokens_root().resolve()
+    assert token_store.tokens_root() == cache_env / "artifacts" / "cache" / "tokens"
 
 
 def test_the_row_key_covers_every_text_and_nothing_else(cache_env):
     row = _rows()[5]
     row = dict(row, prompt=["first question", "second"], response_a=["answer a", None],
                response_b=["answer b", "more b"])
-    key = tokcache.row_key(row)
+    key = token_keys.row_key(row)
     for field in ("prompt", "response_a", "response_b"):
         for turn in range(2):
             changed = dict(row, **{field: list(row[field])})
             changed[field][turn] = (changed[field][turn] or "") + "!"
-            assert tokcache.row_key(changed) != key, (field, turn)
-    assert tokcache.row_key(dict(row, response_a=["answer a", ""])) != key  # None is not ""
-    assert tokcache.row_key(dict(row, prompt=["first question second"])) != key  # turn boundaries count
-    assert tokcache.row_key(dict(row, swapped=True)) != key
-    assert tokcache.row_key(dict(row, view="swap_ab")) != key
-    assert tokcache.row_key(dict(row, model_a="someone-else")) != key  # unknown to the list: in the key
-    assert tokcache.row_key(dict(row, layout="papb")) != key  # judge formats read a per-row layout tag
-    assert tokcache.row_key(dict(row, view="identity")) == key  # the identity view is the row itself
+            assert token_keys.row_key(changed) != key, (field, turn)
+    assert token_keys.row_key(dict(row, response_a=["answer a", ""])) != key  # None is not ""
+    assert token_keys.row_key(dict(row, prompt=["first question second"])) != key  # turn boundaries count
+    assert token_keys.row_key(dict(row, swapped=True)) != key
+    assert token_keys.row_key(dict(row, view="swap_ab")) != key
+    assert token_keys.row_key(dict(row, model_a="someone-else")) != key  # unknown to the list: in the key
+    assert token_keys.row_key(dict(row, layout="papb")) != key  # judge formats read a per-row layout tag
+    assert token_keys.row_key(dict(row, view="identity")) == key  # the identity view is the row itself
     same = dict(row, id="other", label=[0.0, 1.0, 0.0], teacher={"s1": [0.2, 0.3, 0.5]}, pair="p", group="g",
                 source="elsewhere", weight=0.5)
-    assert tokcache.row_key(same) == key  # fields no format reads
+    assert token_keys.row_key(same) == key  # fields no format reads
     # end to end: a text change is a miss for that row only
     plugins, _ = _plugins()
     tok = char_tokenizer()
@@ -199,7 +202,7 @@ def test_a_corrupt_shard_is_skipped_with_a_warning(cache_env, caplog, damage):
     shard.write_bytes(bytes(data))
     _reopen()
     calls = _count_format_calls(plugins)
-    with caplog.at_level(logging.WARNING, logger="replicator.core.tokens.cache"):
+    with caplog.at_level(logging.WARNING, logger="replicator.core.tokens.store"):
         again = Encoder(plugins, tok)
         again.prepare(rows, BUDGET, views=VIEWS)
     assert any(shard.name in m and "skipping" in m for m in caplog.messages), caplog.messages
@@ -251,13 +254,13 @@ def test_concurrent_writers_keep_every_entry(cache_env):
     # two separate cache objects on one folder (as two processes), their shards interleaved
     folder = Encoder(plugins, tok).store(BUDGET).folder
     more = _rows()[80:120]
-    a, b = tokcache.TokenCache(folder), tokcache.TokenCache(folder)
+    a, b = token_store.TokenCache(folder), token_store.TokenCache(folder)
     for i, r in enumerate(more):
-        ids, trunc = tokcache.encode_one(plugins, tok, r, BUDGET)
-        (a if i % 2 else b).add([tokcache.row_key(r)], [ids], [trunc])
+        ids, trunc = token_encoding.encode_one(plugins, tok, r, BUDGET)
+        (a if i % 2 else b).add([token_keys.row_key(r)], [ids], [trunc])
     _reopen()
-    fresh = tokcache.TokenCache(folder)
-    keys = {tokcache.row_key(r) for r in _view_rows(rows)} | {tokcache.row_key(r) for r in more}
+    fresh = token_store.TokenCache(folder)
+    keys = {token_keys.row_key(r) for r in _view_rows(rows)} | {token_keys.row_key(r) for r in more}
     assert all(k in fresh for k in keys) and len(fresh.skipped) == 0
     calls = _count_format_calls(plugins)
     enc = Encoder(plugins, tok)
@@ -272,10 +275,10 @@ def test_worker_processes_give_the_same_tokens(cache_env, monkeypatch):
     plugins, _ = _plugins()
     tok = char_tokenizer()
     rows = _view_rows(_rows()[:60])
-    monkeypatch.setattr(tokcache, "PARALLEL_MIN", 10)
-    monkeypatch.setattr(tokcache, "CHUNK_ROWS", 16)
-    parallel = tokcache.encode_many(plugins, tok, BUDGET, rows, progress=False, workers=2)
-    serial = tokcache.encode_many(plugins, tok, BUDGET, rows, progress=False, workers=1)
+    monkeypatch.setattr(token_encoding, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(token_encoding, "CHUNK_ROWS", 16)
+    parallel = token_encoding.encode_many(plugins, tok, BUDGET, rows, progress=False, workers=2)
+    serial = token_encoding.encode_many(plugins, tok, BUDGET, rows, progress=False, workers=1)
     assert [(a.tolist(), t) for a, t in parallel] == [(a.tolist(), t) for a, t in serial]
     assert [a.tolist() for a, _ in serial] == [_fresh(plugins, tok, r) for r in rows]
 
@@ -289,7 +292,7 @@ def test_over_budget_formats_are_refused(cache_env):
 
     rows = _rows()[:3]
     with pytest.raises(ReplicatorError, match=f"row {rows[0]['id']}, over the budget 16"):
-        tokcache.encode_many(Liar(), char_tokenizer(), 16, rows, progress=False, workers=1)
+        token_encoding.encode_many(Liar(), char_tokenizer(), 16, rows, progress=False, workers=1)
 
 
 def test_a_format_error_in_a_worker_is_raised_as_itself(cache_env, monkeypatch):
@@ -303,10 +306,10 @@ def test_a_format_error_in_a_worker_is_raised_as_itself(cache_env, monkeypatch):
                 raise ValueError(f"row {bad}: cannot format this one")
             return plugins.one(hook, row=row, tokenizer=tokenizer, max_length=max_length)
 
-    monkeypatch.setattr(tokcache, "PARALLEL_MIN", 10)
-    monkeypatch.setattr(tokcache, "CHUNK_ROWS", 8)
+    monkeypatch.setattr(token_encoding, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(token_encoding, "CHUNK_ROWS", 8)
     with pytest.raises(ValueError, match=f"row {bad}: cannot format"):
-        tokcache.encode_many(Picky(), char_tokenizer(), BUDGET, rows, progress=False, workers=2)
+        token_encoding.encode_many(Picky(), char_tokenizer(), BUDGET, rows, progress=False, workers=2)
 
 
 def _prepare_in_child(rows, start_evt):

@@ -20,7 +20,8 @@ pytest.importorskip("deepspeed")  # the `deepspeed` extra: README's install comm
 ZERO = ["train.grad_accum=1", "launch.parallel=zero2", "launch.gpus=2"]
 
 
-#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64 wide)
+#: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64
+#: wide)
 QLORA = ["model.base=tiny:llama128", "model.load_in_4bit=true"]
 
 
@@ -34,7 +35,8 @@ BF16 = ["train.mixed_precision=bf16"]
 
 
 @pytest.mark.parametrize("extra", [CLIPPED, FULL, QLORA, BF16],
-                         ids=["lora_clipped_token_budget", "full_finetuning_kahan_eval", "qlora_4bit", "bf16_autocast"])
+                         ids=["lora_clipped_token_budget", "full_finetuning_kahan_eval", "qlora_4bit",
+                              "bf16_autocast"])
 def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, extra):
     """Two processes under ZeRO-2 (grad_accum 1) against one process (grad_accum 2): the same loss history,
     metrics, per-row predictions and saved weights within 1e-5, with every step's gradients clipped (by
@@ -62,7 +64,8 @@ def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated,
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
         assert info["all_params"] == s2["model"]["all_params"]
     if extra is FULL:
-        assert s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5) and s1["best_step"] == s2["best_step"]
+        assert (s2["evals"] and np.allclose(s1["evals"], s2["evals"], atol=1e-5)
+                and s1["best_step"] == s2["best_step"])
 
 
 def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(isolated):
@@ -91,9 +94,11 @@ def test_a_zero2_checkpoint_needs_the_process_count_that_wrote_it(tmp_path):
     from replicator.core.model.zero import load_partition
 
     ckpt = tmp_path / "checkpoint.pt"
-    with pytest.raises(ReplicatorError, match=r"checkpoint.pt: written by 2 processes under zero2, resumed by 1"):
+    with pytest.raises(ReplicatorError,
+                       match=r"checkpoint.pt: written by 2 processes under zero2, resumed by 1"):
         load_partition(None, {"zero_partitions": 2, "zero_step": 4}, ckpt)
-    with pytest.raises(ReplicatorError, match=r"checkpoint.pt: the checkpoint was not written under launch.parallel"):
+    with pytest.raises(ReplicatorError,
+                       match=r"checkpoint.pt: the checkpoint was not written under launch.parallel"):
         load_partition(None, {"state": {}, "param_groups": []}, ckpt)
     with pytest.raises(ReplicatorError, match=r"partition checkpoint-zero-step4-rank0.pt is missing; delete"):
         load_partition(None, {"zero_partitions": 1, "zero_step": 4}, ckpt)
@@ -103,7 +108,8 @@ def test_zero2_without_deepspeed_says_how_to_install_it(monkeypatch):
     from replicator.core.model import zero
 
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
-    with pytest.raises(ReplicatorError, match=r'launch.parallel zero2 needs DeepSpeed .*pip install -e "\.\[deepspeed\]"'):
+    with pytest.raises(ReplicatorError,
+                       match=r'launch.parallel zero2 needs DeepSpeed .*pip install -e "\.\[deepspeed\]"'):
         zero.initialize(None, None, None, None)
 
 

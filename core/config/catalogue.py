@@ -1,11 +1,12 @@
 """The plugin catalogue and the per-run plugin manager.
 
-Built-in plugins are listed explicitly in :data:`BUILTINS` (name -> "module:Class", imported
-lazily); third-party packages add theirs through the ``replicator.plugins`` entry-point group.
-Each run builds a fresh :class:`pluggy.PluginManager` from the recipe's ``plugins:`` blocks and
-checks, before anything heavy is loaded, that every ``@hookimpl`` names a declared hook with
-arguments the hookspec has (pluggy's validation and ``check_pending``), that each ``one`` hook has
-exactly one provider and that each data plugin names its files.
+Which plugins exist is :mod:`replicator.core.lib.plugin_index` (built-ins listed explicitly in
+:data:`~replicator.core.lib.plugin_index.BUILTINS`, name -> "module:Class", imported lazily;
+third-party packages add theirs through the ``replicator.plugins`` entry-point group). Each run
+builds a fresh :class:`pluggy.PluginManager` from the recipe's ``plugins:`` blocks and checks,
+before anything heavy is loaded, that every ``@hookimpl`` names a declared hook with arguments the
+hookspec has (pluggy's validation and ``check_pending``), that each ``one`` hook has exactly one
+provider and that each data plugin names its files.
 
 Every hook is called through pluggy (``pm.hook.<name>``, or a subset caller for one plugin), never
 by ``getattr`` on a plugin, so ``REPLICATOR_TRACE=1`` (:func:`enable_trace`) sees every call.
@@ -16,123 +17,35 @@ order, so its call order is the recipe order.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
 
 from replicator.core import hookspecs
 from replicator.core.errors import RecipeError, ReplicatorError
+from replicator.core.lib import plugin_index
+from replicator.core.lib.plugin_index import BUILTINS as BUILTINS  # re-exported: the built-in names
+from replicator.core.lib.plugin_index import ENTRY_POINT_GROUP, Catalogue
 from replicator.core.params import build, did_you_mean, doc_of
 
-ENTRY_POINT_GROUP = "replicator.plugins"
-#: the distribution that ships the built-in plugins
-DISTRIBUTION = "arena-replicator"
 #: set to 1 to log every hook call (:func:`enable_trace`)
 TRACE_ENV = "REPLICATOR_TRACE"
 trace_log = logging.getLogger("replicator.trace")
 
-BUILTINS: dict[str, str] = {
-    # data_sources
-    "kaggle_csv": "replicator.plugins.kaggle_csv:KaggleCSV",
-    "arena_33k": "replicator.plugins.arena_33k:Arena33k",
-    "alpacaeval_pairs": "replicator.plugins.alpacaeval:AlpacaEvalPairs",
-    "ultrafeedback_pairs": "replicator.plugins.ultrafeedback:UltraFeedbackPairs",
-    "hh_rlhf": "replicator.plugins.hh_rlhf:HHRLHF",
-    "mt_bench": "replicator.plugins.mt_bench:MTBenchHuman",
-    "pseudo_labels": "replicator.plugins.pseudo_labels:PseudoLabels",
-    # prompt_format
-    "plain_turns": "replicator.plugins.plain_turns:PlainTurns",
-    "qa_triple_quotes": "replicator.plugins.qa_triple_quotes:QATripleQuotes",
-    "judge_pab": "replicator.plugins.judge_pab:JudgePAB",
-    "judge_papb": "replicator.plugins.judge_pab:JudgePAPB",
-    "judge_multi": "replicator.plugins.judge_pab:JudgeMulti",
-    "tagged_turns": "replicator.plugins.tagged_turns:TaggedTurns",
-    "context_result": "replicator.plugins.context_result:ContextResult",
-    "round_headers": "replicator.plugins.round_headers:RoundHeaders",
-    "context_last": "replicator.plugins.context_last:ContextLast",
-    "turn_rounds": "replicator.plugins.turn_rounds:TurnRounds",
-    # head
-    "default_head": "replicator.plugins.default_head:DefaultHead",
-    "mlp_head": "replicator.plugins.mlp_head:MLPHead",
-    "aux_model_heads": "replicator.plugins.aux_model_heads:AuxModelHeads",
-    # loss
-    "cross_entropy": "replicator.plugins.cross_entropy:CrossEntropy",
-    "label_smoothing": "replicator.plugins.label_smoothing:LabelSmoothing",
-    "focal_loss": "replicator.plugins.focal_loss:FocalLoss",
-    "distill_kl_cos": "replicator.plugins.distill_kl_cos:DistillKLCos",
-    # augment + tta
-    "swap_ab": "replicator.plugins.swap_ab:SwapAB",
-    # postprocess
-    "clip_probs": "replicator.plugins.clip_probs:ClipProbs",
-    "temperature_scaling": "replicator.plugins.calibration:TemperatureScaling",
-    "platt_scaling": "replicator.plugins.calibration:PlattScaling",
-    "empty_identical_rules": "replicator.plugins.empty_identical_rules:EmptyIdenticalRules",
-}
-
 _IMPL = hookspecs.PROJECT + "_impl"  # the attribute pluggy's HookimplMarker sets
 
 
-def _load(target: str):
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def builtin_version() -> str | None:
-    """The installed version of :data:`DISTRIBUTION`, or None when it is not installed (a bare checkout)."""
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:
-        return None
-
-
-class Catalogue(dict):
-    """name -> plugin class, imported on first access: built-ins, then entry points (which may not
-    shadow built-ins). A recipe imports only the plugins it uses. ``origins`` holds each name's
-    (distribution, version)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.origins: dict[str, tuple[str | None, str | None]] = {}
-
-    def __getitem__(self, name):
-        target = super().__getitem__(name)
-        if isinstance(target, str):
-            target = _load(target)
-        elif not isinstance(target, type):  # an entry point
-            target = target.load()
-        super().__setitem__(name, target)
-        return target
-
-    def items(self):
-        return [(k, self[k]) for k in self]
-
-    def values(self):
-        return [self[k] for k in self]
-
-    def origin(self, name: str) -> tuple[str | None, str | None]:
-        """(distribution, version) of plugin ``name``; (None, None) when unknown."""
-        return self.origins.get(name, (None, None))
-
-
 def catalogue() -> Catalogue:
-    out = Catalogue(BUILTINS)
-    builtin = (DISTRIBUTION, builtin_version())
-    out.origins.update({name: builtin for name in BUILTINS})
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in out:
-            raise RecipeError(f"entry point {ep.value}", ep.name, "shadows a built-in plugin of the same name")
-        dict.__setitem__(out, ep.name, ep)
-        dist = ep.dist
-        out.origins[ep.name] = (dist.name, dist.version) if dist is not None else (None, None)
-    return out
+    """Every plugin by name (:func:`replicator.core.lib.plugin_index.catalogue`), with the entry points
+    of the ``replicator.plugins`` group installed."""
+    return plugin_index.catalogue(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def hookimpls_of(cls) -> dict[str, str]:
@@ -207,8 +120,8 @@ class Plugins:
         for alias, p in self.providers(hook):
             out = self._only(hook, alias)(**{value_arg: value}, **kwargs)
             if not out:
-                raise ReplicatorError(f"plugin {alias!r} ({p._use}): hook {hook!r} returned None; a chain hook "
-                                      f"returns the edited {value_arg!r}")
+                raise ReplicatorError(f"plugin {alias!r} ({p._use}): hook {hook!r} returned None; a chain "
+                                      f"hook returns the edited {value_arg!r}")
             (value,) = out
         return value
 
@@ -288,16 +201,19 @@ def _register(pm: pluggy.PluginManager, alias: str, inst, file: str) -> None:
     key = f"plugins.{alias}"
     for attr, hook in hookimpls_of(cls).items():
         opts = getattr(getattr(cls, attr), _IMPL)
-        special = [o for o in ("tryfirst", "trylast", "wrapper", "hookwrapper", "optionalhook") if opts.get(o)]
+        special = [o for o in ("tryfirst", "trylast", "wrapper", "hookwrapper", "optionalhook")
+                   if opts.get(o)]
         if special:
             raise RecipeError(file, key, f"plugin {use!r} ({_where(cls)}), hook {hook!r}: @hookimpl("
-                              f"{', '.join(f'{o}=True' for o in special)}) is not supported: the recipe order "
-                              "decides the call order, and every hook is declared in replicator.core.hookspecs")
+                              f"{', '.join(f'{o}=True' for o in special)}) is not supported: the recipe "
+                              "order decides the call order, and every hook is declared in "
+                              "replicator.core.hookspecs")
     try:
         pm.register(_proxy(alias, inst), name=alias)
     except pluggy.PluginValidationError as e:
         detail = "; ".join(_impl_problems(pm, inst)) or str(e)
-        raise RecipeError(file, key, f"plugin {use!r} ({_where(cls)}) does not match the hookspecs: {detail}") from None
+        raise RecipeError(file, key, f"plugin {use!r} ({_where(cls)}) does not match the hookspecs: "
+                          f"{detail}") from None
 
 
 def _check_pending(pm: pluggy.PluginManager, order: list[tuple[str, Any]], file: str) -> None:
@@ -312,8 +228,8 @@ def _check_pending(pm: pluggy.PluginManager, order: list[tuple[str, Any]], file:
         hint = "".join(did_you_mean(h, hookspecs.HOOK_KINDS) for h in unknown)
         raise RecipeError(file, f"plugins.{alias}",
                           f"plugin {inst._use!r} ({_where(cls)}) implements unknown hook(s) "
-                          f"{', '.join(map(repr, unknown))}{hint}; known hooks: {', '.join(hookspecs.HOOK_KINDS)}"
-                          ) from None
+                          f"{', '.join(map(repr, unknown))}{hint}; known hooks: "
+                          f"{', '.join(hookspecs.HOOK_KINDS)}") from None
 
 
 def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, trace: bool | None = None,
@@ -325,7 +241,7 @@ def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, t
 
     ``trace``: log every hook call (:func:`enable_trace`); None reads ``REPLICATOR_TRACE``.
     """
-    cat = catalogue() if cat is None else cat
+    plugin_catalogue = catalogue() if cat is None else cat
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     order = []
@@ -334,22 +250,23 @@ def build_plugins(blocks: dict[str, dict], file: str, cat: dict | None = None, t
         if not isinstance(block, dict) or "use" not in block:
             raise RecipeError(file, key, "a plugin block needs `use: <plugin name>` and its parameters")
         use = block["use"]
-        if use not in cat:
-            raise RecipeError(file, f"{key}.use", f"unknown plugin {use!r}{did_you_mean(str(use), cat)}; "
-                              "`replicate plugins` lists them")
-        inst = build(cat[use], block, file, key, ignore=("use",))
+        if use not in plugin_catalogue:
+            raise RecipeError(file, f"{key}.use", f"unknown plugin {use!r}"
+                              f"{did_you_mean(str(use), plugin_catalogue)}; `replicate plugins` lists them")
+        inst = build(plugin_catalogue[use], block, file, key, ignore=("use",))
         object.__setattr__(inst, "_use", use)
         order.append((alias, inst))
     for alias, inst in reversed(order):  # pluggy calls the last registered first: recipe order
         _register(pm, alias, inst, file)
     _check_pending(pm, order, file)
-    origin = getattr(cat, "origin", lambda name: (None, None))
+    origin = getattr(plugin_catalogue, "origin", lambda name: (None, None))
     plugins = Plugins(pm, order, {alias: origin(inst._use) for alias, inst in order})
     for hook, kind in hookspecs.HOOK_KINDS.items():
         provs = plugins.providers(hook)
         if kind == "one" and len(provs) != 1 and not (hook in unused and not provs):
             names = ", ".join(f"{a} ({p._use})" for a, p in provs) or "none"
-            raise RecipeError(file, "plugins", f"hook {hook!r} needs exactly one plugin, found {len(provs)}: {names}")
+            raise RecipeError(file, "plugins", f"hook {hook!r} needs exactly one plugin, found {len(provs)}: "
+                              f"{names}")
     if not plugins.providers("data_sources"):
         raise RecipeError(file, "plugins", "no data_sources plugin: add one, e.g. `data: {use: kaggle_csv}`")
     with_files = {a for a, _ in plugins.providers("data_files")}
@@ -428,10 +345,10 @@ def enable_trace(plugins: Plugins) -> Callable[[], None]:
 
 def describe(cat: dict | None = None) -> list[dict]:
     """Catalogue entries for `replicate plugins`: name, distribution, version, hooks, doc, parameters."""
-    cat = catalogue() if cat is None else cat
-    origin = getattr(cat, "origin", lambda name: (None, None))
+    plugin_catalogue = catalogue() if cat is None else cat
+    origin = getattr(plugin_catalogue, "origin", lambda name: (None, None))
     out = []
-    for name, cls in cat.items():
+    for name, cls in plugin_catalogue.items():
         dist, ver = origin(name)
         out.append({"name": name, "distribution": dist, "version": ver, "hooks": plugin_hooks(cls),
                     "doc": plugin_doc(cls), "params": doc_of(cls)})

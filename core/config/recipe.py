@@ -9,16 +9,18 @@ block). Each stage of ``stages:`` is then a patch over the result (without ``sta
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from replicator.core.config.canonical import complete_config, hash_of
+from replicator.core.config.catalogue import build_plugins, catalogue
+from replicator.core.config.patch import merge_patch, parse_override
+from replicator.core.config.recipe_files import find_recipe
+from replicator.core.config.sections import check_sections
 from replicator.core.config.toggles import apply_toggle, recipe_toggles
 from replicator.core.errors import RecipeError
 from replicator.core.params import ParamError, build, check_params, did_you_mean, param
@@ -43,25 +45,27 @@ class FeaturesConfig:
     logistic-regression head on the pooled hidden states (+ length features)."""
 
     layers: list[int] = param([9], "hidden-state layers to pool (0 = embeddings, -1 = last)")
-    pool: Literal["mean", "last", "mean+last"] = param("mean", "mean of the response tokens and/or the last token")
+    pool: Literal["mean", "last", "mean+last"] = param(
+        "mean", "mean of the response tokens and/or the last token")
     max_length: int = param(256, "token budget per (prompt, response) text", ge=MIN_LENGTH)
-    prompt_tokens: int = param(64, "the prompt's last N tokens before the response (more when the response is short)",
-                               ge=0)
+    prompt_tokens: int = param(64, "the prompt's last N tokens before the response (more when the response "
+                                   "is short)", ge=0)
     batch_tokens: int = param(4096, "encoding batch size by padded tokens", ge=1)
     shard_size: int = param(512, "texts per cache shard (what an interrupted run keeps)", ge=1)
-    lm: bool = param(True, "false: no model at all, the head reads the length and text features only (ablation)")
+    lm: bool = param(True, "false: no model at all, the head reads the length and text features only "
+                           "(ablation)")
     pca: int = param(12, "project the vectors on their first N principal components (fitted on the training "
                          "responses; 0 = raw vectors)", ge=0)
     lengths: bool = param(True, "add the length features of the length baseline to the head's inputs")
-    text: bool = param(True, "add style counts (refusal, bold, headers, ?, digits, paragraphs, links) and pair "
-                             "features (word overlap, identical, both refuse)")
-    C: float | None = param(None, "inverse L2 strength of the head; null = chosen by grouped CV on the training rows",
-                            gt=0)
+    text: bool = param(True, "add style counts (refusal, bold, headers, ?, digits, paragraphs, links) and "
+                             "pair features (word overlap, identical, both refuse)")
+    C: float | None = param(None, "inverse L2 strength of the head; null = chosen by grouped CV on the "
+                                  "training rows", gt=0)
     c_grid: list[float] = param([0.001, 0.002, 0.003, 0.005, 0.01, 0.03], "the values of C that the CV tries")
     cv_folds: int = param(5, "folds of that CV (grouped by prompt)", ge=2)
-    crossfit: int = param(0, "K > 0: score every row of the validation rows' sources out of fold (grouped K-fold "
-                             "seeded by the run seed; training and validation rows alike, baselines too); 0 = the "
-                             "validation rows only", ge=0)
+    crossfit: int = param(0, "K > 0: score every row of the validation rows' sources out of fold (grouped "
+                             "K-fold seeded by the run seed; training and validation rows alike, baselines "
+                             "too); 0 = the validation rows only", ge=0)
 
     def __post_init__(self):
         check_params(self)
@@ -75,18 +79,21 @@ class FeaturesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    base: str = param("embedded:gemma-3-270m", "hub id, local path, or embedded:<name> (embedded:gemma-3-270m, embedded:smollm2-135m)")
+    base: str = param("embedded:gemma-3-270m", "hub id, local path, or embedded:<name> "
+                                               "(embedded:gemma-3-270m, embedded:smollm2-135m)")
     lora: LoraConfig | None = param(None, "LoRA settings; null = full fine-tuning")
-    features: FeaturesConfig | None = param(None, "frozen backbone: encode each response once, train a small head "
-                                            "(no fine-tuning; lora and train.* unused)")
+    features: FeaturesConfig | None = param(None, "frozen backbone: encode each response once, train a small "
+                                                  "head (no fine-tuning; lora and train.* unused)")
     load_in_4bit: bool = param(False, "QLoRA: load the backbone in 4-bit nf4 (bitsandbytes)")
     load_in_8bit: bool = param(False, "load the backbone in 8-bit (bitsandbytes)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param("auto", "auto = bf16 on CUDA, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto", "auto = bf16 on CUDA, fp32 on CPU")
     gradient_checkpointing: bool = param(False, "trade compute for memory")
     revision: str | None = param(None, "hub revision")
-    freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters there)",
-                               ge=0)
-    attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th [R4])")
+    freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters "
+                                  "there)", ge=0)
+    attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th "
+                                     "[R4])")
     sliding_window: bool = param(True, "false: every layer full attention (2nd [R2] from stage 2)")
 
     def __post_init__(self):
@@ -98,40 +105,45 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: float = param(1.0, "passes over the training rows (fractions allowed)", gt=0)
-    lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on top)", gt=0)
+    lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on "
+                            "top)", gt=0)
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
     batch_size: int = param(4, "rows per micro-batch", ge=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
     batch_tokens: int | None = param(
-        None, "token-budget micro-batches: as many length-grouped rows as fit in this many padded tokens (rows x "
-              "longest row; a longer row alone) instead of batch_size rows; an optimizer step is still grad_accum "
-              "micro-batches (per process), so its row count varies, and its gradient is the mean over its rows; "
-              "null = batch_size rows", ge=1)
-    packed: bool = param(False, "padding-free micro-batches: a micro-batch's rows concatenated into one sequence, "
-                                "position ids restarting per row (transformers masks attention between the rows; "
-                                "padding-free kernels with flash attention on CUDA; with sdpa or eager attention "
-                                "the masked attention costs the square of the packed length)")
+        None, "token-budget micro-batches: as many length-grouped rows as fit in this many padded tokens "
+              "(rows x longest row; a longer row alone) instead of batch_size rows; an optimizer step is "
+              "still grad_accum micro-batches (per process), so its row count varies, and its gradient is "
+              "the mean over its rows; null = batch_size rows", ge=1)
+    packed: bool = param(False, "padding-free micro-batches: a micro-batch's rows concatenated into one "
+                                "sequence, position ids restarting per row (transformers masks attention "
+                                "between the rows; padding-free kernels with flash attention on CUDA; with "
+                                "sdpa or eager attention the masked attention costs the square of the packed "
+                                "length)")
     max_length: int = param(512, "token budget per row in training", ge=MIN_LENGTH)
     optimizer: Literal["adamw", "adamw_kahan", "adamw_8bit", "paged_adamw_8bit"] = param(
-        "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for bf16/fp16 "
-                 "weights (2nd [R2]); adamw_8bit / paged_adamw_8bit: bitsandbytes 8-bit states (3rd [R3m])")
+        "adamw", "adamw: torch AdamW; adamw_kahan: AdamW with Kahan-summed updates (torch-optimi), for "
+                 "bf16/fp16 weights (2nd [R2]); adamw_8bit / paged_adamw_8bit: bitsandbytes 8-bit states "
+                 "(3rd [R3m])")
     betas: list[float] = param([0.9, 0.999], "AdamW (beta1, beta2)")
     eps: float = param(1e-8, "AdamW epsilon", gt=0)
     weight_decay: float = param(0.0, "AdamW weight decay (decoupled, x lr)", ge=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = param(
         "no", "accelerate's autocast; with model.dtype float32 the weights stay fp32 (fp32 master weights)")
-    schedule: Literal["cosine", "linear", "constant"] = param("cosine", "learning-rate schedule after warm-up")
+    schedule: Literal["cosine", "linear", "constant"] = param(
+        "cosine", "learning-rate schedule after warm-up")
     warmup_steps: int = param(0, "linear warm-up, in optimizer steps", ge=0)
-    warmup_ratio: float = param(0.0, "linear warm-up as a share of the optimizer steps (instead of warmup_steps)",
-                                ge=0, lt=1)
-    lr_floor: float = param(0.0, "the schedule starts its warm-up from and decays to this share of the peak lr "
-                                 "(2nd [R2]: 0.001)", ge=0, lt=1)
+    warmup_ratio: float = param(0.0, "linear warm-up as a share of the optimizer steps (instead of "
+                                     "warmup_steps)", ge=0, lt=1)
+    lr_floor: float = param(0.0, "the schedule starts its warm-up from and decays to this share of the peak "
+                                 "lr (2nd [R2]: 0.001)", ge=0, lt=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
     max_steps: int = param(0, "stop after this many optimizer steps (0 = no cap)", ge=0)
     max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)", ge=0)
     checkpoint_every: int = param(25, "optimizer steps between checkpoints", ge=1)
-    eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with the "
-                               "lowest validation log loss are kept (1st [R1]: 400); 0 = keep the last", ge=0)
+    eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with "
+                               "the lowest validation log loss are kept (1st [R1]: 400); 0 = keep the "
+                               "last", ge=0)
 
     def __post_init__(self):
         check_params(self)
@@ -146,14 +158,16 @@ class PredictConfig:
     max_length: int = param(1024, "token budget per row at inference", ge=MIN_LENGTH)
     batch_tokens: int = param(8192, "inference batch size by token budget (rows sorted by length)", ge=1)
     max_rows: int = param(0, "evaluate at most this many validation rows (0 = all)", ge=0)
-    load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th [P16], 5th [P5])")
-    merge_lora: bool = param(False, "with load_in_8bit: merge the LoRA adapters into the weights first, then quantize "
-                                    "the merged model (9th [P9] merge_and_unload)")
+    load_in_8bit: bool = param(False, "predict with the backbone in 8-bit, bitsandbytes (9th [P9], 16th "
+                                      "[P16], 5th [P5])")
+    merge_lora: bool = param(False, "with load_in_8bit: merge the LoRA adapters into the weights first, then "
+                                    "quantize the merged model (9th [P9] merge_and_unload)")
     quantizer: Literal["bitsandbytes", "gptq"] = param(
-        "bitsandbytes", "with load_in_8bit: bitsandbytes (LLM.int8 at load) | gptq (8 bits, group size 128, calibrated "
-                        "on gptq_calibration_rows of the stage's training rows, LoRA merged first: 1st [R1] "
-                        "run_gptq.py; needs the gptq extra)")
-    gptq_calibration_rows: int = param(128, "quantizer gptq: training rows it calibrates on (1st [R1]: 128)", ge=1)
+        "bitsandbytes", "with load_in_8bit: bitsandbytes (LLM.int8 at load) | gptq (8 bits, group size 128, "
+                        "calibrated on gptq_calibration_rows of the stage's training rows, LoRA merged "
+                        "first: 1st [R1] run_gptq.py; needs the gptq extra)")
+    gptq_calibration_rows: int = param(128, "quantizer gptq: training rows it calibrates on (1st [R1]: "
+                                            "128)", ge=1)
 
     @property
     def gptq(self) -> bool:
@@ -172,7 +186,8 @@ NO_BF16 = ("V100-16GB", "V100-32GB", "T4")
 class LaunchConfig:
     """The hardware a stage is meant for: ``replicate plan`` checks the stage's memory against it and
     prints the ``accelerate launch`` command (``recipes/accelerate/<parallel>.yaml``). A plan only: it is
-    not in the run id (the process count a launcher really started is, :mod:`replicator.core.run.fingerprint`)."""
+    not in the run id (the process count a launcher really started is,
+    :mod:`replicator.core.run.fingerprint`)."""
 
     gpus: int = param(1, "GPUs (processes) the stage runs on: accelerate launch --num_processes", ge=1)
     gpu: str = param("A100-80GB", "the GPU by name (" + ", ".join(GPU_MEMORY_GIB) + "), 'cpu', or any name "
@@ -180,9 +195,9 @@ class LaunchConfig:
     gpu_memory_gb: float | None = param(None, "memory per GPU (or host memory for cpu) in GiB; null = from "
                                               "the GPU's name", gt=0)
     parallel: Literal["single", "ddp", "fsdp_shard_grad_op", "fsdp_full_shard", "zero2", "zero3"] = param(
-        "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard (the runner shards with FSDP2) "
-                  "| zero2 (the runner partitions with DeepSpeed ZeRO-2) | zero3 (sized by the plan, not run): what "
-                  "is sharded over the GPUs")
+        "single", "single (one process) | ddp | fsdp_shard_grad_op | fsdp_full_shard (the runner shards with "
+                  "FSDP2) | zero2 (the runner partitions with DeepSpeed ZeRO-2) | zero3 (sized by the plan, "
+                  "not run): what is sharded over the GPUs")
 
     def __post_init__(self):
         check_params(self)
@@ -194,8 +209,8 @@ class LaunchConfig:
             raise ParamError("parallel", "parallel 'zero3' is sized by the plan for GPUs and not run; choose "
                              "fsdp_full_shard (it shards the same parts) for gpu 'cpu'")
         if self.parallel == "single" and self.gpus != 1:
-            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; choose "
-                             "ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
+            raise ParamError("parallel", f"parallel 'single' runs one process but gpus is {self.gpus}; "
+                             "choose ddp, fsdp_shard_grad_op, fsdp_full_shard, zero2 or zero3")
 
     @property
     def memory_gib(self) -> float:
@@ -251,43 +266,6 @@ TOP_KEYS.update({
 })
 
 
-# ---------------------------------------------------------------- patches
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch, plus: a plugin block whose ``use`` changes is replaced whole."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if not isinstance(target, dict):
-        target = {}
-    if "use" in patch and target.get("use") not in (None, patch["use"]):
-        target = {}
-    out = dict(target)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
-
-
-def parse_override(text: str, file: str = "<command line>") -> dict:
-    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}`` with ``value`` parsed as YAML."""
-    if "=" not in text:
-        raise RecipeError(file, text, "an override has the form key.path=value")
-    key, _, raw = text.partition("=")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as e:
-        raise RecipeError(file, key, f"cannot parse value {raw!r}: {e}") from None
-    out: Any = value
-    for part in reversed(key.strip().split(".")):
-        if not part:
-            raise RecipeError(file, key, "empty key segment")
-        out = {part: out}
-    return out
-
-
 # ---------------------------------------------------------------- resolution
 
 
@@ -303,9 +281,7 @@ class Resolved:
     @functools.cached_property
     def complete(self) -> dict:
         """The config as built, every default written out (plugin blocks included): what
-        ``resolved.yaml`` holds (see :func:`replicator.core.run.fingerprint.complete_config`)."""
-        from replicator.core.run.fingerprint import complete_config
-
+        ``resolved.yaml`` holds (see :func:`replicator.core.config.canonical.complete_config`)."""
         return complete_config(self)
 
     @property
@@ -324,12 +300,12 @@ class Resolved:
 
 
 def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+    return hash_of(config)
 
 
-def load_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise RecipeError(str(path), "(file)", "recipe file not found")
+def load_yaml(path: str | Path) -> dict:
+    """The recipe file's mapping: ``path``, or the shipped recipe of that name (:func:`find_recipe`)."""
+    path = find_recipe(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -342,7 +318,7 @@ def load_yaml(path: Path) -> dict:
 def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = (),
             check_plugins: bool = True, data_dir: Path | None = None) -> Resolved:
     """Load, patch and validate a recipe. Raises RecipeError naming the file and key."""
-    path = Path(path)
+    path = find_recipe(path)
     file = str(path)
     raw = load_yaml(path)
     _check_top_keys(raw, file, TOP_KEYS, "")
@@ -358,16 +334,12 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
         raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
     stages = build_stages(cfg, file)
     if cfg.get("folds") is not None or cfg.get("ensemble") is not None:
-        from replicator.core.config.sections import check_sections
-
         check_sections(cfg, stages, file)
     resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=labels)
     if check_plugins:
-        from replicator.core.config.catalogue import build_plugins, catalogue
-
-        cat = catalogue()
+        plugin_catalogue = catalogue()
         for s in stages:
-            plugins = build_plugins(s.plugins, file, cat, unused=s.unused_hooks)
+            plugins = build_plugins(s.plugins, file, plugin_catalogue, unused=s.unused_hooks)
             _check_unused(plugins, s, file)
             if data_dir is not None:
                 check_data(plugins, data_dir, file, s.name)
@@ -382,10 +354,10 @@ def _check_unused(plugins, stage: StageConfig, file: str) -> None:
         return
     for hook in ("augment", "tta", "prompt_format", "head", "loss"):
         for alias, p in plugins.providers(hook):
-            raise RecipeError(file, f"plugins.{alias}", f"stage {stage.name} ({stage.model.base}"
-                              f"{', model.features' if stage.model.features else ''}) never calls the {hook!r} "
-                              f"hook, so {p._use!r} would change nothing (its predictions are swap-symmetric by "
-                              "construction)")
+            features = ", model.features" if stage.model.features else ""
+            raise RecipeError(file, f"plugins.{alias}", f"stage {stage.name} ({stage.model.base}{features}) "
+                              f"never calls the {hook!r} hook, so {p._use!r} would change nothing (its "
+                              "predictions are swap-symmetric by construction)")
 
 
 #: top-level keys that describe a run and change no number (left out of the run id)
@@ -445,11 +417,14 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
     names = [s.name for s in earlier]
     src = patch.get("from")
     if src is not None and src not in names:
-        raise RecipeError(file, f"{key}.from", f"{src!r} is not an earlier stage{did_you_mean(str(src), names)}")
+        raise RecipeError(file, f"{key}.from",
+                          f"{src!r} is not an earlier stage{did_you_mean(str(src), names)}")
     outputs = patch.get("outputs") or []
     if not isinstance(outputs, list) or any(o not in STAGE_OUTPUTS for o in outputs):
-        raise RecipeError(file, f"{key}.outputs", f"expected a list of {', '.join(STAGE_OUTPUTS)}, got {outputs!r}")
-    merged = merge_patch(defaults, {k: v for k, v in patch.items() if k not in ("from", "reinit_head", "outputs")})
+        raise RecipeError(file, f"{key}.outputs",
+                          f"expected a list of {', '.join(STAGE_OUTPUTS)}, got {outputs!r}")
+    merged = merge_patch(defaults, {k: v for k, v in patch.items()
+                                    if k not in ("from", "reinit_head", "outputs")})
     pre = f"{key}." if key else ""
     return StageConfig(
         name=sname,
@@ -469,4 +444,5 @@ def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:
     plugin with problems is a RecipeError naming its block."""
     for alias, problems in plugins.check_data(data_dir):
         if problems:
-            raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + (f" (stage {stage})" if stage != "main" else ""))
+            where = f" (stage {stage})" if stage != "main" else ""
+            raise RecipeError(file, f"plugins.{alias}", "; ".join(problems) + where)

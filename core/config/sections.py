@@ -132,8 +132,8 @@ def check_fold_plugin(folds: FoldsConfig, plugins: dict, file: str) -> None:
     if not isinstance(block, dict):
         raise RecipeError(file, "folds.plugin", f"no plugin block {folds.plugin!r} in the final stage; "
                           f"blocks: {', '.join(plugins) or '(none)'}")
-    cat = catalogue()
-    cls = cat[block["use"]] if block.get("use") in cat else None
+    plugin_catalogue = catalogue()
+    cls = plugin_catalogue[block["use"]] if block.get("use") in plugin_catalogue else None
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     if not {"folds", "fold"} <= fields:
         raise RecipeError(file, "folds.plugin", f"plugin block {folds.plugin!r} (use: {block.get('use')}) "

@@ -16,7 +16,10 @@ Rules of :func:`parse_conversation`:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+
+from replicator.core.data.files import clean_text
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "bot"}
@@ -24,10 +27,6 @@ ASSISTANT_ROLES = {"assistant", "gpt", "bot"}
 
 def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
     """(user turns, assistant turns aligned to them, repair counts ``{"null", "surrogate"}``, error)."""
-    import json
-
-    from replicator.core.data.competition import clean_text
-
     if isinstance(conv, str):
         try:
             conv = json.loads(conv, strict=False)
@@ -40,7 +39,8 @@ def parse_conversation(conv) -> tuple[list[str], list[str], dict, str | None]:
     fixes = {"null": 0, "surrogate": 0}
     for k, m in enumerate(conv):
         if not isinstance(m, dict):
-            return [], [], {}, f"message {k} is a {type(m).__name__}, expected an object with role and content"
+            err = f"message {k} is a {type(m).__name__}, expected an object with role and content"
+            return [], [], {}, err
         role = str(m.get("role") or "").strip().lower()
         content = m.get("content")
         if content is None:

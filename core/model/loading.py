@@ -3,17 +3,21 @@ the recipe's head, LoRA (peft) or full fine-tuning, optional 4/8-bit (bitsandbyt
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from replicator.core.config.recipe import ModelConfig
 from replicator.core.errors import ReplicatorError
+from replicator.core.model.embedded import is_embedded, resolve_embedded
+from replicator.core.model.sharding import is_sharded, load_full_state
+from replicator.core.model.tensors import HEAD_NAMES, NUM_LABELS, head_module
+from replicator.core.model.tiny import is_tiny, resolve_tiny
+from replicator.core.util.logs import NOISY_IMPORTS, import_quietly, quiet_transformers
 
 log = logging.getLogger(__name__)
-
-NUM_LABELS = 3
-HEAD_NAMES = ("score", "classifier")
 
 
 def device_type() -> str:
@@ -24,9 +28,6 @@ def device_type() -> str:
 
 def resolve_base(base: str) -> str:
     """Map ``embedded:``/``tiny:`` names to local folders; check local paths; keep hub ids."""
-    from replicator.core.model.embedded import is_embedded, resolve_embedded
-    from replicator.core.model.tiny import is_tiny, resolve_tiny
-
     if is_embedded(base):
         return str(resolve_embedded(base))
     if is_tiny(base):
@@ -36,8 +37,8 @@ def resolve_base(base: str) -> str:
     if base.startswith((".", "/", "~")):
         raise ReplicatorError(f"model.base: local path {base!r} does not exist")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ReplicatorError(f"model.base: {base!r} is neither a local folder nor reachable: HF_HUB_OFFLINE=1. "
-                              "Give a local path, or embedded:gemma-3-270m")
+        raise ReplicatorError(f"model.base: {base!r} is neither a local folder nor reachable: "
+                              "HF_HUB_OFFLINE=1. Give a local path, or embedded:gemma-3-270m")
     return base  # a hub id: transformers downloads (or finds it in the HF cache)
 
 
@@ -52,18 +53,11 @@ def torch_dtype(cfg: ModelConfig):
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "right"
-    return tok
-
-
-def head_module(model):
-    for name in HEAD_NAMES:
-        if hasattr(model, name):
-            return name, getattr(model, name)
-    raise ReplicatorError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 def model_config(path: str, cfg: ModelConfig):
@@ -73,17 +67,20 @@ def model_config(path: str, cfg: ModelConfig):
     config = AutoConfig.from_pretrained(path, num_labels=NUM_LABELS, revision=cfg.revision)
     if not cfg.attn_softcap:
         if not hasattr(config, "attn_logit_softcapping"):
-            raise ReplicatorError(f"model.attn_softcap: {cfg.base} ({config.model_type}) has no attention softcapping")
+            raise ReplicatorError(f"model.attn_softcap: {cfg.base} ({config.model_type}) has no attention "
+                                  "softcapping")
         config.attn_logit_softcapping = None
     if not cfg.sliding_window:
         if getattr(config, "layer_types", None) is None:
-            raise ReplicatorError(f"model.sliding_window: {cfg.base} ({config.model_type}) has no sliding-window layers")
+            raise ReplicatorError(f"model.sliding_window: {cfg.base} ({config.model_type}) has no "
+                                  "sliding-window layers")
         config.layer_types = ["full_attention"] * len(config.layer_types)
     return config
 
 
 def _freeze(model, n: int, lora: bool) -> dict:
-    """Freeze embeddings + the first ``n`` decoder layers (full fine-tuning); LoRA uses layers_to_transform."""
+    """Freeze embeddings + the first ``n`` decoder layers (full fine-tuning); LoRA uses
+    layers_to_transform."""
     layers = next((m for name, m in model.named_modules() if name.endswith("layers") and len(m) > 0), None)
     if layers is None or n > len(layers):
         raise ReplicatorError(f"model.freeze_layers: {n} is more than the model's {len(layers or [])} layers")
@@ -95,24 +92,20 @@ def _freeze(model, n: int, lora: bool) -> dict:
 
 
 def _quantization(cfg: ModelConfig):
-    import warnings
-
     from transformers import BitsAndBytesConfig
 
     # bitsandbytes warns on every 8-bit matmul of fp32 inputs (thousands of lines per prediction pass)
     warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
 
     if cfg.load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch_dtype(cfg))
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch_dtype(cfg))
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def _load_backbone(cfg: ModelConfig, path: str):
     """The sequence classifier of ``path`` (quantized when asked), transformers' load report silenced."""
     from transformers import AutoModelForSequenceClassification
-
-    from replicator.core.util.logs import quiet_transformers
 
     kwargs: dict = {"config": model_config(path, cfg), "dtype": torch_dtype(cfg)}
     if cfg.revision:
@@ -133,10 +126,10 @@ def _load_backbone(cfg: ModelConfig, path: str):
     mismatched = [k for k, *_ in loading.get("mismatched_keys", [])]
     other = [k for k in mismatched if k.split(".")[0] not in HEAD_NAMES]
     if other:
-        raise ReplicatorError(f"model.base: {cfg.base!r} has weights of another shape than its config outside the "
-                              f"classification head: {', '.join(other[:5])}")
-    log.info("%s: its classification head has %d output(s); a new %d-way head replaces it (%s)", cfg.base, saved,
-             NUM_LABELS, ", ".join(mismatched) or "no head weights saved")
+        raise ReplicatorError(f"model.base: {cfg.base!r} has weights of another shape than its config "
+                              f"outside the classification head: {', '.join(other[:5])}")
+    log.info("%s: its classification head has %d output(s); a new %d-way head replaces it (%s)", cfg.base,
+             saved, NUM_LABELS, ", ".join(mismatched) or "no head weights saved")
     return model
 
 
@@ -171,26 +164,25 @@ def _add_lora(model, cfg: ModelConfig, head: str, train: bool, num_layers: int |
     if cfg.freeze_layers and isinstance(targets, str):  # peft needs names with layers_to_transform
         targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                           if isinstance(m, torch.nn.Linear) and ".layers." in n})
-    lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                      lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=[head],
-                      layers_to_transform=(list(range(cfg.freeze_layers, num_layers)) if cfg.freeze_layers else None))
-    return get_peft_model(model, lcfg)
+    lora_config = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                             lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=[head],
+                             layers_to_transform=(list(range(cfg.freeze_layers, num_layers))
+                                                  if cfg.freeze_layers else None))
+    return get_peft_model(model, lora_config)
 
 
 def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool | None = None):
-    """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the recipe)."""
-    import dataclasses
-
-    from replicator.core.util.logs import NOISY_IMPORTS, import_quietly
-
+    """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the
+    recipe)."""
     for name in NOISY_IMPORTS:  # before peft / accelerate import them
         import_quietly(name)
     if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
-        cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit, load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
+        cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit,
+                                  load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)
     path = resolve_base(cfg.base)
-    tok = load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
     model = _load_backbone(cfg, path)
-    model.config.pad_token_id = tok.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
     dtype = torch_dtype(cfg)
     name, aux_loss = _replace_head(model, plugins, dtype)
     if cfg.gradient_checkpointing and train:
@@ -209,89 +201,21 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
         info["aux_loss"] = aux_loss
     log.info("%s -> %s: %s trainable of %s params, %s", cfg.base, type(model).__name__, f"{n_train:,}",
              f"{n_all:,}", info["dtype"])
-    return model, tok, info
-
-
-def load_for_inference(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool = False,
-                       merge_lora: bool = False, calibration=None):
-    """The model rebuilt for prediction (backbone in 8-bit with ``load_in_8bit``) with its trained weights.
-    ``merge_lora`` (with ``load_in_8bit``): the adapters are merged into the unquantized weights first and
-    the merged model is quantized (9th [P9]: ``merge_and_unload()`` then 8-bit), instead of 8-bit
-    weights with 16/32-bit adapters beside them. ``calibration`` (token-id rows): GPTQ 8-bit calibrated
-    on those rows instead of bitsandbytes (:func:`replicator.core.model.gptq.gptq_8bit`)."""
-    if calibration is not None:
-        from replicator.core.model.gptq import gptq_8bit
-
-        return gptq_8bit(cfg, plugins, weights, calibration)
-    if merge_lora and load_in_8bit and cfg.lora is not None:
-        return _merged_in_8bit(cfg, plugins, weights)
-    return trained_model(cfg, plugins, weights, load_in_8bit=load_in_8bit or None)
+    return model, tokenizer, info
 
 
 def trained_model(cfg: ModelConfig, plugins, weights: Path, load_in_8bit: bool | None = None):
     """(model, tokenizer): the model built for inference with the trained tensors of ``weights`` loaded."""
     from safetensors.torch import load_file
 
-    model, tok, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit)
+    model, tokenizer, _ = load_model(cfg, plugins, train=False, load_in_8bit=load_in_8bit)
     load_trainable(model, load_file(str(weights)), where=str(weights))
-    return model, tok
-
-
-def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
-    """The trained adapters merged into the backbone (next to ``weights``, in ``merged-<hash of weights>/``,
-    written once per weights file), reloaded with the backbone in 8-bit and the trained head."""
-    import dataclasses
-    import hashlib
-
-    from replicator.core.util.atomic import atomic_folder
-
-    if cfg.load_in_4bit:
-        raise ReplicatorError("predict.merge_lora: the model trained in 4-bit (QLoRA); merging adapters into 4-bit "
-                              "weights would dequantize them: predict without merge_lora")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    folder = Path(weights).parent / f"merged-{digest.hexdigest()[:16]}"  # new weights never meet an old merge
-    model, tok = trained_model(cfg, plugins, weights)
-    merged = model.merge_and_unload()
-    name, head = head_module(merged)
-    head_state = {f"{name}.{k}": v.detach().clone() for k, v in head.state_dict().items()}
-    if not (folder / "config.json").exists():
-        atomic_folder(folder, lambda tmp, m=merged: (m.save_pretrained(tmp), tok.save_pretrained(tmp)),
-                      keep_existing=True)
-    del model, merged  # the unquantized copy goes before the 8-bit one loads
-    model8, tok8, _ = load_model(dataclasses.replace(cfg, base=str(folder), lora=None, load_in_8bit=True,
-                                                     load_in_4bit=False), plugins, train=False)
-    unknown = model8.load_state_dict(head_state, strict=False).unexpected_keys
-    if unknown:
-        raise ReplicatorError(f"predict.merge_lora: head tensors {unknown[:3]} do not fit the merged model")
-    log.info("LoRA merged into the backbone (%s), then loaded in 8-bit", folder)
-    return model8, tok8
-
-
-def load_predictor(stage, plugins, weights: Path, calibration_dir: Path | None = None):
-    """(model, tokenizer) as ``stage.predict`` asks: 8-bit by bitsandbytes (LoRA merged first or not) or by
-    GPTQ, calibrated on the rows saved in ``calibration_dir`` (default: next to ``weights``)."""
-    p = stage.predict
-    calibration = None
-    if p.gptq:
-        from replicator.core.model.gptq import read_calibration
-
-        calibration = read_calibration(calibration_dir or Path(weights).parent, p.gptq_calibration_rows)
-    return load_for_inference(stage.model, plugins, weights, load_in_8bit=p.load_in_8bit, merge_lora=p.merge_lora,
-                              calibration=calibration)
-
-
-def trainable_state(model) -> dict:
-    """The trainable tensors (LoRA + head, or everything for full fine-tuning), on CPU."""
-    return {k: v.detach().to("cpu").clone() for k, v in model.named_parameters() if v.requires_grad}
+    return model, tokenizer
 
 
 def load_trainable(model, state: dict, skip_head: bool = False, where: str = "") -> int:
-    """Load tensors saved by :func:`trainable_state`; every saved key must exist in the model."""
-    from replicator.core.model.sharding import is_sharded, load_full_state
-
+    """Load tensors saved by :func:`replicator.core.model.tensors.trainable_state`; every saved key must
+    exist in the model."""
     params = dict(model.named_parameters())  # a sharded model's are whole-shaped (DTensor)
     chosen = {}
     for k, v in state.items():
@@ -301,7 +225,8 @@ def load_trainable(model, state: dict, skip_head: bool = False, where: str = "")
             raise ReplicatorError(f"{where}: saved weight {k!r} does not exist in the model; "
                                   "were the stages built with different LoRA or head settings?")
         if params[k].shape != v.shape:
-            raise ReplicatorError(f"{where}: {k} has shape {tuple(v.shape)} saved, {tuple(params[k].shape)} in the model")
+            raise ReplicatorError(f"{where}: {k} has shape {tuple(v.shape)} saved, {tuple(params[k].shape)} "
+                                  "in the model")
         chosen[k] = v
     if is_sharded(model):  # every process holds the whole file and keeps its shard
         load_full_state(model, {k: v.to(params[k].dtype) for k, v in chosen.items()})

@@ -34,8 +34,9 @@ What they assume:
   it each layer keeps its input (h) and one layer at a time is recomputed in full. A micro-batch has
   ``batch_size`` rows of ``max_length`` tokens (the longest micro-batch; length-grouped batches of
   shorter rows take less); with ``train.batch_tokens``, that budget's worth of tokens in rows of
-  ``max_length`` (:func:`replicator.core.run.resources.micro_batch_rows`). Embeddings, the final norm and the head are left out (a few h per token):
-  count on +-15 %. In fp32 (a CPU) the same counts take 4 bytes (an overestimate: nothing is upcast).
+  ``max_length`` (:func:`replicator.core.run.resources.micro_batch_rows`). Embeddings, the final norm
+  and the head are left out (a few h per token): count on +-15 %. In fp32 (a CPU) the same counts take
+  4 bytes (an overestimate: nothing is upcast).
 * **inference**: the whole model on every GPU (processes share the rows, not the model), a batch of
   ``batch_tokens`` tokens and one layer's activations at a time (the runner's forward passes
   ``use_cache=False``, so no layer's keys and values are kept).

@@ -20,9 +20,10 @@ import json
 from pathlib import Path
 
 from replicator.core.errors import RecipeError
+from replicator.core.model.tensors import NUM_LABELS, head_module
+from replicator.core.model.tiny import is_tiny, resolve_tiny
 
 CONFIG_DIR = Path(__file__).parent.parent / "lib" / "model_configs"
-NUM_LABELS = 3
 
 
 @functools.cache
@@ -39,8 +40,6 @@ def load_config(base: str, file: str, key: str):
     """The transformers config of ``base`` (3 labels), from a shipped, tiny or local config; RecipeError
     naming ``file`` and ``key`` for a base that has none."""
     from transformers import AutoConfig
-
-    from replicator.core.model.tiny import is_tiny, resolve_tiny
 
     if is_tiny(base):
         return AutoConfig.from_pretrained(resolve_tiny(base), num_labels=NUM_LABELS)
@@ -91,8 +90,6 @@ def build_meta(config, plugins=None):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from replicator.core.model.loading import head_module
-
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
         if plugins is not None:
@@ -113,8 +110,6 @@ def decoder_layers(model):
 
 def counts(model) -> Counts:
     import torch
-
-    from replicator.core.model.loading import head_module
 
     cfg = model.config
     layers = decoder_layers(model)

@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 
 from replicator.core.errors import ReplicatorError
+from replicator.core.model.tensors import trainable_state
+from replicator.core.model.zero import ZERO_STRATEGIES, is_engine
 from replicator.core.util.distributed import world_size
 
 FSDP_STRATEGIES = ("fsdp_full_shard", "fsdp_shard_grad_op")
@@ -40,11 +42,10 @@ FSDP_STRATEGIES = ("fsdp_full_shard", "fsdp_shard_grad_op")
 def strategy(parallel: str) -> str | None:
     """The sharding a stage trains with: its ``launch.parallel`` when that is an FSDP one or ZeRO-2
     (:mod:`replicator.core.model.zero`) and more than one process runs, else None (one process, DDP)."""
-    from replicator.core.model.zero import ZERO_STRATEGIES
-
     if parallel == "zero3" and world_size() > 1:
-        raise ReplicatorError("launch.parallel zero3 (DeepSpeed ZeRO-3) is sized by `replicate plan` but not run: "
-                              "fsdp_full_shard partitions the same parts (weights, gradients, optimizer state)")
+        raise ReplicatorError("launch.parallel zero3 (DeepSpeed ZeRO-3) is sized by `replicate plan` but not "
+                              "run: fsdp_full_shard partitions the same parts (weights, gradients, "
+                              "optimizer state)")
     return parallel if parallel in FSDP_STRATEGIES + ZERO_STRATEGIES and world_size() > 1 else None
 
 
@@ -104,8 +105,6 @@ def full_trainable_state(model) -> dict:
 def trainable_to_save(model, unwrapped, main: bool) -> dict | None:
     """The trainable tensors a process writes: gathered whole into the main process for a sharded model
     (every process must call this), else the main process's own copy of ``unwrapped``'s (None elsewhere)."""
-    from replicator.core.model.loading import trainable_state
-
     if is_sharded(model):
         return full_trainable_state(model)
     return trainable_state(unwrapped) if main else None
@@ -162,8 +161,6 @@ def whole(model):
     """The weights of a sharded model gathered once and kept whole inside the block: forwards then need
     no collective, so processes may run different numbers of them (evaluation on each one's rows). A
     ZeRO-2 engine's module holds whole weights already (its forwards need no collective either)."""
-    from replicator.core.model.zero import is_engine
-
     if not is_sharded(model):
         yield model.module if is_engine(model) else model
         return

@@ -29,7 +29,9 @@ import sys
 from pathlib import Path
 
 from replicator.core.errors import ReplicatorError
-from replicator.core.util.distributed import world_size
+from replicator.core.util.atomic import atomic_torch_save
+from replicator.core.util.distributed import rank, world_size
+from replicator.core.util.logs import import_quietly
 
 ZERO_STRATEGIES = ("zero2",)
 
@@ -43,14 +45,14 @@ def is_engine(model) -> bool:
     return isinstance(model, DeepSpeedEngine)
 
 
-def ds_config(tcfg) -> dict:
+def ds_config(train_config) -> dict:
     """The DeepSpeed config of a stage: ZeRO stage 2, the recipe's micro-batch, accumulation and clipping,
     the runner owning the accumulation boundary, no DeepSpeed precision (accelerate's autocast instead)."""
     return {
-        "train_micro_batch_size_per_gpu": tcfg.batch_size,
-        "gradient_accumulation_steps": tcfg.grad_accum,
+        "train_micro_batch_size_per_gpu": train_config.batch_size,
+        "gradient_accumulation_steps": train_config.grad_accum,
         "managed_gradient_accumulation": False,
-        "gradient_clipping": float(tcfg.max_grad_norm),
+        "gradient_clipping": float(train_config.max_grad_norm),
         "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": False},
         "zero_allow_untested_optimizer": True,  # AdamW, Kahan-summed AdamW: ZeRO wraps any torch optimizer
         "bf16": {"enabled": False}, "fp16": {"enabled": False},
@@ -58,21 +60,21 @@ def ds_config(tcfg) -> dict:
     }
 
 
-def initialize(model, optimizer, tcfg, acc):
+def initialize(model, optimizer, train_config, accelerator):
     """(engine, ZeRO optimizer): ``model`` placed and wrapped in accelerate's autocast, then partitioned by
     DeepSpeed over the process group the launcher formed."""
-    from replicator.core.util.logs import import_quietly
-
     import_quietly("deepspeed")
     try:
         import deepspeed
     except ImportError as e:
-        raise ReplicatorError(f"launch.parallel zero2 needs DeepSpeed ({e}): pip install -e \".[deepspeed]\"") from e
+        raise ReplicatorError(f"launch.parallel zero2 needs DeepSpeed ({e}): "
+                              "pip install -e \".[deepspeed]\"") from e
 
-    model = acc.prepare_model(model, evaluation_mode=True)  # device and mixed precision only, no DDP
+    model = accelerator.prepare_model(model, evaluation_mode=True)  # device and mixed precision only, no DDP
     with contextlib.redirect_stdout(sys.stderr):  # its config and ZeRO reports go to stdout
         engine, zero_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                            config=ds_config(tcfg), dist_init_required=False)
+                                                            config=ds_config(train_config),
+                                                            dist_init_required=False)
     return engine, zero_optimizer
 
 
@@ -90,9 +92,6 @@ def save_partition(optimizer, ckpt: Path, step: int) -> dict:
     """Every process writes its own optimizer partition next to the checkpoint (no collective: gathering
     them to one process would hold them all in its GPU memory at once); what the checkpoint says of them.
     The step is in the name, so a checkpoint never points at partitions of another step."""
-    from replicator.core.util.atomic import atomic_torch_save
-    from replicator.core.util.distributed import rank
-
     atomic_torch_save(optimizer.state_dict(), partition_file(ckpt, step, rank()))
     return {"zero_partitions": world_size(), "zero_step": step}
 
@@ -108,8 +107,6 @@ def remove_other_steps(ckpt: Path, step: int) -> None:
 def load_partition(optimizer, state: dict, ckpt: Path) -> None:
     """Each process takes its own partition back (after the weights are loaded)."""
     import torch
-
-    from replicator.core.util.distributed import rank
 
     n = state.get("zero_partitions") if isinstance(state, dict) else None
     if not isinstance(n, int):

@@ -45,7 +45,8 @@ def scores(preds: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     return result
 
 
-def write_valid_predictions(path: Path, rows: list[dict], preds: dict[str, np.ndarray], labels: np.ndarray) -> None:
+def write_valid_predictions(path: Path, rows: list[dict], preds: dict[str, np.ndarray],
+                            labels: np.ndarray) -> None:
     """``{"id": [...], "<view>_a": [...], ..., "final_tie": [...], "label_a": [...], ...}`` as JSON."""
     cols: dict[str, list] = {"id": [r["id"] for r in rows]}
     for name, p in [*preds.items(), ("label", labels)]:
@@ -67,10 +68,11 @@ def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, pro
 
     ``baselines``: the baseline views of the same rows (``baseline_prior``, ``baseline_length``),
     added after ``final``: never averaged into ``tta`` nor postprocessed. ``store``/``load``: cached
-    views and a model loaded only when a view is missing (:func:`replicator.core.predict.views.predict_probs`)."""
+    views and a model loaded only when a view is missing
+    (:func:`replicator.core.predict.views.predict_probs`)."""
     labels = labels_of(valid_rows)
-    preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
-                          progress, store=store, load=load)
+    preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length,
+                          stage.predict.batch_tokens, progress, store=store, load=load)
     preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
     preds.update(baselines or {})
     if is_main():  # every process has all the predictions (gathered); one writes them

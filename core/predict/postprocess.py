@@ -26,5 +26,6 @@ def crossfit_postprocess(plugins, probs, rows, labels) -> np.ndarray:
         tgt, src = halves == h, halves != h
         fit = (probs[src], labels[src]) if src.any() else None
         if tgt.any():
-            out[tgt] = postprocess(plugins, probs[tgt], [r for r, m in zip(rows, tgt, strict=True) if m], fit=fit)
+            out[tgt] = postprocess(plugins, probs[tgt], [r for r, m in zip(rows, tgt, strict=True) if m],
+                                   fit=fit)
     return out

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from replicator.core.config.recipe import Resolved, StageConfig
-from replicator.core.data.competition import stage_rows_error
+from replicator.core.data.collect import stage_rows_error
 from replicator.core.predict.views import predict_probs
 from replicator.core.util.atomic import atomic_write_text
 from replicator.core.util.distributed import is_main
@@ -24,7 +24,8 @@ def _probs_by_id(model, tok, plugins, stage: StageConfig, rows, progress) -> dic
     return {r["id"]: [float(x) for x in pr] for r, pr in zip(rows, p, strict=True)}
 
 
-def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, path: Path, progress) -> dict:
+def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, path: Path,
+                        progress) -> dict:
     """Predictions later stages consume, written to ``path``: on the training rows (teachers) and on the
     pool (pseudo-labels)."""
     out: dict = {}
@@ -33,8 +34,8 @@ def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx
     if "pool" in stage.outputs:
         pool = [r for rows in plugins.all("data_sources", split="pool", ctx=ctx) if rows for r in rows]
         if not pool:
-            stage_rows_error(stage.name, "pool", "outputs: [pool] asks for pseudo-labels but no data source feeds "
-                         "the 'pool' split")
+            stage_rows_error(stage.name, "pool", "outputs: [pool] asks for pseudo-labels but no data "
+                             "source feeds the 'pool' split")
         out["pool"] = _probs_by_id(model, tok, plugins, stage, pool, progress)
         out["pool_rows"] = [{k: v for k, v in r.items() if k != "label"} for r in pool]
     if is_main():

@@ -8,8 +8,11 @@ import dataclasses
 import sys
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from replicator.core.config.canonical import plain
 from replicator.core.tokens.batches import Encoder, collate, forward_logits
+from replicator.core.util.distributed import gather_rows, shard
 
 IDENTITY = "identity"
 
@@ -32,7 +35,6 @@ def view_owners(plugins) -> dict[str, tuple[list | None, object]]:
     """``{view name: (owner block, view)}``: the identity view (no owner), then each ``tta`` plugin's views
     in recipe order, with the block that made them (``[alias, {use, every field}]``: part of the view's
     cache key, :mod:`replicator.core.stages.steps`)."""
-    from replicator.core.run.fingerprint import plain
 
     out: dict[str, tuple[list | None, object]] = {IDENTITY: (None, Identity())}
     for alias, inst in plugins.providers("tta"):
@@ -53,9 +55,7 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
     """One view's probabilities of ``rows``; under several processes each predicts every N-th row of
     the length-sorted order and the parts are gathered (each row once)."""
     import torch
-    from tqdm.auto import tqdm
 
-    from replicator.core.util.distributed import gather_rows, shard
 
     device = next(model.parameters()).device
     encoder.prepare(rows, max_length, views=[view], progress=progress)  # the token cache, all rows at once

@@ -1,0 +1,28 @@
+"""Compare runs: ``replicate report``.
+
+Runs are grouped into *variants*: runs whose resolved config is the same except for the seed are
+seeds of one variant (or the ``variant`` key of ``fingerprint.json`` names it). One variant is the
+base (the base run's). For each variant the report gives the log loss (mean over seeds, ± their
+standard deviation), the change against the base with a 95% paired bootstrap interval over prompt
+groups and seeds (rows paired by (seed, id): only rows both runs predicted), accuracy, top-label
+calibration error, wall time and tokens; and two reference rows on the same validation rows:
+uniform (ln 3) and the class prior. It says in words which differences the intervals resolve.
+
+Runs whose data hash, validation rows or environment (device, torch, transformers, peft) differ
+from the base are flagged; ``strict`` refuses them.
+
+Writes ``report.md``, one self-contained ``report.html`` (CSS inline, figures as SVG data URIs) and
+``report.json`` (the numbers). The same inputs give byte-identical files.
+
+Modules (each imports only modules listed before it):
+
+* :mod:`~replicator.core.report.runs` -- loading runs, grouping them into variants.
+* :mod:`~replicator.core.report.compare` -- the numbers: pairs, bootstrap intervals, verdicts, references.
+* :mod:`~replicator.core.report.tables` -- the numbers as table cells and verdict sentences.
+* :mod:`~replicator.core.report.markdown` -- ``report.md``.
+* :mod:`~replicator.core.report.plots` -- the matplotlib drawings (SVG data URIs).
+* :mod:`~replicator.core.report.figures` -- the report's figures: what each shows, its caption.
+* :mod:`~replicator.core.report.html` -- ``report.html``.
+* :mod:`~replicator.core.report.build` -- :func:`~replicator.core.report.build.build_report`: all of it,
+  written to files.
+"""

@@ -118,7 +118,8 @@ def reliability_plot(panels: list[dict]) -> str:
 
 
 def confusion_plot(panels: list[dict]) -> str:
-    """One 3x3 panel per variant (``name``, ``counts`` [true][predicted]); cells show the row share and count."""
+    """One 3x3 panel per variant (``name``, ``counts`` [true][predicted]); cells show the row share and
+    count."""
     import matplotlib
 
     with matplotlib.rc_context(RC):
@@ -164,8 +165,8 @@ def loss_plot(series: list[dict]) -> str:
             for b in s.get("boundaries", []):
                 ax.axvline(b, color="#8c959f", linestyle=":", linewidth=1)
         ax.axhline(math.log(3), color="black", linestyle="--", linewidth=0.8)
-        ax.text(1.0, math.log(3), "ln 3 (uniform) ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
-                fontsize=8)
+        ax.text(1.0, math.log(3), "ln 3 (uniform) ", transform=ax.get_yaxis_transform(), ha="right",
+                va="bottom", fontsize=8)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
         fig.legend(loc="outside right upper", fontsize=8, frameon=False)

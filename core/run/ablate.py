@@ -24,7 +24,13 @@ from pathlib import Path
 
 from replicator.core.config.recipe import Resolved, resolve
 from replicator.core.config.toggles import SHARED, config_diff, meaning
+from replicator.core.data.files import data_dir as default_data_dir
 from replicator.core.errors import ReplicatorError
+from replicator.core.report.build import build_report
+from replicator.core.run.fingerprint import fingerprint
+from replicator.core.run.pipeline import finished, run_recipe
+from replicator.core.stages.steps import stage_keys
+from replicator.core.util.atomic import atomic_write_text
 from replicator.core.util.layout import reports_root, run_folders
 
 log = logging.getLogger(__name__)
@@ -89,12 +95,14 @@ class Plan:
                                                          if self.base_toggles else "")
                  + (f", overrides {' '.join(self.overrides)}" if self.overrides else "")]
         for v in self.variants():
-            changes = "; ".join(f"{c['key']}: {_short(c['base'])} -> {_short(c['variant'])}" for c in v["changes"])
+            changes = "; ".join(f"{c['key']}: {_short(c['base'])} -> {_short(c['variant'])}"
+                                for c in v["changes"])
             lines.append(f"  {v['label']}: {v['measures']}  [{changes}]")
         width = max(len(r.label) for r in self.runs)
         for r in self.runs:
             est = "-" if (r.exists and not self.force) else _duration(r.estimate)
-            lines.append(f"  {r.label:<{width}}  seed {r.seed:<4} {r.run_id}  {r.status(self.force):<30} est. {est}")
+            lines.append(f"  {r.label:<{width}}  seed {r.seed:<4} {r.run_id}  "
+                         f"{r.status(self.force):<30} est. {est}")
         todo = self.to_compute()
         known = [r.estimate for r in todo if r.estimate is not None]
         total = _duration(sum(known)) if todo and len(known) == len(todo) else "unknown" if todo else "0 s"
@@ -128,7 +136,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
         try:
             seeds.append(int(part.strip()))
         except ValueError:
-            raise ReplicatorError(f"--seeds {text!r}: {part.strip()!r} is not an integer (give e.g. 0,1,2)") from None
+            raise ReplicatorError(f"--seeds {text!r}: {part.strip()!r} is not an integer "
+                                  "(give e.g. 0,1,2)") from None
     if len(set(seeds)) != len(seeds):
         raise ReplicatorError(f"--seeds {text!r}: a seed is repeated")
     return seeds
@@ -203,14 +212,10 @@ def estimate_seconds(name: str, base_toggles: list[str], of=run_seconds) -> floa
     return statistics.median(found) if found else None
 
 
-def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: list[int] | None = None,
-         base_toggles: list[str] = (), overrides: list[str] = (), data_dir: Path | None = None,
-         out_dir: Path | None = None, force: bool = False) -> Plan:
+def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
+                  seeds: list[int] | None = None, base_toggles: list[str] = (), overrides: list[str] = (),
+                  data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False) -> Plan:
     """Resolve and fingerprint every run of the ablation; nothing runs."""
-    from replicator.core.data.competition import data_dir as default_data_dir
-    from replicator.core.run.fingerprint import fingerprint
-    from replicator.core.run.pipeline import finished
-    from replicator.core.stages.steps import stage_keys
 
     recipe, toggles, base_toggles = Path(recipe), list(toggles), list(base_toggles)
     if not toggles:
@@ -220,7 +225,8 @@ def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: li
         if toggles.count(t) > 1:
             raise ReplicatorError(f"--toggle {t} is given twice")
         if t in base_toggles:
-            raise ReplicatorError(f"--toggle {t} is also a base toggle (-b): the variant would equal the base")
+            raise ReplicatorError(f"--toggle {t} is also a base toggle (-b): "
+                                  "the variant would equal the base")
     ddir = Path(data_dir) if data_dir is not None else default_data_dir()
     first = resolve(recipe, base_toggles, list(overrides), data_dir=ddir)
     seeds = [first.seed] if seeds is None else list(seeds)
@@ -240,11 +246,13 @@ def plan(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (), seeds: li
             if variant == "base":
                 base_keys = train_keys
             shares = variant != "base" and bool(train_keys) and train_keys == base_keys
-            run_dir, art = run_folders(r.name, fp["run_id"])
+            run_dir, artifacts = run_folders(r.name, fp["run_id"])
             label = "base" if variant == "base" else r.toggles[-1]
-            runs.append(PlannedRun(variant, label, s, r, fp["run_id"], run_dir, finished(r, run_dir, art),
-                                   predict_estimate if shares else estimate, shares))
-    out = Path(out_dir) if out_dir is not None else default_out_dir(first.name, toggles, seeds, base_toggles, overrides)
+            runs.append(PlannedRun(variant, label, s, r, fp["run_id"], run_dir,
+                                   finished(r, run_dir, artifacts), predict_estimate if shares else estimate,
+                                   shares))
+    out = (Path(out_dir) if out_dir is not None
+           else default_out_dir(first.name, toggles, seeds, base_toggles, overrides))
     return Plan(recipe, first.name, toggles, base_toggles, list(overrides), seeds, runs, out, force)
 
 
@@ -257,16 +265,13 @@ def manifest(p: Plan) -> dict:
 
 def _metric_text(metrics: dict) -> str:
     keys = ("final_log_loss", "tta_log_loss", "log_loss", "final_accuracy", "accuracy")
-    return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), int | float)) or "no metrics"
+    return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys
+                     if isinstance(metrics.get(k), int | float)) or "no metrics"
 
 
 def execute(p: Plan, data_dir: Path | None = None, progress: bool = True) -> dict:
     """Run (or reuse) every planned run in order, then write the report and ``ablation.json``.
     Returns {"runs": [(PlannedRun, run_dir, metrics, reused)], "report": build_report's result}."""
-    from replicator.core.data.competition import data_dir as default_data_dir
-    from replicator.core.report.report import build_report
-    from replicator.core.run.pipeline import run_recipe
-    from replicator.core.util.atomic import atomic_write_text
 
     ddir = Path(data_dir) if data_dir is not None else default_data_dir()
     done = []
@@ -276,8 +281,8 @@ def execute(p: Plan, data_dir: Path | None = None, progress: bool = True) -> dic
         t0 = time.time()
         run_dir, metrics, reused = run_recipe(r.resolved, ddir, force=p.force, progress=progress)
         if run_dir != r.run_dir:  # the fingerprint hashes the code and data files as they are on disk now
-            log.warning("%s seed %d: planned as %s, run as %s: the code or the data changed while the ablation "
-                        "ran", r.label, r.seed, r.run_dir.name, run_dir.name)
+            log.warning("%s seed %d: planned as %s, run as %s: the code or the data changed while the "
+                        "ablation ran", r.label, r.seed, r.run_dir.name, run_dir.name)
         log.info("%d/%d %s seed %d: %s in %s: %s", i, len(p.runs), r.label, r.seed,
                  "reused" if reused else "finished", _duration(time.time() - t0), _metric_text(metrics))
         done.append((r, run_dir, metrics, reused))

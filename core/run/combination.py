@@ -16,10 +16,10 @@ and an added fold trains one run. Members of an ensemble are resolved as the rec
 ``recipe`` file) + their ``toggles`` + the command line's toggles + their ``overrides`` + the command
 line's overrides: ``-t tiny`` shrinks every member. A command-line toggle that a member lists itself is
 not applied to that member again (shared toggles flip: ``-t tta`` on 2nd turns the Gemma member's swap
-TTA on and leaves the ArmoRM member's swapped view on, its role in the blend). A member whose config has a ``folds:`` section is
-that fold combination. ``combination.json`` holds what ``replicate predict`` needs; a combination
-folder has ``fingerprint.json`` and ``metrics.json`` like a run, so ``replicate report`` compares it
-with runs on the same rows.
+TTA on and leaves the ArmoRM member's swapped view on, its role in the blend). A member whose config
+has a ``folds:`` section is that fold combination. ``combination.json`` holds what ``replicate predict``
+needs; a combination folder has ``fingerprint.json`` and ``metrics.json`` like a run, so
+``replicate report`` compares it with runs on the same rows.
 """
 
 from __future__ import annotations
@@ -31,17 +31,30 @@ from pathlib import Path
 
 import numpy as np
 
+from replicator.core.config.canonical import hash_of
+from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import Resolved, resolve
 from replicator.core.config.sections import (
     EnsembleConfig,
     FoldsConfig,
+    GateConfig,
     MemberConfig,
     build_ensemble,
     folds_config,
     member_file,
 )
 from replicator.core.errors import RecipeError, ReplicatorError
-from replicator.core.run.folds import fold_name, fold_overrides
+from replicator.core.model.inference import load_predictor
+from replicator.core.predict.evaluate import scores
+from replicator.core.run.ensemble import blend, blend_markdown, blend_members, gate_mask, summarize_blend
+from replicator.core.run.fingerprint import fingerprint
+from replicator.core.run.finished_runs import find_run, model_probs, run_parts, run_probs
+from replicator.core.run.folds import NO_HONEST_SCORE, average_weights, concat_oof, fold_name, fold_overrides
+from replicator.core.run.pipeline import run_recipe, weights_file
+from replicator.core.scoring import metrics as M
+from replicator.core.scoring.row_predictions import read_row_predictions, row_chars, write_preds
+from replicator.core.util.atomic import atomic_save_safetensors, atomic_write_text
+from replicator.core.util.distributed import is_main
 from replicator.core.util.layout import (
     FAILED,
     FINGERPRINT,
@@ -52,6 +65,8 @@ from replicator.core.util.layout import (
     reports_root,
     run_folders,
 )
+from replicator.core.util.lock import run_lock
+from replicator.core.util.path_checks import check_safetensors, safetensors_problem
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +129,7 @@ Plan = FoldsPlan | EnsemblePlan
 # ---------------------------------------------------------------- planning
 
 
-def plan(path: str | Path, toggles=(), overrides=(), data_dir: Path | None = None) -> Plan | None:
+def plan_combination(path: str | Path, toggles=(), overrides=(), data_dir: Path | None = None) -> Plan | None:
     """Every member of the recipe's combination resolved and fingerprinted (nothing runs); None when
     the recipe has neither ``folds:`` nor ``ensemble:``."""
     top = resolve(path, list(toggles), list(overrides), data_dir=data_dir)
@@ -126,7 +141,6 @@ def plan(path: str | Path, toggles=(), overrides=(), data_dir: Path | None = Non
 
 
 def _member(label: str, resolved: Resolved, data_dir: Path) -> Member:
-    from replicator.core.run.fingerprint import fingerprint
 
     run_id = fingerprint(resolved, data_dir)["run_id"]
     run_dir, art = run_folders(resolved.name, run_id)
@@ -136,7 +150,6 @@ def _member(label: str, resolved: Resolved, data_dir: Path) -> Member:
 def _plan_folds(label: str, file: Path, resolved: Resolved, toggles: list[str], overrides: list[str],
                 data_dir) -> FoldsPlan:
     """The fold runs of ``resolved`` (``file`` resolved with ``toggles`` and ``overrides``)."""
-    from replicator.core.run.pipeline import weights_file
 
     cfg = folds_config(resolved.config["folds"], str(file))
     chosen = [o for o in overrides if o.partition("=")[0].strip() in (f"plugins.{cfg.plugin}.fold",
@@ -171,12 +184,13 @@ def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: lis
     for name, m in specs.items():
         file = member_file(m.recipe, str(path), f"ensemble.members.{name}.recipe") if m.recipe else path
         try:
-            # a toggle the member lists itself is its role (armorm's swapped view): the command line's does not
-            # flip it back (shared toggles flip, core/toggles.py)
+            # a toggle the member lists itself is its role (armorm's swapped view): the command line's
+            # does not flip it back (shared toggles flip, core/toggles.py)
             tog, over = [*m.toggles, *(t for t in toggles if t not in m.toggles)], [*m.overrides, *overrides]
             if len(tog) < len(m.toggles) + len(toggles):
-                log.info("ensemble member %s: its own toggles %s are kept; the command line's -t %s leaves them as "
-                         "they are", name, m.toggles, " -t ".join(t for t in toggles if t in m.toggles))
+                log.info("ensemble member %s: its own toggles %s are kept; the command line's -t %s leaves "
+                         "them as they are", name, m.toggles,
+                         " -t ".join(t for t in toggles if t in m.toggles))
             r = resolve(file, tog, over, data_dir=data_dir)
             folds = r.config.get("folds") is not None
             parts[name] = (_plan_folds(name, file, r, tog, over, data_dir) if folds
@@ -201,7 +215,6 @@ def _spec_key(m: MemberConfig) -> dict:
 
 
 def _hash(key: dict) -> str:
-    from replicator.core.run.fingerprint import hash_of
 
     return hash_of(key)[:8]
 
@@ -227,8 +240,6 @@ def run_plan(p: Plan, data_dir: Path, force: bool = False, progress: bool = True
     """Run or reuse every member run (or only those ``only`` names), then write the combinations (not
     with ``only``). Returns ``{"members": [(label, run folder, metrics, reused)], "combinations":
     [(kind, folder, metrics, reused)]}``."""
-    from replicator.core.run.pipeline import run_recipe
-    from replicator.core.util.distributed import is_main
 
     todo = _select(p, only)
     done, seen = [], {}
@@ -257,8 +268,6 @@ def run_plan(p: Plan, data_dir: Path, force: bool = False, progress: bool = True
 
 
 def _finished(run_dir: Path, art: Path, weights: bool) -> bool:
-    from replicator.core.util.layout import ROW_PREDICTIONS
-    from replicator.core.util.path_checks import safetensors_problem
 
     files = [run_dir / f for f in (COMBINATION, ROW_PREDICTIONS, FINGERPRINT, METRICS)]
     if not all(f.is_file() for f in files) or (run_dir / FAILED).exists():
@@ -269,9 +278,6 @@ def _finished(run_dir: Path, art: Path, weights: bool) -> bool:
 def _write(run_dir: Path, preds, info: dict, fp: dict, metrics: dict, extra: dict[str, str]) -> None:
     """A combination folder: per-row predictions, extra files, ``combination.json``, then
     ``fingerprint.json`` and ``metrics.json`` last (what says it is finished)."""
-    from replicator.core.scoring.row_predictions import write_preds
-    from replicator.core.util.atomic import atomic_write_text
-    from replicator.core.util.layout import ROW_PREDICTIONS
 
     (run_dir / METRICS).unlink(missing_ok=True)
     write_preds(run_dir / ROW_PREDICTIONS, preds)
@@ -295,7 +301,6 @@ def _fingerprint(combo_id: str, name: str, seed: int, kind: str, variant: str, t
 
 
 def _rowpreds(run_dir: Path):
-    from replicator.core.scoring.row_predictions import read_row_predictions
 
     return read_row_predictions(run_dir / ROW_PREDICTIONS)
 
@@ -303,8 +308,6 @@ def _rowpreds(run_dir: Path):
 def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
     """The fold combination's folder (reused when finished): OOF per-row predictions and metrics, and
     for ``average: adapters`` the averaged weights."""
-    from replicator.core.run.folds import concat_oof
-    from replicator.core.util.lock import run_lock
 
     adapters = f.cfg.average == "adapters"
     with run_lock(f.run_dir, f.combo_id):
@@ -329,9 +332,6 @@ def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
 
 def _folds_metrics(f: FoldsPlan, parts: list, oof) -> dict:
     """metrics.json of a fold combination: every view scored on the OOF rows, and each fold alone."""
-    from replicator.core.predict.evaluate import scores
-    from replicator.core.run.folds import NO_HONEST_SCORE
-    from replicator.core.scoring import metrics as M
 
     names = {m.run_id: fold_name(i) for i, m in f.runs.items()}
     per_fold = {names[rid]: {"run_id": rid, "n_rows": len(p),
@@ -346,9 +346,6 @@ def _folds_metrics(f: FoldsPlan, parts: list, oof) -> dict:
 def _average_adapters(f: FoldsPlan) -> None:
     from safetensors.torch import load_file
 
-    from replicator.core.run.folds import average_weights
-    from replicator.core.util.atomic import atomic_save_safetensors
-    from replicator.core.util.path_checks import check_safetensors
 
     states = []
     for m in f.members():
@@ -382,8 +379,6 @@ def _folds_markdown(title: str, metrics: dict) -> str:
 def combine_ensemble(e: EnsemblePlan, force: bool = False) -> tuple[Path, dict, bool]:
     """The ensemble's folder (reused when finished): the blend of the members' per-row predictions,
     its weights and the members' scores on the same rows."""
-    from replicator.core.run.ensemble import blend_markdown, blend_members, summarize_blend
-    from replicator.core.util.lock import run_lock
 
     with run_lock(e.run_dir, e.combo_id):
         if not force and _finished(e.run_dir, e.art, False):
@@ -430,7 +425,6 @@ def _info(run_dir: Path) -> dict:
 
 
 def _unit_dir(unit: dict) -> Path:
-    from replicator.core.run.submission import find_run
 
     return find_run(str(reports_root() / unit["recipe"] / unit["run_id"]))
 
@@ -443,8 +437,6 @@ def _adapter_weights(info: dict) -> Path:
 def check_combination(run_dir: Path) -> None:
     """Every run a combination predicts with is finished and has what ``predict`` reads (checked before
     a model loads)."""
-    from replicator.core.run.submission import run_parts
-    from replicator.core.util.path_checks import check_safetensors
 
     info = _info(run_dir)
     if info["kind"] == "folds":
@@ -463,9 +455,6 @@ def predict_combination(run_dir: Path, rows: list[dict], progress: bool = True,
     """(N, 3) probabilities of ``rows`` by a combination: the fold models combined by their ``average``,
     or the ensemble's members (each its ``input`` view: ``swapped`` members are fed A/B-swapped rows
     and their columns swapped back) blended with the ensemble's weights and gates."""
-    from replicator.core.config.sections import GateConfig
-    from replicator.core.run.ensemble import blend, gate_mask
-    from replicator.core.scoring.row_predictions import row_chars
 
     info = _info(run_dir)
     if info["kind"] == "folds":
@@ -481,7 +470,6 @@ def predict_combination(run_dir: Path, rows: list[dict], progress: bool = True,
 
 
 def _unit_probs(unit: dict, rows: list[dict], view: str, progress: bool) -> np.ndarray:
-    from replicator.core.run.submission import run_parts, run_probs
 
     d = _unit_dir(unit)
     if unit["kind"] == "folds":
@@ -493,9 +481,6 @@ def _unit_probs(unit: dict, rows: list[dict], view: str, progress: bool) -> np.n
 def _predict_folds(run_dir: Path, info: dict, rows: list[dict], view: str, progress: bool) -> np.ndarray:
     """``probs``: the mean of the fold runs' predictions; ``adapters``: one model with the averaged
     weights (postprocessing fitted on the OOF TTA predictions of the fold models)."""
-    from replicator.core.config.catalogue import build_plugins
-    from replicator.core.model.loading import load_predictor
-    from replicator.core.run.submission import model_probs, run_parts, run_probs
 
     dirs = [_unit_dir(r) for r in info["runs"]]
     if info["average"] == "probs":

@@ -43,17 +43,17 @@ import numpy as np
 
 from replicator.core.config.sections import EnsembleConfig, GateConfig, MemberConfig
 from replicator.core.errors import ReplicatorError
-from replicator.core.rows import SWAP_PERM
-from replicator.core.scoring.metrics import EPS
+from replicator.core.rows import SWAP_PERM, SWAPPED_VIEW
+from replicator.core.scoring.metrics import EPS, accuracy
 from replicator.core.scoring.row_predictions import RowPreds
-from replicator.core.scoring.stats import row_log_loss
+from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("final", "identity", "swapped", "both")
 #: the per-row prediction view each input reads (core/evaluate.py, core/predict.py name them)
-INPUT_VIEW = {"final": "final", "identity": "identity", "swapped": "swap_ab", "both": "tta"}
-SWAP_VIEW = "swap_ab"
+INPUT_VIEW = {"final": "final", "identity": "identity", "swapped": SWAPPED_VIEW, "both": "tta"}
+SWAP_VIEW = SWAPPED_VIEW
 MISS = float(-np.log(EPS))  # the log loss of a certain miss, as metrics.log_loss clips it
 
 
@@ -240,9 +240,8 @@ def blend_members(specs: dict[str, MemberConfig], inputs: dict[str, tuple[str, R
 
 def summarize_blend(preds: RowPreds, info: dict, n_boot: int = 2000) -> dict:
     """Each member's score and the blend's on the same rows, with the blend − member difference and its
-    95 % paired bootstrap interval over prompt groups (:func:`replicator.core.scoring.stats.paired_bootstrap`)."""
-    from replicator.core.scoring.metrics import accuracy
-    from replicator.core.scoring.stats import paired_bootstrap
+    95 % paired bootstrap interval over prompt groups
+    (:func:`replicator.core.scoring.stats.paired_bootstrap`)."""
 
     y = preds.labels
     blend_rows = row_log_loss(preds.views["final"], y)

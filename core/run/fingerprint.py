@@ -2,9 +2,10 @@
 
 ``run_id = <recipe>-<hash8>-s<seed>``; the hash covers:
 
-* the **complete** resolved config (:func:`complete_config`): every field of the model, train and
-  predict sections and of every plugin block, defaults included, as built; so changing a default
-  in the code (a plugin parameter, a prompt template given as a default) changes the id;
+* the **complete** resolved config (:func:`replicator.core.config.canonical.complete_config`): every
+  field of the model, train and predict sections and of every plugin block, defaults included, as
+  built; so changing a default in the code (a plugin parameter, a prompt template given as a
+  default) changes the id;
 * the seed;
 * the package version and a hash of the code that runs (every file of the installed
   ``replicator.core`` and ``replicator.plugins`` packages, read from their folders);
@@ -12,8 +13,8 @@
 * the data files (``Plugins.data_files``) by content;
 * the device (cpu/cuda) and the versions of torch, transformers and peft;
 * the number of processes (``WORLD_SIZE``, else accelerate's ``PartialState``), and the stages those
-  processes train sharded (FSDP, :mod:`replicator.core.model.sharding`; DeepSpeed ZeRO-2, :mod:`replicator.core.model.zero`)
-  with the strategy.
+  processes train sharded (FSDP, :mod:`replicator.core.model.sharding`; DeepSpeed ZeRO-2,
+  :mod:`replicator.core.model.zero`) with the strategy.
 
 ``fingerprint.json`` records all of it, plus the git commit and a dirty flag of the checkout the
 code came from (for information: the code hash is what counts).
@@ -21,83 +22,24 @@ code came from (for information: the code hash is what counts).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import json
 import os
 import platform
 import subprocess
+from importlib import metadata
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-from replicator.core.config.recipe import Resolved, StageConfig
+from replicator.core.config.canonical import hash_of, run_key
+from replicator.core.config.catalogue import ENTRY_POINT_GROUP, build_plugins
+from replicator.core.config.recipe import Resolved
+from replicator.core.model.sharding import strategy
 
 DISTRIBUTION = "arena-replicator"
 CODE_PACKAGES = ("replicator.core", "replicator.plugins")
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", DISTRIBUTION)
-
-
-# ---------------------------------------------------------------- the complete config
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses as dicts of their public fields (names not starting with ``_``), tuples as lists,
-    paths as strings: what ``yaml.safe_dump`` and ``json.dumps`` write."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.init and not f.name.startswith("_")}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def plugin_blocks(blocks: dict, file: str, key: str = "plugins", cat: dict | None = None) -> dict:
-    """``{alias: {use: name, **every field of the built plugin}}`` in recipe order."""
-    from replicator.core.config.catalogue import catalogue
-    from replicator.core.params import build
-
-    cat = catalogue() if cat is None else cat
-    out = {}
-    for alias, block in (blocks or {}).items():
-        inst = build(cat[block["use"]], block, file, f"{key}.{alias}", ignore=("use",))
-        out[alias] = {"use": block["use"], **plain(inst)}
-    return out
-
-
-def stage_block(stage: StageConfig, file: str, key: str = "", cat: dict | None = None) -> dict:
-    pre = f"{key}." if key else ""
-    return {"model": plain(stage.model), "train": plain(stage.train), "predict": plain(stage.predict),
-            "plugins": plugin_blocks(stage.plugins, file, f"{pre}plugins", cat)}
-
-
-def complete_config(resolved: Resolved) -> dict:
-    """The resolved recipe as built, every default written out: what ``resolved.yaml`` holds and
-    what the run id hashes. It resolves again to the same stages (``predict`` relies on it)."""
-    from replicator.core.config.catalogue import catalogue
-
-    cat = catalogue()
-    out: dict[str, Any] = {"name": resolved.name, "seed": resolved.seed}
-    for key in ("description", "substitutions"):  # free text: not hashed (Resolved.config_hash)
-        if resolved.config.get(key):
-            out[key] = resolved.config[key]
-    if "stages" not in resolved.config and len(resolved.stages) == 1:
-        out.update(stage_block(resolved.stages[0], resolved.file, "", cat))
-        return out
-    out["stages"] = {
-        s.name: {**stage_block(s, resolved.file, f"stages.{s.name}", cat), "from": s.from_stage,
-                 "reinit_head": s.reinit_head, "outputs": list(s.outputs)}
-        for s in resolved.stages}
-    return out
-
-
-def hash_of(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- code, environment, data
@@ -140,7 +82,8 @@ def git_info(folder: Path | None = None) -> dict:
 
     def git(*args) -> str | None:
         try:
-            r = subprocess.run(["git", "-C", str(folders[0]), *args], capture_output=True, text=True, timeout=10)
+            r = subprocess.run(["git", "-C", str(folders[0]), *args], capture_output=True, text=True,
+                               timeout=10)
         except (OSError, subprocess.SubprocessError):
             return None
         return r.stdout.strip() if r.returncode == 0 else None
@@ -155,24 +98,19 @@ def git_info(folder: Path | None = None) -> dict:
 def plugin_distributions(resolved: Resolved) -> dict:
     """``{plugin name: {"distribution", "version"}}`` of the third-party plugins (entry points of
     ``replicator.plugins``) the recipe uses; built-ins are covered by the code hash."""
-    from importlib.metadata import entry_points
-
-    from replicator.core.config.catalogue import ENTRY_POINT_GROUP
-
     used = {b["use"] for s in resolved.stages for b in (s.plugins or {}).values() if isinstance(b, dict)}
     out = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):  # looked up at call time (tests replace it)
         if ep.name in used:
             dist = getattr(ep, "dist", None)
-            out[ep.name] = {"distribution": dist.name if dist else None, "version": dist.version if dist else None,
-                            "value": ep.value}
+            out[ep.name] = {"distribution": dist.name if dist else None,
+                            "version": dist.version if dist else None, "value": ep.value}
     return dict(sorted(out.items()))
 
 
 def sharding(resolved: Resolved) -> dict[str, str]:
-    """``{stage: FSDP strategy or zero2}`` of the stages this launch trains sharded (none in one process)."""
-    from replicator.core.model.sharding import strategy
-
+    """``{stage: FSDP strategy or zero2}`` of the stages this launch trains sharded (none in one
+    process)."""
     return {s.name: strategy(s.launch.parallel) for s in resolved.stages if strategy(s.launch.parallel)}
 
 
@@ -197,7 +135,8 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": dev,
-        "device_name": torch.cuda.get_device_name(0) if dev == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(0) if dev == "cuda"
+                        else platform.processor() or platform.machine()),
         "torch_threads": torch.get_num_threads(),
         **{p: _version(p) for p in LIBRARIES},
     }
@@ -213,8 +152,6 @@ def file_sha256(path: Path) -> str:
 
 def data_hash(resolved: Resolved, data_dir: Path) -> tuple[str, dict]:
     """(hash of the contents of every data file the stages read, {file name: sha256})."""
-    from replicator.core.config.catalogue import build_plugins
-
     files: dict[str, str] = {}
     for stage in resolved.stages:
         plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
@@ -228,23 +165,14 @@ def data_hash(resolved: Resolved, data_dir: Path) -> tuple[str, dict]:
 # ---------------------------------------------------------------- the fingerprint
 
 
-def run_key(fp: dict) -> dict:
-    """The parts of a fingerprint that the run id hashes (everything that can change a number)."""
-    env = fp["environment"]
-    return {"config_hash": fp["config_hash"], "seed": fp["seed"], "data_hash": fp["data_hash"],
-            "version": fp["code"]["version"], "code_hash": fp["code"]["hash"],
-            "plugin_distributions": fp["plugin_distributions"], "n_processes": fp["n_processes"],
-            "sharding": fp.get("sharding", {}), "device": env["device"], "torch": env["torch"],
-            "transformers": env["transformers"], "peft": env["peft"]}
-
-
 def fingerprint(resolved: Resolved, data_dir: Path) -> dict:
     """Everything that identifies a run, and its id."""
-    dh, files = data_hash(resolved, data_dir)
-    fp = {"recipe": resolved.name, "config_hash": resolved.config_hash, "seed": resolved.seed,
-          "data_hash": dh, "data_files": files, "toggles": resolved.toggles,
-          "code": {"version": package_version(), "hash": code_hash(), **git_info()},
-          "plugin_distributions": plugin_distributions(resolved), "n_processes": n_processes(),
-          "sharding": sharding(resolved), "environment": environment()}
-    run_id = f"{resolved.name}-{hash_of(run_key(fp))[:8]}-s{resolved.seed}"
-    return {"run_id": run_id, **fp}
+    digest, files = data_hash(resolved, data_dir)
+    fingerprint_info = {
+        "recipe": resolved.name, "config_hash": resolved.config_hash, "seed": resolved.seed,
+        "data_hash": digest, "data_files": files, "toggles": resolved.toggles,
+        "code": {"version": package_version(), "hash": code_hash(), **git_info()},
+        "plugin_distributions": plugin_distributions(resolved), "n_processes": n_processes(),
+        "sharding": sharding(resolved), "environment": environment()}
+    run_id = f"{resolved.name}-{hash_of(run_key(fingerprint_info))[:8]}-s{resolved.seed}"
+    return {"run_id": run_id, **fingerprint_info}

@@ -26,18 +26,35 @@ import contextlib
 import dataclasses
 import json
 import logging
+import random
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import Resolved, StageConfig
-from replicator.core.data.competition import collect_rows, sample_rows
-from replicator.core.predict.evaluate import evaluate, label_prior
+from replicator.core.data.collect import collect_rows
+from replicator.core.data.splits import sample_rows
+
+# the loaders and the training loop are called through their modules: tests replace them there
+from replicator.core.model import inference, loading
+from replicator.core.model.gptq import write_calibration
+from replicator.core.model.sharding import strategy, trainable_to_save
+from replicator.core.predict.evaluate import evaluate, label_prior, labels_of
 from replicator.core.predict.stage_outputs import attach_teachers, load_stage_outputs, write_stage_outputs
+from replicator.core.predict.views import IDENTITY, predict_probs
 from replicator.core.rows import DataContext
 from replicator.core.run.fingerprint import fingerprint
+from replicator.core.scoring.metrics import log_loss
+from replicator.core.scoring.row_predictions import write_row_predictions as write
 from replicator.core.stages import baseline as baselines
+from replicator.core.stages import steps
+from replicator.core.stages.frozen_features import run_features_stage
+from replicator.core.stages.result import StageResult
+from replicator.core.stages.steps import forget, stage_keys
+from replicator.core.train import trainer
 from replicator.core.util.atomic import atomic_save_safetensors, atomic_write_text, remove_temp_files
 from replicator.core.util.distributed import barrier, is_main
 from replicator.core.util.layout import (
@@ -73,7 +90,8 @@ def _readable_predictions(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     n = len(cols.get("id") or [])
-    return n > 0 and all(len(cols.get(f"{v}_{k}", [])) == n for v in ("tta", "final", "label") for k in ("a", "b", "tie"))
+    return n > 0 and all(len(cols.get(f"{v}_{k}", [])) == n
+                         for v in ("tta", "final", "label") for k in ("a", "b", "tie"))
 
 
 def weights_file(stage: StageConfig) -> str:
@@ -115,9 +133,7 @@ def finished(resolved: Resolved, run_dir: Path, art: Path) -> bool:
 
 
 def _seed_everything(seed: int) -> None:
-    import random
 
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -125,7 +141,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage_rows(resolved: Resolved, stage: StageConfig, plugins, ctx: DataContext) -> tuple[list[dict], list[dict]]:
+def stage_rows(resolved: Resolved, stage: StageConfig, plugins,
+               ctx: DataContext) -> tuple[list[dict], list[dict]]:
     """The stage's training rows (teachers attached, at most ``train.max_rows``) and validation rows
     (at most ``predict.max_rows``), both sampled with the seed in their original order."""
     train_rows, valid_rows = collect_rows(plugins, ctx)
@@ -163,7 +180,6 @@ class RunState:
             for f in (METRICS, FINGERPRINT):
                 (self.run_dir / f).unlink(missing_ok=True)
             if self.force:
-                from replicator.core.stages.steps import forget
 
                 forget(self.art, self.resolved, self.keys)  # the cached steps this run would reuse
                 if self.art.exists():
@@ -196,50 +212,50 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
     is read and checked before the run writes anything (:meth:`RunState.begin`). The baselines
     (:mod:`replicator.core.stages.baseline`) are fitted on the same training rows and scored on the same
     validation rows; a ``baseline:`` model trains nothing else."""
-    t0, resolved, sart = time.time(), state.resolved, state.art / stage.name
+    t0, resolved, stage_artifacts = time.time(), state.resolved, state.art / stage.name
     plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
-    ctx = DataContext(data_dir=state.data_dir, seed=resolved.seed, stage=stage.name, cache_dir=state.art / "cache",
+    ctx = DataContext(data_dir=state.data_dir, seed=resolved.seed, stage=stage.name,
+                      cache_dir=state.art / "cache",
                       stage_outputs=load_stage_outputs(resolved, stage, state.art))
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
     state.begin()
     if is_main():
-        (sart / DONE).unlink(missing_ok=True)
+        (stage_artifacts / DONE).unlink(missing_ok=True)
     if baselines.is_baseline(stage.model.base):
-        result, preds, labels = baselines.run_baseline(stage, train_rows, valid_rows, sart)
+        outcome = baselines.run_baseline(stage, train_rows, valid_rows, stage_artifacts)
     elif stage.model.features:
-        from replicator.core.stages.frozen_features import run_features_stage
-
-        result, preds, labels, valid_rows = run_features_stage(stage, plugins, train_rows, valid_rows, sart,
-                                                               resolved.seed, progress)  # crossfit scores more rows
+        # a cross-fitted frozen-feature stage scores more rows than the validation rows
+        outcome = run_features_stage(stage, plugins, train_rows, valid_rows, stage_artifacts, resolved.seed,
+                                     progress)
     else:
-        result, preds, labels = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, sart,
-                                                    progress)
+        outcome = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, stage_artifacts,
+                                      progress)
     if is_main():
-        write_row_predictions(state.run_dir, stage, resolved.final.name, valid_rows, preds, labels)
-    result.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
-    return result
+        write_row_predictions(state.run_dir, stage, resolved.final.name, outcome.scored_rows,
+                              outcome.predictions, outcome.labels)
+    outcome.results.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
+    return outcome.results
 
 
-def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataContext, train_rows, valid_rows,
-                        sart: Path, progress: bool):
+def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataContext, train_rows,
+                        valid_rows, stage_artifacts: Path, progress: bool) -> StageResult:
     """Train (or reuse the trained weights of the same train key), write the stage's outputs for later
-    stages, predict each view (or reuse it) and postprocess (:mod:`replicator.core.stages.steps`): (results,
-    predictions per view with the baselines', labels). Every process trains and predicts its share; the
-    main process writes. The model is loaded only for a step that has to be computed."""
-    from replicator.core.stages import steps
+    stages, predict each view (or reuse it) and postprocess (:mod:`replicator.core.stages.steps`): a
+    :class:`StageResult` (predictions per view with the baselines'). Every process trains and predicts
+    its share; the main process writes. The model is loaded only for a step that has to be computed."""
 
     keys = state.keys[stage.name]
     refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
     tdir = steps.train_dir(state.art, stage, keys)
-    with run_lock(tdir, f"{stage.name} training {keys.train[:16]}") if is_main() else contextlib.nullcontext():
+    with (run_lock(tdir, f"{stage.name} training {keys.train[:16]}") if is_main()
+          else contextlib.nullcontext()):
         result, model, tok = _train_step(state, stage, plugins, train_rows, valid_rows, tdir, progress)
     if is_main():
-        steps.link(tdir / WEIGHTS, sart / WEIGHTS)
+        steps.link(tdir / WEIGHTS, stage_artifacts / WEIGHTS)
 
     def trained_precision():  # the model as it trained (4-bit QLoRA stays 4-bit), with its weights
-        from replicator.core.model.loading import load_for_inference
 
-        return load_for_inference(stage.model, plugins, tdir / WEIGHTS)
+        return inference.load_for_inference(stage.model, plugins, tdir / WEIGHTS)
 
     if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
         out_file = steps.outputs_file(state.art, stage, keys)
@@ -251,43 +267,40 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
         else:
             if model is None:
                 model, tok = trained_precision()
-            result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, out_file, progress)
+            result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, out_file,
+                                                    progress)
         barrier()
         if is_main():
-            steps.link(out_file, sart / OUTPUTS)
+            steps.link(out_file, stage_artifacts / OUTPUTS)
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
         model = tok = None
 
     if stage.predict.gptq:
-        from replicator.core.model.gptq import write_calibration
 
         if is_main():
             calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
-            steps.link(calibration, sart / calibration.name)
+            steps.link(calibration, stage_artifacts / calibration.name)
         barrier()  # written before any process quantizes
 
     def for_prediction():
-        from replicator.core.model.loading import load_predictor
 
-        return load_predictor(stage, plugins, tdir / WEIGHTS)
+        return inference.load_predictor(stage, plugins, tdir / WEIGHTS)
 
     store = steps.ViewStore(state.art, stage, keys, plugins, [r["id"] for r in valid_rows])
     barrier()  # every process has looked at the cached views before any is written
-    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, sart, progress, baselines=refs,
-                                     store=store, load=for_prediction)
+    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, stage_artifacts, progress,
+                                     baselines=refs, store=store, load=for_prediction)
     result.update(scores)
     result["views_reused"] = store.reused
-    return result, preds, labels
+    return StageResult(result, preds, labels, valid_rows)
 
 
-def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path, progress: bool):
+def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path,
+                progress: bool):
     """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
     key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
     from accelerate.utils import extract_model_from_parallel
 
-    from replicator.core.model.loading import load_model
-    from replicator.core.model.sharding import strategy, trainable_to_save
-    from replicator.core.train.trainer import train_stage
 
     done = (tdir / TRAIN_RESULT).exists() and not safetensors_problem(tdir / WEIGHTS)
     barrier()  # every process has looked before the main process writes
@@ -296,11 +309,12 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
         return json.loads((tdir / TRAIN_RESULT).read_text()) | {"train_reused": True}, None, None
     t0 = time.time()
     _seed_everything(state.resolved.seed)
-    model, tok, info = load_model(stage.model, plugins, train=True)
+    model, tok, info = loading.load_model(stage.model, plugins, train=True)
     init_from = state.art / stage.from_stage / WEIGHTS if stage.from_stage else None
     tdir.mkdir(parents=True, exist_ok=True)
-    result = train_stage(stage, plugins, train_rows, model, tok, info, tdir, state.resolved.seed, init_from, progress,
-                         score_fn=_valid_log_loss(plugins, tok, stage, valid_rows))
+    score_fn = _valid_log_loss(plugins, tok, stage, valid_rows)
+    result = trainer.train_stage(stage, plugins, train_rows, model, tok, info, tdir, state.resolved.seed,
+                                 init_from, progress, score_fn=score_fn)
     result["train_label_prior"] = label_prior(train_rows)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
@@ -313,22 +327,20 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     if sharded:  # prediction loads the saved weights into a plain model (core/shard.py, core/zero.py)
         del model, weights
         return result | {"train_reused": False}, None, None
-    # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from reused weights
+    # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from
+    # reused weights
     return result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False), tok
 
 
 def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
     """The periodic evaluation of ``train.eval_every``: log loss of the model on the validation rows, without
     TTA (the view the 1st place's trainer scored [R1])."""
-    from replicator.core.predict.evaluate import labels_of
-    from replicator.core.predict.views import IDENTITY, predict_probs
-    from replicator.core.scoring.metrics import log_loss
 
     labels = labels_of(valid_rows)
 
     def score(model) -> float:  # predict_probs puts the model in eval mode; Loop.evaluate puts it back
-        preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length, stage.predict.batch_tokens,
-                              progress=False, use_tta=False)
+        preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length,
+                              stage.predict.batch_tokens, progress=False, use_tta=False)
         return log_loss(preds[IDENTITY], labels)
 
     return score
@@ -336,7 +348,6 @@ def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
 
 def write_row_predictions(run_dir: Path, stage: StageConfig, final: str, rows, preds, labels) -> None:
     """Per-row validation predictions (every view, ``tta``, ``final``) committed with the report."""
-    from replicator.core.scoring.row_predictions import write_row_predictions as write
 
     write(row_predictions_path(run_dir, stage.name, final), rows, preds, labels)
 
@@ -344,26 +355,27 @@ def write_row_predictions(run_dir: Path, stage: StageConfig, final: str, rows, p
 def _stage(state: RunState, stage: StageConfig) -> dict:
     """A stage's results: reused when it is done (never before ``force`` has cleared the old run),
     else computed and marked done. A baseline stage runs in the main process only."""
-    sart = state.art / stage.name
+    stage_artifacts = state.art / stage.name
     state.stage = stage.name
     if state.begun or not state.force:
-        missing = stage_missing(stage, sart)
+        missing = stage_missing(stage, stage_artifacts)
         rowpreds = row_predictions_path(state.run_dir, stage.name, state.resolved.final.name)
         if not rowpreds.exists():  # the report's per-row file is an output too (a deleted report folder)
             missing.append(str(rowpreds))
         barrier()  # every process has looked before anyone writes
         if not missing:
             log.info("stage %s: already done, reused", stage.name)
-            return json.loads((sart / DONE).read_text())
-        if (sart / DONE).exists():
-            log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name, ", ".join(missing))
+            return json.loads((stage_artifacts / DONE).read_text())
+        if (stage_artifacts / DONE).exists():
+            log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name,
+                        ", ".join(missing))
     if baselines.is_baseline(stage.model.base) and not is_main():
         state.begin()  # in step with the main process's begin()
         barrier()
-        return json.loads((sart / DONE).read_text())
+        return json.loads((stage_artifacts / DONE).read_text())
     result = run_stage(state, stage, state.progress)
     if is_main():
-        atomic_write_text(sart / DONE, json.dumps(result, indent=2))
+        atomic_write_text(stage_artifacts / DONE, json.dumps(result, indent=2))
     barrier()
     return result
 
@@ -411,7 +423,6 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
     One process at a time per run id (:func:`replicator.core.util.lock.run_lock`: a second one waits,
     then reuses); nothing is written before the first stage's data passed its checks; a failure
     after that leaves ``failed.json`` (and no ``metrics.json``)."""
-    from replicator.core.stages.steps import stage_keys
 
     fp = fingerprint(resolved, data_dir)
     keys = stage_keys(resolved, fp)

@@ -14,24 +14,16 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from replicator.core.config.recipe import NO_BF16, LaunchConfig, Resolved, StageConfig
+import numpy as np
+
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import NO_BF16, LaunchConfig, Resolved, StageConfig, resolve
+from replicator.core.data.competition import read_competition_csv
 from replicator.core.errors import RecipeError
+from replicator.core.lib.full_size import capped
 from replicator.core.model import memory as M
-
-# ---------------------------------------------------------------- data sizes (published, full size)
-
-#: the competition's train.csv: 57,477 rows (SOLUTIONS.md §3, [MLE])
-KAGGLE_TRAIN_ROWS = 57_477
-#: the external 33k arena set: ~21k rows de-duplicated ([P2] "21k from abdullahmeda's dedup 33k", [P16]),
-#: 33k without de-duplication
-ARENA_33K_ROWS = {True: 21_000, False: 33_000}
-#: HuggingFaceH4/ultrafeedback_binarized train_prefs: 61,135 pairs (its dataset card; the size of 1st place's
-#: "ut" set is unknown in SOLUTIONS.md)
-ULTRAFEEDBACK_ROWS = 61_135
-#: the shared stand-ins as they are (the data folder's README)
-LOCAL_ROWS = {"alpacaeval_pairs": 30_000, "hh_rlhf": 2_312, "mt_bench": 1_751}
-#: pseudo-label pools by recipe: 2nd 240k [P2], 3rd ~500k generated pairs [P3], 9th ~45k chat-1m pairs [P9]
-POOL_ROWS = {"2nd": (240_000, "[P2]"), "3rd": (500_000, "[P3]"), "9th": (45_000, "[P9]")}
+from replicator.core.model import meta
+from replicator.core.model.embedded import resolve_embedded
 
 #: Gemma-3 tokens of a competition row (every turn of prompt, response_a and response_b joined by newlines,
 #: no template): percentiles 0..100 over the 1,478 real rows of the shared train.csv, measured with the
@@ -55,7 +47,6 @@ def mean_tokens(max_length: int, table=ROW_TOKENS) -> float:
 
 def percentiles(lengths: list[int]) -> tuple[int, ...]:
     """The 0..100 percentiles of ``lengths`` (linear interpolation), rounded: a :data:`ROW_TOKENS` table."""
-    import numpy as np
 
     return tuple(int(round(v)) for v in np.percentile(np.asarray(lengths), np.arange(101)))
 
@@ -65,8 +56,6 @@ def measure_row_tokens(data_dir: Path) -> list[int]:
     converted once when it is not cached yet)."""
     from transformers import AutoTokenizer
 
-    from replicator.core.data.competition import read_competition_csv
-    from replicator.core.model.embedded import resolve_embedded
 
     tok = AutoTokenizer.from_pretrained(resolve_embedded("embedded:gemma-3-270m"))
     rows = read_competition_csv(Path(data_dir) / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
@@ -74,32 +63,12 @@ def measure_row_tokens(data_dir: Path) -> list[int]:
     return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
 
-def _capped(n: int, max_rows: int) -> int:
-    return min(n, max_rows) if max_rows else n
-
-
-def source_rows(p, stage: StageConfig, recipe: str) -> dict | None:
-    """{train, valid, pool, size} rows the data plugin ``p`` gives this stage at full size; None when
-    its size is unknown."""
-    use, out = p._use, {"train": 0, "valid": 0, "pool": 0}
-    if use == "kaggle_csv":
-        n = _capped(KAGGLE_TRAIN_ROWS, p.max_rows)
-        valid = round(n / p.folds) if p.folds else round(n * p.valid_fraction)
-        out.update(train=(n - valid) * ("train" in p.splits), valid=valid * ("valid" in p.splits),
-                   size="57,477 [MLE]")
-    elif use == "arena_33k":
-        out.update(train=_capped(ARENA_33K_ROWS[p.dedup], p.max_rows), size="~21k de-duplicated [P2][P16]")
-    elif use == "ultrafeedback_pairs":
-        out.update(train=_capped(ULTRAFEEDBACK_ROWS, p.max_rows), size="61,135 (UltraFeedback train_prefs)")
-    elif use in LOCAL_ROWS:
-        out.update(train=_capped(LOCAL_ROWS[use], p.max_rows), size=f"{LOCAL_ROWS[use]:,} (shared data)")
-    elif use == "pseudo_labels" and recipe in POOL_ROWS:
-        n, tag = POOL_ROWS[recipe]
-        labeller = p.from_stage is None or p.from_stage == stage.name  # as the plugin decides
-        out.update({"pool" if labeller else "train": n, "size": f"{n:,} {tag}"})
-    else:
-        return None
-    return out
+def source_rows(plugin, stage: StageConfig, recipe: str) -> dict | None:
+    """{train, valid, pool, size} rows the data plugin gives this stage at full size, as the plugin says
+    (its ``full_size_rows``: core/lib/full_size.py); None when it does not know."""
+    full_size_rows = getattr(plugin, "full_size_rows", None)
+    rows = full_size_rows(stage.name, recipe) if full_size_rows is not None else None
+    return None if rows is None else {"train": 0, "valid": 0, "pool": 0, **rows}
 
 
 def micro_batch_rows(t) -> float:
@@ -113,9 +82,8 @@ def micro_batch_rows(t) -> float:
 
 
 def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
-    """Rows, tokens and optimizer steps of an epoch of ``stage`` (rows x the swap multiplier: swap_ab
-    ``duplicate``/``full`` train on each row and its swap; x the layouts of judge_multi), and the rows it
-    predicts."""
+    """Rows, tokens and optimizer steps of an epoch of ``stage`` (rows x the copies each augment plugin
+    makes of a row: a swap duplicate, 2nd place's PAB + PAPB layouts), and the rows it predicts."""
     t = stage.train
     sources, unknown = {}, []
     for alias, p in plugins.providers("data_sources"):
@@ -124,25 +92,26 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
             unknown.append(f"{alias} ({p._use})")
         elif rows["train"] or rows["valid"] or rows["pool"]:
             sources[alias] = {k: v for k, v in rows.items() if v}
-    train = _capped(sum(s.get("train", 0) for s in sources.values()), t.max_rows)
-    swap = next((p for _, p in plugins.providers("augment") if p._use == "swap_ab"), None)
-    mult = 2 if swap is not None and swap.train in ("duplicate", "full") else 1
-    multi = next((p for _, p in plugins.providers("augment") if p._use == "judge_multi"), None)
-    layouts = len(multi.train_layouts) if multi is not None else 1  # PAB + PAPB copies of each row [P2]
-    per_epoch = train * mult * layouts
-    valid = _capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
+    train = capped(sum(s.get("train", 0) for s in sources.values()), t.max_rows)
+    multipliers = {"swap_multiplier": 1}  # each augment plugin's copies of a row (core/lib/full_size.py)
+    for _, plugin in plugins.providers("augment"):
+        for key, copies in getattr(plugin, "train_copies", dict)().items():
+            multipliers[key] = multipliers.get(key, 1) * copies
+    per_epoch = train * math.prod(multipliers.values())
+    valid = capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
     pool = sum(s.get("pool", 0) for s in sources.values())
     if getattr(t, "batch_tokens", None):  # token budgets: full ones at best, so at least this many steps
         steps = math.ceil(per_epoch * mean_tokens(t.max_length) / (t.batch_tokens * t.grad_accum * gpus))
     else:
         steps = math.ceil(per_epoch / (t.batch_size * t.grad_accum * gpus))
     total = math.ceil(steps * t.epochs)
-    return {"sources": sources, "unknown_sources": unknown, "train_rows": train, "swap_multiplier": mult,
+    return {"sources": sources, "unknown_sources": unknown, "train_rows": train,
+            "swap_multiplier": multipliers.pop("swap_multiplier"),
             "rows_per_epoch": per_epoch, "epochs": t.epochs, "tokens_per_epoch_max": per_epoch * t.max_length,
             "tokens_per_epoch_est": round(per_epoch * mean_tokens(t.max_length)), "steps_per_epoch": steps,
             "steps": min(total, t.max_steps) if t.max_steps else total,
             "predicted_rows": valid + pool * ("pool" in stage.outputs) + train * ("train" in stage.outputs),
-            **({"layout_multiplier": layouts} if layouts > 1 else {})}
+            **{key: copies for key, copies in multipliers.items() if copies > 1}}
 
 
 # ---------------------------------------------------------------- launching
@@ -181,7 +150,6 @@ def _gib(d: dict[str, float]) -> dict[str, float]:
 
 def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
     """(meta counts, memory.Model) of the stage's model as the runner builds it."""
-    from replicator.core.model import meta
 
     m, file = stage.model, resolved.file
     config = meta.load_config(m.base, file, _key(resolved, stage, "model.base"))
@@ -206,13 +174,12 @@ def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
 
 def _budget_note(t) -> str:
     return (f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
-            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps count full budgets "
-            "(padding and partly filled budgets add some)")
+            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps count "
+            "full budgets (padding and partly filled budgets add some)")
 
 
 def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=()) -> dict:
     """The plan of one stage (see the module docstring); memory in GiB rounded to 0.1."""
-    from replicator.core.config.catalogue import build_plugins
 
     m, t, launch, file = stage.model, stage.train, stage.launch, resolved.file
     out: dict[str, Any] = {"stage": stage.name, "base": m.base, "launch": {
@@ -270,9 +237,8 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
     return out
 
 
-def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
+def plan_resources(recipe: str | Path, toggles=(), overrides=()) -> dict:
     """The plan of every stage of the resolved recipe (no weights, no data read)."""
-    from replicator.core.config.recipe import resolve
 
     resolved = resolve(recipe, list(toggles), list(overrides))
     stages = [plan_stage(resolved, s, toggles, overrides) for s in resolved.stages]
@@ -283,13 +249,13 @@ def plan(recipe: str | Path, toggles=(), overrides=()) -> dict:
                      "or split it")
     zero2 = [s.name for s in resolved.stages if s.launch.parallel == "zero2"]
     if zero2:
-        notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer states with "
-                     "DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes (gloo), 4-bit QLoRA included, "
-                     "not yet on GPUs (NCCL)")
+        notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer "
+                     "states with DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes "
+                     "(gloo), 4-bit QLoRA included, not yet on GPUs (NCCL)")
     zero3 = [s.name for s in resolved.stages if s.launch.parallel == "zero3"]
     if zero3:
-        notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards the same "
-                     "parts with the runner's FSDP2")
+        notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards "
+                     "the same parts with the runner's FSDP2")
     for s in resolved.stages:
         cfg = accelerate_config(Path(resolved.file))
         if s.launch.parallel != "single" and s.launch.gpu != "cpu" and not cfg.is_file():

@@ -1,7 +1,8 @@
 """Per-row validation predictions of a run: ``valid_predictions.csv.gz`` in the run folder.
 
 One line per validation row, so that two runs can be compared row by row (a paired bootstrap in
-:mod:`replicator.core.scoring.stats`, the plots of :mod:`replicator.core.report.report`). Columns, in this order:
+:mod:`replicator.core.scoring.stats`, the plots of :mod:`replicator.core.report.report`). Columns, in this
+order:
 
 ``id, group, chars``
     the row id, its prompt group (the normalised prompt hash: the unit the bootstrap resamples)
@@ -11,8 +12,9 @@ One line per validation row, so that two runs can be compared row by row (a pair
 ``<view>_a, <view>_b, <view>_tie``
     for each prediction view in the order given (``identity``, ``swap_ab``, ``tta``, ``final``...).
 
-The file is byte-for-byte reproducible: fixed column order, floats as ``%.6f`` (below 1e-4: ``%.3e``, so a tiny probability is not written as 0), ``\\n`` line ends,
-gzip with ``mtime=0`` and no file name in the header. 222 rows with four views take about 10 KB.
+The file is byte-for-byte reproducible: fixed column order, floats as ``%.6f`` (below 1e-4: ``%.3e``, so a
+tiny probability is not written as 0), ``\\n`` line ends, gzip with ``mtime=0`` and no file name in the
+header. 222 rows with four views take about 10 KB.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def row_chars(row: dict) -> int:
 
 
 def _fmt(x: float) -> str:
-    if 0 < abs(x) < 1e-4:  # a tiny probability keeps 4 significant digits: as 0 its log loss would be -log(eps)
+    # a tiny probability keeps 4 significant digits: as 0 its log loss would be -log(eps)
+    if 0 < abs(x) < 1e-4:
         return f"{x:.3e}"
     s = f"{x:.6f}"
     return "0.000000" if s == "-0.000000" else s
@@ -65,7 +68,8 @@ def _check_matrix(name: str, m, n: int, path: Path) -> np.ndarray:
         raise ReplicatorError(f"{path}: {name}: expected shape ({n}, 3), got {a.shape}")
     bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
     if bad.size:
-        raise ReplicatorError(f"{path}: {name}: non-finite values in {bad.size} row(s), first at row {bad[0]}")
+        raise ReplicatorError(f"{path}: {name}: non-finite values in {bad.size} row(s), "
+                              f"first at row {bad[0]}")
     return a
 
 
@@ -164,4 +168,5 @@ def read_row_predictions(path) -> RowPreds:
         values.append(nums)
     v = np.array(values, dtype=np.float64).reshape(len(ids), len(header) - 3)
     views = {name: v[:, 3 + 3 * k: 6 + 3 * k].copy() for k, name in enumerate(names)}
-    return RowPreds(ids=ids, groups=groups, chars=np.array(chars, dtype=np.int64), labels=v[:, :3].copy(), views=views)
+    return RowPreds(ids=ids, groups=groups, chars=np.array(chars, dtype=np.int64), labels=v[:, :3].copy(),
+                    views=views)

@@ -73,8 +73,8 @@ def _paired_deltas(loss_base, loss_var, groups, seeds) -> tuple[np.ndarray, np.n
     b = np.asarray(loss_var, dtype=np.float64)
     g = np.asarray(groups)
     if not (a.shape == b.shape == g.shape) or a.ndim != 1:
-        raise ValueError(f"loss_base, loss_var and groups must be 1-D of one length, got {a.shape}, {b.shape}, "
-                         f"{g.shape}")
+        raise ValueError(f"loss_base, loss_var and groups must be 1-D of one length, got {a.shape}, "
+                         f"{b.shape}, {g.shape}")
     if a.size == 0:
         raise ValueError("no paired rows to bootstrap")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -99,8 +99,10 @@ def _cell_totals(d: np.ndarray, gi: np.ndarray, si: np.ndarray) -> tuple[np.ndar
     return sums, counts
 
 
-def _resampled_deltas(sums: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_boot`` crossed resamples (groups drawn once, shared by the drawn seeds) of the weighted mean delta."""
+def _resampled_deltas(sums: np.ndarray, counts: np.ndarray, n_boot: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` crossed resamples (groups drawn once, shared by the drawn seeds) of the weighted mean
+    delta."""
     n_seeds, n_groups = sums.shape
 
     def resample(m: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from replicator.core.errors import ReplicatorError
+from replicator.core.predict.evaluate import label_prior, scores, write_valid_predictions
+from replicator.core.stages.result import StageResult
+from replicator.core.util.atomic import atomic_write_text
 from replicator.core.util.layout import BASELINE_PARAMS, VALID_PREDICTIONS
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,8 @@ EVERY_RUN = (("prior", "baseline_prior"), ("length_lr", "baseline_length"))
 
 COUNTS = ("chars", "words", "lines", "list_items", "code_blocks")
 FEATURES = (tuple(f"log1p_a_{c}" for c in COUNTS) + tuple(f"log1p_b_{c}" for c in COUNTS)
-            + tuple(f"diff_{c}" for c in COUNTS) + tuple(f"log_ratio_{c}" for c in COUNTS) + ("log1p_prompt_chars",))
+            + tuple(f"diff_{c}" for c in COUNTS) + tuple(f"log_ratio_{c}" for c in COUNTS)
+            + ("log1p_prompt_chars",))
 LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s", re.M)
 SWAP = (1, 0, 2)  # A<->B, tie stays
 
@@ -79,7 +83,8 @@ def text_counts(turns) -> np.ndarray:
     out = np.zeros(len(COUNTS))
     for t in turns:
         t = t or ""
-        out += (len(t), len(t.split()), len(t.splitlines()), len(LIST_ITEM.findall(t)), (t.count("```") + 1) // 2)
+        out += (len(t), len(t.split()), len(t.splitlines()), len(LIST_ITEM.findall(t)),
+                (t.count("```") + 1) // 2)
     return out
 
 
@@ -201,7 +206,6 @@ def every_run(train_rows: list[dict], valid_rows: list[dict]) -> dict[str, np.nd
 
 
 def save_params(params: dict, path: Path) -> None:
-    from replicator.core.util.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(params, indent=1) + "\n")
 
@@ -215,25 +219,26 @@ def load_params(path: Path) -> dict:
         raise ReplicatorError(f"{path}: not valid JSON ({e})") from None
 
 
-def run_baseline(stage, train_rows: list[dict], valid_rows: list[dict], sart: Path):
+def run_baseline(stage, train_rows: list[dict], valid_rows: list[dict], stage_artifacts: Path) -> StageResult:
     """Fit the stage's baseline (``model.base: baseline:<kind>``) and score it: (results, predictions
-    per view, labels), shaped like a trained stage's. Writes ``baseline.json`` under ``sart``."""
-    from replicator.core.predict.evaluate import label_prior, scores, write_valid_predictions
+    per view, labels), shaped like a trained stage's. Writes ``baseline.json`` under
+    ``stage_artifacts``."""
 
     if stage.outputs:
-        raise ReplicatorError(f"stage {stage.name}: a baseline ({stage.model.base}) writes no outputs for later "
-                              f"stages (outputs: {list(stage.outputs)})")
+        raise ReplicatorError(f"stage {stage.name}: a baseline ({stage.model.base}) writes no outputs for "
+                              f"later stages (outputs: {list(stage.outputs)})")
     kind = baseline_kind(stage.model.base, f"stage {stage.name}: model.base")
     params = fit(kind, train_rows)
     p = predict(params, valid_rows)
     labels = labels_of(valid_rows)
     preds = {"identity": p, "tta": p, "final": p, **every_run(train_rows, valid_rows)}
-    sart.mkdir(parents=True, exist_ok=True)
-    save_params(params, sart / BASELINE_PARAMS)
-    write_valid_predictions(sart / VALID_PREDICTIONS, valid_rows, preds, labels)
-    result = {"baseline": kind, "n_train_rows": len(train_rows), "n_train_rows_augmented": 2 * len(train_rows),
+    stage_artifacts.mkdir(parents=True, exist_ok=True)
+    save_params(params, stage_artifacts / BASELINE_PARAMS)
+    write_valid_predictions(stage_artifacts / VALID_PREDICTIONS, valid_rows, preds, labels)
+    result = {"baseline": kind, "n_train_rows": len(train_rows),
+              "n_train_rows_augmented": 2 * len(train_rows),
               "optimizer_steps": params.get("n_iter", 0), "train_tokens": 0,
               "train_label_prior": label_prior(train_rows), **scores(preds, labels)}
     result["model"] = {"base": stage.model.base, "kind": params["kind"],
                        "n_features": len(params.get("features", ())) or None}
-    return result, preds, labels
+    return StageResult(result, preds, labels, valid_rows)

@@ -27,6 +27,7 @@ reuses old vectors.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -35,10 +36,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from replicator.core.errors import ReplicatorError
+from replicator.core.model.loading import device_type, load_tokenizer, resolve_base, torch_dtype
+from replicator.core.predict.evaluate import label_prior, labels_of, scores, write_valid_predictions
+from replicator.core.predict.postprocess import crossfit_postprocess
 from replicator.core.stages import baseline as B
+from replicator.core.stages.result import StageResult
+from replicator.core.tokens.batches import collate
+from replicator.core.util.atomic import atomic_write_bytes, atomic_write_text
+from replicator.core.util.distributed import world_size
 from replicator.core.util.layout import HEAD_FILE, VALID_PREDICTIONS, cache_root
+from replicator.core.util.logs import quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,8 @@ SWAP = B.SWAP
 # ---------------------------------------------------------------- encoding
 
 
-def encode_response(tok, prompt: list, response: list, max_length: int, prompt_tokens: int) -> tuple[list[int], int]:
+def encode_response(tok, prompt: list, response: list, max_length: int,
+                    prompt_tokens: int) -> tuple[list[int], int]:
     """(token ids, index of the first response token): BOS, the prompt's last ``prompt_tokens``
     tokens (turns as ``User: ...``), the response's first tokens (turns as ``Assistant: ...``)."""
     p_ids: list[int] = []
@@ -59,7 +70,8 @@ def encode_response(tok, prompt: list, response: list, max_length: int, prompt_t
         p_ids += tok("User: " + (p or "") + "\n\n", add_special_tokens=False)["input_ids"]
         r_ids += tok("Assistant: " + (r or "") + "\n\n", add_special_tokens=False)["input_ids"]
     budget = max_length - 1
-    p_keep = min(len(p_ids), max(prompt_tokens, budget - len(r_ids)))  # a short response lends the prompt room
+    # a short response lends the prompt room
+    p_keep = min(len(p_ids), max(prompt_tokens, budget - len(r_ids)))
     p_ids = p_ids[len(p_ids) - p_keep:] if p_keep else []
     r_ids = r_ids[: budget - len(p_ids)]
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -86,14 +98,16 @@ def _weights_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def cache_folder(model_path: str, fcfg) -> Path:
+def cache_folder(model_path: str, features_config) -> Path:
     """``REPLICATOR_CACHE/features/<key>``: the key covers the weights, the feature settings that
     change a vector (layers, pooling, budgets) and :data:`ENCODING_VERSION`."""
 
     folder = Path(model_path)
     ident = _weights_digest(folder) if folder.is_dir() else model_path
-    key = json.dumps({"model": ident, "layers": list(fcfg.layers), "pool": fcfg.pool, "max_length": fcfg.max_length,
-                      "prompt_tokens": fcfg.prompt_tokens, "version": ENCODING_VERSION}, sort_keys=True)
+    key = json.dumps({"model": ident, "layers": list(features_config.layers), "pool": features_config.pool,
+                      "max_length": features_config.max_length,
+                      "prompt_tokens": features_config.prompt_tokens, "version": ENCODING_VERSION},
+                     sort_keys=True)
     return cache_root() / "features" / hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -110,9 +124,7 @@ def read_cache(folder: Path) -> dict[str, np.ndarray]:
 
 
 def write_shard(folder: Path, keys: list[str], vectors: np.ndarray) -> None:
-    import io
 
-    from replicator.core.util.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, keys=np.array(keys), vectors=vectors.astype(np.float32))
@@ -125,8 +137,6 @@ def load_backbone(model_cfg):
     """(frozen base model in eval mode, tokenizer, local path or hub id) of ``model.base``."""
     from transformers import AutoModel
 
-    from replicator.core.model.loading import device_type, load_tokenizer, resolve_base, torch_dtype
-    from replicator.core.util.logs import quiet_transformers
 
     path = resolve_base(model_cfg.base)
     with quiet_transformers():
@@ -162,43 +172,47 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches + ([cur] if cur else [])
 
 
-def encode_texts(model, tok, items: list[tuple[list[int], int]], fcfg, progress: bool) -> np.ndarray:
+def encode_texts(model, tok, items: list[tuple[list[int], int]], features_config,
+                 progress: bool) -> np.ndarray:
     """Pooled vectors of the encoded ``items`` ((ids, response start) pairs), in their order."""
     import torch
-    from tqdm.auto import tqdm
 
-    from replicator.core.tokens.batches import collate
 
     device = next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(items)
-    batches = token_batches([len(ids) for ids, _ in items], fcfg.batch_tokens)
+    batches = token_batches([len(ids) for ids, _ in items], features_config.batch_tokens)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with torch.inference_mode(), tqdm(total=len(items), desc="features", disable=not progress, mininterval=5) as bar:
+    with torch.inference_mode(), tqdm(total=len(items), desc="features", disable=not progress,
+                                      mininterval=5) as bar:
         for batch in batches:
             ids, mask = collate([items[i][0] for i in batch], pad, device)
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             for n, i in enumerate(batch):
-                out[i] = _pool(hidden, fcfg.layers, fcfg.pool, n, items[i][1], len(items[i][0]))
+                out[i] = _pool(hidden, features_config.layers, features_config.pool, n, items[i][1],
+                               len(items[i][0]))
             bar.update(len(batch))
     return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def row_features(model, tok, path: str, rows: list[dict], fcfg, progress: bool) -> np.ndarray:
+def row_features(model, tok, path: str, rows: list[dict], features_config, progress: bool) -> np.ndarray:
     """(N, 2, D) pooled vectors of each row's response A and B, from the cache where they are and
     computed (then cached) where not; None for no rows."""
     if not rows:
         return None
-    folder = cache_folder(path, fcfg)
+    folder = cache_folder(path, features_config)
     cache = read_cache(folder)
     texts = [(r["prompt"], r[side]) for r in rows for side in ("response_a", "response_b")]
     keys = [text_key(p, t) for p, t in texts]
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
-    log.info("features: %d texts (%d distinct), %d to encode, cache %s", len(keys), len(set(keys)), len(todo), folder)
+    log.info("features: %d texts (%d distinct), %d to encode, cache %s", len(keys), len(set(keys)), len(todo),
+             folder)
     t0 = time.time()
-    for start in range(0, len(todo), fcfg.shard_size):  # a shard at a time: an interrupted run keeps what it did
-        part = todo[start:start + fcfg.shard_size]
-        items = [encode_response(tok, *texts[i], fcfg.max_length, fcfg.prompt_tokens) for i in part]
-        vectors = encode_texts(model, tok, items, fcfg, progress)
+    # a shard at a time: an interrupted run keeps what it did
+    for start in range(0, len(todo), features_config.shard_size):
+        part = todo[start:start + features_config.shard_size]
+        items = [encode_response(tok, *texts[i], features_config.max_length, features_config.prompt_tokens)
+                 for i in part]
+        vectors = encode_texts(model, tok, items, features_config, progress)
         write_shard(folder, [keys[i] for i in part], vectors)
         cache.update(zip([keys[i] for i in part], vectors, strict=True))
     if todo:
@@ -237,15 +251,16 @@ def pair_features(row: dict) -> np.ndarray:
     return np.array([len(wa & wb) / max(1, len(wa | wb)), float(a.strip() == b.strip()), float(both)])
 
 
-def row_inputs(rows: list[dict], fcfg) -> dict:
+def row_inputs(rows: list[dict], features_config) -> dict:
     """What the head reads besides the model's vectors: the length features of
     :mod:`replicator.core.stages.baseline` (``lengths``), and with ``text`` the style counts of each
     response and the pair features; None where switched off."""
-    text = fcfg.text
-    return {"lens": B.feature_matrix(rows) if fcfg.lengths else None,
+    text = features_config.text
+    return {"lens": B.feature_matrix(rows) if features_config.lengths else None,
             "style": np.array([[style_counts(r["response_a"]), style_counts(r["response_b"])] for r in rows])
             .reshape(len(rows), 2, len(STYLE)) if text else None,
-            "pair": np.array([pair_features(r) for r in rows]).reshape(len(rows), len(PAIR)) if text else None}
+            "pair": np.array([pair_features(r) for r in rows]).reshape(len(rows), len(PAIR))
+            if text else None}
 
 
 def _take(inputs: dict, ix) -> dict:
@@ -309,7 +324,8 @@ def fit_head(f, inputs: dict, y, C: float, k: int, seed: int = 0) -> dict:
     labels gets an intercept of -inf, None in JSON)."""
     proj = fit_projection(f, k, seed)
     x, cls, w = _samples(project(proj, f), inputs, y)
-    return {"projection": proj, **B.fit_linear(x, cls, w, C=C, max_iter=2000), "C": C, "n_samples": int(len(cls))}
+    return {"projection": proj, **B.fit_linear(x, cls, w, C=C, max_iter=2000), "C": C,
+            "n_samples": int(len(cls))}
 
 
 def head_probs(params: dict, f: np.ndarray | None, inputs: dict) -> np.ndarray:
@@ -341,51 +357,49 @@ def choose_c(f, inputs: dict, y, groups, fcfg, seed: int) -> tuple[float, dict]:
 # ---------------------------------------------------------------- a stage, and predict
 
 
-def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[dict], sart: Path, seed: int,
-                       progress: bool):
-    """Encode, fit the head (``C`` by grouped CV on the training rows unless fixed), score: (results,
-    predictions per view with the baselines', labels, the scored rows), shaped like a trained stage's. Writes
-    :data:`HEAD_FILE` under ``sart``. With ``features.crossfit: K`` the scored rows are every row of
-    the validation rows' sources (training and validation alike), each predicted by a head fitted
+def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[dict], stage_artifacts: Path,
+                       seed: int, progress: bool) -> StageResult:
+    """Encode, fit the head (``C`` by grouped CV on the training rows unless fixed), score: a
+    :class:`StageResult` (predictions per view with the baselines'), shaped like a trained stage's. Writes
+    :data:`HEAD_FILE` under ``stage_artifacts``. With ``features.crossfit: K`` the scored rows are every
+    row of the validation rows' sources (training and validation alike), each predicted by a head fitted
     without its fold (grouped K-fold, seeded), the baselines likewise; the saved head is fitted on all."""
-    from replicator.core.predict.evaluate import label_prior, labels_of, scores, write_valid_predictions
-    from replicator.core.predict.postprocess import crossfit_postprocess
-    from replicator.core.util.atomic import atomic_write_text
-    from replicator.core.util.distributed import world_size
 
-    fcfg = stage.model.features
+    features_config = stage.model.features
     if world_size() > 1:
-        raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage runs in one process (it trains no "
-                              f"network; the encoding is cached), not {world_size()}: start it without torchrun")
+        raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage runs in one process (it trains "
+                              f"no network; the encoding is cached), not {world_size()}: start it without "
+                              "torchrun")
     if stage.outputs:
-        raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage writes no outputs for later stages "
-                              f"(outputs: {list(stage.outputs)})")
+        raise ReplicatorError(f"stage {stage.name}: a frozen-feature stage writes no outputs for later "
+                              f"stages (outputs: {list(stage.outputs)})")
     t0 = time.time()
-    if fcfg.crossfit:
+    if features_config.crossfit:
         scored, extra = scored_pool(train_rows, valid_rows)
         f_sc, f_ex = model_vectors(stage, [scored, extra], progress)
         t1 = time.time()
-        p, refs, folds = crossfit_predictions(fcfg, scored, f_sc, extra, f_ex, seed)
+        p, refs, folds = crossfit_predictions(features_config, scored, f_sc, extra, f_ex, seed)
         train_all, f_all = scored + extra, _stack(f_sc, f_ex)
     else:
         scored, refs, folds = valid_rows, B.every_run(train_rows, valid_rows), None
         f_all, f_sc = model_vectors(stage, [train_rows, valid_rows], progress)
         t1, train_all = time.time(), train_rows
-    params, cv = _fit_final(fcfg, train_all, f_all, seed)
-    sart.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sart / HEAD_FILE, json.dumps({**params, "base": stage.model.base}) + "\n")
+    params, cv = _fit_final(features_config, train_all, f_all, seed)
+    stage_artifacts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stage_artifacts / HEAD_FILE, json.dumps({**params, "base": stage.model.base}) + "\n")
     labels = labels_of(scored)
     if folds is None:
-        p = head_probs(params, f_sc, row_inputs(scored, fcfg))
+        p = head_probs(params, f_sc, row_inputs(scored, features_config))
     preds = {"identity": p, "tta": p, "final": crossfit_postprocess(plugins, p, scored, labels), **refs}
-    write_valid_predictions(sart / VALID_PREDICTIONS, scored, preds, labels)
+    write_valid_predictions(stage_artifacts / VALID_PREDICTIONS, scored, preds, labels)
     result = {"n_train_rows": len(train_all), "n_train_rows_augmented": 2 * len(train_all),
-              "optimizer_steps": params["n_iter"], "train_tokens": 0, "train_label_prior": label_prior(train_all),
+              "optimizer_steps": params["n_iter"], "train_tokens": 0,
+              "train_label_prior": label_prior(train_all),
               "feature_seconds": round(t1 - t0, 1), "head_seconds": round(time.time() - t1, 1),
               "head_C": params["C"], "head_cv_log_loss": cv, "crossfit_folds": folds, **scores(preds, labels)}
-    result["model"] = {"base": stage.model.base, "kind": "frozen_features", "lm": fcfg.lm,
+    result["model"] = {"base": stage.model.base, "kind": "frozen_features", "lm": features_config.lm,
                        "n_inputs": len(params["mean"])}
-    return result, preds, labels, scored
+    return StageResult(result, preds, labels, scored)
 
 
 def _stack(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -395,16 +409,17 @@ def _stack(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.concatenate([a, b])
 
 
-def _fit_final(fcfg, rows: list[dict], f, seed: int) -> tuple[dict, dict]:
+def _fit_final(features_config, rows: list[dict], f, seed: int) -> tuple[dict, dict]:
     """The head fitted on ``rows`` (``C`` fixed, or chosen by grouped CV on them) and the CV table."""
-    from replicator.core.predict.evaluate import labels_of
 
-    y, groups, inputs = labels_of(rows), np.array([r["group"] for r in rows]), row_inputs(rows, fcfg)
-    C, cv = fcfg.C, {}
+    y, groups, inputs = (labels_of(rows), np.array([r["group"] for r in rows]),
+                         row_inputs(rows, features_config))
+    C, cv = features_config.C, {}
     if C is None:
-        C, cv = choose_c(f, inputs, y, groups, fcfg, seed)
-        log.info("features: C=%g chosen by %d-fold grouped CV on %d training rows (%s)", C, fcfg.cv_folds, len(rows), cv)
-    return fit_head(f, inputs, y, C, fcfg.pca, seed), cv
+        C, cv = choose_c(f, inputs, y, groups, features_config, seed)
+        log.info("features: C=%g chosen by %d-fold grouped CV on %d training rows (%s)", C,
+                 features_config.cv_folds, len(rows), cv)
+    return fit_head(f, inputs, y, C, features_config.pca, seed), cv
 
 
 def scored_pool(train_rows: list[dict], valid_rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -416,33 +431,36 @@ def scored_pool(train_rows: list[dict], valid_rows: list[dict]) -> tuple[list[di
     extra = [r for r in train_rows if r["source"] not in sources and r["group"] not in groups]
     dropped = sum(1 for r in train_rows if r["source"] not in sources) - len(extra)
     if dropped:
-        log.info("features: %d extra training row(s) share a prompt group with a scored row: left out", dropped)
+        log.info("features: %d extra training row(s) share a prompt group with a scored row: left out",
+                 dropped)
     if not scored:
         raise ReplicatorError("model.features.crossfit: no rows to score (no validation rows)")
     return scored, extra
 
 
-def crossfit_predictions(fcfg, scored, f_sc, extra, f_ex, seed: int):
+def crossfit_predictions(features_config, scored, f_sc, extra, f_ex, seed: int):
     """Out-of-fold predictions of the head and of the baselines on ``scored``: grouped
-    ``fcfg.crossfit``-fold partition seeded with ``seed``; each fold's head (its ``C`` chosen by CV
+    ``features_config.crossfit``-fold partition seeded with ``seed``; each fold's head (its ``C`` chosen by CV
     inside the fold's training rows) and baselines are fitted on the other folds plus ``extra``."""
     from sklearn.model_selection import GroupKFold
 
     groups = np.array([r["group"] for r in scored])
-    k = min(fcfg.crossfit, len(set(groups)))
+    k = min(features_config.crossfit, len(set(groups)))
     if k < 2:
-        raise ReplicatorError(f"model.features.crossfit: {len(set(groups))} prompt group(s) cannot make 2 folds")
+        raise ReplicatorError(f"model.features.crossfit: {len(set(groups))} prompt group(s) cannot make "
+                              "2 folds")
     p = np.zeros((len(scored), 3))
     refs = {view: np.zeros((len(scored), 3)) for _, view in B.EVERY_RUN}
-    for n, (tr, va) in enumerate(GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups)):
+    for n, (tr, va) in enumerate(
+            GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups)):
         rows = [scored[i] for i in tr] + extra
-        params, _ = _fit_final(fcfg, rows, _stack(None if f_sc is None else f_sc[tr], f_ex), seed)
+        params, _ = _fit_final(features_config, rows, _stack(None if f_sc is None else f_sc[tr], f_ex), seed)
         held = [scored[i] for i in va]
-        p[va] = head_probs(params, None if f_sc is None else f_sc[va], row_inputs(held, fcfg))
+        p[va] = head_probs(params, None if f_sc is None else f_sc[va], row_inputs(held, features_config))
         for view, q in B.every_run(rows, held).items():
             refs[view][va] = q
-        log.info("features: fold %d/%d fitted on %d rows (C=%g), predicted %d", n + 1, k, len(rows), params["C"],
-                 len(va))
+        log.info("features: fold %d/%d fitted on %d rows (C=%g), predicted %d", n + 1, k, len(rows),
+                 params["C"], len(va))
     return p, refs, k
 
 

@@ -1,4 +1,5 @@
-"""The steps of a stage, each with its own key: training, stage outputs, one prediction per view, postprocessing.
+"""The steps of a stage, each with its own key: training, stage outputs, one prediction per view,
+postprocessing.
 
 A run's id covers everything (:mod:`replicator.core.run.fingerprint`); a variant differs from its base
 in one place, and recomputes only from the first step that place touches:
@@ -41,35 +42,42 @@ from pathlib import Path
 
 import numpy as np
 
+from replicator.core.config.canonical import hash_of, plain, run_key
+from replicator.core.config.catalogue import catalogue, plugin_hooks
 from replicator.core.config.recipe import Resolved, StageConfig
+from replicator.core.params import build
 from replicator.core.predict.views import view_owners
-from replicator.core.run.fingerprint import hash_of, plain, run_key
+from replicator.core.stages import baseline as baselines
+from replicator.core.util import atomic  # atomic_path through its module: failure-injection tests replace it
+from replicator.core.util.atomic import atomic_write_text
+from replicator.core.util.distributed import is_main
 
 log = logging.getLogger(__name__)
 
 TRAIN, PREDICT, POSTPROCESS = "train", "predict", "postprocess"
-#: predict fields that do not change what ``outputs:`` are computed with (outputs come before the 8-bit reload)
+#: predict fields that do not change what ``outputs:`` are computed with (outputs come before the
+#: 8-bit reload)
 INFERENCE_PRECISION = ("load_in_8bit", "merge_lora", "quantizer", "gptq_calibration_rows")
 
 
 def lm_stage(stage: StageConfig) -> bool:
-    """Whether the stage fine-tunes a language model (baselines and frozen-feature stages have their own caches)."""
-    from replicator.core.stages import baseline as baselines
+    """Whether the stage fine-tunes a language model (baselines and frozen-feature stages have their
+    own caches)."""
 
     return not (baselines.is_baseline(stage.model.base) or stage.model.features)
 
 
 def plugin_parts(stage: StageConfig, file: str, cat=None) -> dict[str, list]:
-    """``{step: [[alias, {use, parameters of that step}], ...]}`` in recipe order (chains run in that order)."""
-    from replicator.core.config.catalogue import catalogue, plugin_hooks
-    from replicator.core.params import build
+    """``{step: [[alias, {use, parameters of that step}], ...]}`` in recipe order (chains run in that
+    order)."""
 
     cat = catalogue() if cat is None else cat
     out: dict[str, list] = {TRAIN: [], PREDICT: [], POSTPROCESS: []}
     for alias, block in (stage.plugins or {}).items():
         cls = cat[block["use"]]
         hooks = set(plugin_hooks(cls))
-        default = POSTPROCESS if hooks <= {"postprocess"} else PREDICT if hooks <= {"tta", "postprocess"} else TRAIN
+        default = (POSTPROCESS if hooks <= {"postprocess"} else PREDICT if hooks <= {"tta", "postprocess"}
+                   else TRAIN)
         inst = build(cls, block, file, f"plugins.{alias}", ignore=("use",))
         parts: dict[str, dict] = {TRAIN: {}, PREDICT: {}, POSTPROCESS: {}}
         for f in dataclasses.fields(inst):
@@ -91,7 +99,6 @@ class StageKeys:
 
 def stage_keys(resolved: Resolved, fp: dict) -> dict[str, StageKeys]:
     """The step keys of every LM stage of the run whose fingerprint is ``fp``."""
-    from replicator.core.config.catalogue import catalogue
 
     cat = catalogue()
     run = {k: v for k, v in run_key(fp).items() if k != "config_hash"}
@@ -119,7 +126,8 @@ def stage_keys(resolved: Resolved, fp: dict) -> dict[str, StageKeys]:
 def view_key(keys: StageKeys, owner: list | None, view) -> str:
     """The key of one TTA view's predictions: the stage's predict key, the prediction parameters of the
     plugin block that made the view (``[alias, {use, ...}]``; None for the identity view) and the view."""
-    text = repr(view) if dataclasses.is_dataclass(view) else f"{type(view).__module__}.{type(view).__qualname__}"
+    text = (repr(view) if dataclasses.is_dataclass(view)
+            else f"{type(view).__module__}.{type(view).__qualname__}")
     return hash_of({"predict": keys.predict, "owner": owner, "view": text, "name": view.name})
 
 
@@ -139,9 +147,8 @@ def outputs_file(art: Path, stage: StageConfig, keys: StageKeys) -> Path:
 def link(src: Path, dst: Path) -> None:
     """``dst`` with ``src``'s content: a hard link (no copy of the weights), a copy across file systems;
     written as every atomic write is (:func:`replicator.core.util.atomic.atomic_path`)."""
-    from replicator.core.util.atomic import atomic_path
 
-    with atomic_path(dst) as tmp:
+    with atomic.atomic_path(dst) as tmp:
         tmp.unlink()
         try:
             os.link(src, tmp)
@@ -197,7 +204,8 @@ class ViewStore:
             log.warning("%s is unreadable (%s): predicting again", path, e)
             return None
         if data.get("ids") != self.ids or probs.shape != (len(self.ids), 3):
-            log.warning("%s holds other rows than the stage's %d validation rows: predicting again", path, len(self.ids))
+            log.warning("%s holds other rows than the stage's %d validation rows: predicting again", path,
+                        len(self.ids))
             return None
         return probs
 
@@ -205,12 +213,11 @@ class ViewStore:
         got = self.found.get(name)
         if got is not None:
             self.reused.append(name)
-            log.info("stage %s: predictions of view %s reused (%s)", self.stage.name, name, self.path(name).name)
+            log.info("stage %s: predictions of view %s reused (%s)", self.stage.name, name,
+                     self.path(name).name)
         return got
 
     def save(self, name: str, probs: np.ndarray) -> None:
-        from replicator.core.util.atomic import atomic_write_text
-        from replicator.core.util.distributed import is_main
 
         if is_main():
             atomic_write_text(self.path(name), json.dumps({"stage": self.stage.name, "view": name,

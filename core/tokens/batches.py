@@ -1,7 +1,7 @@
 """Rows -> token ids -> padded batches -> logits: what training and prediction share.
 
 :class:`Encoder` tokenizes through the ``prompt_format`` hook once per (row, view, budget), into the
-persistent token cache (:mod:`replicator.core.tokens.cache`);
+persistent token cache (:mod:`replicator.core.tokens.store`);
 :func:`length_grouped_batches` makes training micro-batches of similar lengths (a fixed number of rows),
 :func:`token_budget_batches` ones filled up to a padded-token budget; :func:`collate`
 right-pads; :func:`forward_logits` runs the sequence classifier; :func:`forward_packed_logits` runs it
@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from replicator.core.errors import ReplicatorError
+from replicator.core.tokens.encoding import encode_one, group_order, tokenise_into
+from replicator.core.tokens.keys import row_key
+from replicator.core.tokens.store import open_store
 
 
 class Encoder:
     """Tokenizes rows through the prompt_format hook, once per (row content, view, budget), into the
-    persistent token cache (:mod:`replicator.core.tokens.cache`: memory-mapped Arrow, int32 ids, shared by
+    persistent token cache (:mod:`replicator.core.tokens.store`: memory-mapped Arrow, int32 ids, shared by
     every stage and recipe that tokenises the same way).
 
     ``encoder(row, max_length)`` returns the row's token ids as a read-only int32 array;
@@ -36,8 +41,6 @@ class Encoder:
     def store(self, max_length: int):
         """The token store of this format, tokenizer and budget (opened on first use)."""
         if max_length not in self._stores:
-            from replicator.core.tokens.cache import open_store
-
             self._stores[max_length] = open_store(self.plugins, self.tok, max_length)
         return self._stores[max_length]
 
@@ -50,8 +53,6 @@ class Encoder:
             self.truncated += bool(truncated)
 
     def __call__(self, row: dict, max_length: int):
-        from replicator.core.tokens.cache import encode_one, row_key
-
         store = self.store(max_length)
         key = row_key(row)
         hit = store.get(key)
@@ -64,8 +65,6 @@ class Encoder:
     def prepare(self, rows: list[dict], max_length: int, views=None, progress: bool = True) -> None:
         """Look up every row (under each of ``views``: ``dict(view.apply(row), view=view.name)``, as
         prediction presents them; None = the rows as they are), tokenise the misses and store them."""
-        from replicator.core.tokens.cache import group_order, row_key, tokenise_into
-
         store = self.store(max_length)
         store.flush()
         store.refresh()
@@ -178,7 +177,6 @@ def collate(seqs: list[list[int]], pad_id: int, device):
 def pack(seqs: list, device):
     """The rows of a micro-batch as one padding-free sequence: (input ids [1, T], position ids [1, T]
     restarting at 0 for every row, index of each row's last token)."""
-    import numpy as np
     import torch
 
     lengths = [len(s) for s in seqs]

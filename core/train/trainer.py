@@ -15,10 +15,14 @@ token count come back, so a killed run finishes with the same numbers as an unin
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import functools
 import logging
 import math
 import os
+import platform
 import random
 import sys
 import time
@@ -26,9 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from replicator.core.config.recipe import StageConfig
 from replicator.core.errors import ReplicatorError
+from replicator.core.model import zero
+from replicator.core.model.loading import load_trainable
+from replicator.core.model.sharding import (
+    FSDP_STRATEGIES,
+    gradient_sync,
+    is_sharded,
+    load_optimizer_state,
+    optimizer_state,
+    shard_model,
+    strategy,
+    trainable_to_save,
+    whole,
+)
+from replicator.core.model.tensors import head_module
+from replicator.core.model.zero import backward as zero_backward
+from replicator.core.model.zero import is_engine
 from replicator.core.tokens.batches import (
     Encoder,
     collate,
@@ -38,15 +59,15 @@ from replicator.core.tokens.batches import (
     token_budget_batches,
     units_of,
 )
-from replicator.core.util.atomic import atomic_torch_save
-from replicator.core.util.distributed import all_sum, use_cpu, world_size
+from replicator.core.util.atomic import atomic_save_safetensors, atomic_torch_save
+from replicator.core.util.distributed import all_sum, barrier, use_cpu, world_size
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.safetensors"
 
 
-def plan(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
+def epoch_schedule(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
     """Per epoch: augmented rows and their micro-batches (``batch_size`` rows, or up to ``batch_tokens``
     padded tokens); then the optimizer-step schedule: one step takes ``grad_accum`` micro-batches from
     each of the ``n_processes`` processes."""
@@ -79,8 +100,6 @@ def keep_freed_memory() -> bool:
     tokens: 650k minor faults, a third of the step's CPU time), and more so when micro-batch shapes vary.
     No mmaps and no trimming (``mallopt``; trim threshold -1 is glibc's "never") end that; the resident
     memory stays at its high-water mark, which a training step reaches anyway. Whether it applied."""
-    import ctypes
-    import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -109,25 +128,28 @@ def check_precision(model, tcfg) -> None:
     for 16-bit compute) are master weights. LoRA adapters are fp32 (peft) and exempt."""
     import torch
 
-    low = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
+    low = {p.dtype for p in model.parameters()
+           if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
     if low and tcfg.optimizer != "adamw_kahan":
         raise ReplicatorError(
-            f"train.optimizer {tcfg.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} trainable weights "
-            "lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all of them); set "
-            "train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or model.dtype: float32 with "
-            "train.mixed_precision: bf16 (fp32 master weights)")
+            f"train.optimizer {tcfg.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} "
+            "trainable weights lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all "
+            "of them); set train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or "
+            "model.dtype: float32 with train.mixed_precision: bf16 (fp32 master weights)")
 
 
 def check_parallel(distributed_type) -> None:
-    """Refuse accelerate's own sharding launchers: the runner shards itself, as the recipe's ``launch.parallel``
-    says (FSDP2, core/shard.py; DeepSpeed ZeRO-2, core/zero.py), and saves whole tensors; accelerate's FSDP
-    plugin or DeepSpeed engine would wrap the model a second time and own the optimizer step."""
+    """Refuse accelerate's own sharding launchers: the runner shards itself, as the recipe's
+    ``launch.parallel`` says (FSDP2, core/shard.py; DeepSpeed ZeRO-2, core/zero.py), and saves whole
+    tensors; accelerate's FSDP plugin or DeepSpeed engine would wrap the model a second time and own the
+    optimizer step."""
     name = str(getattr(distributed_type, "value", distributed_type))
     if name in ("FSDP", "DEEPSPEED"):
         raise ReplicatorError(
-            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2 or DeepSpeed ZeRO-2) "
-            "as the recipe's launch.parallel says, and an accelerate FSDP or DeepSpeed launch would wrap it a second "
-            "time. Launch with recipes/accelerate/multi_gpu.yaml (`replicate plan RECIPE` prints the command)")
+            f"accelerate launched the run with {name}: the runner shards the model itself (FSDP2 or "
+            "DeepSpeed ZeRO-2) as the recipe's launch.parallel says, and an accelerate FSDP or DeepSpeed "
+            "launch would wrap it a second time. Launch with recipes/accelerate/multi_gpu.yaml "
+            "(`replicate plan RECIPE` prints the command)")
 
 
 def build_optimizer(groups, tcfg):
@@ -142,8 +164,9 @@ def build_optimizer(groups, tcfg):
 
         return optimi.AdamW(groups, kahan_sum=True, foreach=False, **kw)
     if not torch.cuda.is_available():
-        raise ReplicatorError(f"train.optimizer {tcfg.optimizer}: bitsandbytes' 8-bit optimizers need a CUDA GPU; "
-                              "on a CPU use adamw (the smoke toggles do, and their reports say so)")
+        raise ReplicatorError(f"train.optimizer {tcfg.optimizer}: bitsandbytes' 8-bit optimizers "
+                              "need a CUDA GPU; on a CPU use adamw (the smoke toggles do, and their "
+                              "reports say so)")
     import bitsandbytes as bnb
 
     cls = bnb.optim.PagedAdamW8bit if tcfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
@@ -163,7 +186,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float) -
 
 
 def build_scheduler(optimizer, tcfg, steps: int):
-    import functools
 
     import torch
 
@@ -190,9 +212,6 @@ class Loop:
     def save(self, step: int) -> None:
         import torch
 
-        from replicator.core.model import zero
-        from replicator.core.model.sharding import optimizer_state, trainable_to_save
-        from replicator.core.util.distributed import barrier
 
         main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
         trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
@@ -217,9 +236,6 @@ class Loop:
     def resume(self) -> None:
         import torch
 
-        from replicator.core.model import zero
-        from replicator.core.model.loading import load_trainable
-        from replicator.core.model.sharding import load_optimizer_state
 
         state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
         load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
@@ -237,18 +253,17 @@ class Loop:
     def evaluate(self, step: int, score_fn, best: Path) -> None:
         """Score the model at ``step`` (``score_fn``: validation log loss, every process takes part);
         the main process keeps its weights in ``best`` when no earlier evaluation scored lower."""
-        from replicator.core.model.sharding import trainable_to_save, whole
-        from replicator.core.util.atomic import atomic_save_safetensors
-        from replicator.core.util.distributed import barrier
 
         with whole(self.model) as model:
             score = float(score_fn(model))
         self.model.train()
         better = not self.evals or score < min(s for _, s in self.evals)
         if better:  # every process decides the same (the score is the gathered one)
-            weights = trainable_to_save(self.model, self.acc.unwrap_model(self.model), self.acc.is_main_process)
+            weights = trainable_to_save(self.model, self.acc.unwrap_model(self.model),
+                                        self.acc.is_main_process)
         if better and self.acc.is_main_process:
-            atomic_save_safetensors(weights, best, metadata={"step": str(step), "valid_log_loss": repr(score)})
+            atomic_save_safetensors(weights, best,
+                                    metadata={"step": str(step), "valid_log_loss": repr(score)})
         self.evals.append((step, score))
         log.info("step %d: validation log loss %.5f (best %.5f)", step, score, min(s for _, s in self.evals))
         barrier()
@@ -257,7 +272,6 @@ class Loop:
         """Load the best evaluated weights into the model; what the summary says of the evaluations."""
         from safetensors.torch import load_file
 
-        from replicator.core.model.loading import load_trainable
 
         step, score = min(self.evals, key=lambda e: (e[1], e[0]))
         load_trainable(self.acc.unwrap_model(self.model), load_file(str(best)), where=str(best))
@@ -271,17 +285,16 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
 
-    from replicator.core.model import zero
-    from replicator.core.model.loading import load_trainable
-    from replicator.core.model.sharding import FSDP_STRATEGIES, shard_model, strategy
 
     tcfg = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
     acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
     check_parallel(acc.distributed_type)
     if init_from is not None:
-        n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head, where=str(init_from))
-        log.info("started from %s (%d tensors%s)", init_from, n, ", head re-initialised" if stage.reinit_head else "")
+        n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head,
+                           where=str(init_from))
+        log.info("started from %s (%d tensors%s)", init_from, n,
+                 ", head re-initialised" if stage.reinit_head else "")
     check_precision(model, tcfg)
     parallel = strategy(stage.launch.parallel)
     if parallel in FSDP_STRATEGIES:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds
@@ -307,16 +320,14 @@ def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: 
     """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
     import torch
 
-    from replicator.core.model.loading import head_module
-    from replicator.core.model.zero import backward as zero_backward
-    from replicator.core.model.zero import is_engine
 
     acc = loop.acc
     seqs = [encoder(r, tcfg.max_length) for r in rows]
     ids, mask = collate(seqs, tok.pad_token_id, acc.device)
     labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
     if tcfg.packed:
-        logits = forward_packed_logits(loop.model, head_module(acc.unwrap_model(loop.model))[1], seqs, acc.device)
+        logits = forward_packed_logits(loop.model, head_module(acc.unwrap_model(loop.model))[1], seqs,
+                                       acc.device)
     else:
         logits = forward_logits(loop.model, ids, mask)
     extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
@@ -361,12 +372,9 @@ def step_scales(everyone, n_processes: int, by_rows: bool) -> list[float]:
 def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows: bool = False) -> float:
     """One optimizer step: this process's micro-batches (gradients synchronised once, on the last),
     the update; the step's mean loss over all processes (per micro-batch, or per row with ``by_rows``)."""
-    import contextlib
 
     import torch
 
-    from replicator.core.model.sharding import gradient_sync, is_sharded
-    from replicator.core.model.zero import is_engine
 
     acc = loop.acc
     own_sync = is_sharded(loop.model) or is_engine(loop.model)  # not DDP's no_sync
@@ -383,7 +391,6 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
 
 
 def _optimizer_step(loop: Loop, tcfg) -> None:
-    from replicator.core.model.zero import is_engine
 
     if is_engine(loop.model):  # reduces the partitioned gradients, clips (its config), updates, zeroes
         loop.model.step()
@@ -401,32 +408,33 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
     """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present. With
     ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
     at the end, and the model ends with the weights that scored lowest."""
-    from tqdm.auto import tqdm
 
     tcfg = stage.train
     if use_cpu() and keep_freed_memory():
         log.debug("glibc malloc keeps freed memory for the next step (no mmaps, no trimming)")
     encoder = Encoder(plugins, tok)
-    epochs, micro, steps = plan(train_rows, stage, plugins, encoder, seed, world_size())
+    epochs, micro, steps = epoch_schedule(train_rows, stage, plugins, encoder, seed, world_size())
     loop = _start(stage, model, info, steps, init_from, art)
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
     group = tcfg.grad_accum * acc.num_processes
-    bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}", disable=not (progress and acc.is_main_process),
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}",
+               disable=not (progress and acc.is_main_process), dynamic_ncols=True, file=sys.stderr)
     loop.model.train()
     t0, ema = time.time(), None
 
     def run_micro(e, batch, scale):
-        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss, scale)
+        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss,
+                           scale)
 
     for step in range(start, steps):
         everyone = micro[step * group:(step + 1) * group]
         step_loss = _step(loop, everyone, step * group, seed, run_micro, by_rows=bool(tcfg.batch_tokens))
         _optimizer_step(loop, tcfg)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
-        loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length)) for e, batch in everyone for i in batch)
+        loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length))
+                           for e, batch in everyone for i in batch)
         if not math.isfinite(step_loss):
             loop.save(step)
             raise ReplicatorError(f"training loss is {step_loss} at step {step + 1}; "
@@ -434,7 +442,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
         loop.history.append(round(step_loss, 6))
         ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
         bar.update(1)
-        bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
+        bar.set_postfix(loss=f"{ema:.4f}",
+                        tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
         done = step + 1
         if tcfg.eval_every and score_fn is not None and (done % tcfg.eval_every == 0 or done == steps):
             loop.evaluate(done, score_fn, art / BEST)
@@ -444,7 +453,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
             raise RuntimeError(f"simulated crash after step {done} (REPLICATOR_CRASH_AFTER_STEP)")
     bar.close()
     best = loop.keep_best(art / BEST) if loop.evals else {}
-    return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before, time.time() - t0)
+    return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before,
+                           time.time() - t0)
 
 
 def _summary(loop: Loop, steps, start, train_rows, epochs, encoder, new_tokens: int, elapsed: float) -> dict:

@@ -21,6 +21,11 @@ from pathlib import Path
 
 from replicator.core.errors import ReplicatorError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "REPLICATOR_LOCK_TIMEOUT"
@@ -54,8 +59,6 @@ def _holder(path: Path) -> str:
 
 def _try_lock(path: Path) -> int | None:
     """A descriptor of ``path`` locked by us, or None when another process holds the lock."""
-    import fcntl
-
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,9 +97,7 @@ def _acquire(path: Path, run_id: str) -> int:
 @contextlib.contextmanager
 def run_lock(run_dir: Path, run_id: str) -> Iterator[Path]:
     """Hold the run's lock inside the block (waiting for another holder first); yield its path."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - not POSIX
+    if fcntl is None:  # pragma: no cover - not POSIX
         log.warning("no fcntl on this platform: run %s is not locked against a second process", run_id)
         yield lock_path(run_dir)
         return
@@ -105,7 +106,8 @@ def run_lock(run_dir: Path, run_id: str) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, run_id)
     except OSError as e:
-        raise ReplicatorError(f"cannot create the lock file {path} of run {run_id}: {e.strerror or e}") from None
+        raise ReplicatorError(f"cannot create the lock file {path} of run {run_id}: "
+                              f"{e.strerror or e}") from None
     try:
         yield path
     finally:

@@ -8,6 +8,8 @@ The library configures nothing (Python shows warnings and errors only); the comm
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -80,8 +82,6 @@ def import_quietly(name: str) -> None:
     """Import ``name`` (when installed and not yet imported) with stdout sent to stderr and the environment
     restored, so that ``replicate``'s stdout stays its own (:data:`NOISY_IMPORTS` says why each is needed).
     Called before a model is built (:func:`replicator.core.model.loading.load_model`)."""
-    import importlib
-    import importlib.util
 
     if name in sys.modules or importlib.util.find_spec(name) is None:
         return

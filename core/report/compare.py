@@ -1,0 +1,323 @@
+"""The numbers of a report (``report.json``'s content): each variant against the base and the
+reference rows, with 95% paired bootstrap intervals over prompt groups and seeds (rows paired by
+(seed, id): only rows both runs predicted), and the comparability flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from replicator.core.report.runs import Run, Variant, group_variants, load_runs
+from replicator.core.scoring.stats import expected_calibration_error, paired_bootstrap, row_log_loss
+from replicator.core.util.layout import ROW_PREDICTIONS
+
+ENV_KEYS = ("device", "torch", "transformers", "peft")
+N_BOOT = 2000
+BOOT_SEED = 0
+
+
+def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+
+
+def crossfit_prior(labels: np.ndarray, groups: list[str]) -> np.ndarray | None:
+    """Per-row class-prior predictions: prompt groups (sorted by hash) split alternately in two halves,
+    each half predicted by the label shares of the other. None with fewer than two groups."""
+    unique_groups = sorted(set(groups))
+    if len(unique_groups) < 2:
+        return None
+    half = {g: i % 2 for i, g in enumerate(unique_groups)}
+    half_of_row = np.array([half[g] for g in groups])
+    out = np.empty_like(labels, dtype=np.float64)
+    for k in (0, 1):
+        out[half_of_row == k] = labels[half_of_row != k].mean(axis=0)
+    return out
+
+
+def _pairs(base: Variant, var: Variant) -> dict | None:
+    """Rows paired by (seed, id) between ``base`` and ``var``: losses, groups, seed tags, chars."""
+    parts = []
+    for var_run in var.runs:
+        base_run = next((r for r in base.runs if r.seed == var_run.seed), None)
+        if base_run is None or base_run.preds is None or var_run.preds is None:
+            continue
+        pos = {i: k for k, i in enumerate(var_run.preds.ids)}
+        base_idx = [k for k, i in enumerate(base_run.preds.ids) if i in pos]
+        var_idx = [pos[base_run.preds.ids[k]] for k in base_idx]
+        if not base_idx:
+            continue
+        label_gap = np.abs(base_run.preds.labels[base_idx] - var_run.preds.labels[var_idx])
+        parts.append({
+            "base": base_run.row_losses()[base_idx], "var": var_run.row_losses()[var_idx],
+            "groups": np.array([base_run.preds.groups[k] for k in base_idx]),
+            "seeds": np.full(len(base_idx), str(var_run.seed)), "chars": base_run.preds.chars[base_idx],
+            "label_mismatch": int((label_gap > 1e-6).any(axis=1).sum()),
+        })
+    if not parts:
+        return None
+    return {k: (np.concatenate([p[k] for p in parts]) if k != "label_mismatch" else sum(p[k] for p in parts))
+            for k in parts[0]}
+
+
+def _boot(pairs: dict, mask=None) -> dict:
+    sel = slice(None) if mask is None else mask
+    return paired_bootstrap(pairs["base"][sel], pairs["var"][sel], pairs["groups"][sel], n_boot=N_BOOT,
+                            seed=BOOT_SEED, seeds=pairs["seeds"][sel])
+
+
+def _verdict(d: dict) -> str:
+    if d["hi"] < 0:
+        return "better"
+    if d["lo"] > 0:
+        return "worse"
+    return "unresolved"
+
+
+def _flags(runs: list[Run], base: Variant) -> tuple[list[dict], list[str]]:
+    """Comparability problems against the base (same seed where the split is concerned)."""
+    flags, notes = [], []
+    base_run = base.runs[0]
+    base_env = base_run.fingerprint.get("environment") or {}
+    for r in runs:
+        what = []
+        if r.fingerprint.get("data_hash") != base_run.fingerprint.get("data_hash"):
+            what.append(f"data_hash {str(r.fingerprint.get('data_hash'))[:12]} vs "
+                        f"{str(base_run.fingerprint.get('data_hash'))[:12]} in {base_run.run_id}")
+        env = r.fingerprint.get("environment") or {}
+        for k in ENV_KEYS:
+            if env.get(k) != base_env.get(k):
+                what.append(f"environment {k} {env.get(k)} vs {base_env.get(k)} in {base_run.run_id}")
+        same_seed = next((x for x in base.runs if x.seed == r.seed), None)
+        if (same_seed is not None and same_seed is not r and same_seed.preds is not None
+                and r.preds is not None):
+            a, b = set(r.preds.ids), set(same_seed.preds.ids)
+            if a != b:
+                what.append(f"validation rows (split) differ from {same_seed.run_id}: {len(a - b)} only "
+                            f"here, {len(b - a)} only there, {len(a & b)} shared")
+        if what:
+            flags.append({"run": r.run_id, "differs": what})
+        if r.preds is None:
+            notes.append(f"{r.run_id}: no {ROW_PREDICTIONS} (an older run): its log loss and accuracy come "
+                         "from metrics.json; no interval, calibration or plots for it")
+    return flags, notes
+
+
+def _run_numbers(r: Run) -> dict:
+    """log loss, accuracy, ECE and rows of one run: from its per-row predictions, else metrics.json."""
+    if r.preds is not None:
+        p, y = r.probs(), r.preds.labels
+        return {"log_loss": float(r.row_losses().mean()),
+                "accuracy": float((p.argmax(1) == y.argmax(1)).mean()),
+                "ece": expected_calibration_error(p, y), "n_rows": len(r.preds)}
+    m = r.metrics
+    return {"log_loss": m.get("final_log_loss", m.get("log_loss")),
+            "accuracy": m.get("final_accuracy", m.get("accuracy")),
+            "ece": None, "n_rows": m.get("n_valid_rows")}
+
+
+def _variant_row(v: Variant, base_variant: Variant, flags: list[dict]) -> dict:
+    """The table line of variant ``v``: its numbers (mean over seeds) and its Δ against the base."""
+    per_run = [_run_numbers(r) for r in v.runs]
+    ll, ll_sd = _mean_sd([x["log_loss"] for x in per_run])
+    row = {
+        "name": v.name, "key": v.key, "runs": [r.run_id for r in v.runs], "seeds": v.seeds,
+        "views": sorted({r.view for r in v.runs if r.view}),
+        "log_loss": ll, "log_loss_sd": ll_sd,
+        "accuracy": _mean_sd([x["accuracy"] for x in per_run])[0],
+        "ece": _mean_sd([x["ece"] for x in per_run])[0],
+        "seconds": _mean_sd([r.seconds() for r in v.runs])[0],
+        "train_tokens": _mean_sd([r.train_tokens() for r in v.runs])[0],
+        "n_rows": _mean_sd([x["n_rows"] for x in per_run])[0],
+        "is_base": v is base_variant, "delta": None, "verdict": None, "why_no_delta": None,
+    }
+    if v is base_variant:
+        return row
+    pairs = _pairs(base_variant, v)
+    if pairs is None:
+        row["why_no_delta"] = "no paired rows: no seed in common with the base, or no per-row predictions"
+        return row
+    row["delta"] = _boot(pairs)
+    row["verdict"] = _verdict(row["delta"])
+    if pairs["label_mismatch"]:
+        flags.append({"run": ", ".join(row["runs"]), "differs": [
+            f"labels differ from the base on {pairs['label_mismatch']} paired row(s)"]})
+    return row
+
+
+def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Variant], dict]:
+    """Load the runs and compute every number of the report (``report.json``'s content)."""
+    runs, base_run = load_runs(run_dirs, base)
+    variants = group_variants(runs, base_run)
+    base_variant = variants[0]
+    flags, notes = _flags(runs, base_variant)
+    rows = [_variant_row(v, base_variant, flags) for v in variants]
+    references = _references(base_variant, notes)
+    return variants, {
+        "base": base_variant.name, "base_runs": [r.run_id for r in base_variant.runs],
+        "bootstrap": {"n_boot": N_BOOT, "seed": BOOT_SEED, "confidence": 0.95,
+                      "resamples": "prompt groups (and seeds when a variant has several)"},
+        "variants": rows, "references": references, "per_seed": _per_seed(base_variant, notes),
+        "length_buckets": _length_buckets(variants),
+        "flags": flags, "notes": notes, "stages": _stages(base_variant),
+        "substitutions": _substitutions(base_variant),
+    }
+
+
+def _stages(base_variant: Variant) -> list[dict]:
+    """Each stage of the base's first run: its rows, its validation log loss without TTA, with TTA and
+    postprocessed, the length baseline on the same rows, optimizer steps and wall time (metrics.json)."""
+    run = base_variant.runs[0]
+    out = []
+    for name, st in run.stages().items():
+        out.append({"stage": name, "run": run.run_id, "n_train_rows": st.get("n_train_rows"),
+                    "n_valid_rows": st.get("n_valid_rows"), "log_loss": st.get("log_loss"),
+                    "tta_log_loss": st.get("tta_log_loss"), "final_log_loss": st.get("final_log_loss"),
+                    "length_log_loss": st.get("baseline_length_log_loss"),
+                    "optimizer_steps": st.get("optimizer_steps"), "seconds": st.get("seconds")})
+    return out
+
+
+def _substitutions(base_variant: Variant) -> list[str]:
+    """What the base run stands in for the original (the recipe's ``substitutions``, resolved.yaml)."""
+    try:
+        cfg = yaml.safe_load((base_variant.runs[0].path / "resolved.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(x) for x in cfg.get("substitutions") or []] if isinstance(cfg, dict) else []
+
+
+# reference rows: the name, and the view of valid_predictions.csv.gz that holds its per-row predictions
+UNIFORM = "uniform (ln 3)"
+PRIOR = "class prior (training shares)"
+LENGTH = "length features (logistic regression)"
+PRIOR_CROSSFIT = "class prior (cross-fitted validation shares)"
+PRIOR_VIEW, LENGTH_VIEW = "baseline_prior", "baseline_length"
+
+
+def _prior_reference(runs: list[Run]) -> tuple[str, str, dict] | None:
+    """(name, source, per-run probabilities) of the class prior: the runs' ``baseline_prior`` view,
+    else the training label shares in metrics.json, else validation shares cross-fitted."""
+    if all(PRIOR_VIEW in r.preds.views for r in runs):
+        return (PRIOR,
+                f"label shares of each run's training rows (the {PRIOR_VIEW} view of {ROW_PREDICTIONS})",
+                {r.run_id: r.preds.views[PRIOR_VIEW] for r in runs})
+    priors = [r.label_prior() for r in runs]
+    if all(p is not None for p in priors):
+        probs = {r.run_id: np.tile(np.asarray(p) / sum(p), (len(r.preds), 1))
+                 for r, p in zip(runs, priors, strict=True)}
+        return (PRIOR, "label shares of the training rows (metrics.json train_label_prior; these runs have "
+                f"no {PRIOR_VIEW} view)", probs)
+    probs = {r.run_id: crossfit_prior(r.preds.labels, r.preds.groups) for r in runs}
+    if any(p is None for p in probs.values()):
+        return None
+    return (PRIOR_CROSSFIT, "validation-label shares cross-fitted over two halves of the prompt groups "
+            "(metrics.json has no train_label_prior)", probs)
+
+
+def _length_reference(runs: list[Run], notes: list[str]) -> tuple[str, str, dict] | None:
+    """(name, source, per-run probabilities) of the length baseline, from the runs that have its view."""
+    have = [r for r in runs if LENGTH_VIEW in r.preds.views]
+    if len(have) < len(runs):
+        missing = ", ".join(r.run_id for r in runs if r not in have)
+        notes.append(f"{LENGTH}: no {LENGTH_VIEW} view in {ROW_PREDICTIONS} of {missing} (runs written "
+                     "before every run computed the baselines; run them again to get it)"
+                     + (f"; its reference row uses the other {len(have)} run(s) of the base" if have else ""))
+    if not have:
+        return None
+    return (LENGTH, "multinomial logistic regression on response and prompt lengths fitted on each run's "
+            f"training rows (the {LENGTH_VIEW} view of {ROW_PREDICTIONS}; core/baselines.py)",
+            {r.run_id: r.preds.views[LENGTH_VIEW] for r in have})
+
+
+def _reference_row(name: str, source: str, probs: dict[str, np.ndarray], runs: list[Run]) -> dict:
+    """A reference line: its log loss on the base's rows and the paired interval against the base."""
+    runs = [r for r in runs if r.run_id in probs]
+    losses = {r.run_id: row_log_loss(probs[r.run_id], r.preds.labels) for r in runs}
+    pairs = {"base": np.concatenate([r.row_losses() for r in runs]),
+             "var": np.concatenate([losses[r.run_id] for r in runs]),
+             "groups": np.concatenate([np.array(r.preds.groups) for r in runs]),
+             "seeds": np.concatenate([np.full(len(r.preds), str(r.seed)) for r in runs])}
+    d = _boot(pairs)
+    return {"name": name, "source": source, "runs": [r.run_id for r in runs],
+            "log_loss": float(np.mean([losses[r.run_id].mean() for r in runs])),
+            "accuracy": float(np.mean([(probs[r.run_id].argmax(1) == r.preds.labels.argmax(1)).mean()
+                                       for r in runs])),
+            "delta": d, "verdict": _verdict(d),
+            "base_minus_reference": {"delta": 0.0 - d["delta"], "lo": 0.0 - d["hi"], "hi": 0.0 - d["lo"]}}
+
+
+def _references(base_variant: Variant, notes: list[str]) -> list[dict]:
+    """Reference lines on the base's validation rows, pooled over its seeds: uniform, the class prior
+    and the length baseline. ``delta`` is reference − base (as the table's Δ column);
+    ``base_minus_reference`` the same interval from the base's side."""
+    runs = [r for r in base_variant.runs if r.preds is not None]
+    if not runs:
+        return []
+    uniform = {r.run_id: np.full((len(r.preds), 3), 1 / 3) for r in runs}
+    out = [_reference_row(UNIFORM, "1/3 each", uniform, runs)]
+    prior = _prior_reference(runs)
+    if prior is None:
+        out.append({"name": PRIOR, "source": "not computable: fewer than two prompt groups", "runs": [],
+                    "log_loss": None, "accuracy": None, "delta": None, "verdict": None,
+                    "base_minus_reference": None})
+    else:
+        out.append(_reference_row(*prior, runs))
+    length = _length_reference(runs, notes)
+    if length is not None:
+        out.append(_reference_row(*length, runs))
+    return out
+
+
+def _per_seed(base_variant: Variant, notes: list[str]) -> list[dict]:
+    """The base on each of its seeds (split seeds) alone, with the reference rows of that seed: what a
+    pooled interval can hide (one lucky split). Empty for a base of one seed (the table says it all)."""
+    runs = sorted((r for r in base_variant.runs if r.preds is not None), key=lambda r: str(r.seed))
+    if len(runs) < 2:
+        return []
+    out = []
+    for r in runs:
+        seed_variant = Variant(base_variant.key, base_variant.name, [r])
+        refs = {ref["name"]: ref for ref in _references(seed_variant, [])}
+        out.append({"seed": r.seed, "run": r.run_id, "n_rows": len(r.preds),
+                    "log_loss": float(r.row_losses().mean()),
+                    "references": {name: {"log_loss": ref["log_loss"],
+                                          "base_minus_reference": ref["base_minus_reference"],
+                                          "verdict": ref["verdict"]} for name, ref in refs.items()}})
+    return out
+
+
+def _length_buckets(variants: list[Variant]) -> dict | None:
+    """Δ per quartile of row characters (quartiles of the base's rows), for every variant with pairs."""
+    base_variant = variants[0]
+    chars = np.concatenate([r.preds.chars for r in base_variant.runs if r.preds is not None] or [np.zeros(0)])
+    if chars.size < 8 or len(variants) < 2:
+        return None
+    edges = np.unique(np.quantile(chars, [0.25, 0.5, 0.75]).round())
+    edges = edges[edges < chars.max()]  # no empty top bucket when many rows share the longest length
+    bounds = [int(chars.min())] + [int(e) for e in edges] + [int(chars.max())]
+    counts = np.bincount(np.searchsorted(edges, chars, side="left"), minlength=len(bounds) - 1)
+    labels = []
+    for k in range(len(bounds) - 1):
+        lo = bounds[k] if k == 0 else bounds[k] + 1
+        labels.append(f"{lo:,}–{bounds[k + 1]:,}\n{counts[k]} rows")
+    out = {"labels": labels, "edges": [int(e) for e in edges], "variants": []}
+    for v in variants[1:]:
+        pairs = _pairs(base_variant, v)
+        if pairs is None:
+            continue
+        b = np.searchsorted(edges, pairs["chars"], side="left")  # bucket k holds chars <= edges[k]
+        pts = []
+        for k in range(len(labels)):
+            mask = b == k
+            if not mask.any():
+                pts.append(None)
+                continue
+            d = _boot(pairs, mask)
+            pts.append({k2: d[k2] for k2 in ("delta", "lo", "hi", "n_rows", "n_groups")})
+        out["variants"].append({"name": v.name, "points": pts})
+    return out

@@ -1,0 +1,199 @@
+"""Loading finished runs for a report and grouping them into variants.
+
+Runs whose resolved config is the same except for the seed are seeds of one *variant* (or the
+``variant`` key of ``fingerprint.json`` names it); the base run's variant comes first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from replicator.core.errors import ReplicatorError
+from replicator.core.scoring.row_predictions import RowPreds, read_row_predictions
+from replicator.core.scoring.stats import row_log_loss
+from replicator.core.util.layout import ROW_PREDICTIONS
+
+#: the prediction view a run is judged by: the first of these that its predictions have
+VIEW_PREFERENCE = ("final", "tta", "identity")
+
+
+@dataclasses.dataclass
+class Run:
+    path: Path
+    run_id: str
+    recipe: str
+    seed: int
+    fingerprint: dict
+    metrics: dict
+    preds: RowPreds | None
+    variant_key: str
+    variant_name: str
+
+    @property
+    def view(self) -> str | None:
+        if self.preds is None:
+            return None
+        return next((v for v in VIEW_PREFERENCE if v in self.preds.views), next(iter(self.preds.views)))
+
+    def probs(self) -> np.ndarray:
+        return self.preds.views[self.view]
+
+    def row_losses(self) -> np.ndarray:
+        return row_log_loss(self.probs(), self.preds.labels)
+
+    def stages(self) -> dict:
+        return self.metrics.get("stages") or {}
+
+    def _stage_total(self, key: str) -> float | None:
+        """The sum of ``key`` over the stages when every stage has it, else the run-level value."""
+        vals = [s.get(key) for s in self.stages().values()]
+        if vals and all(isinstance(v, int | float) for v in vals):
+            return float(sum(vals))
+        v = self.metrics.get(key)
+        return float(v) if isinstance(v, int | float) else None
+
+    def seconds(self) -> float | None:
+        return self._stage_total("seconds")
+
+    def train_tokens(self) -> float | None:
+        return self._stage_total("train_tokens")
+
+    def label_prior(self) -> list[float] | None:
+        p = self.metrics.get("train_label_prior")
+        if p is None:
+            final = self.stages().get(self.metrics.get("final_stage", ""), {})
+            p = final.get("train_label_prior")
+        return [float(x) for x in p] if p is not None else None
+
+    def loss_history(self) -> tuple[list[float], list[int]]:
+        """Training losses of all stages in order, and the steps where each later stage starts."""
+        losses: list[float] = []
+        starts: list[int] = []
+        for s in self.stages().values():
+            h = s.get("train_loss_history") or []
+            if h and losses:
+                starts.append(len(losses) + 1)
+            losses += [float(x) for x in h]
+        return losses, starts
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReplicatorError(f"{path}: missing (is {path.parent} a finished run?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReplicatorError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ReplicatorError(f"{path}: expected a JSON object")
+    return data
+
+
+def _variant_of(path: Path, fp: dict) -> tuple[str, str]:
+    """(key, display name): runs with the same key are seeds of one variant."""
+    if fp.get("variant"):
+        return f"variant:{fp['recipe']}:{fp['variant']}", str(fp["variant"])
+    resolved = path / "resolved.yaml"
+    try:
+        cfg = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReplicatorError(f"{resolved}: missing: it tells which runs differ only by seed "
+                              "(or give fingerprint.json a 'variant' key)") from None
+    except yaml.YAMLError as e:
+        raise ReplicatorError(f"{resolved}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ReplicatorError(f"{resolved}: expected a mapping")
+    cfg = {k: v for k, v in cfg.items() if k != "seed"}
+    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    toggles = fp.get("toggles") or []
+    name = fp.get("recipe", "?") + "".join(f" +{t}" for t in toggles)
+    return f"config:{key}", name
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    fp = _read_json(path / "fingerprint.json")
+    for k in ("run_id", "recipe", "seed"):
+        if k not in fp:
+            raise ReplicatorError(f"{path / 'fingerprint.json'}: no {k!r}")
+    metrics = _read_json(path / "metrics.json")
+    preds_file = path / ROW_PREDICTIONS
+    preds = read_row_predictions(preds_file) if preds_file.exists() else None
+    key, name = _variant_of(path, fp)
+    return Run(path=path, run_id=str(fp["run_id"]), recipe=str(fp["recipe"]), seed=fp["seed"], fingerprint=fp,
+               metrics=metrics, preds=preds, variant_key=key, variant_name=name)
+
+
+def discover_runs(paths: list[Path]) -> list[Path]:
+    """Run folders (holding ``fingerprint.json``) among ``paths`` and below them, in a stable order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "fingerprint.json").is_file():
+            found = [p]
+        elif p.is_dir():
+            found = sorted(f.parent for f in p.rglob("fingerprint.json"))
+            if not found:
+                raise ReplicatorError(f"{p}: no run folders in it (no fingerprint.json found)")
+        else:
+            raise ReplicatorError(f"{p}: no such folder")
+        out += [f for f in found if f.resolve() not in {o.resolve() for o in out}]
+    return out
+
+
+def default_out_dir(run_dirs: list[Path], base: Path | None = None) -> Path:
+    """``report-<hash8 of the sorted run ids>`` beside the base run (``reports/<recipe>/`` for usual runs)."""
+    base = Path(base) if base is not None else Path(run_dirs[0])
+    ids = sorted(_read_json(Path(d) / "fingerprint.json").get("run_id", Path(d).name) for d in run_dirs)
+    return base.parent / f"report-{hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:8]}"
+
+
+def load_runs(run_dirs: list[Path], base: Path | None) -> tuple[list[Run], Run]:
+    """The runs of ``run_dirs`` and the base run (``base``, loaded too when not among them; default: the
+    first)."""
+    if not run_dirs:
+        raise ReplicatorError("no runs to compare")
+    runs = [load_run(d) for d in run_dirs]
+    if base is None:
+        return runs, runs[0]
+    base_path = Path(base).resolve()
+    base_run = next((r for r in runs if r.path.resolve() == base_path), None)
+    if base_run is None:
+        base_run = load_run(Path(base))
+        runs.insert(0, base_run)
+    return runs, base_run
+
+
+@dataclasses.dataclass
+class Variant:
+    key: str
+    name: str
+    runs: list[Run]  # by seed
+
+    @property
+    def seeds(self) -> list:
+        return [r.seed for r in self.runs]
+
+
+def group_variants(runs: list[Run], base_run: Run) -> list[Variant]:
+    variants: dict[str, Variant] = {}
+    for r in [base_run] + [r for r in runs if r is not base_run]:
+        key = r.variant_key
+        if key in variants and r.seed in variants[key].seeds:  # same config and seed: a separate variant
+            key = f"{key}@{r.run_id}"
+            name = f"{r.variant_name} [{r.run_id}]"
+        else:
+            name = r.variant_name
+        variants.setdefault(key, Variant(key, name, [])).runs.append(r)
+    out = list(variants.values())
+    names = [v.name for v in out]
+    for v in out:
+        v.runs.sort(key=lambda r: (str(type(r.seed)), r.seed))
+        if names.count(v.name) > 1:  # same recipe and toggles, other overrides
+            v.name = f"{v.name} #{v.key.split(':')[-1][:6]}"
+    return out

@@ -1,0 +1,140 @@
+"""The report's numbers as text: the cells of its tables and its verdict sentences (shared by the
+Markdown and the HTML page)."""
+
+from __future__ import annotations
+
+from replicator.core.report.compare import LENGTH, UNIFORM
+
+
+def _f(x, fmt="{:.4f}", none="—") -> str:
+    return none if x is None else fmt.format(x)
+
+
+def _signed(x: float) -> str:
+    s = f"{x:+.4f}"
+    return "+0.0000" if s == "-0.0000" else s  # no negative zero
+
+
+def _seconds(s) -> str:
+    if s is None:
+        return "—"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _tokens(t) -> str:
+    if t is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if t >= div:
+            return f"{t / div:.3g}{unit}"
+    return f"{t:.0f}"
+
+
+VERDICT_WORDS = {"better": "lower loss (real)", "worse": "higher loss (real)", "unresolved": "not resolved"}
+# reference rows are read from the base's side: a reference with higher loss is good news for the base
+REF_WORDS = {"better": "base loses to it", "worse": "base beats it", "unresolved": "not resolved"}
+REF_CLASS = {"better": "worse", "worse": "better", "unresolved": "unresolved"}
+
+
+def table_rows(data: dict) -> tuple[list[str], list[list[str]], list[str | None]]:
+    """Header, cells and the verdict of each line of the comparison table (variants, then references)."""
+    header = ["variant", "seeds", "log loss", "Δ vs base", "95% interval", "P(lower)", "verdict", "accuracy",
+              "ECE", "time/run", "tokens/run", "rows/run (paired)"]
+    cells, verdicts = [], []
+    for v in data["variants"]:
+        ll = _f(v["log_loss"]) + (f" ± {v['log_loss_sd']:.4f}" if v["log_loss_sd"] is not None else "")
+        d = v["delta"]
+        if v["is_base"]:
+            dcols = ["base", "", "", "base"]
+        elif d is None:
+            dcols = ["—", "—", "—", "no pairs"]
+        else:
+            dcols = [_signed(d["delta"]), f"[{_signed(d['lo'])}, {_signed(d['hi'])}]", f"{d['p_better']:.2f}",
+                     VERDICT_WORDS[v["verdict"]]]
+        rows_txt = _f(v["n_rows"], "{:.0f}") + (f" ({d['n_rows']} paired)" if d else "")
+        cells.append([v["name"], ", ".join(map(str, v["seeds"])), ll, *dcols, _f(v["accuracy"], "{:.3f}"),
+                      _f(v["ece"], "{:.3f}"), _seconds(v["seconds"]), _tokens(v["train_tokens"]), rows_txt])
+        verdicts.append(v["verdict"])
+    for r in data["references"]:
+        d = r["delta"]
+        if d is None:
+            dcols = ["—", "—", "—", "—"]
+        else:
+            dcols = [_signed(d["delta"]), f"[{_signed(d['lo'])}, {_signed(d['hi'])}]", f"{d['p_better']:.2f}",
+                     REF_WORDS[r["verdict"]]]
+        cells.append([f"*{r['name']}*", "", _f(r["log_loss"]), *dcols, _f(r["accuracy"], "{:.3f}"),
+                      "", "", "", "same rows"])
+        verdicts.append(REF_CLASS[r["verdict"]] if r["verdict"] else None)
+    return header, cells, verdicts
+
+
+def per_seed_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-seed table: the base and each reference per seed, and the base's Δ
+    against the length baseline (base − length) with its interval."""
+    header = ["seed", "rows", "base", "uniform", "class prior", "length baseline",
+              "Δ vs length (base − length)", "95% interval"]
+    cells = []
+    for s in data.get("per_seed") or []:
+        refs = s["references"]
+        length = refs.get(LENGTH, {}).get("base_minus_reference")
+        prior = next((v for k, v in refs.items() if k.startswith("class prior")), {})
+        cells.append([str(s["seed"]), str(s["n_rows"]), _f(s["log_loss"]),
+                      _f(refs.get(UNIFORM, {}).get("log_loss")), _f(prior.get("log_loss")),
+                      _f(refs.get(LENGTH, {}).get("log_loss")),
+                      _signed(length["delta"]) if length else "—",
+                      f"[{_signed(length['lo'])}, {_signed(length['hi'])}]" if length else "—"])
+    return header, cells
+
+
+def stage_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-stage table of the base run: each stage's log loss without and with TTA."""
+    stages = data.get("stages") or []
+    if not stages:
+        return [], []
+    header = ["stage", "train rows", "valid rows", "log loss (no TTA)", "with TTA", "final",
+              "length baseline", "steps", "time"]
+    return header, [[s["stage"], str(s["n_train_rows"]), str(s["n_valid_rows"]), _f(s["log_loss"]),
+                     _f(s["tta_log_loss"]), _f(s["final_log_loss"]), _f(s["length_log_loss"]),
+                     str(s["optimizer_steps"] if s["optimizer_steps"] is not None else "—"),
+                     _seconds(s["seconds"])]
+                    for s in stages]
+
+
+def verdict_lines(data: dict) -> list[str]:
+    out = []
+    base = data["base"]
+    for v in data["variants"]:
+        if v["is_base"]:
+            continue
+        d = v["delta"]
+        if d is None:
+            out.append(f"{v['name']}: no Δ against the base ({v['why_no_delta']}).")
+            continue
+        ci = f"Δ {_signed(d['delta'])} [{_signed(d['lo'])}, {_signed(d['hi'])}]"
+        size = f"{d['n_rows']} rows, {d['n_groups']} prompt groups, {d['n_seeds']} seed(s)"
+        if v["verdict"] == "unresolved":
+            half = (d["hi"] - d["lo"]) / 2
+            out.append(f"{v['name']}: {ci}: the interval includes 0: not resolved at this sample size "
+                       f"({size}); a difference smaller than about ±{half:.4f} cannot be told from noise "
+                       "here.")
+        else:
+            how = "lower log loss than" if v["verdict"] == "better" else "higher log loss than"
+            out.append(f"{v['name']}: {ci}: {how} {base}; the interval excludes 0: a real difference at this "
+                       f"sample size ({size}).")
+    return out + [_reference_line(base, r) for r in data["references"] if r["delta"] is not None]
+
+
+def _reference_line(base: str, r: dict) -> str:
+    """``<base> beats the <reference> reference: Δ vs <reference> (base − reference) -0.0120 [...]
+    excludes 0.``"""
+    d = r["base_minus_reference"]
+    ci = f"Δ vs {r['name']} (base − reference) {_signed(d['delta'])} [{_signed(d['lo'])}, {_signed(d['hi'])}]"
+    if d["hi"] < 0:
+        return f"{base} beats the {r['name']} reference: {ci} excludes 0."
+    if d["lo"] > 0:
+        return f"{base} is worse than the {r['name']} reference: {ci} excludes 0."
+    return f"{base} is not distinguishable from the {r['name']} reference: {ci} includes 0."

@@ -1,0 +1,135 @@
+"""What a finished run predicts: its folder found and checked, its final stage loaded (model, frozen-feature
+head or baseline parameters) and its probabilities of new rows in the view asked for. Used by
+``replicate predict`` (:mod:`replicator.core.run.submission`) and by the fold and ensemble combinations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from replicator.core.config.catalogue import build_plugins
+from replicator.core.config.recipe import resolve
+from replicator.core.errors import ReplicatorError
+from replicator.core.model.inference import load_predictor
+from replicator.core.predict.evaluate import read_valid_fit
+from replicator.core.predict.postprocess import postprocess
+from replicator.core.predict.views import predict_probs
+from replicator.core.rows import swap_row
+from replicator.core.run.ensemble import swap_back
+from replicator.core.run.pipeline import weights_file
+from replicator.core.stages.baseline import is_baseline, load_params
+from replicator.core.stages.baseline import predict as baseline_predict
+from replicator.core.stages.frozen_features import predict_rows
+from replicator.core.util.layout import (
+    BASELINE_PARAMS,
+    FAILED,
+    FINGERPRINT,
+    METRICS,
+    VALID_PREDICTIONS,
+    WEIGHTS,
+    artifacts_root,
+    reports_root,
+)
+from replicator.core.util.path_checks import check_safetensors, readable_file
+
+log = logging.getLogger(__name__)
+
+
+def find_run(run: str) -> Path:
+    """A run folder, or a run id looked up under the reports folder; a failed or unfinished run is
+    an error naming the folder and what it lacks."""
+
+    p = Path(run)
+    hits = [p] if p.is_dir() else list(reports_root().glob(f"*/{run}")) if "/" not in str(run) else []
+    if len(hits) != 1:
+        raise ReplicatorError(f"run {run!r}: no run folder with fingerprint.json found "
+                              "(give reports/<recipe>/<run_id>)")
+    p = hits[0]
+    if (p / FAILED).exists():
+        raise ReplicatorError(f"run {p}: its last attempt failed ({_failure(p / FAILED)}); "
+                              "rerun `replicate run`")
+    for f in (FINGERPRINT, METRICS):
+        if not (p / f).is_file():
+            raise ReplicatorError(f"run {p}: not finished (no {f}); run `replicate run` for it first")
+    return p
+
+
+def _failure(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"stage {info.get('stage') or '-'}: {info.get('error')}: {info.get('message')}; see {path}"
+    except (OSError, ValueError, AttributeError):
+        return f"see {path}"
+
+
+def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
+    """(fingerprint, final stage, the stage's artifacts folder) of a finished run, every file that
+    ``predict`` reads checked."""
+
+    fp = json.loads((run_dir / "fingerprint.json").read_text())
+    readable_file(run_dir / "resolved.yaml", "resolved recipe")
+    stage = resolve(run_dir / "resolved.yaml", check_plugins=False).final
+    artifacts = artifacts_root() / fp["recipe"] / fp["run_id"] / stage.name
+    hint = ("run `replicate run` for this recipe first "
+            f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
+    needs = [BASELINE_PARAMS] if is_baseline(stage.model.base) else [weights_file(stage), VALID_PREDICTIONS]
+    for f in needs:
+        if not (artifacts / f).exists():
+            raise ReplicatorError(f"{artifacts / f} is missing: {hint}")
+        readable_file(artifacts / f, "run output")
+    if weights_file(stage) == WEIGHTS:
+        check_safetensors(artifacts / WEIGHTS)
+    return fp, stage, artifacts
+
+
+def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "final", progress: bool = True):
+    """A finished run's (N, 3) probabilities of ``rows``: ``final`` (TTA mean, postprocessed: what its
+    submission holds), or the raw ``identity``, ``swapped`` or ``both`` view (:func:`view_probs`)."""
+
+    if view != "final" and (is_baseline(stage.model.base) or stage.model.features):
+        raise ReplicatorError(f"run {run_dir}: a baseline or frozen-feature run predicts its final view "
+                              f"only, not {view!r} (it is swap-symmetric by construction)")
+    if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
+        return baseline_predict(load_params(art / BASELINE_PARAMS), rows)
+    try:
+        fit = read_valid_fit(art / VALID_PREDICTIONS)
+    except (ValueError, KeyError) as e:
+        raise ReplicatorError(f"{art / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
+                              "`replicate run` with --force") from None
+    plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"), unused=stage.unused_hooks)
+    if stage.model.features:  # a frozen-feature run: the backbone encodes, the saved head predicts
+
+        return postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
+    model, tok = load_predictor(stage, plugins, art / WEIGHTS)
+    return model_probs(stage, plugins, model, tok, rows, view, fit, progress)
+
+
+def model_probs(stage, plugins, model, tok, rows: list[dict], view: str, fit, progress: bool = True):
+    """A loaded model's probabilities of ``rows`` in ``view``: ``final`` = its recipe's TTA views
+    averaged, then postprocessed with ``fit`` (validation (probabilities, labels)); otherwise
+    :func:`view_probs` over its identity predictions."""
+
+    def predict_fn(batch: list[dict], use_tta: bool = False) -> dict:
+        return predict_probs(model, tok, plugins, batch, stage.predict.max_length, stage.predict.batch_tokens,
+                             progress, use_tta=use_tta)
+
+    if view == "final":
+        return postprocess(plugins, predict_fn(rows, use_tta=True)["tta"], rows, fit=fit)
+    return view_probs(rows, view, lambda batch: predict_fn(batch)["identity"])
+
+
+def view_probs(rows: list[dict], view: str, predict_fn) -> np.ndarray:
+    """``identity``: ``predict_fn(rows)``; ``swapped``: ``predict_fn`` of the A/B-swapped rows, columns
+    swapped back to the original order; ``both``: the mean of the two."""
+
+    if view not in ("identity", "swapped", "both"):
+        raise ReplicatorError(f"unknown prediction view {view!r}; known: final, identity, swapped, both")
+    out = []
+    if view in ("identity", "both"):
+        out.append(np.asarray(predict_fn(rows)))
+    if view in ("swapped", "both"):
+        out.append(swap_back(predict_fn([swap_row(r) for r in rows])))
+    return np.mean(out, axis=0)
