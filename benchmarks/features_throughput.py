@@ -1,5 +1,5 @@
-"""Throughput of the frozen-feature encoder (core/features.py ``encode_texts``): texts/s and tokens/s
-of one forward pass per (prompt, response) text, with hidden states pooled, on a model built from a
+"""Throughput of the frozen-feature encoder (core/stages/frozen_features.py ``encode_texts``): texts/s and
+tokens/s of one forward pass per (prompt, response) text, with hidden states pooled, on a model built from a
 config (random weights, nothing downloaded). Prints one JSON line per setting.
 
     python -m benchmarks.features_throughput                 # CUDA: Gemma-2-2B shapes, bf16 and fp32
@@ -49,13 +49,13 @@ def run(dtype: str, device: str, tiny: bool, n_texts: int, max_length: int, batc
     for _ in range(n_texts):  # arena-like lengths: most texts fill the budget, some are short
         n = min(max_length, rng.randint(40, 2 * max_length))
         items.append(([1] + [rng.randrange(3, cfg.vocab_size) for _ in range(n - 1)], min(n - 1, 64)))
-    fcfg = FeaturesConfig(layers=[-1], max_length=max_length, batch_tokens=batch_tokens)
-    encode_texts(model, _Tok(), items[:8], fcfg, progress=False)  # warm-up
+    features_config = FeaturesConfig(layers=[-1], max_length=max_length, batch_tokens=batch_tokens)
+    encode_texts(model, _Tok(), items[:8], features_config, progress=False)  # warm-up
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    out = encode_texts(model, _Tok(), items, fcfg, progress=False)
+    out = encode_texts(model, _Tok(), items, features_config, progress=False)
     if device == "cuda":
         torch.cuda.synchronize()
     dt = time.time() - t0

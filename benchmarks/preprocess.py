@@ -121,7 +121,7 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -> dict:
+def run_budget(plugins, tokenizer, rows: list[dict], max_length: int, old_rows: int) -> dict:
 
     from replicator.core.predict.views import Identity
     from replicator.core.tokens import encoding as token_encoding
@@ -132,7 +132,7 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
 
     views = [Identity(), SwapView()]
     token_store.forget_open()
-    enc = Encoder(plugins, tok)
+    enc = Encoder(plugins, tokenizer)
     folder = enc.store(max_length).folder
     assert len(enc.store(max_length)) == 0, f"{folder} is not empty: not a cold run"
     t0, c0 = time.perf_counter(), cpu_seconds()
@@ -144,7 +144,7 @@ def run_budget(plugins, tok, rows: list[dict], max_length: int, old_rows: int) -
     gc.collect()
 
     t0 = time.perf_counter()
-    enc = Encoder(plugins, tok)
+    enc = Encoder(plugins, tokenizer)
     enc.prepare(rows, max_length, views=views, progress=False)
     cached_prepare = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
     stage = resolve(recipe, [], [], check_plugins=False).final
     plugins = build_plugins(stage.plugins, str(recipe))
-    tok = load_tokenizer(str(resolve_embedded(stage.model.base)))
+    tokenizer = load_tokenizer(str(resolve_embedded(stage.model.base)))
     t0 = time.perf_counter()
     rows, path, n_base = make_rows(args.rows)
     print(f"{len(rows)} rows resampled from {n_base} rows of {path} in {time.perf_counter() - t0:.1f} s; "
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for b in (int(x) for x in args.budgets.split(",")):
-            res = run_budget(plugins, tok, rows, b, args.old_rows)
+            res = run_budget(plugins, tokenizer, rows, b, args.old_rows)
             print(json.dumps(res), flush=True)
             results.append(res)
     finally:

@@ -275,8 +275,8 @@ def prepare(args, length: int, n_rows: int) -> Setting:
     if len(train_rows) < n_rows:
         raise SystemExit(f"{data_dir()}: {len(train_rows)} training rows, the benchmark needs {n_rows}")
     rows = sample_rows(train_rows, n_rows, resolved.seed)
-    tok = load_tokenizer(resolve_base(stage.model.base))
-    enc = Encoder(plugins, tok)
+    tokenizer = load_tokenizer(resolve_base(stage.model.base))
+    enc = Encoder(plugins, tokenizer)
     ids = [[int(t) for t in enc(r, length)] for r in rows]
     return Setting(
         length,
@@ -328,7 +328,7 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
 
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    model, tok, _ = fresh_model(s)
+    model, tokenizer, _ = fresh_model(s)
     t = s.stage.train
     data = [
         {"input_ids": ids, "labels": int(max(range(3), key=lambda k: r["label"][k]))}
@@ -367,8 +367,8 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
             model=model,
             args=TrainingArguments(output_dir=out, **kw),
             train_dataset=data,
-            data_collator=DataCollatorWithPadding(tok),
-            processing_class=tok,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
         )
         with (
             Meter(model, cuda) as m,
@@ -391,13 +391,13 @@ def run_ours(s: Setting, batch_tokens: int | None, warmup: int, cuda: bool, pack
             stage,
             train=dataclasses.replace(stage.train, batch_tokens=batch_tokens, grad_accum=1, packed=packed),
         )
-    model, tok, info = fresh_model(s, stage)
+    model, tokenizer, info = fresh_model(s, stage)
     if packed:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
             "flash_attention_2"
         )
-    with tempfile.TemporaryDirectory() as art, Meter(model, cuda) as m:
-        train_stage(stage, s.plugins, s.rows, model, tok, info, Path(art), s.seed, progress=False)
+    with tempfile.TemporaryDirectory() as artifacts, Meter(model, cuda) as m:
+        train_stage(stage, s.plugins, s.rows, model, tokenizer, info, Path(artifacts), s.seed, progress=False)
     res = m.result(warmup) | {"backbone_params": backbone_params(model)}
     if batch_tokens:
         res["batch_tokens"] = batch_tokens
@@ -558,12 +558,12 @@ def gemma2_folder(shape: str, tok_path: str) -> str:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Gemma2Config
 
-    tok = AutoTokenizer.from_pretrained(tok_path)
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
     cfg = Gemma2Config(
         **GEMMA2_SHAPES[shape],
-        vocab_size=len(tok),
+        vocab_size=len(tokenizer),
         num_labels=3,
-        pad_token_id=tok.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         architectures=["Gemma2ForSequenceClassification"],
     )
     folder = Path(tempfile.gettempdir()) / f"train-throughput-{shape}"
@@ -572,7 +572,7 @@ def gemma2_folder(shape: str, tok_path: str) -> str:
         with torch.device("cuda"):
             model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
         model.save_pretrained(folder)
-        tok.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
         del model
         torch.cuda.empty_cache()
     return str(folder)

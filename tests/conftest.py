@@ -1,4 +1,6 @@
-"""Shared fixtures: a synthetic competition data folder and an isolated run environment.
+"""Shared fixtures: a synthetic competition data folder, an isolated run environment, the recipes and the
+tiny-model overrides the tests run them with, and the fixtures several test modules use (captured INFO
+logs, the hub off, the character tokenizer, the token cache, a finished run).
 
 The synthetic rows are written here, not copied from the shared data: realistic prompts with a
 learnable signal (a refusal loses, identical answers tie, a fuller answer tends to win).
@@ -8,11 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import random
 from pathlib import Path
 
 import pytest
+
+from .char_tokenizer import char_tokenizer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N workers share the cores, so each torch gets one thread (set before torch is
@@ -104,16 +109,16 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rich_data_dir(tmp_path_factory) -> Path:
     """Small synthetic competition rows plus every extra source's file format (hand-written)."""
-    from .test_data_sources import (
+    from .source_files import (
         arena_records,
         hh_records,
         uf_binarized,
         write_arena,
         write_jsonl_gz,
+        write_mt_bench,
         write_parquet,
         write_pool_csv,
     )
-    from .test_mt_bench import write_mt_bench
 
     d = tmp_path_factory.mktemp("rich_data")
     write_competition_files(d, 60, 12)
@@ -132,7 +137,6 @@ def rich_data_dir(tmp_path_factory) -> Path:
     return d
 
 
-
 @pytest.fixture()
 def isolated(tmp_path, monkeypatch, synthetic_data_dir):
     """Reports and artifacts in tmp_path, synthetic data, no hub."""
@@ -148,6 +152,14 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
 TINY = ["model.base=tiny:llama", "model.lora.r=32", "train.max_rows=0", "predict.max_rows=0",
         "train.batch_size=8", "train.grad_accum=1", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
+#: ... in one epoch on 48 training rows and 24 validation rows
+QUICK = TINY + ["train.epochs=1", "train.max_rows=48", "predict.max_rows=24"]
+
+SMOKE = RECIPES / "smoke.yaml"
+CPU = RECIPES / "cpu.yaml"
+BASELINE = RECIPES / "baseline_length.yaml"
+#: every shipped recipe, by file name
+ALL = sorted(p.name for p in RECIPES.glob("*.yaml"))
 
 
 def tiny_classifier():
@@ -159,3 +171,63 @@ def tiny_classifier():
     cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, num_labels=3, pad_token_id=0)
     return LlamaForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture()
+def info_logs(caplog):
+    """The sources report what they drop or repair at INFO (``replicator.*`` loggers): capture it."""
+    caplog.set_level(logging.INFO, logger="replicator")
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """A plan reads no weights and downloads nothing: the hub is off for every test that uses this."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The character-level tokenizer of tests/char_tokenizer.py: one character = one token."""
+    return char_tokenizer()
+
+
+@pytest.fixture()
+def cache_env(isolated, monkeypatch):
+    """The token cache under ``isolated``'s artifacts, one encoding worker, nothing left open."""
+    from replicator.core.tokens import store as token_store
+
+    monkeypatch.setenv("REPLICATOR_TOKEN_WORKERS", "1")
+    monkeypatch.delenv("REPLICATOR_TOKEN_CACHE", raising=False)
+    token_store.forget_open()
+    yield isolated
+    token_store.forget_open()
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Loading a model fails the test: every check must come before it."""
+    from replicator.core.model import inference, loading
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the paths were checked")
+
+    monkeypatch.setattr(inference, "load_for_inference", refuse)
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, synthetic_data_dir):
+    """A finished tiny run, copied by each test that breaks something in it."""
+    from .smoke_runs import _run
+
+    root = tmp_path_factory.mktemp("finished")
+    mp = pytest.MonkeyPatch()
+    for k, v in (("REPLICATOR_REPORTS", root / "reports"), ("REPLICATOR_ARTIFACTS", root / "artifacts"),
+                 ("REPLICATOR_DATA_DIR", synthetic_data_dir), ("HF_HUB_OFFLINE", "1")):
+        mp.setenv(k, str(v))
+    try:
+        run_dir, _, _ = _run()
+    finally:
+        mp.undo()
+    return root, run_dir.relative_to(root)

@@ -259,10 +259,11 @@ TOP_KEYS = {
 STAGE_KEYS = {"model", "train", "predict", "plugins", "launch", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
 
-#: the combination sections, run by core/combination.py (not part of a run's config: each member is a run)
+#: the combination sections, run by core/run/combination.py (not part of a run's config: each member is a run)
 TOP_KEYS.update({
-    "folds": "run the recipe once per fold: out-of-fold predictions, fold models averaged (core/folds.py)",
-    "ensemble": "members (runs of this or another recipe) blended by weight (core/ensemble.py)",
+    "folds": "run the recipe once per fold: out-of-fold predictions, fold models averaged "
+             "(core/run/folds.py)",
+    "ensemble": "members (runs of this or another recipe) blended by weight (core/run/ensemble.py)",
 })
 
 
@@ -369,7 +370,8 @@ SECTIONS = ("model", "train", "predict", "plugins", "launch", "stages")
 
 def patch_config(raw: dict, file: str, toggles=(), overrides=()) -> tuple[dict, list[str]]:
     """The recipe without its ``toggles:`` block, patched by ``toggles`` then ``overrides``, and the
-    toggle labels to record (``name``, or ``name:off``/``name:on`` for a shared toggle, core/toggles.py).
+    toggle labels to record (``name``, or ``name:off``/``name:on`` for a shared toggle,
+    core/config/toggles.py).
     Every patch is checked like the file: an unknown top-level key is a RecipeError naming it."""
     named = recipe_toggles(raw, file)
     cfg = {k: v for k, v in raw.items() if k != "toggles"}

@@ -63,7 +63,7 @@ def _convert_gemma3(folder: Path) -> None:
         gguf_dir.mkdir(parents=True, exist_ok=True)
         gguf = pkg.assemble(gguf_dir / "gemma-3-270m-Q4_K_M.gguf")
         kw = {"gguf_file": gguf.name}
-        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
         state = {k: v.float().contiguous() for k, v in model.state_dict().items()}
         config = AutoConfig.from_pretrained(gguf.parent, **kw)
@@ -72,7 +72,7 @@ def _convert_gemma3(folder: Path) -> None:
         clean = AutoModelForCausalLM.from_config(config)
         clean.load_state_dict(state, strict=False)
         clean.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
     atomic_folder(folder, build)
 

@@ -26,8 +26,8 @@ What they assume:
 * **activations**: what a decoder layer keeps per token for the backward pass, in elements of the
   compute dtype, from :data:`ACTIVATIONS` (coefficients of hidden size h, query width q = heads x
   head dim, key/value width kv and MLP width i, *measured* with transformers 5 in bf16 by summing
-  the tensors autograd saves, one layer at a time: tests/test_plan.py re-measures them). They include
-  the fp32 copies RMSNorm makes. Eager attention (Gemma-2: transformers has no SDPA for it) also keeps
+  the tensors autograd saves, one layer at a time: tests/model/test_memory.py re-measures them). They
+  include the fp32 copies RMSNorm makes. Eager attention (Gemma-2: transformers has no SDPA for it) also keeps
   the s x s attention matrices: :data:`EAGER_ATTENTION` per head per token per position of the row
   (4 with logit softcapping, 3 without); SDPA/flash keeps none. LoRA (peft, fp32 adapters on a 16-bit
   base) adds :func:`lora_elements`. Without gradient checkpointing every layer keeps all of that; with

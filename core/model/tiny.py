@@ -78,8 +78,8 @@ def resolve_tiny(base: str) -> Path:
     folder = cache_root() / "tiny" / arch
     if (folder / "config.json").exists():
         return folder
-    tok = _tokenizer()
-    config = _config(arch, len(tok))
+    tokenizer = _tokenizer()
+    config = _config(arch, len(tokenizer))
     state = torch.random.get_rng_state()
     torch.manual_seed(1234)  # the same tiny weights everywhere, without touching the caller's RNG
     model = AutoModelForCausalLM.from_config(config)
@@ -87,7 +87,7 @@ def resolve_tiny(base: str) -> Path:
 
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
     atomic_folder(folder, build, keep_existing=True)  # another process may have won the race
     return folder

@@ -62,7 +62,7 @@ def read_valid_fit(path: Path) -> tuple[np.ndarray, np.ndarray]:
             np.array([valid[f"label_{k}"] for k in CLASSES]).T)
 
 
-def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, progress=True,
+def evaluate(model, tokenizer, plugins, stage: StageConfig, valid_rows, artifacts: Path, progress=True,
              baselines: dict[str, np.ndarray] | None = None, store=None, load=None):
     """(metrics, predictions per view + ``tta`` + ``final`` + ``baselines``, labels) of ``valid_rows``.
 
@@ -71,10 +71,10 @@ def evaluate(model, tok, plugins, stage: StageConfig, valid_rows, art: Path, pro
     views and a model loaded only when a view is missing
     (:func:`replicator.core.predict.views.predict_probs`)."""
     labels = labels_of(valid_rows)
-    preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length,
+    preds = predict_probs(model, tokenizer, plugins, valid_rows, stage.predict.max_length,
                           stage.predict.batch_tokens, progress, store=store, load=load)
     preds["final"] = crossfit_postprocess(plugins, preds["tta"], valid_rows, labels)
     preds.update(baselines or {})
     if is_main():  # every process has all the predictions (gathered); one writes them
-        write_valid_predictions(art / VALID_PREDICTIONS, valid_rows, preds, labels)
+        write_valid_predictions(artifacts / VALID_PREDICTIONS, valid_rows, preds, labels)
     return scores(preds, labels), preds, labels

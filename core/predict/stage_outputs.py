@@ -18,25 +18,25 @@ from replicator.core.util.distributed import is_main
 from replicator.core.util.layout import OUTPUTS
 
 
-def _probs_by_id(model, tok, plugins, stage: StageConfig, rows, progress) -> dict[str, list[float]]:
-    p = predict_probs(model, tok, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens,
+def _probs_by_id(model, tokenizer, plugins, stage: StageConfig, rows, progress) -> dict[str, list[float]]:
+    p = predict_probs(model, tokenizer, plugins, rows, stage.predict.max_length, stage.predict.batch_tokens,
                       progress)["tta"]
     return {r["id"]: [float(x) for x in pr] for r, pr in zip(rows, p, strict=True)}
 
 
-def write_stage_outputs(stage: StageConfig, plugins, model, tok, train_rows, ctx, path: Path,
+def write_stage_outputs(stage: StageConfig, plugins, model, tokenizer, train_rows, ctx, path: Path,
                         progress) -> dict:
     """Predictions later stages consume, written to ``path``: on the training rows (teachers) and on the
     pool (pseudo-labels)."""
     out: dict = {}
     if "train" in stage.outputs:
-        out["train"] = _probs_by_id(model, tok, plugins, stage, train_rows, progress)
+        out["train"] = _probs_by_id(model, tokenizer, plugins, stage, train_rows, progress)
     if "pool" in stage.outputs:
         pool = [r for rows in plugins.all("data_sources", split="pool", ctx=ctx) if rows for r in rows]
         if not pool:
             stage_rows_error(stage.name, "pool", "outputs: [pool] asks for pseudo-labels but no data "
                              "source feeds the 'pool' split")
-        out["pool"] = _probs_by_id(model, tok, plugins, stage, pool, progress)
+        out["pool"] = _probs_by_id(model, tokenizer, plugins, stage, pool, progress)
         out["pool_rows"] = [{k: v for k, v in r.items() if k != "label"} for r in pool]
     if is_main():
         atomic_write_text(path, json.dumps(out))

@@ -51,7 +51,7 @@ def views_of(plugins) -> list:
     return [view for _, view in view_owners(plugins).values()]
 
 
-def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):
+def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):
     """One view's probabilities of ``rows``; under several processes each predicts every N-th row of
     the length-sorted order and the parts are gathered (each row once)."""
     import torch
@@ -71,7 +71,7 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
         while i < len(order):
             n = max(1, batch_tokens // max(len(seqs[order[i]]), 1))
             idx = order[i:i + n]
-            ids, mask = collate([seqs[j] for j in idx], tok.pad_token_id, device)
+            ids, mask = collate([seqs[j] for j in idx], tokenizer.pad_token_id, device)
             logits = forward_logits(model, ids, mask)[:, :3].float()
             probs[i:i + len(idx)] = torch.softmax(logits, dim=-1).cpu().numpy()
             i += n
@@ -80,7 +80,7 @@ def _predict_view(model, tok, encoder, rows, view, max_length: int, batch_tokens
     return view.invert(gather_rows(order, probs, len(rows)))
 
 
-def predict_probs(model, tok, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,
+def predict_probs(model, tokenizer, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,
                   use_tta: bool = True, store=None, load=None) -> dict[str, np.ndarray]:
     """Probabilities per view (already inverted to the original order) and their mean ``tta``.
 
@@ -95,11 +95,11 @@ def predict_probs(model, tok, plugins, rows, max_length: int, batch_tokens: int,
             out[v.name] = got
             continue
         if model is None:
-            model, tok = load()
+            model, tokenizer = load()
         if encoder is None:
-            encoder = Encoder(plugins, tok)
+            encoder = Encoder(plugins, tokenizer)
             model.eval()
-        out[v.name] = _predict_view(model, tok, encoder, rows, v, max_length, batch_tokens, progress)
+        out[v.name] = _predict_view(model, tokenizer, encoder, rows, v, max_length, batch_tokens, progress)
         if store is not None:
             store.save(v.name, out[v.name])
     out["tta"] = np.mean([out[v.name] for v in views], axis=0)

@@ -230,7 +230,7 @@ def _length_reference(runs: list[Run], notes: list[str]) -> tuple[str, str, dict
     if not have:
         return None
     return (LENGTH, "multinomial logistic regression on response and prompt lengths fitted on each run's "
-            f"training rows (the {LENGTH_VIEW} view of {ROW_PREDICTIONS}; core/baselines.py)",
+            f"training rows (the {LENGTH_VIEW} view of {ROW_PREDICTIONS}; core/stages/baseline.py)",
             {r.run_id: r.preds.views[LENGTH_VIEW] for r in have})
 
 

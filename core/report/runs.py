@@ -95,10 +95,11 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _variant_of(path: Path, fp: dict) -> tuple[str, str]:
+def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str]:
     """(key, display name): runs with the same key are seeds of one variant."""
-    if fp.get("variant"):
-        return f"variant:{fp['recipe']}:{fp['variant']}", str(fp["variant"])
+    if fingerprint_info.get("variant"):
+        return (f"variant:{fingerprint_info['recipe']}:{fingerprint_info['variant']}",
+                str(fingerprint_info["variant"]))
     resolved = path / "resolved.yaml"
     try:
         cfg = yaml.safe_load(resolved.read_text(encoding="utf-8"))
@@ -111,23 +112,24 @@ def _variant_of(path: Path, fp: dict) -> tuple[str, str]:
         raise ReplicatorError(f"{resolved}: expected a mapping")
     cfg = {k: v for k, v in cfg.items() if k != "seed"}
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    toggles = fp.get("toggles") or []
-    name = fp.get("recipe", "?") + "".join(f" +{t}" for t in toggles)
+    toggles = fingerprint_info.get("toggles") or []
+    name = fingerprint_info.get("recipe", "?") + "".join(f" +{t}" for t in toggles)
     return f"config:{key}", name
 
 
 def load_run(path: Path) -> Run:
     path = Path(path)
-    fp = _read_json(path / "fingerprint.json")
+    fingerprint_info = _read_json(path / "fingerprint.json")
     for k in ("run_id", "recipe", "seed"):
-        if k not in fp:
+        if k not in fingerprint_info:
             raise ReplicatorError(f"{path / 'fingerprint.json'}: no {k!r}")
     metrics = _read_json(path / "metrics.json")
     preds_file = path / ROW_PREDICTIONS
     preds = read_row_predictions(preds_file) if preds_file.exists() else None
-    key, name = _variant_of(path, fp)
-    return Run(path=path, run_id=str(fp["run_id"]), recipe=str(fp["recipe"]), seed=fp["seed"], fingerprint=fp,
-               metrics=metrics, preds=preds, variant_key=key, variant_name=name)
+    key, name = _variant_of(path, fingerprint_info)
+    return Run(path=path, run_id=str(fingerprint_info["run_id"]), recipe=str(fingerprint_info["recipe"]),
+               seed=fingerprint_info["seed"], fingerprint=fingerprint_info, metrics=metrics, preds=preds,
+               variant_key=key, variant_name=name)
 
 
 def discover_runs(paths: list[Path]) -> list[Path]:

@@ -49,7 +49,8 @@ class PlannedRun:
     run_dir: Path
     exists: bool  # finished: the runner will reuse it (unless --force)
     estimate: float | None  # seconds, from earlier runs of the recipe (None: unknown)
-    #: every trained stage has the train key of the base run's (core/steps.py): the variant predicts only
+    #: every trained stage has the train key of the base run's (core/stages/steps.py): the variant
+    #: predicts only
     shares_training: bool = False
 
     def status(self, force: bool) -> str:
@@ -200,11 +201,11 @@ def estimate_seconds(name: str, base_toggles: list[str], of=run_seconds) -> floa
     found = []
     for m in sorted((reports_root() / name).glob("*/metrics.json")):
         try:
-            fp = json.loads((m.parent / "fingerprint.json").read_text())
+            fingerprint_info = json.loads((m.parent / "fingerprint.json").read_text())
             metrics = json.loads(m.read_text())
         except (OSError, ValueError):
             continue
-        if _own_toggles(fp.get("toggles") or []) != want:
+        if _own_toggles(fingerprint_info.get("toggles") or []) != want:
             continue
         s = of(metrics)
         if s is not None:
@@ -241,14 +242,14 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
             if variant != "base" and r.config_hash == base.config_hash:
                 raise ReplicatorError(f"{recipe}: toggle {variant!r} changes nothing on top of "
                                       f"{' '.join(base_toggles) or 'the recipe'}: nothing to measure")
-            fp = fingerprint(r, ddir)
-            train_keys = {n: k.train for n, k in stage_keys(r, fp).items()}
+            fingerprint_info = fingerprint(r, ddir)
+            train_keys = {n: k.train for n, k in stage_keys(r, fingerprint_info).items()}
             if variant == "base":
                 base_keys = train_keys
             shares = variant != "base" and bool(train_keys) and train_keys == base_keys
-            run_dir, artifacts = run_folders(r.name, fp["run_id"])
+            run_dir, artifacts = run_folders(r.name, fingerprint_info["run_id"])
             label = "base" if variant == "base" else r.toggles[-1]
-            runs.append(PlannedRun(variant, label, s, r, fp["run_id"], run_dir,
+            runs.append(PlannedRun(variant, label, s, r, fingerprint_info["run_id"], run_dir,
                                    finished(r, run_dir, artifacts), predict_estimate if shares else estimate,
                                    shares))
     out = (Path(out_dir) if out_dir is not None

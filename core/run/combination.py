@@ -82,7 +82,7 @@ class Member:
     resolved: Resolved
     run_id: str
     run_dir: Path
-    art: Path
+    artifacts: Path
 
     def unit(self) -> dict:
         return {"kind": "run", "recipe": self.resolved.name, "run_id": self.run_id}
@@ -98,7 +98,7 @@ class FoldsPlan:
     runs: dict[int, Member]
     combo_id: str
     run_dir: Path
-    art: Path
+    artifacts: Path
 
     def members(self) -> list[Member]:
         return list(self.runs.values())
@@ -117,7 +117,7 @@ class EnsemblePlan:
     toggles: list[str]
     combo_id: str
     run_dir: Path
-    art: Path
+    artifacts: Path
 
     def members(self) -> list[Member]:
         return [m for p in self.parts.values() for m in (p.members() if isinstance(p, FoldsPlan) else [p])]
@@ -143,8 +143,8 @@ def plan_combination(path: str | Path, toggles=(), overrides=(), data_dir: Path 
 def _member(label: str, resolved: Resolved, data_dir: Path) -> Member:
 
     run_id = fingerprint(resolved, data_dir)["run_id"]
-    run_dir, art = run_folders(resolved.name, run_id)
-    return Member(label, resolved, run_id, run_dir, art)
+    run_dir, artifacts = run_folders(resolved.name, run_id)
+    return Member(label, resolved, run_id, run_dir, artifacts)
 
 
 def _plan_folds(label: str, file: Path, resolved: Resolved, toggles: list[str], overrides: list[str],
@@ -185,7 +185,7 @@ def _plan_ensemble(top: Resolved, path: Path, toggles: list[str], overrides: lis
         file = member_file(m.recipe, str(path), f"ensemble.members.{name}.recipe") if m.recipe else path
         try:
             # a toggle the member lists itself is its role (armorm's swapped view): the command line's
-            # does not flip it back (shared toggles flip, core/toggles.py)
+            # does not flip it back (shared toggles flip, core/config/toggles.py)
             tog, over = [*m.toggles, *(t for t in toggles if t not in m.toggles)], [*m.overrides, *overrides]
             if len(tog) < len(m.toggles) + len(toggles):
                 log.info("ensemble member %s: its own toggles %s are kept; the command line's -t %s leaves "
@@ -267,15 +267,17 @@ def run_plan(p: Plan, data_dir: Path, force: bool = False, progress: bool = True
     return {"members": done, "combinations": combos}
 
 
-def _finished(run_dir: Path, art: Path, weights: bool) -> bool:
+def _finished(run_dir: Path, artifacts: Path, weights: bool) -> bool:
 
     files = [run_dir / f for f in (COMBINATION, ROW_PREDICTIONS, FINGERPRINT, METRICS)]
     if not all(f.is_file() for f in files) or (run_dir / FAILED).exists():
         return False
-    return not weights or ((art / WEIGHTS).is_file() and safetensors_problem(art / WEIGHTS) is None)
+    return not weights or ((artifacts / WEIGHTS).is_file()
+                           and safetensors_problem(artifacts / WEIGHTS) is None)
 
 
-def _write(run_dir: Path, preds, info: dict, fp: dict, metrics: dict, extra: dict[str, str]) -> None:
+def _write(run_dir: Path, preds, info: dict, fingerprint_info: dict, metrics: dict,
+           extra: dict[str, str]) -> None:
     """A combination folder: per-row predictions, extra files, ``combination.json``, then
     ``fingerprint.json`` and ``metrics.json`` last (what says it is finished)."""
 
@@ -284,7 +286,7 @@ def _write(run_dir: Path, preds, info: dict, fp: dict, metrics: dict, extra: dic
     for name, text in extra.items():
         atomic_write_text(run_dir / name, text)
     atomic_write_text(run_dir / COMBINATION, json.dumps(info, indent=2))
-    atomic_write_text(run_dir / FINGERPRINT, json.dumps(fp, indent=2))
+    atomic_write_text(run_dir / FINGERPRINT, json.dumps(fingerprint_info, indent=2))
     atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2))
 
 
@@ -311,7 +313,7 @@ def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
 
     adapters = f.cfg.average == "adapters"
     with run_lock(f.run_dir, f.combo_id):
-        if not force and _finished(f.run_dir, f.art, adapters):
+        if not force and _finished(f.run_dir, f.artifacts, adapters):
             log.info("%s is finished: reused", f.run_dir)
             return f.run_dir, json.loads((f.run_dir / "metrics.json").read_text()), True
         parts = [(m.run_id, _rowpreds(m.run_dir)) for m in f.members()]
@@ -324,8 +326,10 @@ def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
                 "runs": [{"fold": i, **m.unit()} for i, m in f.runs.items()]}
         variant = (f"{f.name}{''.join(f' +{t}' for t in f.toggles)} folds "
                    f"{','.join(map(str, f.cfg.folds))} of {f.cfg.k} (OOF, {f.cfg.average})")
-        fp = _fingerprint(f.combo_id, f.name, f.seed, "folds", variant, f.toggles, f.members())
-        _write(f.run_dir, oof, info, fp, metrics, {"folds.md": _folds_markdown(variant, metrics)})
+        fingerprint_info = _fingerprint(f.combo_id, f.name, f.seed, "folds", variant, f.toggles,
+                                        f.members())
+        _write(f.run_dir, oof, info, fingerprint_info, metrics,
+               {"folds.md": _folds_markdown(variant, metrics)})
     log.info("folds: %s (OOF final log loss %.4f on %d rows)", f.run_dir, metrics["final_log_loss"], len(oof))
     return f.run_dir, metrics, False
 
@@ -349,15 +353,15 @@ def _average_adapters(f: FoldsPlan) -> None:
 
     states = []
     for m in f.members():
-        path = m.art / m.resolved.final.name / WEIGHTS
+        path = m.artifacts / m.resolved.final.name / WEIGHTS
         check_safetensors(path, f"weights of fold run {m.run_id}")
         states.append((m.run_id, load_file(str(path))))
     avg = average_weights(states)
     base = f.members()[0].resolved.final.model.base
-    atomic_save_safetensors(avg, f.art / WEIGHTS, metadata={"base": base, "averaged_from": ",".join(
+    atomic_save_safetensors(avg, f.artifacts / WEIGHTS, metadata={"base": base, "averaged_from": ",".join(
         m.run_id for m in f.members())})
     log.info("folds: the mean of %d folds' weights (%d tensors) -> %s", len(states), len(avg),
-             f.art / WEIGHTS)
+             f.artifacts / WEIGHTS)
 
 
 def _folds_markdown(title: str, metrics: dict) -> str:
@@ -381,7 +385,7 @@ def combine_ensemble(e: EnsemblePlan, force: bool = False) -> tuple[Path, dict, 
     its weights and the members' scores on the same rows."""
 
     with run_lock(e.run_dir, e.combo_id):
-        if not force and _finished(e.run_dir, e.art, False):
+        if not force and _finished(e.run_dir, e.artifacts, False):
             log.info("%s is finished: reused", e.run_dir)
             return e.run_dir, json.loads((e.run_dir / "metrics.json").read_text()), True
         inputs = {name: (str(part.run_dir), _rowpreds(part.run_dir)) for name, part in e.parts.items()}
@@ -398,9 +402,10 @@ def combine_ensemble(e: EnsemblePlan, force: bool = False) -> tuple[Path, dict, 
                     "gate": dataclasses.asdict(s.gate) if s.gate else None} for n, s in e.specs.items()]
         combo = {"kind": "ensemble", "id": e.combo_id, "recipe": e.name, "version": VERSION,
                  "weights": info["weights"], "members": members}
-        fp = _fingerprint(e.combo_id, e.name, e.seed, "ensemble", variant, e.toggles, e.members())
+        fingerprint_info = _fingerprint(e.combo_id, e.name, e.seed, "ensemble", variant, e.toggles,
+                                        e.members())
         md = blend_markdown(variant, summary, info, e.cfg.fit_folds)
-        _write(e.run_dir, preds, combo, fp, metrics, {"ensemble.md": md})
+        _write(e.run_dir, preds, combo, fingerprint_info, metrics, {"ensemble.md": md})
     log.info("ensemble: %s (blend log loss %.4f on %d rows)", e.run_dir, metrics["final_log_loss"],
              len(preds))
     return e.run_dir, metrics, False
@@ -474,8 +479,8 @@ def _unit_probs(unit: dict, rows: list[dict], view: str, progress: bool) -> np.n
     d = _unit_dir(unit)
     if unit["kind"] == "folds":
         return predict_combination(d, rows, progress, view)
-    _, stage, art = run_parts(d)
-    return run_probs(d, stage, art, rows, view, progress)
+    _, stage, artifacts = run_parts(d)
+    return run_probs(d, stage, artifacts, rows, view, progress)
 
 
 def _predict_folds(run_dir: Path, info: dict, rows: list[dict], view: str, progress: bool) -> np.ndarray:
@@ -487,6 +492,6 @@ def _predict_folds(run_dir: Path, info: dict, rows: list[dict], view: str, progr
         return np.mean([run_probs(d, *run_parts(d)[1:], rows, view, progress) for d in dirs], axis=0)
     _, stage, first = run_parts(dirs[0])  # GPTQ: calibrated on the first fold's rows, as [R1] on fold 1's
     plugins = build_plugins(stage.plugins, str(dirs[0] / "resolved.yaml"), unused=stage.unused_hooks)
-    model, tok = load_predictor(stage, plugins, _adapter_weights(info), calibration_dir=first)
+    model, tokenizer = load_predictor(stage, plugins, _adapter_weights(info), calibration_dir=first)
     oof = _rowpreds(run_dir)
-    return model_probs(stage, plugins, model, tok, rows, view, (oof.views["tta"], oof.labels), progress)
+    return model_probs(stage, plugins, model, tokenizer, rows, view, (oof.views["tta"], oof.labels), progress)

@@ -51,7 +51,7 @@ from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
 log = logging.getLogger(__name__)
 
 INPUTS = ("final", "identity", "swapped", "both")
-#: the per-row prediction view each input reads (core/evaluate.py, core/predict.py name them)
+#: the per-row prediction view each input reads (core/predict/evaluate.py, core/predict/views.py name them)
 INPUT_VIEW = {"final": "final", "identity": "identity", "swapped": SWAPPED_VIEW, "both": "tta"}
 SWAP_VIEW = SWAPPED_VIEW
 MISS = float(-np.log(EPS))  # the log loss of a certain miss, as metrics.log_loss clips it

@@ -69,10 +69,10 @@ def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
     """(fingerprint, final stage, the stage's artifacts folder) of a finished run, every file that
     ``predict`` reads checked."""
 
-    fp = json.loads((run_dir / "fingerprint.json").read_text())
+    fingerprint_info = json.loads((run_dir / "fingerprint.json").read_text())
     readable_file(run_dir / "resolved.yaml", "resolved recipe")
     stage = resolve(run_dir / "resolved.yaml", check_plugins=False).final
-    artifacts = artifacts_root() / fp["recipe"] / fp["run_id"] / stage.name
+    artifacts = artifacts_root() / fingerprint_info["recipe"] / fingerprint_info["run_id"] / stage.name
     hint = ("run `replicate run` for this recipe first "
             f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
     needs = [BASELINE_PARAMS] if is_baseline(stage.model.base) else [weights_file(stage), VALID_PREDICTIONS]
@@ -82,10 +82,11 @@ def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
         readable_file(artifacts / f, "run output")
     if weights_file(stage) == WEIGHTS:
         check_safetensors(artifacts / WEIGHTS)
-    return fp, stage, artifacts
+    return fingerprint_info, stage, artifacts
 
 
-def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "final", progress: bool = True):
+def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str = "final",
+              progress: bool = True):
     """A finished run's (N, 3) probabilities of ``rows``: ``final`` (TTA mean, postprocessed: what its
     submission holds), or the raw ``identity``, ``swapped`` or ``both`` view (:func:`view_probs`)."""
 
@@ -93,28 +94,28 @@ def run_probs(run_dir: Path, stage, art: Path, rows: list[dict], view: str = "fi
         raise ReplicatorError(f"run {run_dir}: a baseline or frozen-feature run predicts its final view "
                               f"only, not {view!r} (it is swap-symmetric by construction)")
     if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
-        return baseline_predict(load_params(art / BASELINE_PARAMS), rows)
+        return baseline_predict(load_params(artifacts / BASELINE_PARAMS), rows)
     try:
-        fit = read_valid_fit(art / VALID_PREDICTIONS)
+        fit = read_valid_fit(artifacts / VALID_PREDICTIONS)
     except (ValueError, KeyError) as e:
-        raise ReplicatorError(f"{art / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
+        raise ReplicatorError(f"{artifacts / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
                               "`replicate run` with --force") from None
     plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"), unused=stage.unused_hooks)
     if stage.model.features:  # a frozen-feature run: the backbone encodes, the saved head predicts
 
-        return postprocess(plugins, predict_rows(stage, art, rows, progress), rows, fit=fit)
-    model, tok = load_predictor(stage, plugins, art / WEIGHTS)
-    return model_probs(stage, plugins, model, tok, rows, view, fit, progress)
+        return postprocess(plugins, predict_rows(stage, artifacts, rows, progress), rows, fit=fit)
+    model, tokenizer = load_predictor(stage, plugins, artifacts / WEIGHTS)
+    return model_probs(stage, plugins, model, tokenizer, rows, view, fit, progress)
 
 
-def model_probs(stage, plugins, model, tok, rows: list[dict], view: str, fit, progress: bool = True):
+def model_probs(stage, plugins, model, tokenizer, rows: list[dict], view: str, fit, progress: bool = True):
     """A loaded model's probabilities of ``rows`` in ``view``: ``final`` = its recipe's TTA views
     averaged, then postprocessed with ``fit`` (validation (probabilities, labels)); otherwise
     :func:`view_probs` over its identity predictions."""
 
     def predict_fn(batch: list[dict], use_tta: bool = False) -> dict:
-        return predict_probs(model, tok, plugins, batch, stage.predict.max_length, stage.predict.batch_tokens,
-                             progress, use_tta=use_tta)
+        return predict_probs(model, tokenizer, plugins, batch, stage.predict.max_length,
+                             stage.predict.batch_tokens, progress, use_tta=use_tta)
 
     if view == "final":
         return postprocess(plugins, predict_fn(rows, use_tta=True)["tta"], rows, fit=fit)

@@ -103,28 +103,28 @@ def weights_file(stage: StageConfig) -> str:
     return HEAD_FILE if stage.model.features else WEIGHTS
 
 
-def stage_missing(stage: StageConfig, sart: Path) -> list[str]:
-    """What a finished stage should have under ``sart`` and has not (``[]``: the stage is done)."""
+def stage_missing(stage: StageConfig, stage_artifacts: Path) -> list[str]:
+    """What a finished stage should have under ``stage_artifacts`` and has not (``[]``: the stage is done)."""
     weights = weights_file(stage)
     need = [DONE, weights, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
-    missing = [f for f in need if not (sart / f).exists()]
-    if VALID_PREDICTIONS not in missing and not _readable_predictions(sart / VALID_PREDICTIONS):
+    missing = [f for f in need if not (stage_artifacts / f).exists()]
+    if VALID_PREDICTIONS not in missing and not _readable_predictions(stage_artifacts / VALID_PREDICTIONS):
         missing.append(f"{VALID_PREDICTIONS} (unreadable)")
-    if weights == WEIGHTS and WEIGHTS not in missing and safetensors_problem(sart / WEIGHTS):
-        missing.append(f"{WEIGHTS} ({safetensors_problem(sart / WEIGHTS)})")
+    if weights == WEIGHTS and WEIGHTS not in missing and safetensors_problem(stage_artifacts / WEIGHTS):
+        missing.append(f"{WEIGHTS} ({safetensors_problem(stage_artifacts / WEIGHTS)})")
     return missing
 
 
-def finished(resolved: Resolved, run_dir: Path, art: Path) -> bool:
+def finished(resolved: Resolved, run_dir: Path, artifacts: Path) -> bool:
     """Whether the run's ``metrics.json`` and ``fingerprint.json`` exist, no ``failed.json`` says its
     last attempt failed, and every stage it vouches for is done."""
     if not ((run_dir / METRICS).exists() and (run_dir / FINGERPRINT).exists()) or (run_dir / FAILED).exists():
         return False
-    missing = {s.name: stage_missing(s, art / s.name) for s in resolved.stages}
+    missing = {s.name: stage_missing(s, artifacts / s.name) for s in resolved.stages}
     missing = {k: v for k, v in missing.items() if v}
     if missing:
         log.warning("%s has metrics but not the outputs they vouch for under %s (%s): recomputing, so that "
-                    "`replicate predict` has a model", run_dir, art,
+                    "`replicate predict` has a model", run_dir, artifacts,
                     "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items()))
     return not missing
 
@@ -158,9 +158,9 @@ class RunState:
     """One attempt at a run: where it writes and whether it has begun writing (:meth:`begin`)."""
 
     resolved: Resolved
-    fp: dict
+    fingerprint_info: dict
     run_dir: Path
-    art: Path
+    artifacts: Path
     data_dir: Path
     force: bool = False
     progress: bool = True
@@ -181,30 +181,31 @@ class RunState:
                 (self.run_dir / f).unlink(missing_ok=True)
             if self.force:
 
-                forget(self.art, self.resolved, self.keys)  # the cached steps this run would reuse
-                if self.art.exists():
-                    shutil.rmtree(self.art)
-            for folder in (self.run_dir, self.art):
+                forget(self.artifacts, self.resolved, self.keys)  # the cached steps this run would reuse
+                if self.artifacts.exists():
+                    shutil.rmtree(self.artifacts)
+            for folder in (self.run_dir, self.artifacts):
                 remove_temp_files(folder)
             atomic_write_text(self.run_dir / RESOLVED, self.resolved.to_yaml())
         barrier()
         self.begun = True
-        log.info("run %s: %d stage(s) -> %s", self.fp["run_id"], len(self.resolved.stages), self.run_dir)
+        log.info("run %s: %d stage(s) -> %s", self.fingerprint_info["run_id"], len(self.resolved.stages),
+                 self.run_dir)
 
     def mark_failed(self, error: BaseException) -> None:
         """``failed.json`` (the error, the stage) once this attempt has written anything: the folder is
         never taken for a result, and the next run recomputes what is not done."""
         if not (self.begun and is_main()):
             return
-        info = {"run_id": self.fp["run_id"], "stage": self.stage, "error": type(error).__name__,
+        info = {"run_id": self.fingerprint_info["run_id"], "stage": self.stage, "error": type(error).__name__,
                 "message": str(error), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             atomic_write_text(self.run_dir / FAILED, json.dumps(info, indent=2))
         except Exception as e:  # the original error matters more than this one
             log.error("could not write %s: %s", self.run_dir / FAILED, e)
         else:
-            log.error("run %s failed in stage %s: %s (%s)", self.fp["run_id"], self.stage or "-", error,
-                      self.run_dir / FAILED)
+            log.error("run %s failed in stage %s: %s (%s)", self.fingerprint_info["run_id"],
+                      self.stage or "-", error, self.run_dir / FAILED)
 
 
 def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
@@ -212,11 +213,11 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
     is read and checked before the run writes anything (:meth:`RunState.begin`). The baselines
     (:mod:`replicator.core.stages.baseline`) are fitted on the same training rows and scored on the same
     validation rows; a ``baseline:`` model trains nothing else."""
-    t0, resolved, stage_artifacts = time.time(), state.resolved, state.art / stage.name
+    t0, resolved, stage_artifacts = time.time(), state.resolved, state.artifacts / stage.name
     plugins = build_plugins(stage.plugins, resolved.file, unused=stage.unused_hooks)
     ctx = DataContext(data_dir=state.data_dir, seed=resolved.seed, stage=stage.name,
-                      cache_dir=state.art / "cache",
-                      stage_outputs=load_stage_outputs(resolved, stage, state.art))
+                      cache_dir=state.artifacts / "cache",
+                      stage_outputs=load_stage_outputs(resolved, stage, state.artifacts))
     train_rows, valid_rows = stage_rows(resolved, stage, plugins, ctx)
     state.begin()
     if is_main():
@@ -246,19 +247,20 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
 
     keys = state.keys[stage.name]
     refs = baselines.every_run(train_rows, valid_rows)  # before training: a failure here costs seconds
-    tdir = steps.train_dir(state.art, stage, keys)
-    with (run_lock(tdir, f"{stage.name} training {keys.train[:16]}") if is_main()
+    train_dir = steps.train_dir(state.artifacts, stage, keys)
+    with (run_lock(train_dir, f"{stage.name} training {keys.train[:16]}") if is_main()
           else contextlib.nullcontext()):
-        result, model, tok = _train_step(state, stage, plugins, train_rows, valid_rows, tdir, progress)
+        result, model, tokenizer = _train_step(state, stage, plugins, train_rows, valid_rows, train_dir,
+                                               progress)
     if is_main():
-        steps.link(tdir / WEIGHTS, stage_artifacts / WEIGHTS)
+        steps.link(train_dir / WEIGHTS, stage_artifacts / WEIGHTS)
 
     def trained_precision():  # the model as it trained (4-bit QLoRA stays 4-bit), with its weights
 
-        return inference.load_for_inference(stage.model, plugins, tdir / WEIGHTS)
+        return inference.load_for_inference(stage.model, plugins, train_dir / WEIGHTS)
 
     if stage.outputs:  # what later stages learn from comes from the model in the precision it trained in
-        out_file = steps.outputs_file(state.art, stage, keys)
+        out_file = steps.outputs_file(state.artifacts, stage, keys)
         exists = out_file.exists()
         barrier()  # every process has looked before the main process writes it
         if exists:
@@ -266,80 +268,82 @@ def _train_and_evaluate(state: RunState, stage: StageConfig, plugins, ctx: DataC
             log.info("stage %s: outputs reused (%s)", stage.name, out_file)
         else:
             if model is None:
-                model, tok = trained_precision()
-            result["outputs"] = write_stage_outputs(stage, plugins, model, tok, train_rows, ctx, out_file,
-                                                    progress)
+                model, tokenizer = trained_precision()
+            result["outputs"] = write_stage_outputs(stage, plugins, model, tokenizer, train_rows, ctx,
+                                                    out_file, progress)
         barrier()
         if is_main():
             steps.link(out_file, stage_artifacts / OUTPUTS)
     if stage.predict.load_in_8bit:  # inference as the solutions ran it: backbone in 8-bit, loaded when needed
-        model = tok = None
+        model = tokenizer = None
 
     if stage.predict.gptq:
 
         if is_main():
-            calibration = write_calibration(stage, plugins, train_rows, tdir, state.resolved.seed)
+            calibration = write_calibration(stage, plugins, train_rows, train_dir, state.resolved.seed)
             steps.link(calibration, stage_artifacts / calibration.name)
         barrier()  # written before any process quantizes
 
     def for_prediction():
 
-        return inference.load_predictor(stage, plugins, tdir / WEIGHTS)
+        return inference.load_predictor(stage, plugins, train_dir / WEIGHTS)
 
-    store = steps.ViewStore(state.art, stage, keys, plugins, [r["id"] for r in valid_rows])
+    store = steps.ViewStore(state.artifacts, stage, keys, plugins, [r["id"] for r in valid_rows])
     barrier()  # every process has looked at the cached views before any is written
-    scores, preds, labels = evaluate(model, tok, plugins, stage, valid_rows, stage_artifacts, progress,
+    scores, preds, labels = evaluate(model, tokenizer, plugins, stage, valid_rows, stage_artifacts, progress,
                                      baselines=refs, store=store, load=for_prediction)
     result.update(scores)
     result["views_reused"] = store.reused
     return StageResult(result, preds, labels, valid_rows)
 
 
-def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, tdir: Path,
+def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_rows, train_dir: Path,
                 progress: bool):
-    """(training results, model, tokenizer): reused from ``tdir`` (model None) when a run with the same train
-    key finished training there, else trained (resuming ``tdir/checkpoint.pt``) and saved there."""
+    """(training results, model, tokenizer): reused from ``train_dir`` (model None) when a run with the same
+    train key finished training there, else trained (resuming ``train_dir/checkpoint.pt``) and saved there."""
     from accelerate.utils import extract_model_from_parallel
 
 
-    done = (tdir / TRAIN_RESULT).exists() and not safetensors_problem(tdir / WEIGHTS)
+    done = (train_dir / TRAIN_RESULT).exists() and not safetensors_problem(train_dir / WEIGHTS)
     barrier()  # every process has looked before the main process writes
     if done:
-        log.info("stage %s: trained weights reused from %s", stage.name, tdir)
-        return json.loads((tdir / TRAIN_RESULT).read_text()) | {"train_reused": True}, None, None
+        log.info("stage %s: trained weights reused from %s", stage.name, train_dir)
+        return json.loads((train_dir / TRAIN_RESULT).read_text()) | {"train_reused": True}, None, None
     t0 = time.time()
     _seed_everything(state.resolved.seed)
-    model, tok, info = loading.load_model(stage.model, plugins, train=True)
-    init_from = state.art / stage.from_stage / WEIGHTS if stage.from_stage else None
-    tdir.mkdir(parents=True, exist_ok=True)
-    score_fn = _valid_log_loss(plugins, tok, stage, valid_rows)
-    result = trainer.train_stage(stage, plugins, train_rows, model, tok, info, tdir, state.resolved.seed,
-                                 init_from, progress, score_fn=score_fn)
+    model, tokenizer, info = loading.load_model(stage.model, plugins, train=True)
+    init_from = state.artifacts / stage.from_stage / WEIGHTS if stage.from_stage else None
+    train_dir.mkdir(parents=True, exist_ok=True)
+    score_fn = _valid_log_loss(plugins, tokenizer, stage, valid_rows)
+    result = trainer.train_stage(stage, plugins, train_rows, model, tokenizer, info, train_dir,
+                                 state.resolved.seed, init_from, progress, score_fn=score_fn)
     result["train_label_prior"] = label_prior(train_rows)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
     sharded = strategy(stage.launch.parallel) is not None  # FSDP2 or ZeRO-2 (the engine hooked the model)
     weights = trainable_to_save(model, model, is_main())
     if is_main():
-        atomic_save_safetensors(weights, tdir / WEIGHTS, metadata={"base": stage.model.base})
-        atomic_write_text(tdir / TRAIN_RESULT, json.dumps(result, indent=2))
+        atomic_save_safetensors(weights, train_dir / WEIGHTS, metadata={"base": stage.model.base})
+        atomic_write_text(train_dir / TRAIN_RESULT, json.dumps(result, indent=2))
     barrier()  # the weights are written
-    if sharded:  # prediction loads the saved weights into a plain model (core/shard.py, core/zero.py)
+    # prediction loads the saved weights into a plain model (core/model/sharding.py, core/model/zero.py)
+    if sharded:
         del model, weights
         return result | {"train_reused": False}, None, None
     # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from
     # reused weights
-    return result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False), tok
+    return (result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False),
+            tokenizer)
 
 
-def _valid_log_loss(plugins, tok, stage: StageConfig, valid_rows):
+def _valid_log_loss(plugins, tokenizer, stage: StageConfig, valid_rows):
     """The periodic evaluation of ``train.eval_every``: log loss of the model on the validation rows, without
     TTA (the view the 1st place's trainer scored [R1])."""
 
     labels = labels_of(valid_rows)
 
     def score(model) -> float:  # predict_probs puts the model in eval mode; Loop.evaluate puts it back
-        preds = predict_probs(model, tok, plugins, valid_rows, stage.predict.max_length,
+        preds = predict_probs(model, tokenizer, plugins, valid_rows, stage.predict.max_length,
                               stage.predict.batch_tokens, progress=False, use_tta=False)
         return log_loss(preds[IDENTITY], labels)
 
@@ -355,7 +359,7 @@ def write_row_predictions(run_dir: Path, stage: StageConfig, final: str, rows, p
 def _stage(state: RunState, stage: StageConfig) -> dict:
     """A stage's results: reused when it is done (never before ``force`` has cleared the old run),
     else computed and marked done. A baseline stage runs in the main process only."""
-    stage_artifacts = state.art / stage.name
+    stage_artifacts = state.artifacts / stage.name
     state.stage = stage.name
     if state.begun or not state.force:
         missing = stage_missing(stage, stage_artifacts)
@@ -383,11 +387,11 @@ def _stage(state: RunState, stage: StageConfig) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def run_metrics(fp: dict, resolved: Resolved, stages: dict[str, dict]) -> dict:
+def run_metrics(fingerprint_info: dict, resolved: Resolved, stages: dict[str, dict]) -> dict:
     """metrics.json: the final stage's results at the top level, every stage's under ``stages``."""
     final = stages[resolved.final.name]
-    metrics = {"run_id": fp["run_id"], "recipe": resolved.name, "final_stage": resolved.final.name,
-               "n_processes": fp["n_processes"]}
+    metrics = {"run_id": fingerprint_info["run_id"], "recipe": resolved.name,
+               "final_stage": resolved.final.name, "n_processes": fingerprint_info["n_processes"]}
     metrics.update({k: v for k, v in final.items() if k not in STAGE_ONLY})
     metrics["stages"] = stages
     return metrics
@@ -397,23 +401,23 @@ def _finish(state: RunState, stages: dict[str, dict]) -> dict:
     """The run's last writes: ``failed.json`` of an older attempt goes, ``fingerprint.json``, then
     ``metrics.json``, the run's done marker."""
     state.begin()  # every stage reused, metrics missing: the run still writes through begin()
-    metrics = run_metrics(state.fp, state.resolved, stages)
+    metrics = run_metrics(state.fingerprint_info, state.resolved, stages)
     if is_main():
         (state.run_dir / FAILED).unlink(missing_ok=True)
-        atomic_write_text(state.run_dir / FINGERPRINT, json.dumps(state.fp, indent=2))
+        atomic_write_text(state.run_dir / FINGERPRINT, json.dumps(state.fingerprint_info, indent=2))
         atomic_write_text(state.run_dir / METRICS, json.dumps(metrics, indent=2))
     barrier()
     return metrics
 
 
-def preflight(resolved: Resolved, run_dir: Path, art: Path) -> None:
+def preflight(resolved: Resolved, run_dir: Path, artifacts: Path) -> None:
     """What a run checks before it takes its lock: baseline names, the reports and artifacts folders
     writable (a probe file, so a read-only folder fails here and not after training)."""
     for s in resolved.stages:  # an unknown baseline name fails before anything is written
         if baselines.is_baseline(s.model.base):
             baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
     writable_folder(run_dir, "reports folder (REPLICATOR_REPORTS)")
-    writable_folder(art, "artifacts folder (REPLICATOR_ARTIFACTS)")
+    writable_folder(artifacts, "artifacts folder (REPLICATOR_ARTIFACTS)")
 
 
 def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
@@ -424,18 +428,19 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
     then reuses); nothing is written before the first stage's data passed its checks; a failure
     after that leaves ``failed.json`` (and no ``metrics.json``)."""
 
-    fp = fingerprint(resolved, data_dir)
-    keys = stage_keys(resolved, fp)
-    fp["steps"] = {name: dataclasses.asdict(k) for name, k in keys.items()}  # recorded, not in the run id
-    run_dir, art = run_folders(resolved.name, fp["run_id"])
-    preflight(resolved, run_dir, art)
-    with run_lock(run_dir, fp["run_id"]) if is_main() else contextlib.nullcontext():
-        done = not force and finished(resolved, run_dir, art)
+    fingerprint_info = fingerprint(resolved, data_dir)
+    keys = stage_keys(resolved, fingerprint_info)
+    # recorded, not in the run id
+    fingerprint_info["steps"] = {name: dataclasses.asdict(k) for name, k in keys.items()}
+    run_dir, artifacts = run_folders(resolved.name, fingerprint_info["run_id"])
+    preflight(resolved, run_dir, artifacts)
+    with run_lock(run_dir, fingerprint_info["run_id"]) if is_main() else contextlib.nullcontext():
+        done = not force and finished(resolved, run_dir, artifacts)
         barrier()  # the main process holds the lock; every process has looked
         if done:
             log.info("%s is finished: reused", run_dir)
             return run_dir, json.loads((run_dir / METRICS).read_text()), True
-        state = RunState(resolved, fp, run_dir, art, data_dir, force, progress, keys=keys)
+        state = RunState(resolved, fingerprint_info, run_dir, artifacts, data_dir, force, progress, keys=keys)
         try:
             stages = {s.name: _stage(state, s) for s in resolved.stages}
             return run_dir, _finish(state, stages), False

@@ -27,7 +27,8 @@ from replicator.core.model.embedded import resolve_embedded
 
 #: Gemma-3 tokens of a competition row (every turn of prompt, response_a and response_b joined by newlines,
 #: no template): percentiles 0..100 over the 1,478 real rows of the shared train.csv, measured with the
-#: embedded Gemma-3-270M tokenizer (:func:`measure_row_tokens`, :func:`percentiles`; tests/test_plan.py)
+#: embedded Gemma-3-270M tokenizer (:func:`measure_row_tokens`, :func:`percentiles`;
+#: tests/run/test_resources.py)
 ROW_TOKENS = (
     8, 37, 50, 67, 76, 85, 93, 100, 106, 112, 117, 122, 133, 141, 148, 160, 169, 176, 185, 196, 206, 211, 220,
     227, 233, 248, 263, 272, 281, 289, 302, 315, 330, 342, 350, 361, 376, 390, 401, 415, 423, 436, 454, 464,
@@ -57,10 +58,10 @@ def measure_row_tokens(data_dir: Path) -> list[int]:
     from transformers import AutoTokenizer
 
 
-    tok = AutoTokenizer.from_pretrained(resolve_embedded("embedded:gemma-3-270m"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_embedded("embedded:gemma-3-270m"))
     rows = read_competition_csv(Path(data_dir) / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
     texts = ["\n".join(t or "" for t in r["prompt"] + r["response_a"] + r["response_b"]) for r in rows]
-    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def source_rows(plugin, stage: StageConfig, recipe: str) -> dict | None:
@@ -120,7 +121,8 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
 def accelerate_config(recipe: Path) -> Path:
     """The accelerate config beside the recipe, one for every parallelism: recipes/accelerate/multi_gpu.yaml
     (accelerate starts the processes; what is sharded comes from the recipe: the runner wraps DDP through
-    accelerate, shards FSDP itself, core/shard.py, and partitions ZeRO-2 with DeepSpeed, core/zero.py)."""
+    accelerate, shards FSDP itself, core/model/sharding.py, and partitions ZeRO-2 with DeepSpeed,
+    core/model/zero.py)."""
     return Path(recipe).parent / "accelerate" / "multi_gpu.yaml"
 
 
@@ -131,7 +133,8 @@ def launch_command(recipe: Path, launch: LaunchConfig, toggles=(), overrides=())
     run = f"run {shlex.quote(str(recipe))}{args}"
     if launch.parallel == "single":
         return f"replicate {run}"
-    if launch.gpu == "cpu":  # accelerate launch --cpu starts one process without MPI (core/dist.py)
+    # accelerate launch --cpu starts one process without MPI (core/util/distributed.py)
+    if launch.gpu == "cpu":
         return f"torchrun --nproc_per_node {launch.gpus} -m replicator.core.cli {run}"
     return (f"accelerate launch --config_file {shlex.quote(str(accelerate_config(recipe)))} "
             f"--num_processes {launch.gpus} -m replicator.core.cli {run}")
@@ -250,8 +253,8 @@ def plan_resources(recipe: str | Path, toggles=(), overrides=()) -> dict:
     zero2 = [s.name for s in resolved.stages if s.launch.parallel == "zero2"]
     if zero2:
         notes.append(f"zero2 (stages {', '.join(zero2)}): the runner partitions gradients and optimizer "
-                     "states with DeepSpeed ZeRO-2 itself (core/zero.py); tested over two CPU processes "
-                     "(gloo), 4-bit QLoRA included, not yet on GPUs (NCCL)")
+                     "states with DeepSpeed ZeRO-2 itself (core/model/zero.py); tested over two CPU "
+                     "processes (gloo), 4-bit QLoRA included, not yet on GPUs (NCCL)")
     zero3 = [s.name for s in resolved.stages if s.launch.parallel == "zero3"]
     if zero3:
         notes.append(f"zero3 (stages {', '.join(zero3)}) is sized here but not run: fsdp_full_shard shards "
@@ -299,7 +302,7 @@ def _data_lines(d: dict) -> list[str]:
 def format_plan(p: dict) -> str:
     """The plan as a readable table per stage."""
     toggles = "".join(f" -t {t}" for t in p["toggles"])
-    lines = [f"plan of {p['file']}{toggles} (estimates: core/memory.py says what they assume)"]
+    lines = [f"plan of {p['file']}{toggles} (estimates: core/model/memory.py says what they assume)"]
     for s in p["stages"]:
         lg = s["launch"]
         lines += ["", f"stage {s['stage']}: {s['base']} on {lg['gpus']}x {lg['gpu']} "

@@ -1,7 +1,7 @@
 """Per-row validation predictions of a run: ``valid_predictions.csv.gz`` in the run folder.
 
 One line per validation row, so that two runs can be compared row by row (a paired bootstrap in
-:mod:`replicator.core.scoring.stats`, the plots of :mod:`replicator.core.report.report`). Columns, in this
+:mod:`replicator.core.scoring.stats`, the plots of :mod:`replicator.core.report.figures`). Columns, in this
 order:
 
 ``id, group, chars``

@@ -60,21 +60,21 @@ SWAP = B.SWAP
 # ---------------------------------------------------------------- encoding
 
 
-def encode_response(tok, prompt: list, response: list, max_length: int,
+def encode_response(tokenizer, prompt: list, response: list, max_length: int,
                     prompt_tokens: int) -> tuple[list[int], int]:
     """(token ids, index of the first response token): BOS, the prompt's last ``prompt_tokens``
     tokens (turns as ``User: ...``), the response's first tokens (turns as ``Assistant: ...``)."""
     p_ids: list[int] = []
     r_ids: list[int] = []
     for p, r in itertools.zip_longest(prompt, response, fillvalue=""):
-        p_ids += tok("User: " + (p or "") + "\n\n", add_special_tokens=False)["input_ids"]
-        r_ids += tok("Assistant: " + (r or "") + "\n\n", add_special_tokens=False)["input_ids"]
+        p_ids += tokenizer("User: " + (p or "") + "\n\n", add_special_tokens=False)["input_ids"]
+        r_ids += tokenizer("Assistant: " + (r or "") + "\n\n", add_special_tokens=False)["input_ids"]
     budget = max_length - 1
     # a short response lends the prompt room
     p_keep = min(len(p_ids), max(prompt_tokens, budget - len(r_ids)))
     p_ids = p_ids[len(p_ids) - p_keep:] if p_keep else []
     r_ids = r_ids[: budget - len(p_ids)]
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     ids = [bos] + p_ids + r_ids
     return ids, len(ids) - len(r_ids)
 
@@ -172,7 +172,7 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches + ([cur] if cur else [])
 
 
-def encode_texts(model, tok, items: list[tuple[list[int], int]], features_config,
+def encode_texts(model, tokenizer, items: list[tuple[list[int], int]], features_config,
                  progress: bool) -> np.ndarray:
     """Pooled vectors of the encoded ``items`` ((ids, response start) pairs), in their order."""
     import torch
@@ -181,7 +181,7 @@ def encode_texts(model, tok, items: list[tuple[list[int], int]], features_config
     device = next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(items)
     batches = token_batches([len(ids) for ids, _ in items], features_config.batch_tokens)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode(), tqdm(total=len(items), desc="features", disable=not progress,
                                       mininterval=5) as bar:
         for batch in batches:
@@ -194,7 +194,8 @@ def encode_texts(model, tok, items: list[tuple[list[int], int]], features_config
     return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def row_features(model, tok, path: str, rows: list[dict], features_config, progress: bool) -> np.ndarray:
+def row_features(model, tokenizer, path: str, rows: list[dict], features_config,
+                 progress: bool) -> np.ndarray:
     """(N, 2, D) pooled vectors of each row's response A and B, from the cache where they are and
     computed (then cached) where not; None for no rows."""
     if not rows:
@@ -210,9 +211,9 @@ def row_features(model, tok, path: str, rows: list[dict], features_config, progr
     # a shard at a time: an interrupted run keeps what it did
     for start in range(0, len(todo), features_config.shard_size):
         part = todo[start:start + features_config.shard_size]
-        items = [encode_response(tok, *texts[i], features_config.max_length, features_config.prompt_tokens)
-                 for i in part]
-        vectors = encode_texts(model, tok, items, features_config, progress)
+        items = [encode_response(tokenizer, *texts[i], features_config.max_length,
+                                 features_config.prompt_tokens) for i in part]
+        vectors = encode_texts(model, tokenizer, items, features_config, progress)
         write_shard(folder, [keys[i] for i in part], vectors)
         cache.update(zip([keys[i] for i in part], vectors, strict=True))
     if todo:
@@ -336,17 +337,19 @@ def head_probs(params: dict, f: np.ndarray | None, inputs: dict) -> np.ndarray:
             + B.linear_probs(params, design(z, inputs, swapped=True))[:, SWAP]) / 2
 
 
-def choose_c(f, inputs: dict, y, groups, fcfg, seed: int) -> tuple[float, dict]:
-    """The ``C`` of ``fcfg.c_grid`` with the lowest grouped ``fcfg.cv_folds``-fold log loss on the
-    training rows (the projection refitted in each fold)."""
+def choose_c(f, inputs: dict, y, groups, features_config, seed: int) -> tuple[float, dict]:
+    """The ``C`` of ``features_config.c_grid`` with the lowest grouped ``features_config.cv_folds``-fold log
+    loss on the training rows (the projection refitted in each fold)."""
     from sklearn.model_selection import GroupKFold
 
     cv = {}
-    splits = list(GroupKFold(n_splits=fcfg.cv_folds, shuffle=True, random_state=seed).split(y, groups=groups))
-    for C in fcfg.c_grid:
+    splits = list(GroupKFold(n_splits=features_config.cv_folds, shuffle=True,
+                             random_state=seed).split(y, groups=groups))
+    for C in features_config.c_grid:
         losses = []
         for tr, va in splits:
-            params = fit_head(None if f is None else f[tr], _take(inputs, tr), y[tr], C, fcfg.pca, seed)
+            params = fit_head(None if f is None else f[tr], _take(inputs, tr), y[tr], C, features_config.pca,
+                              seed)
             p = head_probs(params, None if f is None else f[va], _take(inputs, va))
             losses.append(-np.mean(np.sum(y[va] * np.log(np.clip(p, 1e-15, 1)), axis=1)))
         cv[C] = float(np.mean(losses))
@@ -469,13 +472,13 @@ def model_vectors(stage, row_sets: list[list[dict]], progress: bool) -> list[np.
     ``features.lm`` is off."""
     if not stage.model.features.lm:
         return [None for _ in row_sets]
-    model, tok, path = load_backbone(stage.model)
-    return [row_features(model, tok, path, rows, stage.model.features, progress) for rows in row_sets]
+    model, tokenizer, path = load_backbone(stage.model)
+    return [row_features(model, tokenizer, path, rows, stage.model.features, progress) for rows in row_sets]
 
 
-def predict_rows(stage, sart: Path, rows: list[dict], progress: bool) -> np.ndarray:
+def predict_rows(stage, stage_artifacts: Path, rows: list[dict], progress: bool) -> np.ndarray:
     """(N, 3) probabilities of a finished frozen-feature stage on ``rows`` (before postprocessing)."""
-    head = sart / HEAD_FILE
+    head = stage_artifacts / HEAD_FILE
     try:
         params = json.loads(head.read_text())
     except FileNotFoundError:

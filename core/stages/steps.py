@@ -97,11 +97,11 @@ class StageKeys:
     predict: str
 
 
-def stage_keys(resolved: Resolved, fp: dict) -> dict[str, StageKeys]:
-    """The step keys of every LM stage of the run whose fingerprint is ``fp``."""
+def stage_keys(resolved: Resolved, fingerprint_info: dict) -> dict[str, StageKeys]:
+    """The step keys of every LM stage of the run whose fingerprint is ``fingerprint_info``."""
 
     cat = catalogue()
-    run = {k: v for k, v in run_key(fp).items() if k != "config_hash"}
+    run = {k: v for k, v in run_key(fingerprint_info).items() if k != "config_hash"}
     keys: dict[str, StageKeys] = {}
     for stage in resolved.stages:
         if not lm_stage(stage):
@@ -131,17 +131,17 @@ def view_key(keys: StageKeys, owner: list | None, view) -> str:
     return hash_of({"predict": keys.predict, "owner": owner, "view": text, "name": view.name})
 
 
-def steps_root(art: Path) -> Path:
+def steps_root(artifacts: Path) -> Path:
     """``artifacts/<recipe>/steps`` for a run's artifacts folder ``artifacts/<recipe>/<run_id>``."""
-    return art.parent / "steps"
+    return artifacts.parent / "steps"
 
 
-def train_dir(art: Path, stage: StageConfig, keys: StageKeys) -> Path:
-    return steps_root(art) / f"{stage.name}-train-{keys.train[:16]}"
+def train_dir(artifacts: Path, stage: StageConfig, keys: StageKeys) -> Path:
+    return steps_root(artifacts) / f"{stage.name}-train-{keys.train[:16]}"
 
 
-def outputs_file(art: Path, stage: StageConfig, keys: StageKeys) -> Path:
-    return train_dir(art, stage, keys) / f"outputs-{keys.outputs[:16]}.json"
+def outputs_file(artifacts: Path, stage: StageConfig, keys: StageKeys) -> Path:
+    return train_dir(artifacts, stage, keys) / f"outputs-{keys.outputs[:16]}.json"
 
 
 def link(src: Path, dst: Path) -> None:
@@ -156,15 +156,15 @@ def link(src: Path, dst: Path) -> None:
             shutil.copy2(src, tmp)
 
 
-def forget(art: Path, resolved: Resolved, keys: dict[str, StageKeys]) -> None:
+def forget(artifacts: Path, resolved: Resolved, keys: dict[str, StageKeys]) -> None:
     """``--force``: the cached steps of this run's stages go too (the train folders with their
     checkpoints and outputs, the view predictions), so that everything is recomputed."""
-    root = steps_root(art)
+    root = steps_root(artifacts)
     for stage in resolved.stages:
         k = keys.get(stage.name)
         if k is None:
             continue
-        shutil.rmtree(train_dir(art, stage, k), ignore_errors=True)
+        shutil.rmtree(train_dir(artifacts, stage, k), ignore_errors=True)
         for f in root.glob(f"{stage.name}-view-*.json"):
             try:
                 if json.loads(f.read_text()).get("predict") == k.predict:
@@ -177,8 +177,8 @@ class ViewStore:
     """The cached predictions of one stage's views on its validation rows. Which views are cached is
     decided once, when the store is made (every process looks before any writes: the caller's barrier)."""
 
-    def __init__(self, art: Path, stage: StageConfig, keys: StageKeys, plugins, ids: list[str]):
-        self.folder, self.stage, self.keys, self.ids = steps_root(art), stage, keys, list(ids)
+    def __init__(self, artifacts: Path, stage: StageConfig, keys: StageKeys, plugins, ids: list[str]):
+        self.folder, self.stage, self.keys, self.ids = steps_root(artifacts), stage, keys, list(ids)
         self.owners = view_owners(plugins)
         self.found: dict[str, np.ndarray] = {}
         self.reused: list[str] = []

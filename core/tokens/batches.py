@@ -32,7 +32,7 @@ class Encoder:
     """
 
     def __init__(self, plugins, tokenizer):
-        self.plugins, self.tok = plugins, tokenizer
+        self.plugins, self.tokenizer = plugins, tokenizer
         self.truncated = 0
         self.count = 0
         self._stores: dict = {}
@@ -41,7 +41,7 @@ class Encoder:
     def store(self, max_length: int):
         """The token store of this format, tokenizer and budget (opened on first use)."""
         if max_length not in self._stores:
-            self._stores[max_length] = open_store(self.plugins, self.tok, max_length)
+            self._stores[max_length] = open_store(self.plugins, self.tokenizer, max_length)
         return self._stores[max_length]
 
     def _count(self, row: dict, key: bytes, max_length: int, truncated: bool) -> None:
@@ -57,7 +57,7 @@ class Encoder:
         key = row_key(row)
         hit = store.get(key)
         if hit is None:
-            hit = encode_one(self.plugins, self.tok, row, max_length)
+            hit = encode_one(self.plugins, self.tokenizer, row, max_length)
             store.add_pending(key, *hit)
         self._count(row, key, max_length, hit[1])
         return hit[0]
@@ -76,7 +76,7 @@ class Encoder:
                 first[k] = i
         if first:
             order = group_order(todo, first.values())
-            tokenise_into(store, self.plugins, self.tok, max_length, [todo[i] for i in order],
+            tokenise_into(store, self.plugins, self.tokenizer, max_length, [todo[i] for i in order],
                           [keys[i] for i in order], progress)
         for r, k in zip(todo, keys, strict=True):
             hit = store.get(k)

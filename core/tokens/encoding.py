@@ -45,11 +45,11 @@ def n_workers() -> int:
 _MEMO_CLASSES: dict[type, type] = {}
 
 
-def _memo_tokenizer(tok, memo: dict):
-    """A shallow copy of ``tok`` (same class family: ``isinstance`` holds) whose
-    ``tok(text, add_special_tokens=False)`` answers from ``memo`` (filled in batches, and with every
+def _memo_tokenizer(tokenizer, memo: dict):
+    """A shallow copy of ``tokenizer`` (same class family: ``isinstance`` holds) whose
+    ``tokenizer(text, add_special_tokens=False)`` answers from ``memo`` (filled in batches, and with every
     such call it sees); any other call goes to the tokenizer itself."""
-    base = type(tok)
+    base = type(tokenizer)
     cls = _MEMO_CLASSES.get(base)
     if cls is None:
         from transformers import BatchEncoding
@@ -66,12 +66,12 @@ def _memo_tokenizer(tok, memo: dict):
 
         cls = _MEMO_CLASSES[base] = type(f"Memo{base.__name__}", (base,), {"__call__": __call__})
     new = object.__new__(cls)
-    new.__dict__.update(tok.__dict__)
+    new.__dict__.update(tokenizer.__dict__)
     new.__dict__["_tokcache_memo"] = memo
     return new
 
 
-def _prewarm(tok, memo: dict, rows: Sequence[dict]) -> None:
+def _prewarm(tokenizer, memo: dict, rows: Sequence[dict]) -> None:
     """Tokenise the rows' turn texts in one batch call (fast tokenizers run it in Rust threads)."""
     texts: dict[str, None] = {}
     for r in rows:
@@ -82,25 +82,25 @@ def _prewarm(tok, memo: dict, rows: Sequence[dict]) -> None:
     if not texts:
         return
     todo = list(texts)
-    out = tok(todo, add_special_tokens=False)
+    out = tokenizer(todo, add_special_tokens=False)
     cols = {k: out[k] for k in out.keys()}
     for i, t in enumerate(todo):
         memo[t] = {k: v[i] for k, v in cols.items()}
 
 
-def _encode_rows(plugins, tok, max_length: int, rows: Sequence[dict]):
+def _encode_rows(plugins, tokenizer, max_length: int, rows: Sequence[dict]):
     """[(int32 ids, truncated)] of ``rows`` through the prompt_format hook; the budget is checked."""
     memo: dict = {}
-    memo_tok = _memo_tokenizer(tok, memo)
-    _prewarm(tok, memo, rows)
+    memo_tok = _memo_tokenizer(tokenizer, memo)
+    _prewarm(tokenizer, memo, rows)
     out = []
     for row in rows:
         out.append(encode_one(plugins, memo_tok, row, max_length))
     return out
 
 
-def encode_one(plugins, tok, row: dict, max_length: int) -> tuple[np.ndarray, bool]:
-    enc = plugins.one("prompt_format", row=row, tokenizer=tok, max_length=max_length)
+def encode_one(plugins, tokenizer, row: dict, max_length: int) -> tuple[np.ndarray, bool]:
+    enc = plugins.one("prompt_format", row=row, tokenizer=tokenizer, max_length=max_length)
     if len(enc.input_ids) > max_length:
         raise ReplicatorError(f"prompt_format returned {len(enc.input_ids)} tokens for row "
                               f"{row.get('id')}, over the budget {max_length}")
@@ -111,16 +111,16 @@ _JOB: tuple | None = None  # (plugins, tokenizer, max_length, rows) inherited by
 
 
 def _work(bounds: tuple[int, int]):
-    plugins, tok, max_length, rows = _JOB
+    plugins, tokenizer, max_length, rows = _JOB
     start, stop = bounds
     try:
-        done = _encode_rows(plugins, tok, max_length, rows[start:stop])
+        done = _encode_rows(plugins, tokenizer, max_length, rows[start:stop])
     except Exception as e:  # the parent runs the chunk again itself, to raise the real error
         return start, None, f"{type(e).__name__}: {e}"
     return start, [(ids.tobytes(), t) for ids, t in done], None
 
 
-def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: bool = True,
+def encode_many(plugins, tokenizer, max_length: int, rows: Sequence[dict], progress: bool = True,
                 workers: int | None = None, bar=None) -> list[tuple[np.ndarray, bool]]:
     """(int32 ids, truncated) of every row, in order: in worker processes above :data:`PARALLEL_MIN` rows
     (forked, so they inherit the plugins and the tokenizer; a worker that dies is an error, not a hang)."""
@@ -133,7 +133,7 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
     out: list = [None] * n
     try:
         if workers > 1 and n >= PARALLEL_MIN and sys.platform.startswith("linux"):
-            _JOB = (plugins, tok, max_length, rows)
+            _JOB = (plugins, tokenizer, max_length, rows)
             fork = multiprocessing.get_context("fork")
             # workers tokenise on one thread each (and the fast tokenizer does not warn about the fork)
             parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -145,14 +145,15 @@ def encode_many(plugins, tok, max_length: int, rows: Sequence[dict], progress: b
                     if done is None:
                         pool.shutdown(wait=False, cancel_futures=True)  # the error now, not after the rest
                         stop = min(start + CHUNK_ROWS, n)
-                        _encode_rows(plugins, tok, max_length, rows[start:stop])  # raises the real error
+                        # raises the real error
+                        _encode_rows(plugins, tokenizer, max_length, rows[start:stop])
                         raise ReplicatorError(f"prompt_format failed in a worker on rows {start}..{stop - 1} "
                                               f"({err}) but not when run again here")
                     out[start:start + len(done)] = [(np.frombuffer(b, dtype=np.int32), t) for b, t in done]
                     bar.update(len(done))
         else:
             for start, stop in ranges:
-                out[start:stop] = _encode_rows(plugins, tok, max_length, rows[start:stop])
+                out[start:stop] = _encode_rows(plugins, tokenizer, max_length, rows[start:stop])
                 bar.update(stop - start)
     finally:
         _JOB = None
@@ -183,7 +184,7 @@ def progress_bar(total: int, max_length: int, progress: bool = True):
                 dynamic_ncols=True, disable=not progress or total < PROGRESS_MIN)
 
 
-def tokenise_into(store, plugins, tok, max_length: int, rows: Sequence[dict], keys: Sequence[bytes],
+def tokenise_into(store, plugins, tokenizer, max_length: int, rows: Sequence[dict], keys: Sequence[bytes],
                   progress: bool = True) -> None:
     """Tokenise ``rows`` (misses, with their ``keys``) and add them to ``store``, a shard per
     :data:`replicator.core.tokens.store.SHARD_ROWS` rows as they finish (an interrupted run keeps the
@@ -192,7 +193,7 @@ def tokenise_into(store, plugins, tok, max_length: int, rows: Sequence[dict], ke
     try:
         for start in range(0, len(rows), SHARD_ROWS):
             part = slice(start, start + SHARD_ROWS)
-            done = encode_many(plugins, tok, max_length, rows[part], progress, bar=bar)
+            done = encode_many(plugins, tokenizer, max_length, rows[part], progress, bar=bar)
             store.add(keys[part], [d[0] for d in done], [d[1] for d in done])
     finally:
         bar.close()

@@ -53,48 +53,49 @@ _TOKENIZER_HASHES_BY_ID: dict[int, tuple[Any, str]] = {}  # tokenizers that refu
 _CODE_HASHES: dict[type, str] = {}
 
 
-def _tokenizer_state(tok) -> str:
-    backend = getattr(tok, "backend_tokenizer", None)
+def _tokenizer_state(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return backend.to_str()
-    sp = getattr(tok, "sp_model", None)
+    sp = getattr(tokenizer, "sp_model", None)
     if sp is not None and hasattr(sp, "serialized_model_proto"):
         return hashlib.sha256(sp.serialized_model_proto()).hexdigest()
-    if hasattr(tok, "get_vocab"):
-        return json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=True)
-    raise ReplicatorError(f"token cache: cannot identify the tokenizer {type(tok).__name__} (no "
+    if hasattr(tokenizer, "get_vocab"):
+        return json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=True)
+    raise ReplicatorError(f"token cache: cannot identify the tokenizer {type(tokenizer).__name__} (no "
                           "backend_tokenizer, sentencepiece model or vocabulary); "
                           "set REPLICATOR_TOKEN_CACHE=off")
 
 
-def tokenizer_hash(tok) -> str:
+def tokenizer_hash(tokenizer) -> str:
     """sha256 of the tokenizer's serialised state and settings; once per tokenizer object."""
     try:
-        return _TOKENIZER_HASHES[tok]
+        return _TOKENIZER_HASHES[tokenizer]
     except KeyError:
         pass
     except TypeError:  # not weak-referenceable
-        held = _TOKENIZER_HASHES_BY_ID.get(id(tok))
-        if held is not None and held[0] is tok:
+        held = _TOKENIZER_HASHES_BY_ID.get(id(tokenizer))
+        if held is not None and held[0] is tokenizer:
             return held[1]
     extra = {
-        "class": f"{type(tok).__module__}.{type(tok).__qualname__}",
-        "special_tokens": {k: str(v) for k, v in (getattr(tok, "special_tokens_map", None) or {}).items()},
-        "special_ids": {k: getattr(tok, f"{k}_token_id", None)
+        "class": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+        "special_tokens": {k: str(v)
+                           for k, v in (getattr(tokenizer, "special_tokens_map", None) or {}).items()},
+        "special_ids": {k: getattr(tokenizer, f"{k}_token_id", None)
                         for k in ("bos", "eos", "pad", "unk", "sep", "cls")},
-        "added": sorted((str(k), v) for k, v in
-                        (tok.get_added_vocab() if hasattr(tok, "get_added_vocab") else {}).items()),
-        "chat_template": getattr(tok, "chat_template", None),
-        **{k: getattr(tok, k, None)
+        "added": sorted((str(k), v) for k, v in (tokenizer.get_added_vocab()
+                                                 if hasattr(tokenizer, "get_added_vocab") else {}).items()),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        **{k: getattr(tokenizer, k, None)
            for k in ("padding_side", "truncation_side", "add_bos_token", "add_eos_token")},
     }
-    h = hashlib.sha256(_tokenizer_state(tok).encode("utf-8", "surrogatepass"))
+    h = hashlib.sha256(_tokenizer_state(tokenizer).encode("utf-8", "surrogatepass"))
     h.update(json.dumps(extra, sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
     digest = h.hexdigest()
     try:
-        _TOKENIZER_HASHES[tok] = digest
+        _TOKENIZER_HASHES[tokenizer] = digest
     except TypeError:
-        _TOKENIZER_HASHES_BY_ID[id(tok)] = (tok, digest)
+        _TOKENIZER_HASHES_BY_ID[id(tokenizer)] = (tokenizer, digest)
     return digest
 
 
@@ -126,12 +127,12 @@ def format_block(plugins) -> tuple[str, Any, dict]:
     return alias, inst, {"use": getattr(inst, "_use", type(inst).__name__), **plain(inst)}
 
 
-def folder_description(plugins, tok, max_length: int) -> dict:
+def folder_description(plugins, tokenizer, max_length: int) -> dict:
     """What the folder key hashes (also written to ``meta.json``)."""
     alias, inst, block = format_block(plugins)
     dist = (getattr(plugins, "origins", None) or {}).get(alias, (None, None))
     return {"version": VERSION, "prompt_format": block, "format_code": _code_hash(type(inst)),
-            "format_distribution": list(dist), "tokenizer": tokenizer_hash(tok),
+            "format_distribution": list(dist), "tokenizer": tokenizer_hash(tokenizer),
             "max_length": int(max_length)}
 
 

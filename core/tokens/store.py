@@ -306,12 +306,12 @@ _OPEN: dict[Path, TokenCache] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def open_store(plugins, tok, max_length: int) -> TokenCache | MemoryStore:
+def open_store(plugins, tokenizer, max_length: int) -> TokenCache | MemoryStore:
     """The store for this format, tokenizer and budget: the process's open :class:`TokenCache` of its
     folder (refreshed), or a :class:`MemoryStore` when ``REPLICATOR_TOKEN_CACHE=off``."""
     if not enabled():
         return MemoryStore()
-    description = folder_description(plugins, tok, max_length)
+    description = folder_description(plugins, tokenizer, max_length)
     folder = (tokens_root() / folder_key(description)).resolve()
     with _OPEN_LOCK:
         store = _OPEN.get(folder)

@@ -71,25 +71,25 @@ def epoch_schedule(train_rows, stage: StageConfig, plugins, encoder, seed: int, 
     """Per epoch: augmented rows and their micro-batches (``batch_size`` rows, or up to ``batch_tokens``
     padded tokens); then the optimizer-step schedule: one step takes ``grad_accum`` micro-batches from
     each of the ``n_processes`` processes."""
-    tcfg = stage.train
-    n_epochs = max(1, math.ceil(tcfg.epochs))
+    train_config = stage.train
+    n_epochs = max(1, math.ceil(train_config.epochs))
     epochs = []
     for e in range(n_epochs):
         rows = plugins.chain("augment", "rows", list(train_rows), epoch=e, seed=seed)
-        encoder.prepare(rows, tcfg.max_length)  # the token cache: tokenise the misses in one pass
-        lengths = [len(encoder(r, tcfg.max_length)) for r in rows]
+        encoder.prepare(rows, train_config.max_length)  # the token cache: tokenise the misses in one pass
+        lengths = [len(encoder(r, train_config.max_length)) for r in rows]
         rng = random.Random(f"{seed}:{e}")
-        if tcfg.batch_tokens:
-            batches = token_budget_batches(lengths, units_of(rows), tcfg.batch_tokens, rng)
+        if train_config.batch_tokens:
+            batches = token_budget_batches(lengths, units_of(rows), train_config.batch_tokens, rng)
         else:
-            batches = length_grouped_batches(lengths, units_of(rows), tcfg.batch_size, rng)
-        if e == n_epochs - 1 and tcfg.epochs < n_epochs:
-            batches = batches[: max(1, int(len(batches) * (tcfg.epochs - (n_epochs - 1))))]
+            batches = length_grouped_batches(lengths, units_of(rows), train_config.batch_size, rng)
+        if e == n_epochs - 1 and train_config.epochs < n_epochs:
+            batches = batches[: max(1, int(len(batches) * (train_config.epochs - (n_epochs - 1))))]
         epochs.append((rows, batches))
     micro = [(e, b) for e, (_, batches) in enumerate(epochs) for b in batches]
-    steps = math.ceil(len(micro) / (tcfg.grad_accum * n_processes))
-    if tcfg.max_steps:
-        steps = min(steps, tcfg.max_steps)
+    steps = math.ceil(len(micro) / (train_config.grad_accum * n_processes))
+    if train_config.max_steps:
+        steps = min(steps, train_config.max_steps)
     return epochs, micro, steps
 
 
@@ -108,20 +108,20 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
 
 
-def _param_groups(model, tcfg, head_name: str):
+def _param_groups(model, train_config, head_name: str):
     """The backbone's trainable tensors at ``lr``, the head's at ``head_lr`` (one learning rate each:
     LoRA's alpha / r scaling is in the adapter's forward, not in the optimizer)."""
     head, body = [], []
     for n, p in model.named_parameters():
         if p.requires_grad:
             (head if f".{head_name}." in f".{n}" or n.startswith(head_name + ".") else body).append(p)
-    groups = [{"params": body, "lr": tcfg.lr}]
+    groups = [{"params": body, "lr": train_config.lr}]
     if head:
-        groups.append({"params": head, "lr": tcfg.head_lr or tcfg.lr})
+        groups.append({"params": head, "lr": train_config.head_lr or train_config.lr})
     return [g for g in groups if g["params"]]
 
 
-def check_precision(model, tcfg) -> None:
+def check_precision(model, train_config) -> None:
     """Refuse to step 16-bit weights with a plain optimizer: an update smaller than half the weight's
     bf16 spacing (2^-8 relative) is rounded away, so at lr 2.5e-6 most weights never move. Kahan-summed
     AdamW keeps the lost part; fp32 weights (``model.dtype: float32``, with ``train.mixed_precision``
@@ -130,9 +130,9 @@ def check_precision(model, tcfg) -> None:
 
     low = {p.dtype for p in model.parameters()
            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)}
-    if low and tcfg.optimizer != "adamw_kahan":
+    if low and train_config.optimizer != "adamw_kahan":
         raise ReplicatorError(
-            f"train.optimizer {tcfg.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} "
+            f"train.optimizer {train_config.optimizer}: {sorted(str(d).replace('torch.', '') for d in low)} "
             "trainable weights lose every update below their 16-bit resolution (at lr 2.5e-6 nearly all "
             "of them); set train.optimizer: adamw_kahan (Kahan-summed updates, as 2nd place [R2]) or "
             "model.dtype: float32 with train.mixed_precision: bf16 (fp32 master weights)")
@@ -140,8 +140,8 @@ def check_precision(model, tcfg) -> None:
 
 def check_parallel(distributed_type) -> None:
     """Refuse accelerate's own sharding launchers: the runner shards itself, as the recipe's
-    ``launch.parallel`` says (FSDP2, core/shard.py; DeepSpeed ZeRO-2, core/zero.py), and saves whole
-    tensors; accelerate's FSDP plugin or DeepSpeed engine would wrap the model a second time and own the
+    ``launch.parallel`` says (FSDP2, core/model/sharding.py; DeepSpeed ZeRO-2, core/model/zero.py), and saves
+    whole tensors; accelerate's FSDP plugin or DeepSpeed engine would wrap the model a second time and own the
     optimizer step."""
     name = str(getattr(distributed_type, "value", distributed_type))
     if name in ("FSDP", "DEEPSPEED"):
@@ -152,24 +152,25 @@ def check_parallel(distributed_type) -> None:
             "(`replicate plan RECIPE` prints the command)")
 
 
-def build_optimizer(groups, tcfg):
+def build_optimizer(groups, train_config):
     """The optimizer the recipe names, with its betas, eps and weight decay."""
     import torch
 
-    kw = {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "eps": tcfg.eps, "weight_decay": tcfg.weight_decay}
-    if tcfg.optimizer == "adamw":
+    kw = {"lr": train_config.lr, "betas": tuple(train_config.betas), "eps": train_config.eps,
+          "weight_decay": train_config.weight_decay}
+    if train_config.optimizer == "adamw":
         return torch.optim.AdamW(groups, **kw)
-    if tcfg.optimizer == "adamw_kahan":
+    if train_config.optimizer == "adamw_kahan":
         import optimi
 
         return optimi.AdamW(groups, kahan_sum=True, foreach=False, **kw)
     if not torch.cuda.is_available():
-        raise ReplicatorError(f"train.optimizer {tcfg.optimizer}: bitsandbytes' 8-bit optimizers "
+        raise ReplicatorError(f"train.optimizer {train_config.optimizer}: bitsandbytes' 8-bit optimizers "
                               "need a CUDA GPU; on a CPU use adamw (the smoke toggles do, and their "
                               "reports say so)")
     import bitsandbytes as bnb
 
-    cls = bnb.optim.PagedAdamW8bit if tcfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    cls = bnb.optim.PagedAdamW8bit if train_config.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
     return cls(groups, **kw)
 
 
@@ -185,13 +186,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float) -
     return floor + (1 - floor) * max(0.0, shape)
 
 
-def build_scheduler(optimizer, tcfg, steps: int):
+def build_scheduler(optimizer, train_config, steps: int):
 
     import torch
 
-    warmup = tcfg.warmup_steps or round(tcfg.warmup_ratio * steps)
+    warmup = train_config.warmup_steps or round(train_config.warmup_ratio * steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        lr_factor, total=steps, warmup=warmup, schedule=tcfg.schedule, floor=tcfg.lr_floor))
+        lr_factor, total=steps, warmup=warmup, schedule=train_config.schedule, floor=train_config.lr_floor))
 
 
 @dataclasses.dataclass
@@ -279,53 +280,54 @@ class Loop:
         return {"evals": [list(e) for e in self.evals], "best_step": step, "best_valid_log_loss": score}
 
 
-def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, art: Path) -> Loop:
+def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, artifacts: Path) -> Loop:
     """The accelerator, optimizer and schedule; the weights of ``init_from``; a checkpoint resumed."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
 
 
-    tcfg = stage.train
+    train_config = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
-    acc = Accelerator(cpu=use_cpu(), mixed_precision=tcfg.mixed_precision)
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=train_config.mixed_precision)
     check_parallel(acc.distributed_type)
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head,
                            where=str(init_from))
         log.info("started from %s (%d tensors%s)", init_from, n,
                  ", head re-initialised" if stage.reinit_head else "")
-    check_precision(model, tcfg)
+    check_precision(model, train_config)
     parallel = strategy(stage.launch.parallel)
-    if parallel in FSDP_STRATEGIES:  # FSDP2 by the runner (core/shard.py): before the optimizer, which holds
-        model = shard_model(model, parallel, acc.device, tcfg.mixed_precision)  # the sharded weights
+    # FSDP2 by the runner (core/model/sharding.py): before the optimizer, which holds the sharded weights
+    if parallel in FSDP_STRATEGIES:
+        model = shard_model(model, parallel, acc.device, train_config.mixed_precision)
         log.info("training sharded over %d processes (%s, FSDP2)", acc.num_processes, parallel)
-    optimizer = build_optimizer(_param_groups(model, tcfg, info["head"]), tcfg)
+    optimizer = build_optimizer(_param_groups(model, train_config, info["head"]), train_config)
     # the runner steps the schedule (on the optimizer ZeRO wraps, too): accelerate would step a prepared
     # one once per process per optimizer step
-    scheduler = build_scheduler(optimizer, tcfg, steps)
+    scheduler = build_scheduler(optimizer, train_config, steps)
     if parallel in zero.ZERO_STRATEGIES:
-        model, optimizer = zero.initialize(model, optimizer, tcfg, acc)
+        model, optimizer = zero.initialize(model, optimizer, train_config, acc)
         log.info("training over %d processes with DeepSpeed ZeRO-2 (%s)", acc.num_processes, parallel)
     elif not parallel:
         model, optimizer = acc.prepare(model, optimizer)
-    loop = Loop(acc, model, optimizer, scheduler, art / CHECKPOINT)
+    loop = Loop(acc, model, optimizer, scheduler, artifacts / CHECKPOINT)
     if loop.ckpt.exists():
         loop.resume()
         log.info("resuming from %s at step %d/%d", loop.ckpt, loop.step, steps)
     return loop
 
 
-def _micro_step(loop: Loop, rows, encoder, tok, tcfg, loss_fn, aux_loss, scale: float) -> float:
+def _micro_step(loop: Loop, rows, encoder, tokenizer, train_config, loss_fn, aux_loss, scale: float) -> float:
     """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
     import torch
 
 
     acc = loop.acc
-    seqs = [encoder(r, tcfg.max_length) for r in rows]
-    ids, mask = collate(seqs, tok.pad_token_id, acc.device)
+    seqs = [encoder(r, train_config.max_length) for r in rows]
+    ids, mask = collate(seqs, tokenizer.pad_token_id, acc.device)
     labels = torch.tensor([r["label"] for r in rows], dtype=torch.float32, device=acc.device)
-    if tcfg.packed:
+    if train_config.packed:
         logits = forward_packed_logits(loop.model, head_module(acc.unwrap_model(loop.model))[1], seqs,
                                        acc.device)
     else:
@@ -390,50 +392,51 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
     return all_sum(total) / acc.num_processes
 
 
-def _optimizer_step(loop: Loop, tcfg) -> None:
+def _optimizer_step(loop: Loop, train_config) -> None:
 
     if is_engine(loop.model):  # reduces the partitioned gradients, clips (its config), updates, zeroes
         loop.model.step()
         loop.scheduler.step()
         return
-    if tcfg.max_grad_norm > 0:
-        loop.acc.clip_grad_norm_(loop.model.parameters(), tcfg.max_grad_norm)
+    if train_config.max_grad_norm > 0:
+        loop.acc.clip_grad_norm_(loop.model.parameters(), train_config.max_grad_norm)
     loop.optimizer.step()
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
 
 
-def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: Path, seed: int,
+def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info, artifacts: Path, seed: int,
                 init_from: Path | None = None, progress: bool = True, score_fn=None) -> dict:
-    """Train ``model`` on ``train_rows``; resume from ``art/checkpoint.pt`` when present. With
+    """Train ``model`` on ``train_rows``; resume from ``artifacts/checkpoint.pt`` when present. With
     ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
     at the end, and the model ends with the weights that scored lowest."""
 
-    tcfg = stage.train
+    train_config = stage.train
     if use_cpu() and keep_freed_memory():
         log.debug("glibc malloc keeps freed memory for the next step (no mmaps, no trimming)")
-    encoder = Encoder(plugins, tok)
+    encoder = Encoder(plugins, tokenizer)
     epochs, micro, steps = epoch_schedule(train_rows, stage, plugins, encoder, seed, world_size())
-    loop = _start(stage, model, info, steps, init_from, art)
+    loop = _start(stage, model, info, steps, init_from, artifacts)
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
-    group = tcfg.grad_accum * acc.num_processes
+    group = train_config.grad_accum * acc.num_processes
     bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}",
                disable=not (progress and acc.is_main_process), dynamic_ncols=True, file=sys.stderr)
     loop.model.train()
     t0, ema = time.time(), None
 
     def run_micro(e, batch, scale):
-        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tok, tcfg, loss_fn, aux_loss,
-                           scale)
+        return _micro_step(loop, [epochs[e][0][i] for i in batch], encoder, tokenizer, train_config, loss_fn,
+                           aux_loss, scale)
 
     for step in range(start, steps):
         everyone = micro[step * group:(step + 1) * group]
-        step_loss = _step(loop, everyone, step * group, seed, run_micro, by_rows=bool(tcfg.batch_tokens))
-        _optimizer_step(loop, tcfg)
+        step_loss = _step(loop, everyone, step * group, seed, run_micro,
+                          by_rows=bool(train_config.batch_tokens))
+        _optimizer_step(loop, train_config)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
-        loop.tokens += sum(len(encoder(epochs[e][0][i], tcfg.max_length))
+        loop.tokens += sum(len(encoder(epochs[e][0][i], train_config.max_length))
                            for e, batch in everyone for i in batch)
         if not math.isfinite(step_loss):
             loop.save(step)
@@ -445,14 +448,15 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tok, info, art: 
         bar.set_postfix(loss=f"{ema:.4f}",
                         tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
         done = step + 1
-        if tcfg.eval_every and score_fn is not None and (done % tcfg.eval_every == 0 or done == steps):
-            loop.evaluate(done, score_fn, art / BEST)
-        if done % tcfg.checkpoint_every == 0 or done == steps:
+        if (train_config.eval_every and score_fn is not None
+                and (done % train_config.eval_every == 0 or done == steps)):
+            loop.evaluate(done, score_fn, artifacts / BEST)
+        if done % train_config.checkpoint_every == 0 or done == steps:
             loop.save(done)
         if crash_after and done == crash_after:
             raise RuntimeError(f"simulated crash after step {done} (REPLICATOR_CRASH_AFTER_STEP)")
     bar.close()
-    best = loop.keep_best(art / BEST) if loop.evals else {}
+    best = loop.keep_best(artifacts / BEST) if loop.evals else {}
     return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before,
                            time.time() - t0)
 

@@ -1,0 +1,124 @@
+"""Frozen-backbone feature stages (core/stages/frozen_features.py): the per-response encoding, the cache
+folder, the swap-symmetric head with its C chosen on training rows only, the scored pool."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from replicator.core.config.recipe import FeaturesConfig
+from replicator.core.stages import frozen_features as F
+
+
+class WordTokenizer:
+    """One token per character: lengths are easy to reason about."""
+
+    bos_token_id, eos_token_id = 1, 2
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [3 + (ord(c) % 50) for c in text]}
+
+
+def test_encode_response_keeps_the_prompt_tail_and_the_response_head():
+    tok = WordTokenizer()
+    ids, start = F.encode_response(tok, ["p" * 100], ["r" * 100], max_length=50, prompt_tokens=10)
+    assert len(ids) == 50 and ids[0] == 1 and start == 11
+    assert ids[1:start] == tok("User: " + "p" * 100 + "\n\n")["input_ids"][-10:]  # the prompt's last tokens
+    assert ids[start:] == tok("Assistant: " + "r" * 100 + "\n\n")["input_ids"][:39]  # the response's first
+    ids, start = F.encode_response(tok, ["p" * 100], ["r"], max_length=50, prompt_tokens=10)
+    # a short response lends the prompt room
+    assert len(ids) == 50 and len(ids) - start == len("Assistant: r\n\n")
+    ids, start = F.encode_response(tok, ["hi", "again"], ["yes", None], max_length=200, prompt_tokens=100)
+    assert len(ids) == 1 + len("User: hi\n\nUser: again\n\n") + len("Assistant: yes\n\nAssistant: \n\n")
+
+
+def test_token_batches_cover_every_item_once_within_the_budget():
+    lengths = [random.Random(i).randint(1, 90) for i in range(200)]
+    batches = F.token_batches(lengths, 256)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    assert all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 256 for b in batches)
+    assert F.token_batches([500, 3], 100) == [[1], [0]]  # an item over the budget still gets its batch
+
+
+def _toy(n: int, dim: int, seed: int):
+    """Vectors whose first coordinate says which response is better; ties when they are close."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n, 2, dim))
+    f[:, :, 0] *= 3  # the telling direction is the widest: a PCA keeps it
+    gap = f[:, 0, 0] - f[:, 1, 0]
+    y = np.zeros((n, 3))
+    y[np.arange(n), np.where(np.abs(gap) < 1.2, 2, np.where(gap > 0, 0, 1))] = 1
+    return f, y, np.array([f"g{i // 2}" for i in range(n)])
+
+
+NO_TEXT = {"lens": None, "style": None, "pair": None}
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_head_learns_is_swap_symmetric_and_round_trips_through_json(k):
+    f, y, _ = _toy(600, 8, 0)
+    params = json.loads(json.dumps(F.fit_head(f, NO_TEXT, y, C=1.0, k=k)))
+    assert len(params["projection"]["components"]) == (k or 8)
+    ft, yt, _ = _toy(300, 8, 1)
+    p = F.head_probs(params, ft, NO_TEXT)
+    assert np.allclose(p.sum(1), 1) and np.mean(-np.log(p[yt.astype(bool)])) < 0.75  # uniform: 1.0986
+    swapped = F.head_probs(params, ft[:, ::-1], NO_TEXT)
+    assert np.allclose(swapped, p[:, [1, 0, 2]], atol=1e-12)
+
+
+def test_head_with_one_missing_class_predicts_zero_for_it():
+    f, y, _ = _toy(200, 4, 2)
+    y = np.where(y[:, 2:3] > 0, np.array([[1, 0, 0]]), y)  # no ties in training
+    params = F.fit_head(f, NO_TEXT, y, C=1.0, k=0)
+    assert params["intercept"][2] is None
+    assert np.allclose(F.head_probs(params, f, NO_TEXT)[:, 2], 0)
+
+
+def test_c_is_chosen_by_grouped_cv_on_the_training_rows():
+    f, y, g = _toy(400, 30, 3)
+    cfg = FeaturesConfig(c_grid=[1e-4, 1.0], cv_folds=4, pca=0)
+    C, cv = F.choose_c(f, NO_TEXT, y, g, cfg, seed=0)
+    assert C == 1.0 and cv["0.0001"] > cv["1.0"]  # a starved head is worse on held-out training folds
+
+
+def _row(a, b):
+    return {"prompt": ["q"], "response_a": a, "response_b": b}
+
+
+def test_text_inputs_are_swap_aware_and_name_what_they_count():
+    rows = [_row(["I'm sorry, I cannot help.", None], ["**Sure**\n\n# Plan\n1. go? see http://x"]),
+            _row(["same words"], ["same words"])]
+    inputs = F.row_inputs(rows, FeaturesConfig())
+    counts = dict(zip(F.STYLE, np.expm1(inputs["style"][0, 1]).round(6), strict=True))
+    assert counts == {"refusal": 0, "bold": 2, "headers": 1, "questions": 1, "digits": 1, "paragraphs": 1,
+                      "links": 1}
+    assert np.expm1(inputs["style"][0, 0, 0]) == 1  # A refuses
+    assert inputs["pair"][1].tolist() == [1.0, 1.0, 0.0] and inputs["pair"][0, 1] == 0
+    x, xs = F.design(None, inputs), F.design(None, inputs, swapped=True)
+    swapped_rows = [_row(r["response_b"], r["response_a"]) for r in rows]
+    assert np.allclose(xs, F.design(None, F.row_inputs(swapped_rows, FeaturesConfig())))
+    assert not np.allclose(x[0], xs[0])
+    with pytest.raises(Exception, match="no inputs"):
+        F.design(None, NO_TEXT)
+
+
+def test_changed_encoding_settings_use_another_cache_folder(isolated, monkeypatch):
+    monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
+    a = F.cache_folder("tiny-model-id", FeaturesConfig())
+    assert a == F.cache_folder("tiny-model-id", FeaturesConfig(C=0.5))  # the head's settings: same vectors
+    assert a != F.cache_folder("tiny-model-id", FeaturesConfig(layers=[3]))
+    assert a != F.cache_folder("tiny-model-id", FeaturesConfig(max_length=128))
+    assert a != F.cache_folder("another-model", FeaturesConfig())
+
+
+def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
+    def r(i, source, group):
+        return {"id": i, "source": source, "group": group}
+    train = [r(1, "kaggle_csv", "g1"), r(2, "mt_bench", "g9"), r(3, "mt_bench", "g1"),
+             r(4, "kaggle_csv", "g2")]
+    valid = [r(5, "kaggle_csv", "g3")]
+    scored, extra = F.scored_pool(train, valid)
+    assert [x["id"] for x in scored] == [1, 4, 5] and [x["id"] for x in extra] == [2]  # id 3 shares g1
