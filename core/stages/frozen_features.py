@@ -98,13 +98,15 @@ def _weights_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def cache_folder(model_path: str, features_config) -> Path:
-    """``REPLICATOR_CACHE/features/<key>``: the key covers the weights, the feature settings that
-    change a vector (layers, pooling, budgets) and :data:`ENCODING_VERSION`."""
+def cache_folder(model_path: str, features_config, *, dtype: str, device: str) -> Path:
+    """``REPLICATOR_CACHE/features/<key>``: the key covers the weights, the dtype and device type they
+    compute in (bf16 vectors differ from fp32 ones), the feature settings that change a vector (layers,
+    pooling, budgets) and :data:`ENCODING_VERSION`."""
 
     folder = Path(model_path)
     ident = _weights_digest(folder) if folder.is_dir() else model_path
-    key = json.dumps({"model": ident, "layers": list(features_config.layers), "pool": features_config.pool,
+    key = json.dumps({"model": ident, "dtype": dtype, "device": device,
+                      "layers": list(features_config.layers), "pool": features_config.pool,
                       "max_length": features_config.max_length,
                       "prompt_tokens": features_config.prompt_tokens, "version": ENCODING_VERSION},
                      sort_keys=True)
@@ -200,7 +202,9 @@ def row_features(model, tokenizer, path: str, rows: list[dict], features_config,
     computed (then cached) where not; None for no rows."""
     if not rows:
         return None
-    folder = cache_folder(path, features_config)
+    weight = next(model.parameters())  # the vectors are those of the dtype and device the model computes in
+    folder = cache_folder(path, features_config, dtype=str(weight.dtype).removeprefix("torch."),
+                          device=weight.device.type)
     cache = read_cache(folder)
     texts = [(r["prompt"], r[side]) for r in rows for side in ("response_a", "response_b")]
     keys = [text_key(p, t) for p, t in texts]

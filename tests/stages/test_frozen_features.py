@@ -9,8 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from replicator.core.config.recipe import FeaturesConfig
+from replicator.core.config.recipe import FeaturesConfig, resolve
 from replicator.core.stages import frozen_features as F
+
+from ..conftest import RECIPES
 
 
 class WordTokenizer:
@@ -107,11 +109,26 @@ def test_text_inputs_are_swap_aware_and_name_what_they_count():
 
 def test_changed_encoding_settings_use_another_cache_folder(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
-    a = F.cache_folder("tiny-model-id", FeaturesConfig())
-    assert a == F.cache_folder("tiny-model-id", FeaturesConfig(C=0.5))  # the head's settings: same vectors
-    assert a != F.cache_folder("tiny-model-id", FeaturesConfig(layers=[3]))
-    assert a != F.cache_folder("tiny-model-id", FeaturesConfig(max_length=128))
-    assert a != F.cache_folder("another-model", FeaturesConfig())
+    def folder(model="tiny-model-id", dtype="float32", device="cpu", **settings):
+        return F.cache_folder(model, FeaturesConfig(**settings), dtype=dtype, device=device)
+
+    a = folder()
+    assert a == folder(C=0.5)  # the head's settings: same vectors
+    assert a != folder(layers=[3])
+    assert a != folder(max_length=128)
+    assert a != folder("another-model")
+    assert a != folder(dtype="bfloat16") and a != folder(device="cuda")  # other numbers, another folder
+
+
+def test_a_dtype_change_is_a_new_run_id_and_a_new_feature_cache(isolated, monkeypatch):
+    """model.dtype is in the config hash (so in the run id), and the vectors are cached per computed dtype."""
+    monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
+    fp32 = resolve(RECIPES / "cpu.yaml", ["tiny"], ["model.dtype=float32"], check_plugins=False)
+    bf16 = resolve(RECIPES / "cpu.yaml", ["tiny"], ["model.dtype=bfloat16"], check_plugins=False)
+    assert fp32.config_hash != bf16.config_hash
+    folders = [F.cache_folder("m", r.final.model.features, dtype=r.final.model.dtype, device="cpu")
+               for r in (fp32, bf16)]
+    assert folders[0] != folders[1]
 
 
 def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
