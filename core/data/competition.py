@@ -282,7 +282,8 @@ def _checked_rows(file: str, rows: list[dict], problems: list[tuple[str, str, st
 # the competition CSV, and the same records from elsewhere (the hub copy, a DataFrame)
 
 
-def read_competition_csv(path: str | Path, require_labels: bool, source: str = COMPETITION_SOURCE) -> list[dict]:
+def read_competition_csv(path: str | Path, require_labels: bool,
+                         source: str = COMPETITION_SOURCE) -> list[dict]:
     """Read a Kaggle ``train.csv``/``test.csv`` (``.gz`` too) into validated rows (rules: module
     docstring)."""
     path = Path(path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 
-
-
 def test_nul_bytes_from_any_source_are_removed_with_a_notice(caplog):
     from replicator.core.data.collect import _repair_nul
     from replicator.core.rows import make_row, prompt_group

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+
 import pytest
-from ..conftest import synthetic_rows
-from ..source_files import TEST_COLS, TRAIN_COLS, good_rows, j, real_dir, write_csv
+
 from replicator.core.data import competition
 from replicator.core.data.competition import read_competition_csv
 from replicator.core.errors import DataError
 from replicator.core.rows import DataContext, prompt_group
 from replicator.plugins.kaggle_csv import KaggleCSV
 
+from ..conftest import synthetic_rows
+from ..source_files import TEST_COLS, TRAIN_COLS, good_rows, j, real_dir, write_csv
 
 
 def bad(tmp_path, edit: dict, row: int = 1, require_labels: bool = True) -> DataError:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from replicator.core.data import files
 
+from replicator.core.data import files
 
 
 def test_data_dir(monkeypatch):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..source_files import good_rows
 from replicator.core.data import hub
 
+from ..source_files import good_rows
 
 
 def test_load_hub_55k_validates(monkeypatch):

@@ -4,11 +4,12 @@ when their prompt is a validation or test prompt."""
 from __future__ import annotations
 
 import pytest
-from ..source_files import hh_records, many_rows, write_jsonl_gz
+
 from replicator.core.data import splits
 from replicator.core.rows import DataContext
 from replicator.plugins.hh_rlhf import HHRLHF
 
+from ..source_files import hh_records, many_rows, write_jsonl_gz
 
 pytestmark = pytest.mark.usefixtures("info_logs")
 
