@@ -93,3 +93,16 @@ def test_the_import_contract_holds():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     done = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_the_command_line_and_the_recipe_checks_start_without_the_heavy_libraries():
+    """With every import at module top, the heavy ones stay in functions: importing the CLI and resolving
+    a recipe with all its checks load none of them (a fresh interpreter, so nothing is loaded already;
+    `replicate plan` does load torch, to build the model on the meta device)."""
+    code = ("import sys; import replicator.core.cli; from replicator.core.config.recipe import resolve; "
+            "resolve('2nd', ['tiny']); heavy = ('torch', 'transformers', 'peft', 'accelerate', 'datasets', "
+            "'sklearn', 'matplotlib', 'pandas', 'deepspeed', 'gptqmodel', 'bitsandbytes'); "
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
