@@ -80,7 +80,6 @@ class AlpacaEvalPairs:
 
         import pandas as pd
 
-
         file = str(path)
         try:
             df = pd.read_parquet(path)

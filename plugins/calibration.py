@@ -47,7 +47,6 @@ def fit_temperature(probs, labels, bounds=(0.05, 20.0)) -> float:
     """The T in ``bounds`` minimising the log loss of ``softmax(log p / T)`` (bounded 1-D search on log T)."""
     from scipy.optimize import minimize_scalar
 
-
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     res = minimize_scalar(lambda lt: log_loss(apply_temperature(probs, float(np.exp(lt))), labels),
                           bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})

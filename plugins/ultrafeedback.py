@@ -95,7 +95,6 @@ def _score(v) -> float | None:
 def _turns(value, prompt_text: str) -> tuple[list[str], list[str], str | None]:
     """(prompt turns, response turns, error) of a binarized ``chosen``/``rejected`` value."""
 
-
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
             value = json.loads(value, strict=False)
@@ -168,7 +167,6 @@ class UltraFeedbackPairs:
 
     def convert(self, records, file: str, stem: str, seed: int) -> list[dict]:
         """Rows from ``(where, record)`` pairs (rules: module docstring)."""
-
 
         records = list(records)
         if not records:

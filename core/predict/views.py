@@ -56,7 +56,6 @@ def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_
     the length-sorted order and the parts are gathered (each row once)."""
     import torch
 
-
     device = next(model.parameters()).device
     encoder.prepare(rows, max_length, views=[view], progress=progress)  # the token cache, all rows at once
     by_length = sorted(range(len(rows)), key=lambda i: -len(encoder(dict(view.apply(rows[i]), view=view.name),

@@ -350,7 +350,6 @@ def _folds_metrics(f: FoldsPlan, parts: list, oof) -> dict:
 def _average_adapters(f: FoldsPlan) -> None:
     from safetensors.torch import load_file
 
-
     states = []
     for m in f.members():
         path = m.artifacts / m.resolved.final.name / WEIGHTS

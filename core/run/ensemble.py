@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 INPUTS = ("final", "identity", "swapped", "both")
 #: the per-row prediction view each input reads (core/predict/evaluate.py, core/predict/views.py name them)
 INPUT_VIEW = {"final": "final", "identity": "identity", "swapped": SWAPPED_VIEW, "both": "tta"}
-SWAP_VIEW = SWAPPED_VIEW
 MISS = float(-np.log(EPS))  # the log loss of a certain miss, as metrics.log_loss clips it
 
 
@@ -63,9 +62,9 @@ MISS = float(-np.log(EPS))  # the log loss of a certain miss, as metrics.log_los
 def member_view(name: str, preds: RowPreds, member: MemberConfig, where: str) -> np.ndarray:
     """The (N, 3) predictions member ``name`` contributes: the view its ``input`` names."""
     view = INPUT_VIEW[member.input]
-    if member.input in ("swapped", "both") and SWAP_VIEW not in preds.views:
+    if member.input in ("swapped", "both") and SWAPPED_VIEW not in preds.views:
         raise ReplicatorError(f"ensemble member {name}: input {member.input} needs its A/B-swapped "
-                              f"predictions (the {SWAP_VIEW} view) and {where} has only "
+                              f"predictions (the {SWAPPED_VIEW} view) and {where} has only "
                               f"{', '.join(preds.views)}: enable swap TTA for that member, e.g. "
                               "toggles: [..., tta]")
     if view not in preds.views:

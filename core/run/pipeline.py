@@ -303,7 +303,6 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     train key finished training there, else trained (resuming ``train_dir/checkpoint.pt``) and saved there."""
     from accelerate.utils import extract_model_from_parallel
 
-
     done = (train_dir / TRAIN_RESULT).exists() and not safetensors_problem(train_dir / WEIGHTS)
     barrier()  # every process has looked before the main process writes
     if done:

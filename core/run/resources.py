@@ -57,7 +57,6 @@ def measure_row_tokens(data_dir: Path) -> list[int]:
     converted once when it is not cached yet)."""
     from transformers import AutoTokenizer
 
-
     tokenizer = AutoTokenizer.from_pretrained(resolve_embedded("embedded:gemma-3-270m"))
     rows = read_competition_csv(Path(data_dir) / "lmsys-chatbot-arena" / "train.csv", require_labels=True)
     texts = ["\n".join(t or "" for t in r["prompt"] + r["response_a"] + r["response_b"]) for r in rows]

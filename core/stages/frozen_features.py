@@ -127,7 +127,6 @@ def read_cache(folder: Path) -> dict[str, np.ndarray]:
 
 def write_shard(folder: Path, keys: list[str], vectors: np.ndarray) -> None:
 
-
     buf = io.BytesIO()
     np.savez(buf, keys=np.array(keys), vectors=vectors.astype(np.float32))
     name = hashlib.sha1("".join(keys).encode()).hexdigest()[:16]
@@ -138,7 +137,6 @@ def write_shard(folder: Path, keys: list[str], vectors: np.ndarray) -> None:
 def load_backbone(model_cfg):
     """(frozen base model in eval mode, tokenizer, local path or hub id) of ``model.base``."""
     from transformers import AutoModel
-
 
     path = resolve_base(model_cfg.base)
     with quiet_transformers():
@@ -178,7 +176,6 @@ def encode_texts(model, tokenizer, items: list[tuple[list[int], int]], features_
                  progress: bool) -> np.ndarray:
     """Pooled vectors of the encoded ``items`` ((ids, response start) pairs), in their order."""
     import torch
-
 
     device = next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(items)

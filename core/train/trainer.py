@@ -213,7 +213,6 @@ class Loop:
     def save(self, step: int) -> None:
         import torch
 
-
         main = self.acc.is_main_process  # a sharded model is gathered whole to it: every process takes part
         trainable = trainable_to_save(self.model, self.acc.unwrap_model(self.model), main)
         engine = zero.is_engine(self.model)
@@ -236,7 +235,6 @@ class Loop:
 
     def resume(self) -> None:
         import torch
-
 
         state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
         load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
@@ -273,7 +271,6 @@ class Loop:
         """Load the best evaluated weights into the model; what the summary says of the evaluations."""
         from safetensors.torch import load_file
 
-
         step, score = min(self.evals, key=lambda e: (e[1], e[0]))
         load_trainable(self.acc.unwrap_model(self.model), load_file(str(best)), where=str(best))
         log.info("kept the weights of step %d (validation log loss %.5f)", step, score)
@@ -285,7 +282,6 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
-
 
     train_config = stage.train
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
@@ -321,7 +317,6 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
 def _micro_step(loop: Loop, rows, encoder, tokenizer, train_config, loss_fn, aux_loss, scale: float) -> float:
     """Forward and backward of one micro-batch, its loss multiplied by ``scale``; that loss as a float."""
     import torch
-
 
     acc = loop.acc
     seqs = [encoder(r, train_config.max_length) for r in rows]
@@ -376,7 +371,6 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
     the update; the step's mean loss over all processes (per micro-batch, or per row with ``by_rows``)."""
 
     import torch
-
 
     acc = loop.acc
     own_sync = is_sharded(loop.model) or is_engine(loop.model)  # not DDP's no_sync
