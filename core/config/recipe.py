@@ -87,7 +87,9 @@ class ModelConfig:
     load_in_4bit: bool = param(False, "QLoRA: load the backbone in 4-bit nf4 (bitsandbytes)")
     load_in_8bit: bool = param(False, "load the backbone in 8-bit (bitsandbytes)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
-        "auto", "auto = bf16 on CUDA, fp32 on CPU")
+        "auto", "auto = bf16 where the device computes it natively (CUDA with bf16; a CPU with AMX or "
+                "AVX512-BF16), else fp32; trainable weights are kept in fp32 (master weights) either way, "
+                "except under adamw_kahan (core/model/precision.py)")
     gradient_checkpointing: bool = param(False, "trade compute for memory")
     revision: str | None = param(None, "hub revision")
     freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters "
@@ -95,6 +97,9 @@ class ModelConfig:
     attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th "
                                      "[R4])")
     sliding_window: bool = param(True, "false: every layer full attention (2nd [R2] from stage 2)")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = param(
+        "auto", "transformers' attention kernel; auto = transformers' choice for the model (sdpa where it "
+                "has it); flash_attention_2 needs CUDA and the flash-attn package (2nd [R2] trained with it)")
 
     def __post_init__(self):
         check_params(self)
@@ -108,13 +113,20 @@ class TrainConfig:
     lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on "
                             "top)", gt=0)
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
-    batch_size: int = param(4, "rows per micro-batch", ge=1)
-    grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
+    global_batch: int | None = param(
+        None, "rows per optimizer step over all processes, as the write-ups state it: the runner derives "
+              "each process's micro-batch rows (at most batch_size) and accumulation from the process count "
+              "(core/config/batch.py); with batch_tokens a step takes micro-batches until it holds this many "
+              "rows; null = batch_size x grad_accum per process (grows with the process count)", ge=1)
+    batch_size: int = param(4, "rows per micro-batch (with global_batch: at most, per process)", ge=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step and process (only without global_batch)",
+                            ge=1)
     batch_tokens: int | None = param(
         None, "token-budget micro-batches: as many length-grouped rows as fit in this many padded tokens "
-              "(rows x longest row; a longer row alone) instead of batch_size rows; an optimizer step is "
-              "still grad_accum micro-batches (per process), so its row count varies, and its gradient is "
-              "the mean over its rows; null = batch_size rows", ge=1)
+              "(rows x longest row; a longer row alone) instead of batch_size rows; an optimizer step "
+              "takes global_batch rows (or grad_accum micro-batches per process), so its micro-batch count "
+              "(or row count) varies, and its gradient is the mean over its rows; null = batch_size rows",
+        ge=1)
     packed: bool = param(False, "padding-free micro-batches: a micro-batch's rows concatenated into one "
                                 "sequence, position ids restarting per row (transformers masks attention "
                                 "between the rows; padding-free kernels with flash attention on CUDA; with "
@@ -149,6 +161,9 @@ class TrainConfig:
         check_params(self)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ParamError("betas", f"two values in [0, 1), got {self.betas}")
+        if self.global_batch is not None and self.grad_accum != 1:
+            raise ParamError("grad_accum", "give global_batch (rows per optimizer step; the runner derives "
+                                           "the accumulation) or grad_accum, not both")
         if self.warmup_ratio and self.warmup_steps:
             raise ParamError("warmup_ratio", "give warmup_steps or warmup_ratio, not both")
 

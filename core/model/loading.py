@@ -12,6 +12,7 @@ from pathlib import Path
 from replicator.core.config.recipe import ModelConfig
 from replicator.core.errors import ReplicatorError
 from replicator.core.model.embedded import is_embedded, resolve_embedded
+from replicator.core.model.precision import load_dtype
 from replicator.core.model.sharding import is_sharded, load_full_state
 from replicator.core.model.tensors import HEAD_NAMES, NUM_LABELS, head_module
 from replicator.core.model.tiny import is_tiny, resolve_tiny
@@ -43,11 +44,8 @@ def resolve_base(base: str) -> str:
 
 
 def torch_dtype(cfg: ModelConfig):
-    import torch
-
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return getattr(torch, cfg.dtype)
+    """The dtype the backbone's weights load in (``model.dtype``; ``auto``: core/model/precision.py)."""
+    return load_dtype(cfg.dtype)
 
 
 def load_tokenizer(path: str):
@@ -108,6 +106,8 @@ def _load_backbone(cfg: ModelConfig, path: str):
     from transformers import AutoModelForSequenceClassification
 
     kwargs: dict = {"config": model_config(path, cfg), "dtype": torch_dtype(cfg)}
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     if cfg.load_in_4bit or cfg.load_in_8bit:

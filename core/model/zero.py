@@ -28,6 +28,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from replicator.core.config.batch import batching
 from replicator.core.errors import ReplicatorError
 from replicator.core.util.atomic import atomic_torch_save
 from replicator.core.util.distributed import rank, world_size
@@ -48,9 +49,10 @@ def is_engine(model) -> bool:
 def ds_config(train_config) -> dict:
     """The DeepSpeed config of a stage: ZeRO stage 2, the recipe's micro-batch, accumulation and clipping,
     the runner owning the accumulation boundary, no DeepSpeed precision (accelerate's autocast instead)."""
+    plan = batching(train_config, world_size())  # token budgets: the runner fills steps
     return {
-        "train_micro_batch_size_per_gpu": train_config.batch_size,
-        "gradient_accumulation_steps": train_config.grad_accum,
+        "train_micro_batch_size_per_gpu": plan.micro_rows,
+        "gradient_accumulation_steps": plan.accum or 1,
         "managed_gradient_accumulation": False,
         "gradient_clipping": float(train_config.max_grad_norm),
         "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": False},

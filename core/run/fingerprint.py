@@ -11,7 +11,8 @@
   ``replicator.core`` and ``replicator.plugins`` packages, read from their folders);
 * the third-party plugin distributions (and versions) the recipe uses;
 * the data files (``Plugins.data_files``) by content;
-* the device (cpu/cuda) and the versions of torch, transformers and peft;
+* the device (cpu/cuda), the dtype ``model.dtype: auto`` loads on it, and the versions of torch,
+  transformers and peft;
 * the number of processes (``WORLD_SIZE``, else accelerate's ``PartialState``), and the stages those
   processes train sharded (FSDP, :mod:`replicator.core.model.sharding`; DeepSpeed ZeRO-2,
   :mod:`replicator.core.model.zero`) with the strategy.
@@ -35,6 +36,7 @@ from pathlib import Path
 from replicator.core.config.canonical import hash_of, run_key
 from replicator.core.config.catalogue import ENTRY_POINT_GROUP, build_plugins
 from replicator.core.config.recipe import Resolved
+from replicator.core.model.precision import auto_dtype
 from replicator.core.model.sharding import strategy
 
 DISTRIBUTION = "arena-replicator"
@@ -138,6 +140,7 @@ def environment() -> dict:
         "device_name": (torch.cuda.get_device_name(0) if dev == "cuda"
                         else platform.processor() or platform.machine()),
         "torch_threads": torch.get_num_threads(),
+        "auto_dtype": auto_dtype(),  # what model.dtype auto loads here (core/model/precision.py)
         **{p: _version(p) for p in LIBRARIES},
     }
 

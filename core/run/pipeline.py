@@ -39,7 +39,7 @@ from replicator.core.data.collect import collect_rows
 from replicator.core.data.splits import sample_rows
 
 # the loaders and the training loop are called through their modules: tests replace them there
-from replicator.core.model import inference, loading
+from replicator.core.model import inference, loading, precision
 from replicator.core.model.gptq import write_calibration
 from replicator.core.model.sharding import strategy, trainable_to_save
 from replicator.core.predict.evaluate import evaluate, label_prior, labels_of
@@ -329,10 +329,11 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     if sharded:
         del model, weights
         return result | {"train_reused": False}, None, None
-    # without train.mixed_precision's autocast: prediction computes in the model's dtype, as from
-    # reused weights
-    return (result | {"train_reused": False}, extract_model_from_parallel(model, keep_fp32_wrapper=False),
-            tokenizer)
+    # without the training autocast, the fp32 master weights back in the weights' dtype: prediction computes
+    # as it does from reused weights (core/model/precision.py)
+    model = extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    precision.to_weights_dtype(model, info["dtype"])
+    return result | {"train_reused": False}, model, tokenizer
 
 
 def _valid_log_loss(plugins, tokenizer, stage: StageConfig, valid_rows):

@@ -403,6 +403,8 @@ def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
               "head_C": params["C"], "head_cv_log_loss": cv, "crossfit_folds": folds, **scores(preds, labels)}
     result["model"] = {"base": stage.model.base, "kind": "frozen_features", "lm": features_config.lm,
                        "n_inputs": len(params["mean"])}
+    if features_config.lm:  # the dtype the LM encoded in
+        result["model"]["dtype"] = str(torch_dtype(stage.model)).removeprefix("torch.")
     return StageResult(result, preds, labels, scored)
 
 

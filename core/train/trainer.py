@@ -2,8 +2,10 @@
 
 The same code runs in one process and under a launcher: ``accelerate launch --num_processes N`` on
 GPUs, ``torchrun --nproc_per_node N`` on CPU (gloo; ``accelerate launch --cpu`` starts one process
-unless MPI is set up): an optimizer step takes ``grad_accum`` micro-batches per process from one
-schedule (so N processes with ``grad_accum`` g give the same steps as one process with N x g);
+unless MPI is set up): an optimizer step takes ``global_batch`` rows from one schedule, whatever the
+process count (core/config/batch.py derives each process's micro-batch rows and accumulation; without
+``global_batch``, ``grad_accum`` micro-batches per process, so N processes with ``grad_accum`` g give the
+same steps as one process with N x g);
 each process takes every N-th micro-batch of the step, padded with weight-0 repeats to the same
 count, gradients are synchronised once per step (``no_sync`` before the last micro-batch), and
 the loss is scaled so that the averaged gradient is the mean over the step's micro-batches, as
@@ -32,10 +34,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from replicator.core.config.batch import batching, step_bounds
 from replicator.core.config.recipe import StageConfig
 from replicator.core.errors import ReplicatorError
 from replicator.core.model import zero
 from replicator.core.model.loading import load_trainable
+from replicator.core.model.precision import compute_precision, keep_masters
 from replicator.core.model.sharding import (
     FSDP_STRATEGIES,
     gradient_sync,
@@ -68,10 +72,12 @@ BEST = "best.safetensors"
 
 
 def epoch_schedule(train_rows, stage: StageConfig, plugins, encoder, seed: int, n_processes: int = 1):
-    """Per epoch: augmented rows and their micro-batches (``batch_size`` rows, or up to ``batch_tokens``
-    padded tokens); then the optimizer-step schedule: one step takes ``grad_accum`` micro-batches from
-    each of the ``n_processes`` processes."""
+    """Per epoch: augmented rows and their micro-batches (the derived micro-batch rows of
+    core/config/batch.py, or up to ``batch_tokens`` padded tokens); then the optimizer steps: where each
+    starts in the stage's list of micro-batches (``global_batch`` rows, or ``grad_accum`` micro-batches
+    from each of the ``n_processes`` processes), the end last."""
     train_config = stage.train
+    plan = batching(train_config, n_processes, f"stage {stage.name}: train")
     n_epochs = max(1, math.ceil(train_config.epochs))
     epochs = []
     for e in range(n_epochs):
@@ -82,15 +88,15 @@ def epoch_schedule(train_rows, stage: StageConfig, plugins, encoder, seed: int, 
         if train_config.batch_tokens:
             batches = token_budget_batches(lengths, units_of(rows), train_config.batch_tokens, rng)
         else:
-            batches = length_grouped_batches(lengths, units_of(rows), train_config.batch_size, rng)
+            batches = length_grouped_batches(lengths, units_of(rows), plan.micro_rows, rng)
         if e == n_epochs - 1 and train_config.epochs < n_epochs:
             batches = batches[: max(1, int(len(batches) * (train_config.epochs - (n_epochs - 1))))]
         epochs.append((rows, batches))
     micro = [(e, b) for e, (_, batches) in enumerate(epochs) for b in batches]
-    steps = math.ceil(len(micro) / (train_config.grad_accum * n_processes))
+    bounds = step_bounds([len(b) for _, b in micro], plan)
     if train_config.max_steps:
-        steps = min(steps, train_config.max_steps)
-    return epochs, micro, steps
+        bounds = bounds[: train_config.max_steps + 1]
+    return epochs, micro, bounds
 
 
 def keep_freed_memory() -> bool:
@@ -122,10 +128,9 @@ def _param_groups(model, train_config, head_name: str):
 
 
 def check_precision(model, train_config) -> None:
-    """Refuse to step 16-bit weights with a plain optimizer: an update smaller than half the weight's
-    bf16 spacing (2^-8 relative) is rounded away, so at lr 2.5e-6 most weights never move. Kahan-summed
-    AdamW keeps the lost part; fp32 weights (``model.dtype: float32``, with ``train.mixed_precision``
-    for 16-bit compute) are master weights. LoRA adapters are fp32 (peft) and exempt."""
+    """The guard after :func:`~replicator.core.model.precision.keep_masters`: no 16-bit trainable weight under
+    a plain optimizer. An update smaller than half the weight's bf16 spacing (2^-8 relative) is rounded
+    away, so at lr 2.5e-6 most weights would never move; Kahan-summed AdamW keeps the lost part."""
     import torch
 
     low = {p.dtype for p in model.parameters()
@@ -284,8 +289,12 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     from safetensors.torch import load_file
 
     train_config = stage.train
+    # the precision rules (core/model/precision.py): 16-bit weights compute under their own autocast, the
+    # trainable ones are fp32 masters (before the weights of init_from load into them, at full precision)
+    mixed = compute_precision(info["dtype"], train_config.mixed_precision)
+    keep_masters(model, train_config.optimizer)
     AcceleratorState._reset_state()  # each stage states its precision; the process group (PartialState) stays
-    acc = Accelerator(cpu=use_cpu(), mixed_precision=train_config.mixed_precision)
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=mixed)
     check_parallel(acc.distributed_type)
     if init_from is not None:
         n = load_trainable(model, load_file(str(init_from)), skip_head=stage.reinit_head,
@@ -296,7 +305,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     parallel = strategy(stage.launch.parallel)
     # FSDP2 by the runner (core/model/sharding.py): before the optimizer, which holds the sharded weights
     if parallel in FSDP_STRATEGIES:
-        model = shard_model(model, parallel, acc.device, train_config.mixed_precision)
+        model = shard_model(model, parallel, acc.device, mixed)
         log.info("training sharded over %d processes (%s, FSDP2)", acc.num_processes, parallel)
     optimizer = build_optimizer(_param_groups(model, train_config, info["head"]), train_config)
     # the runner steps the schedule (on the optimizer ZeRO wraps, too): accelerate would step a prepared
@@ -327,6 +336,7 @@ def _micro_step(loop: Loop, rows, encoder, tokenizer, train_config, loss_fn, aux
                                        acc.device)
     else:
         logits = forward_logits(loop.model, ids, mask)
+    logits = logits.float()  # an autocast forward's logits are 16-bit; the loss is computed in fp32
     extra = {"rows": rows, "input_ids": ids, "attention_mask": mask}
     loss = loss_fn(logits, labels, extra)
     if aux_loss is not None:
@@ -409,12 +419,12 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
     if use_cpu() and keep_freed_memory():
         log.debug("glibc malloc keeps freed memory for the next step (no mmaps, no trimming)")
     encoder = Encoder(plugins, tokenizer)
-    epochs, micro, steps = epoch_schedule(train_rows, stage, plugins, encoder, seed, world_size())
+    epochs, micro, bounds = epoch_schedule(train_rows, stage, plugins, encoder, seed, world_size())
+    steps = len(bounds) - 1
     loop = _start(stage, model, info, steps, init_from, artifacts)
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
-    group = train_config.grad_accum * acc.num_processes
     bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}",
                disable=not (progress and acc.is_main_process), dynamic_ncols=True, file=sys.stderr)
     loop.model.train()
@@ -425,8 +435,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
                            aux_loss, scale)
 
     for step in range(start, steps):
-        everyone = micro[step * group:(step + 1) * group]
-        step_loss = _step(loop, everyone, step * group, seed, run_micro,
+        everyone = micro[bounds[step]:bounds[step + 1]]
+        step_loss = _step(loop, everyone, bounds[step], seed, run_micro,
                           by_rows=bool(train_config.batch_tokens))
         _optimizer_step(loop, train_config)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere

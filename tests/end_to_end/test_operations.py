@@ -213,18 +213,18 @@ def test_a_failure_at_any_write_recovers_to_the_uninterrupted_numbers(isolated, 
 @pytest.mark.parametrize("budget", [[], ["train.batch_tokens=300", "train.max_grad_norm=0.01"]],
                          ids=["rows", "token_budget_clipped"])
 def test_two_processes_give_the_numbers_of_one_with_the_same_global_batch(isolated, tmp_path, budget):
-    """torchrun --nproc_per_node 2 (gloo) with grad_accum 1 against one process with grad_accum 2: the
-    same optimizer steps, loss history, validation metrics and per-row predictions (within 1e-5),
-    one set of files, the process count in the run id; with row batches and with token-budget batches
-    (micro-batches of varying row counts: each weighted by its rows in the step) with every step clipped
-    (the norm of the synchronised gradients)."""
+    """torchrun --nproc_per_node 2 (gloo) against one process, 16 rows per step (accumulation 1 against 2,
+    derived from global_batch): the same optimizer steps, loss history, validation metrics and per-row
+    predictions (within 1e-5), one set of files, the process count in the run id; with row batches and
+    with token-budget batches (micro-batches of varying row counts: each weighted by its rows in the step)
+    with every step clipped (the norm of the synchronised gradients)."""
     import numpy as np
 
     from replicator.core.scoring.row_predictions import read_row_predictions
 
-    one_dir, one, _ = _run(["train.grad_accum=2", *budget])
+    one_dir, one, _ = _run(["train.global_batch=16", *budget])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "replicator.core.cli", "run", str(RECIPES / "smoke.yaml"), *QUICK, "train.grad_accum=1",
+           "-m", "replicator.core.cli", "run", str(RECIPES / "smoke.yaml"), *QUICK, "train.global_batch=16",
            *budget]
     p = subprocess.run(cmd, env=_env(isolated), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]

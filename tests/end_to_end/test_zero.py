@@ -15,7 +15,7 @@ from ..smoke_runs import FULL, _finished, _one, _same_numbers, _two
 pytest.importorskip("deepspeed")  # the `deepspeed` extra: README's install command and .ci/run install it
 
 
-ZERO = ["train.grad_accum=1", "launch.parallel=zero2", "launch.gpus=2"]
+ZERO = ["train.global_batch=16", "launch.parallel=zero2", "launch.gpus=2"]
 
 
 #: 1st place's teachers in small: QLoRA (nf4 weights through bitsandbytes; 4-bit blocks need layers >= 64
@@ -36,11 +36,11 @@ BF16 = ["train.mixed_precision=bf16"]
                          ids=["lora_clipped_token_budget", "full_finetuning_kahan_eval", "qlora_4bit",
                               "bf16_autocast"])
 def test_zero2_over_two_processes_gives_the_numbers_and_weights_of_one(isolated, extra):
-    """Two processes under ZeRO-2 (grad_accum 1) against one process (grad_accum 2): the same loss history,
-    metrics, per-row predictions and saved weights within 1e-5, with every step's gradients clipped (by
-    DeepSpeed, over the partitions); the run id counts the sharding.
+    """Two processes under ZeRO-2 against one process, 16 rows per step (accumulation 1 against 2): the same
+    loss history, metrics, per-row predictions and saved weights within 1e-5, with every step's gradients
+    clipped (by DeepSpeed, over the partitions); the run id counts the sharding.
     With full fine-tuning, Kahan-summed AdamW inside ZeRO and periodic evaluation (best weights kept)."""
-    one_dir = _one([*QUICK, *extra, "train.grad_accum=2"])
+    one_dir = _one([*QUICK, *extra, "train.global_batch=16"])
     p = _two(isolated, [*QUICK, *extra, *ZERO])
     two_dir = _finished(p)
     assert "training over 2 processes with DeepSpeed ZeRO-2 (zero2)" in p.stderr
@@ -85,4 +85,4 @@ def test_a_killed_zero2_run_resumes_with_each_process_taking_its_partition_back(
     two_dir = _finished(p)
     main = json.loads((two_dir / "metrics.json").read_text())["stages"]["main"]
     assert (main["resumed_at_step"], main["optimizer_steps"]) == (2, 3)
-    _same_numbers(isolated, _one([*quick, "train.grad_accum=2"]), two_dir)
+    _same_numbers(isolated, _one([*quick, "train.global_batch=16"]), two_dir)

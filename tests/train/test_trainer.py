@@ -226,7 +226,7 @@ class _Plugins:
 def _stage(**train):
     from replicator.core.config.recipe import TrainConfig
 
-    return SimpleNamespace(train=TrainConfig(**train))
+    return SimpleNamespace(name="main", train=TrainConfig(**train))
 
 
 def test_plan_uses_the_token_budget_only_when_set():
@@ -244,16 +244,52 @@ def test_plan_uses_the_token_budget_only_when_set():
             pass
 
     cut = [min(n, 256) for n in lengths]
-    epochs, micro, steps = epoch_schedule(
+    epochs, micro, bounds = epoch_schedule(
         rows, _stage(batch_size=4, grad_accum=2, max_length=256), _Plugins(), encoder, 7
     )
     assert epochs[0][1] == length_grouped_batches(cut, units_of(rows), 4, random.Random("7:0"))
-    assert steps == -(-len(micro) // 2)
-    epochs, micro, steps = epoch_schedule(
+    assert len(bounds) - 1 == -(-len(micro) // 2)
+    epochs, micro, bounds = epoch_schedule(
         rows, _stage(batch_tokens=1024, grad_accum=2, max_length=256), _Plugins(), encoder, 7, n_processes=2
     )
     assert epochs[0][1] == token_budget_batches(cut, units_of(rows), 1024, random.Random("7:0"))
-    assert steps == -(-len(micro) // 4)
+    assert len(bounds) - 1 == -(-len(micro) // 4)
+
+
+@pytest.mark.parametrize("train", [{"batch_size": 4}, {"batch_size": 3}, {"batch_tokens": 1024}],
+                         ids=["micro4", "micro3", "token_budget"])
+def test_a_global_batch_gives_the_same_rows_per_step_and_steps_on_1_2_and_8_processes(train):
+    """``train.global_batch`` is rows per optimizer step whatever the process count: 1, 2 and 8 processes
+    split it into micro-batches and accumulation of their own, and take the same steps; without it the
+    rows per step grow with the processes (what the recipes did before)."""
+    from replicator.core.train.trainer import epoch_schedule
+
+    rows, lengths = _rows_and_lengths()
+    rows = [dict(r, n=n) for r, n in zip(rows, lengths, strict=True)]
+
+    class encoder:  # noqa: N801
+        def __new__(cls, row, max_length):
+            return [0] * min(row["n"], max_length)
+
+        @staticmethod
+        def prepare(rows, max_length):
+            pass
+
+    seen = {}
+    for n in (1, 2, 8):
+        _, micro, bounds = epoch_schedule(rows, _stage(global_batch=16, max_length=256, **train), _Plugins(),
+                                          encoder, 7, n_processes=n)
+        per_step = [sum(len(b) for _, b in micro[a:z]) for a, z in zip(bounds, bounds[1:], strict=False)]
+        assert sum(per_step) == len(rows)
+        if "batch_tokens" not in train:  # a micro-batch keeps a row's units together: at most its rows
+            assert max(per_step) <= 16 and sum(per_step[:-1]) / (len(per_step) - 1) > 12, per_step
+        else:  # steps fill to at least 16 rows
+            assert min(per_step[:-1]) >= 16
+        seen[n] = len(bounds) - 1
+    assert len(set(seen.values())) == 1, seen
+    grows = {n: len(epoch_schedule(rows, _stage(batch_size=4, grad_accum=2, max_length=256), _Plugins(),
+                                   encoder, 7, n_processes=n)[2]) - 1 for n in (1, 8)}
+    assert grows[8] < grows[1]
 
 
 def _tiny_classifier():

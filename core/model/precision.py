@@ -1,0 +1,86 @@
+"""The precision rules of a run, in one place: which dtype the weights load in, which dtype the trainable
+weights are kept in, and which dtype the forward computes in.
+
+* ``model.dtype: auto`` loads 16-bit weights where the device computes them natively: bf16 on a CUDA GPU
+  with bf16 arithmetic (Ampere and later), fp16 on an older CUDA GPU (V100, T4: 16th [P16] trained on
+  V100s), fp32 on a CPU. The choice is in the run id (``fingerprint.json``: the dtype the weights
+  loaded in) and in the log.
+* **Master weights.** The weights an optimizer steps are fp32 unless the optimizer is ``adamw_kahan``:
+  a plain AdamW update below half a bf16 weight's spacing (2^-8 relative) is rounded away. peft keeps
+  LoRA adapters in fp32 already; the rule adds the classification head (peft's trainable copy) and any
+  auxiliary head, and every weight of a full fine-tune, the way peft's k-bit preparation does for 4-bit
+  models. ``adamw_kahan`` (2nd [R2]) keeps 16-bit weights and Kahan-sums their updates.
+* **Compute.** A model whose frozen weights are 16-bit computes its forward in that dtype under autocast
+  (the fp32 adapters and heads too); ``train.mixed_precision`` asks for the same with fp32 weights.
+  Logits go to the loss in fp32.
+* **After training** the fp32 master copies go back to the weights' dtype, so that prediction right after
+  training computes as prediction from the saved weights does (which loads them into a model of that
+  dtype).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+#: the autocast name of each 16-bit dtype (accelerate's ``mixed_precision``)
+_MIXED = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def auto_dtype(device: str | None = None) -> str:
+    """What ``model.dtype: auto`` loads on ``device`` (``cuda`` or ``cpu``; None = CUDA when there is one)."""
+    import torch
+
+    cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if not cuda:
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
+def load_dtype(name: str):
+    """The torch dtype the weights load in for ``model.dtype`` ``name``."""
+    import torch
+
+    return getattr(torch, auto_dtype() if name == "auto" else name)
+
+
+def keep_masters(model, optimizer: str) -> list[str]:
+    """The trainable 16-bit weights of ``model`` cast to fp32 in place (master weights), unless
+    ``optimizer`` is ``adamw_kahan``; the names cast."""
+    import torch
+
+    if optimizer == "adamw_kahan":
+        return []
+    cast = [n for n, p in model.named_parameters()
+            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)]
+    for n, p in model.named_parameters():
+        if n in cast:
+            p.data = p.data.float()
+    if cast:
+        log.info("%d trainable 16-bit tensors kept in fp32 (master weights): %s", len(cast),
+                 ", ".join(cast[:3]) + (", ..." if len(cast) > 3 else ""))
+    return cast
+
+
+def compute_precision(weights_dtype: str, mixed_precision: str) -> str:
+    """The autocast a training forward runs under (accelerate's ``mixed_precision``): that of the 16-bit
+    dtype the model's weights loaded in (``weights_dtype``, e.g. ``bfloat16``), else
+    ``train.mixed_precision``."""
+    return _MIXED.get(weights_dtype, mixed_precision)
+
+
+def to_weights_dtype(model, weights_dtype: str) -> int:
+    """The fp32 trainable weights of a model loaded in 16-bit ``weights_dtype`` cast back to it (after
+    training, before prediction); how many were cast."""
+    import torch
+
+    if weights_dtype not in _MIXED:
+        return 0
+    dtype = getattr(torch, weights_dtype)
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype == torch.float32:
+            p.data = p.data.to(dtype)
+            n += 1
+    return n
