@@ -47,6 +47,17 @@ Conversion rules (arena schema)
   the Kaggle train [P1] [P16]; the count goes to the log; ``null`` keeps them. Every row whose prompt is
   in the validation split is dropped as well (``ctx.held_out_groups``: validation and test prompts).
 * Feeds the ``train`` split only; labels are hard one-hot, never NaN.
+
+Differences from the write-ups, stated
+--------------------------------------
+* The public "21k" set (abdullahmeda's de-duplicated 33k, discussion 500973; [P1]
+  ``lmsys-33k-deduplicated.csv``, [P2], [P16]) was built by a rule the posts do not give. ``dedup`` +
+  ``against`` is our rule (exact normalised prompt + unordered responses, within the set and against
+  the Kaggle train); that it leaves about 21k rows is not checked (the 33k set is not in the offline
+  data).
+* [R1] added all 33k (de-duplicated) rows to every fold's training rows. Here the rows whose prompt is
+  in the run's validation split are dropped, because a run refuses training rows that share a prompt
+  with its validation rows (``core/data/collect.py``): the score would count prompts seen in training.
 """
 
 from __future__ import annotations

@@ -30,6 +30,23 @@ DEFAULT_FAMILIES = [
     "llama-13b", "guanaco-33b", "pplx-70b-online", "pplx-7b-online",
 ]
 
+#: The model names of the competition's train.csv (64; the shared data's 1,478 rows have them all).
+COMPETITION_MODELS = [
+    "RWKV-4-Raven-14B", "alpaca-13b", "chatglm-6b", "chatglm2-6b", "chatglm3-6b", "claude-1", "claude-2.0",
+    "claude-2.1", "claude-instant-1", "codellama-34b-instruct", "deepseek-llm-67b-chat", "dolly-v2-12b",
+    "dolphin-2.2.1-mistral-7b", "falcon-180b-chat", "fastchat-t5-3b", "gemini-pro", "gemini-pro-dev-api",
+    "gpt-3.5-turbo-0125", "gpt-3.5-turbo-0314", "gpt-3.5-turbo-0613", "gpt-3.5-turbo-1106",
+    "gpt-4-0125-preview", "gpt-4-0314", "gpt-4-0613", "gpt-4-1106-preview", "gpt4all-13b-snoozy",
+    "guanaco-33b", "koala-13b", "llama-13b", "llama-2-13b-chat", "llama-2-70b-chat", "llama-2-7b-chat",
+    "llama2-70b-steerlm-chat", "mistral-7b-instruct", "mistral-7b-instruct-v0.2", "mistral-medium",
+    "mixtral-8x7b-instruct-v0.1", "mpt-30b-chat", "mpt-7b-chat", "nous-hermes-2-mixtral-8x7b-dpo",
+    "oasst-pythia-12b", "openchat-3.5", "openchat-3.5-0106", "openhermes-2.5-mistral-7b", "palm-2",
+    "pplx-70b-online", "pplx-7b-online", "qwen-14b-chat", "qwen1.5-4b-chat", "qwen1.5-72b-chat",
+    "qwen1.5-7b-chat", "solar-10.7b-instruct-v1.0", "stablelm-tuned-alpha-7b", "starling-lm-7b-alpha",
+    "stripedhyena-nous-7b", "tulu-2-dpo-70b", "vicuna-13b", "vicuna-33b", "vicuna-7b", "wizardlm-13b",
+    "wizardlm-70b", "yi-34b-chat", "zephyr-7b-alpha", "zephyr-7b-beta",
+]
+
 _DATE = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|\d{4})$")  # -20240229, -2024-04-09, -0613
 _TAG = re.compile(r"-(preview|latest)$")
 _VERSION = re.compile(r"-v\d+(\.\d+)*$")  # mixtral-8x7b-instruct-v0.1
@@ -71,29 +88,58 @@ def model_family(name: str | None) -> str | None:
         n = m
 
 
-def family_index(name: str | None, families: list[str]) -> int:
-    """Class index of a model name: its family's position, ``len(families)`` for "other",
-    :data:`IGNORE_INDEX` for an unknown name (the row is left out of the auxiliary loss)."""
-    fam = model_family(name)
+def arena_name(name: str | None) -> str | None:
+    """A model name as the 16th place's normalisation is quoted [P16] *(secondary copy)*: lower-cased,
+    ``gpt-4*`` -> ``gpt-4``, ``gpt-3.5*`` -> ``gpt-3.5-turbo``, ``claude-1`` -> ``claude-v1`` "...", read
+    here as: ``claude-instant-1`` -> ``claude-instant-v1`` too (the 33k set's spellings), every other name
+    kept as it is; None for a missing or blank name. The competition's 64 names give 58 classes
+    (:data:`ARENA_NAMES`), the number the copy states; every name of the 33k set is one of them."""
+    if name is None:
+        return None
+    n = str(name).strip().lower()
+    if not n:
+        return None
+    if n.startswith("gpt-4"):
+        return "gpt-4"
+    if n.startswith("gpt-3.5"):
+        return "gpt-3.5-turbo"
+    return {"claude-1": "claude-v1", "claude-instant-1": "claude-instant-v1"}.get(n, n)
+
+
+#: The 16th place's 58 model classes [P16] (secondary copy; its list is not known): the competition's
+#: 64 model names under :func:`arena_name`.
+ARENA_NAMES = sorted({arena_name(n) for n in COMPETITION_MODELS})
+NAMINGS = {"families": model_family, "arena": arena_name}
+
+
+def family_index(name: str | None, families: list[str], naming: str = "families") -> int:
+    """Class index of a model name: its family's position (``naming`` families: :func:`model_family`;
+    arena: :func:`arena_name`), then ``len(families)`` for "other" (families) or :data:`IGNORE_INDEX`
+    (arena: no "other" class), and :data:`IGNORE_INDEX` for an unknown name (the row is left out of the
+    auxiliary loss)."""
+    fam = NAMINGS[naming](name)
     if fam is None:
         return IGNORE_INDEX
     try:
         return families.index(fam)
     except ValueError:
-        return len(families)
+        return len(families) if naming == "families" else IGNORE_INDEX
 
 
-def _module(hidden_size: int, num_labels: int, families: list[str], weight: float, init: str, std: float):
+def _module(hidden_size: int, num_labels: int, families: list[str], weight: float, init: str, std: float,
+            naming: str = "families"):
     import torch
 
     class AuxModelHeadsModule(torch.nn.Module):
         """Three bias-free Linear heads on the same hidden state: preference (3), model_a family
-        (K + 1 with "other"), model_b family (K + 1). Output columns: [pref | model_a | model_b]."""
+        (K + 1 with "other"; K with naming arena), model_b (idem). Output columns:
+        [pref | model_a | model_b]."""
 
         def __init__(self):
             super().__init__()
-            k = len(families) + 1
+            k = len(families) + (1 if naming == "families" else 0)
             self.families, self.aux_weight, self.num_labels, self.k = list(families), weight, num_labels, k
+            self.naming = naming
             self.pref = torch.nn.Linear(hidden_size, num_labels, bias=False)
             self.model_a = torch.nn.Linear(hidden_size, k, bias=False)
             self.model_b = torch.nn.Linear(hidden_size, k, bias=False)
@@ -106,8 +152,8 @@ def _module(hidden_size: int, num_labels: int, families: list[str], weight: floa
             return torch.cat([self.pref(hidden), self.model_a(hidden), self.model_b(hidden)], dim=-1)
 
         def aux_targets(self, rows, device):
-            a = [family_index(r.get("model_a"), self.families) for r in rows]
-            b = [family_index(r.get("model_b"), self.families) for r in rows]
+            a = [family_index(r.get("model_a"), self.families, self.naming) for r in rows]
+            b = [family_index(r.get("model_b"), self.families, self.naming) for r in rows]
             return (torch.tensor(a, dtype=torch.long, device=device),
                     torch.tensor(b, dtype=torch.long, device=device))
 
@@ -142,13 +188,21 @@ class AuxModelHeads:
     (separate Linear layers). Training adds ``aux_loss`` = ``weight``·CE(model_a) +
     ``weight``·CE(model_b) to the ``loss`` hook's value; weight 0.1 and the normalisation to
     families (:func:`model_family`) come from a third-party copy of 16th's code [P16]
-    *(secondary)*; that copy has 58 classes, whose list is unknown here, so the default
-    ``families`` is our list. Rows whose model name is unknown (None or blank, e.g. test rows or
-    external data) are ignored in the auxiliary loss (``ignore_index``); a swapped row's names
-    are swapped with its responses (``swap_row``).
+    *(secondary)*. That copy has 58 classes, whose list is unknown here. ``naming: families`` (default)
+    classifies our ``families`` list (54 families + "other" = 55 classes, :func:`model_family`);
+    ``naming: arena`` classifies the 58 classes that the copy's quoted rule gives on the competition's
+    64 model names (:data:`ARENA_NAMES`, :func:`arena_name`; no "other" class: a name outside them is
+    ignored). Rows whose model name is unknown (None or blank, e.g. test rows or external data) are
+    ignored in the auxiliary loss (``ignore_index``); a swapped row's names are swapped with its
+    responses (``swap_row``).
     """
 
-    families: list[str] = param(DEFAULT_FAMILIES, "model families the aux heads classify (others -> 'other')")
+    families: list[str] = param(DEFAULT_FAMILIES, "model families the aux heads classify (others -> "
+                                                  "'other'); naming families only")
+    naming: Literal["families", "arena"] = param(
+        "families", "families: our family normalisation and the families list (+ 'other'); arena: the 58 "
+                    "classes of [P16]'s third-party copy (the competition's 64 names, gpt-4* and gpt-3.5* "
+                    "merged; families unused)")
     weight: float = param(0.1, "weight of each auxiliary cross-entropy ([P16] secondary copy: 0.1)", ge=0)
     init: Literal["normal", "zeros"] = param(
         "normal", "preference head init: normal (std = model's initializer_range) | zeros (start uniform)")
@@ -161,11 +215,15 @@ class AuxModelHeads:
         if fams != list(self.families):
             raise ParamError("families",
                              f"families must be given normalised (lower-case, stripped): {self.families}")
+        if self.naming == "arena" and list(self.families) != DEFAULT_FAMILIES:
+            raise ParamError("families", "naming arena classifies its own 58 names (ARENA_NAMES): leave "
+                                         "families out or use naming families")
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):
         std = float(getattr(getattr(model, "config", None), "initializer_range", 0.02) or 0.02)
-        return _module(hidden_size, num_labels, list(self.families), self.weight, self.init, std)
+        classes = ARENA_NAMES if self.naming == "arena" else list(self.families)
+        return _module(hidden_size, num_labels, classes, self.weight, self.init, std, self.naming)
 
 
 # ---------------------------------------------------------------- shared toggle: aux_names (vs default_head)

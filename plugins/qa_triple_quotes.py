@@ -41,6 +41,12 @@ class QATripleQuotes:
     added on top, ids hard-capped at 1100); here ``max_length`` covers the template too, so set it
     ~25 tokens higher to match. Because all turns are joined into one block there is one round:
     ``keep_end`` acts like ``longest_first``.
+
+    ``append_eos: false`` leaves the EOS out, so the last token, the one the head reads, is the
+    newline after the last triple quote: [R1] appended EOS, but with the pad token set to EOS the
+    sequence-classification head pools the last token before the first pad id, i.e. the token
+    before that EOS; under causal attention its hidden state is the same with or without the EOS
+    after it.
     """
 
     truncate: QAPolicy = param("prompt_then_answers", "prompt_then_answers (1st place) | keep_start | "
@@ -50,6 +56,8 @@ class QATripleQuotes:
     answer_words: int = param(700, "word pre-cut: keep the first N words of each answer [R1]; 0 = off", ge=0)
     prompt_tokens: int = param(256, "prompt_then_answers: the prompt keeps its first N tokens [R1]", ge=0)
     eos_replacement: str = param("<end>", "replaces literal EOS token text inside the conversation [R1]")
+    append_eos: bool = param(True, "append EOS (the head reads it); false: the head reads the token before "
+                                   "where it would stand, as [R1] did with pad = eos")
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
@@ -63,7 +71,7 @@ class QATripleQuotes:
         layout = tr.per_round(lambda pos, i: [
             'User question:\n"""', Ref("prompt", i), '"""\nAnswer A:\n"""', Ref("a", i),
             '"""\nAnswer B:\n"""', Ref("b", i), '"""\n'])
-        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=True,
+        out = tr.fit_row(row, tokenizer, layout, max_length, self.truncate, eos_end=self.append_eos,
                          rounds=[tuple(texts)], budgets=self.budgets, prompt_tokens=self.prompt_tokens)
         for key, n in cut.items():
             if n:

@@ -154,8 +154,8 @@ class TrainConfig:
     max_rows: int = param(0, "use at most this many training rows, sampled with the seed (0 = all)", ge=0)
     checkpoint_every: int = param(25, "optimizer steps between checkpoints", ge=1)
     eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with "
-                               "the lowest validation log loss are kept (1st [R1]: 400); 0 = keep the "
-                               "last", ge=0)
+                               "the lowest validation log loss are kept (1st [R1]: every 400 micro-batches = "
+                               "100 steps); 0 = keep the last", ge=0)
 
     def __post_init__(self):
         check_params(self)

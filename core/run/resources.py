@@ -2,9 +2,11 @@
 
 For each stage: the model built on the meta device (:mod:`replicator.core.model.meta`), its parameters
 and what trains, the memory per GPU of training and of inference (:mod:`replicator.core.model.memory`,
-estimates), the rows, tokens and optimizer steps of an epoch from the published sizes of the data
-it names, whether it fits the hardware of its ``launch:`` section, and the command that launches
-it. :func:`plan` computes (``--json`` prints it), :func:`format_plan` writes the table.
+estimates), the global batch and what each of the ``launch.gpus`` processes runs of it
+(:func:`replicator.core.config.batch.batching`, as the runner derives it), the rows, tokens and optimizer
+steps of an epoch from the published sizes of the data it names, whether it fits (and can run on) the
+hardware of its ``launch:`` section, and the command that launches it. :func:`plan` computes (``--json``
+prints it), :func:`format_plan` writes the table.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from replicator.core.config.batch import Batching, batching
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import NO_BF16, LaunchConfig, Resolved, StageConfig, resolve
 from replicator.core.data.competition import read_competition_csv
-from replicator.core.errors import RecipeError
+from replicator.core.errors import RecipeError, ReplicatorError
 from replicator.core.lib.full_size import capped
 from replicator.core.model import memory as M
 from replicator.core.model import meta
 from replicator.core.model.embedded import resolve_embedded
+from replicator.core.model.precision import compute_precision
 
 #: Gemma-3 tokens of a competition row (every turn of prompt, response_a and response_b joined by newlines,
 #: no template): percentiles 0..100 over the 1,478 real rows of the shared train.csv, measured with the
@@ -71,14 +75,33 @@ def source_rows(plugin, stage: StageConfig, recipe: str) -> dict | None:
     return None if rows is None else {"train": 0, "valid": 0, "pool": 0, **rows}
 
 
-def micro_batch_rows(t) -> float:
-    """Rows of ``max_length`` tokens in the largest training micro-batch: ``batch_size``, or with
-    ``train.batch_tokens`` the budget over ``max_length`` (rows x longest row <= budget: the most
-    activation memory is the budget's worth of tokens in rows of ``max_length``, whose attention is
-    widest; a row over the budget is alone, so at least one row)."""
+def micro_batch_rows(t, b: Batching | None = None) -> float:
+    """Rows of ``max_length`` tokens in the largest training micro-batch: with ``train.batch_tokens`` the
+    budget over ``max_length`` (rows x longest row <= budget: the most activation memory is the budget's
+    worth of tokens in rows of ``max_length``, whose attention is widest; a row over the budget is alone,
+    so at least one row); else the rows ``b`` derives for the stage's processes (``train.global_batch``),
+    or ``batch_size`` (without ``b``: the most one process holds)."""
     if getattr(t, "batch_tokens", None):
         return max(t.batch_tokens, t.max_length) / t.max_length
-    return t.batch_size
+    return b.micro_rows if b is not None else t.batch_size
+
+
+def attention_span(t, rows: float) -> int:
+    """Positions the attention of the largest micro-batch spans: its rows' ``max_length``, or with
+    ``train.packed`` (the rows concatenated into one sequence) all its tokens."""
+    return round(rows * t.max_length) if getattr(t, "packed", False) else t.max_length
+
+
+def optimizer_steps(rows: float, t, processes: int) -> int:
+    """Optimizer steps of an epoch of ``rows`` rows on ``processes`` processes: ``global_batch`` rows per
+    step whatever the process count (with token budgets a step takes micro-batches until it holds that
+    many: at most this many steps); without it ``batch_size`` x ``grad_accum`` rows per process, or with
+    token budgets full budgets of ``batch_tokens`` (at least this many steps)."""
+    if getattr(t, "global_batch", None):
+        return math.ceil(rows / t.global_batch)
+    if getattr(t, "batch_tokens", None):
+        return math.ceil(rows * mean_tokens(t.max_length) / (t.batch_tokens * t.grad_accum * processes))
+    return math.ceil(rows / (t.batch_size * t.grad_accum * processes))
 
 
 def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
@@ -100,10 +123,7 @@ def stage_data(stage: StageConfig, plugins, recipe: str, gpus: int) -> dict:
     per_epoch = train * math.prod(multipliers.values())
     valid = capped(sum(s.get("valid", 0) for s in sources.values()), stage.predict.max_rows)
     pool = sum(s.get("pool", 0) for s in sources.values())
-    if getattr(t, "batch_tokens", None):  # token budgets: full ones at best, so at least this many steps
-        steps = math.ceil(per_epoch * mean_tokens(t.max_length) / (t.batch_tokens * t.grad_accum * gpus))
-    else:
-        steps = math.ceil(per_epoch / (t.batch_size * t.grad_accum * gpus))
+    steps = optimizer_steps(per_epoch, t, gpus)
     total = math.ceil(steps * t.epochs)
     return {"sources": sources, "unknown_sources": unknown, "train_rows": train,
             "swap_multiplier": multipliers.pop("swap_multiplier"),
@@ -150,12 +170,34 @@ def _gib(d: dict[str, float]) -> dict[str, float]:
     return {k: round(v / M.GIB, 1) for k, v in d.items()}
 
 
-def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
-    """(meta counts, memory.Model) of the stage's model as the runner builds it."""
+#: GPUs flash_attention_2 does not run on (it needs Ampere or newer: the ones without bf16)
+NO_FLASH = NO_BF16
+
+
+def attention_of(resolved: Resolved, stage: StageConfig, c: meta.Counts, model) -> str:
+    """The attention implementation the runner's model gets: ``model.attn_implementation``, ``auto`` being
+    transformers' choice (``c.attention``: sdpa, or eager where the model has no SDPA, Gemma-2); a kernel
+    transformers refuses for the model is a RecipeError (the runner's load would fail)."""
+    asked = getattr(stage.model, "attn_implementation", "auto")
+    if asked == "auto":
+        return c.attention if c.attention in M.KERNELS else "sdpa"
+    supported = {"sdpa": "_supports_sdpa", "flash_attention_2": "_supports_flash_attn"}.get(asked)
+    if supported and not getattr(model, supported, True):
+        raise RecipeError(resolved.file, _key(resolved, stage, "model.attn_implementation"),
+                          f"transformers has no {asked} attention for {c.arch} (its default: {c.attention}); "
+                          "use eager, or flash_attention_2 where it has it")
+    return asked
+
+
+def stage_sizes(resolved: Resolved, stage: StageConfig, plugins, dtype: str = "bfloat16"):
+    """(meta counts, memory.Model, attention implementation) of the stage's model as the runner builds it,
+    in ``dtype``."""
 
     m, file = stage.model, resolved.file
     config = meta.load_config(m.base, file, _key(resolved, stage, "model.base"))
-    c = meta.counts(meta.build_meta(config, plugins))
+    model = meta.build_meta(config, plugins)
+    c = meta.counts(model)
+    attention = attention_of(resolved, stage, c, model)
     lora = None
     if m.lora is not None and not m.features:
         key = _key(resolved, stage, "model.lora.targets")
@@ -164,26 +206,115 @@ def stage_sizes(resolved: Resolved, stage: StageConfig, plugins):
         trainable, adapters = (0, 0) if m.features else meta.trainable(c, lora, m.freeze_layers)
     except ValueError as e:
         raise RecipeError(file, _key(resolved, stage, "model.freeze_layers"), str(e)) from None
+    eager = M.kernel(attention) == "eager"
+    masks = 1 + ("sliding_attention" in (getattr(config, "layer_types", None) or []))  # full (+ sliding)
     sizes = M.Model(
         total=c.total, quantizable=c.quantizable, trainable=trainable, adapters=adapters, layers=c.layers,
         hidden=c.hidden, kv_dim=c.kv_dim, layer_params=max(c.layer_params),
-        act_token=M.layer_elements(c.model_type, c.hidden, c.q_dim, c.kv_dim, c.intermediate),
-        act_attn=c.heads * M.EAGER_ATTENTION[c.softcap and m.attn_softcap] if c.attention == "eager" else 0.0,
+        act_token=M.layer_elements(c.model_type, c.hidden, c.q_dim, c.kv_dim, c.intermediate, attention),
+        act_attn=c.heads * M.EAGER_ATTENTION[c.softcap and m.attn_softcap] if eager else 0.0,
         act_lora=0.0 if lora is None else M.lora_elements([i for _, i, _ in lora[1]], lora[0],
-                                                           m.lora.dropout))
-    return c, sizes
+                                                           m.lora.dropout),
+        bwd_token=M.backward_elements(c.model_type, c.hidden, c.intermediate),
+        bwd_attn=c.heads * M.EAGER_BACKWARD if eager else 0.0,
+        bwd_freed=M.freed_elements(c.model_type, c.hidden, c.intermediate) if eager else 0.0,
+        fwd_attn=c.heads * M.EAGER_FORWARD if eager else 0.0,
+        mask_bytes=M.mask_bytes(attention, masks, M.DTYPE_BYTES[dtype]))
+    return c, sizes, attention
 
 
 def _budget_note(t) -> str:
+    steps = (f"the steps count {t.global_batch} rows each (a step takes micro-batches until it holds them)"
+             if getattr(t, "global_batch", None) else
+             "the steps count full budgets (padding and partly filled budgets add some)")
     return (f"train.batch_tokens {t.batch_tokens}: activations of the worst micro-batch, "
-            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; the steps count "
-            "full budgets (padding and partly filled budgets add some)")
+            f"{max(t.batch_tokens, t.max_length):,} tokens in rows of max_length; {steps}")
+
+
+def stage_batch(resolved: Resolved, stage: StageConfig) -> tuple[Batching | None, dict]:
+    """What each of the stage's ``launch.gpus`` processes runs of its global batch (as the runner derives
+    it), and its plan entry; (None, {error}) when the global batch does not split over them."""
+    t, gpus = stage.train, stage.launch.gpus
+    try:
+        b = batching(t, gpus, where=_key(resolved, stage, "train"))
+    except ReplicatorError as e:
+        return None, {"global_rows": t.global_batch, "processes": gpus, "stated": True, "error": str(e)}
+    return b, {"global_rows": b.global_rows, "micro_rows": b.micro_rows, "accumulation": b.accum,
+               "processes": gpus, "stated": b.stated, "token_budget": t.batch_tokens}
+
+
+def _attention_note(what: str, sizes: M.Model, attention: str, tokens: float, span: int, unit: int,
+                    mem: dict[str, float], gpu: str) -> str | None:
+    """What eager attention's s x s matrices take of an estimate that does not fit (``what``: train or
+    inference, ``tokens`` of its largest batch, attention over ``span`` positions)."""
+    s_by_s = M.attention_bytes(sizes, tokens, span, unit, training=what == "train") / M.GIB
+    if M.kernel(attention) != "eager" or s_by_s < 0.1 * mem["total"]:
+        return None
+    kept = "saved, their backward's gradients, the masks" if what == "train" else "at the softmax, the masks"
+    batch = "micro-batch" if what == "train" else "batch (predict.batch_tokens)"
+    fix = ("model.attn_implementation flash_attention_2 keeps none (sdpa where transformers has it)"
+           if gpu != "cpu" and gpu not in NO_FLASH else
+           f"fewer tokens per {batch.split(' ')[0]} take less (flash_attention_2, which keeps none, does "
+           f"not run on {gpu})")
+    return (f"{what}: eager attention's s x s matrices ({kept}) take {s_by_s:.1f} GiB of the "
+            f"{mem['total']:.1f} at the longest {batch}, {tokens:,.0f} tokens, attention over {span:,}; "
+            f"{fix}")
+
+
+def _fit_flags(out: dict, what: str, mem: dict, stage: StageConfig, sizes, attention: str, dtype: str,
+               train_shape: tuple, infer_shape: tuple) -> None:
+    """A flag (and a note on attention's share) where ``what`` (train / inference) does not fit the GPU;
+    ``train_shape``: (rows of the longest micro-batch, attention span), ``infer_shape``: (tokens per
+    batch, the longest row)."""
+    t, launch = stage.train, stage.launch
+    if mem["total"] <= launch.memory_gib:
+        return
+    out["flags"].append(f"DOES NOT FIT: {what} needs {mem['total']:.1f} GiB per GPU, {launch.gpu} "
+                        f"has {launch.memory_gib:g}")
+    if what == "train":
+        unit = 2 if out["model"]["mixed_precision"] in ("bf16", "fp16") else 4
+        rows, span = train_shape
+        note = _attention_note(what, sizes, attention, rows * t.max_length, span, unit, mem, launch.gpu)
+    else:
+        tokens, seq = infer_shape
+        note = _attention_note(what, sizes, attention, tokens, min(seq, tokens), M.DTYPE_BYTES[dtype], mem,
+                               launch.gpu)
+    if note:
+        out["notes"].append(note)
+
+
+def _plan_training(out: dict, resolved: Resolved, stage: StageConfig, sizes, dtype: str, quant, on_gpu: bool):
+    """The training part of a stage's plan: its batch (``out["batch"]``), optimizer and autocast
+    (``out["model"]``); (training memory, rows of the longest micro-batch, attention span)."""
+    m, t, launch, file = stage.model, stage.train, stage.launch, resolved.file
+    if quant and m.lora is None:
+        raise RecipeError(file, _key(resolved, stage, "model.lora"),
+                          "full fine-tuning of a 4/8-bit model is not possible; set model.lora")
+    optimizer, mixed = getattr(t, "optimizer", "adamw"), getattr(t, "mixed_precision", "no")
+    if optimizer not in M.OPTIMIZERS:
+        raise RecipeError(file, _key(resolved, stage, "train.optimizer"),
+                          f"the plan does not know {optimizer!r}; known: {', '.join(M.OPTIMIZERS)}")
+    b, out["batch"] = stage_batch(resolved, stage)
+    if b is None:
+        out["flags"].append(f"CANNOT RUN: {out['batch']['error']}")
+    rows = micro_batch_rows(t, b)
+    span = attention_span(t, rows)
+    out["batch"].update(memory_rows=round(rows, 2), row_tokens=t.max_length, attention_span=span)
+    train = _gib(M.train_memory(
+        sizes, dtype=dtype, quant=quant, optimizer=optimizer, mixed_precision=mixed,
+        parallel=launch.parallel, gpus=launch.gpus, rows=rows, seq_len=t.max_length,
+        checkpointing=m.gradient_checkpointing, gpu=on_gpu, span=span))
+    # the autocast the runner trains under (core/model/precision.py): a 16-bit model's own
+    out["model"].update(optimizer=optimizer, mixed_precision=compute_precision(dtype, mixed))
+    if getattr(t, "batch_tokens", None):
+        out["notes"].append(_budget_note(t))
+    return train, rows, span
 
 
 def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=()) -> dict:
     """The plan of one stage (see the module docstring); memory in GiB rounded to 0.1."""
 
-    m, t, launch, file = stage.model, stage.train, stage.launch, resolved.file
+    m, launch, file = stage.model, stage.launch, resolved.file
     out: dict[str, Any] = {"stage": stage.name, "base": m.base, "launch": {
         "gpus": launch.gpus, "gpu": launch.gpu, "memory_gib": launch.memory_gib, "parallel": launch.parallel},
         "flags": [], "notes": []}
@@ -191,45 +322,40 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
         out["notes"].append("a baseline: no model to plan")
         return out
     plugins = build_plugins(stage.plugins, file, unused=stage.unused_hooks)
-    c, sizes = stage_sizes(resolved, stage, plugins)
-    dtype = m.dtype if m.dtype != "auto" else "float32" if launch.gpu == "cpu" else "bfloat16"
+    # model.dtype auto (core/model/precision.py auto_dtype): fp32 on a CPU, fp16 on a GPU without bf16
+    dtype = m.dtype if m.dtype != "auto" else "float32" if launch.gpu == "cpu" else \
+        "float16" if launch.gpu in NO_BF16 else "bfloat16"
+    c, sizes, attention = stage_sizes(resolved, stage, plugins, dtype)
     quant, on_gpu = "nf4" if m.load_in_4bit else "int8" if m.load_in_8bit else None, launch.gpu != "cpu"
     tuning = "none (frozen features)" if m.features else "lora" if sizes.adapters else "full"
-    out["model"] = {"arch": c.arch, "layer_class": c.layer_class, "attention": c.attention, "params": c.total,
+    out["model"] = {"arch": c.arch, "layer_class": c.layer_class, "attention": attention,
+                    "attn_implementation": getattr(m, "attn_implementation", "auto"), "params": c.total,
                     "head": c.head, "published_size": c.total - c.head + c.lm_head,
                     "trainable": sizes.trainable, "lora_adapters": sizes.adapters, "dtype": dtype,
                     "quantization": quant, "fine_tuning": tuning}
     if M.activation_note(c.model_type):
         out["notes"].append(M.activation_note(c.model_type))
+    if attention == "flash_attention_2" and (not on_gpu or launch.gpu in NO_FLASH):
+        out["flags"].append(f"CANNOT RUN: model.attn_implementation flash_attention_2 needs an Ampere or "
+                            f"newer CUDA GPU (and the flash-attn package); {launch.gpu} is not one")
     memory: dict[str, Any] = {}
+    rows = span = 0.0
     if not m.features:
-        if quant and m.lora is None:
-            raise RecipeError(file, _key(resolved, stage, "model.lora"),
-                              "full fine-tuning of a 4/8-bit model is not possible; set model.lora")
-        optimizer, mixed = getattr(t, "optimizer", "adamw"), getattr(t, "mixed_precision", "no")
-        if optimizer not in M.OPTIMIZERS:
-            raise RecipeError(file, _key(resolved, stage, "train.optimizer"),
-                              f"the plan does not know {optimizer!r}; known: {', '.join(M.OPTIMIZERS)}")
-        memory["train"] = _gib(M.train_memory(
-            sizes, dtype=dtype, quant=quant, optimizer=optimizer, mixed_precision=mixed,
-            parallel=launch.parallel, gpus=launch.gpus, rows=micro_batch_rows(t), seq_len=t.max_length,
-            checkpointing=m.gradient_checkpointing, gpu=on_gpu))
-        out["model"].update(optimizer=optimizer, mixed_precision=mixed)
-        if getattr(t, "batch_tokens", None):
-            out["notes"].append(_budget_note(t))
+        memory["train"], rows, span = _plan_training(out, resolved, stage, sizes, dtype, quant, on_gpu)
     tokens, seq = (m.features.batch_tokens, m.features.max_length) if m.features else \
         (stage.predict.batch_tokens, stage.predict.max_length)
     infer_quant = "int8" if stage.predict.load_in_8bit else quant
+    # 8-bit prediction with the adapters merged first (predict.merge_lora, GPTQ: core/model/inference.py)
+    merged = bool(stage.predict.load_in_8bit and (getattr(stage.predict, "merge_lora", False)
+                                                  or getattr(stage.predict, "quantizer", "") == "gptq"))
     memory["inference"] = _gib(M.inference_memory(sizes, dtype=dtype, quant=infer_quant, tokens=tokens,
-                                                  seq_len=min(seq, tokens), gpu=on_gpu))
+                                                  seq_len=min(seq, tokens), gpu=on_gpu, merged=merged))
     out["memory_gib"] = memory
     for what, mem in memory.items():
-        if mem["total"] > launch.memory_gib:
-            out["flags"].append(f"DOES NOT FIT: {what} needs {mem['total']:.1f} GiB per GPU, {launch.gpu} "
-                                f"has {launch.memory_gib:g}")
+        _fit_flags(out, what, mem, stage, sizes, attention, dtype, (rows, span), (tokens, seq))
     if dtype == "bfloat16" and launch.gpu in NO_BF16:
         out["flags"].append(f"{launch.gpu} has no bfloat16: set model.dtype float16")
-    out["fits"] = not any(f.startswith("DOES NOT FIT") for f in out["flags"])
+    out["fits"] = not any(f.startswith(("DOES NOT FIT", "CANNOT RUN")) for f in out["flags"])
     if not m.features:
         out["data"] = stage_data(stage, plugins, resolved.name, launch.gpus)
         if out["data"]["unknown_sources"]:
@@ -287,6 +413,27 @@ def _model_lines(md: dict, memory: dict) -> list[str]:
                     for what, mem in memory.items()]
 
 
+def _batch_line(b: dict) -> str:
+    packed = b["attention_span"] > b["row_tokens"]
+    span = f" (packed: attention over {b['attention_span']:,})" if packed else ""
+    at = (f"; memory at the longest micro-batch: {b['memory_rows']:g} row(s) x {b['row_tokens']:,} "
+          f"tokens{span}")
+    n = b["processes"]
+    if "error" in b:
+        return (f"  batch      global batch {b['global_rows']} rows per optimizer step (train.global_batch): "
+                f"does not split over {n} GPU(s){at}")
+    if b["token_budget"]:
+        per = f"micro-batches of {b['token_budget']:,} padded tokens"
+        per += f" x {b['accumulation']} accumulation" if b["accumulation"] else ", as many as the rows need"
+    else:
+        per = f"{b['micro_rows']} row(s) x {b['accumulation']} accumulation"
+    if b["stated"]:
+        return (f"  batch      global batch {b['global_rows']} rows per optimizer step (train.global_batch)"
+                f" = {n} GPU(s) x {per}{at}")
+    return (f"  batch      {n} GPU(s) x {per} per optimizer step (no train.global_batch: the global batch "
+            f"grows with the GPU count){at}")
+
+
 def _data_lines(d: dict) -> list[str]:
     srcs = " + ".join(f"{a} {v['train']:,}" for a, v in d["sources"].items() if v.get("train"))
     swap = f" x{d['swap_multiplier']} swap" if d["swap_multiplier"] > 1 else ""
@@ -308,11 +455,14 @@ def format_plan(p: dict) -> str:
                       f"({lg['memory_gib']:g} GiB), {lg['parallel']}"]
         if "model" in s:
             lines += _model_lines(s["model"], s["memory_gib"])
+        if "batch" in s:
+            lines.append(_batch_line(s["batch"]))
         if "data" in s:
             lines += _data_lines(s["data"])
         lines += [f"  !! {f}" for f in s["flags"]] + [f"  note: {n}" for n in s["notes"]]
         if "command" in s:
             lines.append(f"  command    {s['command']}")
     lines += ["", f"note: {TOKENS_NOTE}", *[f"note: {n}" for n in p["notes"]],
-              "every stage fits" if p["fits"] else "SOME STAGES DO NOT FIT (!! above)"]
+              "every stage fits" if p["fits"] else
+              "SOME STAGES DO NOT FIT or cannot run on their launch (!! above)"]
     return "\n".join(lines)

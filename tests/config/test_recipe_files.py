@@ -14,7 +14,7 @@ from ..conftest import RECIPES
 
 def test_every_shipped_recipe_is_found_by_name_from_another_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert {"1st", "2nd", "3rd", "5th", "9th", "16th", "smoke", "cpu"} <= set(shipped_names())
+    assert {"1st", "2nd", "3rd", "5th", "9th", "16th", "author", "smoke", "cpu"} <= set(shipped_names())
     for name in shipped_names():
         assert find_recipe(name) == shipped_folder() / f"{name}.yaml"
         assert find_recipe(f"{name}.yaml") == find_recipe(f"recipes/{name}.yaml") == find_recipe(name)

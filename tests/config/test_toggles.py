@@ -65,7 +65,8 @@ CASES = [
     ("2nd.yaml", [], "head_reinit", "on", {"stages.stage3.reinit_head": (None, True)}),
     # aux model-name heads: 16th has them; smoke's zero-initialised default head becomes zero-initialised
     # aux heads
-    ("16th.yaml", [], "aux_names", "off", {"plugins.head": ({"use": "aux_model_heads", "weight": 0.1},
+    ("16th.yaml", [], "aux_names", "off", {"plugins.head": ({"use": "aux_model_heads", "weight": 0.1,
+                                                             "naming": "arena"},
                                                             {"use": "default_head", "init": "model"})}),
     ("smoke.yaml", [], "aux_names", "on", {"plugins.head": ({"use": "default_head", "init": "zeros"},
                                                             {"use": "aux_model_heads", "init": "zeros"})}),

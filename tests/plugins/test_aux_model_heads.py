@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import resolve
 from replicator.core.data.files import data_dir
-from replicator.plugins.aux_model_heads import IGNORE_INDEX, AuxModelHeads, family_index, model_family
+from replicator.plugins.aux_model_heads import (
+    ARENA_NAMES,
+    COMPETITION_MODELS,
+    IGNORE_INDEX,
+    AuxModelHeads,
+    arena_name,
+    family_index,
+    model_family,
+)
 
 from ..conftest import RECIPES, TINY
 
@@ -87,3 +95,36 @@ def test_aux_loss_ignores_unknown_names():
     rows[0]["model_a"] = "gpt-4-0314"
     expected = 0.1 * F.cross_entropy(logits[:1, 3:5], torch.tensor([0]))
     assert head.aux_loss(logits, {"rows": rows}).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+#: the model names of the external 33k set (lmsys/chatbot_arena_conversations)
+ARENA_33K_MODELS = ["alpaca-13b", "chatglm-6b", "claude-instant-v1", "claude-v1", "dolly-v2-12b",
+                    "fastchat-t5-3b", "gpt-3.5-turbo", "gpt-4", "gpt4all-13b-snoozy", "guanaco-33b",
+                    "koala-13b", "llama-13b", "mpt-7b-chat", "oasst-pythia-12b", "palm-2", "RWKV-4-Raven-14B",
+                    "stablelm-tuned-alpha-7b", "vicuna-13b", "vicuna-7b", "wizardlm-13b"]
+
+
+def test_arena_naming_gives_the_58_classes_of_16th_place():
+    """[P16] (secondary copy): the model names normalised (gpt-4* -> gpt-4, gpt-3.5* -> gpt-3.5-turbo,
+    claude-1 -> claude-v1, ...) to 58 classes: the competition's 64 names so normalised are 58."""
+    assert len(COMPETITION_MODELS) == 64 == len(set(COMPETITION_MODELS))
+    assert len(ARENA_NAMES) == 58 == len({arena_name(n) for n in COMPETITION_MODELS})
+    assert {arena_name(n) for n in ARENA_33K_MODELS} <= set(ARENA_NAMES)
+    assert [arena_name(n) for n in ("gpt-4-0613", "GPT-3.5-turbo-0125", "claude-1", "claude-instant-1",
+                                    "claude-2.1", None, " ")] == [
+        "gpt-4", "gpt-3.5-turbo", "claude-v1", "claude-instant-v1", "claude-2.1", None, None]
+    # no "other" class: a name outside the 58 is left out of the auxiliary loss
+    assert family_index("llama-3-70b-instruct", ARENA_NAMES, "arena") == IGNORE_INDEX
+    assert family_index("gpt-4-0314", ARENA_NAMES, "arena") == ARENA_NAMES.index("gpt-4")
+    head = AuxModelHeads(naming="arena").head(hidden_size=4, num_labels=3, model=None)
+    assert head.k == 58 and head(torch.zeros(1, 4)).shape == (1, 3 + 2 * 58)
+    with pytest.raises(ValueError, match="naming arena"):
+        AuxModelHeads(naming="arena", families=["gpt-4"])
+
+
+@pytest.mark.real_data
+def test_competition_models_are_the_names_of_the_shared_rows():
+    import pandas as pd
+
+    names = pd.read_csv(data_dir() / "lmsys-chatbot-arena" / "train.csv", usecols=["model_a", "model_b"])
+    assert set(names.stack()) == set(COMPETITION_MODELS)

@@ -25,3 +25,12 @@ def test_qa_word_precut_and_prompt_first_then_balance(tok):
     assert s.count("b") - 1 == 100 and s.count("a") == 300
     row = dict(ROW, response_a=["x <eos> y"])
     assert "x <end> y" in text(tok, QATripleQuotes().prompt_format(row=row, tokenizer=tok, max_length=10_000))
+
+
+def test_qa_without_eos_ends_on_the_token_r1_pooled(tok):
+    """[R1] appends EOS with pad = eos, so its head reads the token before the EOS: ``append_eos: false``
+    ends the input on that token."""
+    with_eos = QATripleQuotes().prompt_format(row=ROW, tokenizer=tok, max_length=10_000)
+    without = QATripleQuotes(append_eos=False).prompt_format(row=ROW, tokenizer=tok, max_length=10_000)
+    assert with_eos.input_ids[-1] == tok.eos_token_id
+    assert without.input_ids == with_eos.input_ids[:-1] and text(tok, without).endswith('"""\n')

@@ -23,7 +23,7 @@ def test_members_with_other_seeds_or_unknown_toggles_fail_before_anything_runs(i
     assert not (isolated / "reports").exists() or not any((isolated / "reports").rglob("metrics.json"))
 
 
-@pytest.mark.parametrize("name", ["1st", "2nd", "3rd", "5th", "9th", "16th"])
+@pytest.mark.parametrize("name", ["1st", "2nd", "3rd", "5th", "9th", "16th", "author"])
 def test_every_solution_recipe_plans_its_members_with_tiny(name, rich_data_dir, monkeypatch, tmp_path):
     """Each solution's folds:/ensemble: resolves, member by member, with -t tiny (nothing runs)."""
     monkeypatch.setenv("REPLICATOR_REPORTS", str(tmp_path / "reports"))
@@ -35,7 +35,7 @@ def test_every_solution_recipe_plans_its_members_with_tiny(name, rich_data_dir, 
     assert all(m.resolved.final.model.base.startswith("tiny:") for m in members)
     expected = {"1st": ["fold0", "fold1"], "2nd": ["gemma", "armorm"], "3rd": ["mark", "raja"],
                 "5th": ["original", "swapped"], "9th": ["gemma", "swapped", "llama"],
-                "16th": ["gemma", "second"]}
+                "16th": ["gemma", "second"], "author": ["gemma", "llama"]}
     assert [m.label for m in members] == expected[name]
 
 

@@ -20,9 +20,11 @@ from replicator.core.errors import RecipeError
 from replicator.core.run.resources import (
     ROW_TOKENS,
     accelerate_config,
+    format_plan,
     launch_command,
     mean_tokens,
     measure_row_tokens,
+    optimizer_steps,
     percentiles,
     plan_resources,
 )
@@ -32,7 +34,7 @@ from ..conftest import RECIPES
 pytestmark = pytest.mark.usefixtures("offline")
 
 
-SOLUTIONS = ["1st.yaml", "2nd.yaml", "3rd.yaml", "5th.yaml", "9th.yaml", "16th.yaml"]
+SOLUTIONS = ["1st.yaml", "2nd.yaml", "3rd.yaml", "5th.yaml", "9th.yaml", "16th.yaml", "author.yaml"]
 
 PARALLEL = get_args(get_type_hints(LaunchConfig)["parallel"])
 
@@ -139,7 +141,8 @@ def test_solution_plan_is_pinned(name, data_regression):
             "memory_gib": s["memory_gib"], "fits": s["fits"], "flags": s["flags"], "launch": s["launch"],
             "rows_per_epoch": d["rows_per_epoch"], "tokens_per_epoch_max": d["tokens_per_epoch_max"],
             "tokens_per_epoch_est": d["tokens_per_epoch_est"], "steps_per_epoch": d["steps_per_epoch"],
-            "steps": d["steps"], "predicted_rows": d["predicted_rows"],
+            "steps": d["steps"], "predicted_rows": d["predicted_rows"], "batch": s["batch"],
+            "attention": s["model"]["attention"],
             "command": s["command"].replace(str(RECIPES), "recipes")}
     data_regression.check(pinned)
 
@@ -161,6 +164,72 @@ def test_a_stage_that_does_not_fit_is_flagged_and_strict_fails():
     assert strict.exit_code == 1 and "SOME STAGES DO NOT FIT" in strict.output
 
 
+def test_eager_attention_costs_what_flash_attention_saves_and_a_plan_that_does_not_fit_says_so():
+    """2nd's stage 1 as the write-up's m0 but with rows of 8 x 4,340 tokens and eager attention: the s x s
+    matrices (saved, their backward's gradients, the masks) push it past 80 GiB, the plan says by how much
+    and what would save it; flash_attention_2 keeps none; sdpa is what transformers refuses for Gemma-2."""
+    rows = ["train.batch_tokens=null", "train.packed=false", "train.batch_size=8"]
+
+    def stage1(attention):
+        return plan_resources(RECIPES / "2nd.yaml", [], [*rows, f"model.attn_implementation={attention}"]
+                              )["stages"][0]
+
+    eager, flash = stage1("eager"), stage1("flash_attention_2")
+    e, f = eager["memory_gib"]["train"], flash["memory_gib"]["train"]
+    assert eager["model"]["attention"] == "eager" and flash["model"]["attention"] == "flash_attention_2"
+    assert eager["batch"]["memory_rows"] == 8 and e["temporary"] > 5 > f["temporary"]
+    assert e["activations"] - f["activations"] > 15  # 8 x 4,340 tokens x 16 heads x 4,340 x 4 x 2 B + masks
+    assert not eager["fits"] and flash["fits"] and e["total"] > 80
+    assert any(n.startswith("train: eager attention's s x s matrices") and "flash_attention_2" in n
+               for n in eager["notes"])
+    # FSDP2's resident shard (shard_grad_op keeps the gathered model from forward to backward beside it)
+    assert f["weights"] == pytest.approx(f["gathered"] / 4, abs=1.5)
+    auto = plan_resources(RECIPES / "2nd.yaml", [], [*rows, "model.attn_implementation=auto"])["stages"][0]
+    assert auto["model"]["attention"] == "eager"  # transformers' own choice for Gemma-2
+    with pytest.raises(RecipeError, match="model.attn_implementation: transformers has no sdpa attention"):
+        stage1("sdpa")
+    v100 = plan_resources(RECIPES / "2nd.yaml", [], ["model.attn_implementation=flash_attention_2",
+                                                      "launch.gpu=V100-32GB"])
+    assert any(f.startswith("CANNOT RUN: model.attn_implementation flash_attention_2")
+               for f in v100["stages"][0]["flags"]) and not v100["fits"]
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_one_two_and_eight_gpus_give_the_same_global_batch_and_steps(gpus):
+    """train.global_batch: the plan derives each process's rows and accumulation for launch.gpus as the
+    runner does, and the optimizer steps do not change with the GPU count."""
+    base = plan_resources(RECIPES / "16th.yaml", [], ["train.global_batch=16", "launch.gpus=1"])["stages"][0]
+    p = plan_resources(RECIPES / "16th.yaml", [], ["train.global_batch=16", f"launch.gpus={gpus}"])
+    stage = p["stages"][0]
+    b = stage["batch"]
+    assert b["global_rows"] == 16 and b["stated"] and b["processes"] == gpus
+    assert b["micro_rows"] * b["accumulation"] * gpus == 16 and b["micro_rows"] <= 2  # 16th's batch_size 2
+    assert stage["data"]["steps"] == base["data"]["steps"] == -(-stage["data"]["rows_per_epoch"] // 16)
+    assert "global batch 16 rows per optimizer step (train.global_batch)" in format_plan(p)
+
+
+def test_a_global_batch_that_does_not_split_over_the_gpus_is_flagged():
+    p = plan_resources(RECIPES / "16th.yaml", [], ["train.global_batch=8", "launch.gpus=3"])
+    stage = p["stages"][0]
+    assert not p["fits"] and not stage["fits"] and "error" in stage["batch"]
+    assert stage["flags"][0].startswith("CANNOT RUN: train.global_batch: 8 rows per step do not split over 3 "
+                                        "processes; launch with one of [1, 2, 4, 8] processes")
+    assert stage["data"]["steps"] == -(-stage["data"]["rows_per_epoch"] // 8)  # the steps stay the recipe's
+    text = format_plan(p)
+    assert "does not split over 3 GPU(s)" in text and "SOME STAGES DO NOT FIT" in text
+
+
+def test_optimizer_steps_of_a_global_batch_do_not_depend_on_the_processes():
+    from replicator.core.config.recipe import TrainConfig
+
+    stated = TrainConfig(global_batch=16, batch_size=4)
+    assert {optimizer_steps(1000, stated, n) for n in (1, 2, 8)} == {63}
+    budget = TrainConfig(global_batch=16, batch_size=4, batch_tokens=4096, max_length=512)
+    assert {optimizer_steps(1000, budget, n) for n in (1, 2, 8)} == {63}
+    per_process = TrainConfig(batch_size=4, grad_accum=2)  # no global_batch: grows with the processes
+    assert [optimizer_steps(1000, per_process, n) for n in (1, 2, 8)] == [125, 63, 16]
+
+
 def test_json_has_the_numbers_of_the_plan():
     from typer.testing import CliRunner
 
@@ -172,19 +241,20 @@ def test_json_has_the_numbers_of_the_plan():
 
 
 def test_the_plan_counts_the_token_budget():
-    from replicator.core.run.resources import plan_resources
-
-    from ..conftest import RECIPES
-
     def stage(overrides):
         return plan_resources(RECIPES / "smoke.yaml", [],
-                              ["launch.gpu=cpu", "launch.gpu_memory_gb=64", *overrides])["stages"][0]
+                              ["launch.gpu=cpu", "launch.gpu_memory_gb=64", "train.batch_size=4",
+                               "train.max_length=512", *overrides])["stages"][0]
 
-    rows = stage(["train.batch_size=4", "train.max_length=512"])
-    budget = stage(["train.batch_size=4", "train.max_length=512", "train.batch_tokens=4096"])
+    rows, budget = stage([]), stage(["train.batch_tokens=4096"])
     act = rows["memory_gib"]["train"]["activations"]
     assert budget["memory_gib"]["train"]["activations"] == pytest.approx(2 * act, rel=0.05)  # 8 rows of 512
-    assert budget["data"]["steps"] < rows["data"]["steps"]
+    assert budget["batch"]["memory_rows"] == 8 and rows["batch"]["memory_rows"] == 4
+    # a global batch: its rows per step, budgets or not; without one, full budgets of tokens per step
+    assert budget["data"]["steps"] == rows["data"]["steps"]
+    per_process = ["train.global_batch=null", "train.grad_accum=2"]
+    fewer = stage([*per_process, "train.batch_tokens=4096"])["data"]["steps"]
+    assert fewer < stage(per_process)["data"]["steps"]
     assert any("batch_tokens 4096" in n for n in budget["notes"]) and not any(
         "batch_tokens" in n for n in rows["notes"]
     )
