@@ -242,6 +242,7 @@ def overrides_for(args, length: int) -> list[str]:
         f"model.base={args.model}",
         f"train.max_length={length}",
         f"train.batch_size={args.batch_size}",
+        "train.global_batch=null",  # one process: batch_size x grad_accum rows per step, as the HF Trainer's
         f"train.grad_accum={args.grad_accum}",
         "plugins.swap.train=none",
         "train.checkpoint_every=1000000",

@@ -150,7 +150,7 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
 
 #: a tiny-model version of the smoke recipe, for end-to-end tests in seconds
 TINY = ["model.base=tiny:llama", "model.lora.r=32", "train.max_rows=0", "predict.max_rows=0",
-        "train.batch_size=8", "train.grad_accum=1", "train.warmup_steps=0", "train.max_length=128",
+        "train.batch_size=8", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
 #: ... in one epoch on 48 training rows and 24 validation rows
 QUICK = TINY + ["train.epochs=1", "train.max_rows=48", "predict.max_rows=24"]

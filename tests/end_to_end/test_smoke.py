@@ -22,7 +22,7 @@ from ..conftest import RECIPES
 
 pytestmark = [pytest.mark.smoke, pytest.mark.real_data]
 
-CUT = ["train.max_rows=48", "predict.max_rows=24", "train.max_steps=4", "train.grad_accum=1",
+CUT = ["train.max_rows=48", "predict.max_rows=24", "train.max_steps=4",
        "train.checkpoint_every=2"]
 
 
