@@ -3,6 +3,7 @@
     python -m benchmarks.train_throughput            # CPU, fp32, embedded:gemma-3-270m, 256 and 1024 tokens
     python -m benchmarks.train_throughput --quick    # a fast check of the whole path (tiny:llama, 2 steps)
     python -m benchmarks.train_throughput --cuda     # CUDA, bf16, Gemma-2-2B and 9B shapes (random weights)
+    python -m benchmarks.train_throughput --dtype bfloat16   # CPU, bf16 weights (HF: bf16=True), 256/1024
 
 In one invocation, back to back (each trainer in a fresh child process, so that nothing one sets or
 leaves behind, such as the allocator setting of :func:`replicator.core.train.trainer.keep_freed_memory`,
@@ -32,8 +33,13 @@ wall time to other processes on the same cores), the peak resident memory during
 (VmRSS sampled every 20 ms; on CUDA the peak allocated GPU memory), and the utilisation: 4 x N x useful
 tokens/s (N = parameters of the backbone without the embeddings, the adapters and the head; a frozen
 weight costs 2 FLOPs per token forward and 2 for the input gradient; LoRA's own FLOPs and attention are
-not counted) over the FLOP/s of a 2048^3 fp32 matmul measured in the trainer's process just before it
-(CPU), or the GPU's bf16 peak (MFU, on CUDA). One JSON line per trainer and length, then a table.
+not counted) over the FLOP/s of a 2048^3 matmul in the benchmark's dtype (``--dtype``: fp32 or bf16, the
+peak the trainer can reach in that dtype) measured in the trainer's process just before it (CPU), or the
+GPU's bf16 peak (MFU, on CUDA). The CPU model and its bf16 flags come first. With ``--dtype bfloat16`` both
+trainers get the model in bf16 as the project loads it; the HF ``Trainer`` runs with ``bf16=True`` (its
+best CPU setting, with ``group_by_length`` in ``hf_grouped``), the project's trainer with its precision
+rules (fp32 masters of the trainable weights, bf16 autocast: core/model/precision.py). One JSON line per
+trainer and length, then a table.
 """
 
 from __future__ import annotations
@@ -204,6 +210,20 @@ def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> fl
     return 2 * n**3 / best / 1e9
 
 
+def cpu_line() -> str:
+    """The CPU model, its bf16 flags and what ``model.dtype: auto`` loads on it."""
+    import platform
+
+    from replicator.core.model.precision import auto_dtype, cpu_bf16, cpu_flags
+
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    flags = sorted(f for f in cpu_flags() if f.startswith(("amx", "avx512_bf16", "avx512f")))
+    return (f"CPU: {model or platform.processor() or platform.machine()}; flags {' '.join(flags) or 'none'}; "
+            f"native bf16 {'yes' if cpu_bf16() else 'no'}; model.dtype auto -> {auto_dtype('cpu')}")
+
+
 def backbone_params(model) -> int:
     """Parameters of the backbone that every token meets: no embeddings, adapters or head."""
     from replicator.core.model.tensors import HEAD_NAMES
@@ -250,7 +270,7 @@ def overrides_for(args, length: int) -> list[str]:
         "train.epochs=1",
         "train.warmup_steps=2",
         "train.max_steps=0",
-        *(["model.dtype=bfloat16"] if args.cuda else ["model.dtype=float32"]),
+        f"model.dtype={args.dtype}",
         *args.override,
     ]
 
@@ -324,7 +344,7 @@ def token_budget_for(s: Setting) -> int:
 # ---------------------------------------------------------------- the trainers
 
 
-def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
+def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool, bf16: bool = False) -> dict:
     import inspect
 
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -357,7 +377,7 @@ def run_hf(s: Setting, strategy: str, warmup: int, cuda: bool) -> dict:
         remove_unused_columns=False,
         disable_tqdm=True,
         use_cpu=not cuda,
-        bf16=cuda,
+        bf16=cuda or bf16,
     )
     if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
         kw["train_sampling_strategy"] = strategy
@@ -430,13 +450,14 @@ def run_one(args, name: str, length: int, steps: int) -> dict | None:
     if name == "packed" and flash_attention_available():
         print(f"packed: not run ({flash_attention_available()})", file=sys.stderr)
         return None
-    peak = {"matmul_gflops": round(matmul_gflops(512 if args.quick else 2048), 1)} if not args.cuda else {}
+    peak = ({"matmul_gflops": round(matmul_gflops(512 if args.quick else 2048, args.dtype), 1),
+             "matmul_dtype": args.dtype} if not args.cuda else {})
     s = prepare(args, length, args.batch_size * args.grad_accum * (steps + args.warmup))
     budget = token_budget_for(s)
     if name == "hf_random":
-        res = run_hf(s, "random", args.warmup, args.cuda)
+        res = run_hf(s, "random", args.warmup, args.cuda, args.dtype == "bfloat16")
     elif name == "hf_grouped":
-        res = run_hf(s, "group_by_length", args.warmup, args.cuda)
+        res = run_hf(s, "group_by_length", args.warmup, args.cuda, args.dtype == "bfloat16")
     elif name == "ours_grouped":
         res = run_ours(s, None, args.warmup, args.cuda)
     elif name == "ours_tokens":
@@ -449,6 +470,7 @@ def run_one(args, name: str, length: int, steps: int) -> dict | None:
         "model": args.model,
         "rows": len(s.rows),
         "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
         **peak,
         **res,
     }
@@ -480,6 +502,8 @@ def run_length(args, length: int, steps: int) -> list[dict]:
             str(args.grad_accum),
             "--recipe",
             args.recipe,
+            "--dtype",
+            args.dtype,
             "--model",
             args.model,
             *(["--quick"] if args.quick else []),
@@ -543,7 +567,7 @@ def finish(results: list[dict], peak_gflops: float | None, peak_name: str) -> No
     what = (
         f"{peak_gflops:.1f} GFLOP/s ({peak_name})"
         if peak_gflops
-        else "the 2048^3 fp32 matmul GFLOP/s "
+        else f"the 2048^3 {results[0].get('matmul_dtype', 'float32')} matmul GFLOP/s "
         f"of the trainer's process ({', '.join(str(r['matmul_gflops']) for r in results)})"
     )
     print(
@@ -592,6 +616,8 @@ def main(argv=None) -> None:
         "--steps", type=int, nargs="+", default=None, help="timed optimizer steps per length (12 4)"
     )
     p.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps per trainer (2)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                   help="model.dtype of both trainers and the peak matmul (CPU: float32; --cuda: bf16)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -601,6 +627,7 @@ def main(argv=None) -> None:
     )
     p.add_argument("--one", choices=TRAINERS, help=argparse.SUPPRESS)  # a child: one trainer, one length
     args = p.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.cuda else "float32")
     quick = args.quick
     args.lengths = args.lengths or ([64, 128] if quick else [256, 1024])
     args.model = args.model or ("tiny:llama" if quick else None if args.cuda else "embedded:gemma-3-270m")
@@ -645,6 +672,7 @@ def main(argv=None) -> None:
             finish(results, peak, peak_name)
         return
 
+    print(cpu_line(), file=sys.stderr, flush=True)
     t0 = time.time()
     results = [
         r

@@ -81,5 +81,6 @@ def run_key(fingerprint_info: dict) -> dict:
     return {"config_hash": info["config_hash"], "seed": info["seed"], "data_hash": info["data_hash"],
             "version": info["code"]["version"], "code_hash": info["code"]["hash"],
             "plugin_distributions": info["plugin_distributions"], "n_processes": info["n_processes"],
-            "sharding": info.get("sharding", {}), "device": env["device"], "torch": env["torch"],
+            "sharding": info.get("sharding", {}), "device": env["device"],
+            "auto_dtype": env.get("auto_dtype"), "torch": env["torch"],
             "transformers": env["transformers"], "peft": env["peft"]}

@@ -181,11 +181,15 @@ def encode_texts(model, tokenizer, items: list[tuple[list[int], int]], features_
     out: list[np.ndarray | None] = [None] * len(items)
     batches = token_batches([len(ids) for ids, _ in items], features_config.batch_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    last_only = list(features_config.layers) == [-1]
     with torch.inference_mode(), tqdm(total=len(items), desc="features", disable=not progress,
                                       mininterval=5) as bar:
         for batch in batches:
             ids, mask = collate([items[i][0] for i in batch], pad, device)
-            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            if last_only:  # the final state alone: no other layer's states are kept
+                hidden = {-1: model(input_ids=ids, attention_mask=mask).last_hidden_state}
+            else:
+                hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             for n, i in enumerate(batch):
                 out[i] = _pool(hidden, features_config.layers, features_config.pool, n, items[i][1],
                                len(items[i][0]))

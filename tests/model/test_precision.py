@@ -20,12 +20,33 @@ def _loaded(recipe: str, *overrides: str, toggles=("tiny",)):
     return stage, model, info
 
 
-def test_auto_is_fp32_on_a_cpu_and_16_bit_on_cuda():
+def test_the_cpu_bf16_flags_are_read_and_auto_is_in_the_run_id(monkeypatch, tmp_path):
+    """A CPU's native bf16 flags (``/proc/cpuinfo``) are found and said; what auto loads is in the run key."""
     import torch
 
+    from replicator.core.config.canonical import hash_of, run_key
+    from replicator.core.run import fingerprint
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert precision.cpu_bf16(precision.cpu_flags(str(info))) == ["avx512_bf16"]
+    assert precision.cpu_flags(str(tmp_path / "none")) == set()  # not Linux: no flags
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert "amx_bf16" in precision.why_auto() or torch.cuda.is_available()
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    assert "emulated" in precision.why_auto() or torch.cuda.is_available()
     assert precision.auto_dtype("cpu") == "float32"
     assert precision.load_dtype("bfloat16") == torch.bfloat16
     assert precision.load_dtype("auto") == getattr(torch, precision.auto_dtype())
+    env = fingerprint.environment()
+    assert env["auto_dtype"] == precision.auto_dtype()
+    keys = []
+    for auto in ("float32", "bfloat16"):
+        info = {"config_hash": "c", "seed": 0, "data_hash": "d", "code": {"version": "v", "hash": "h"},
+                "plugin_distributions": {}, "n_processes": 1, "environment": dict(env, auto_dtype=auto)}
+        keys.append(hash_of(run_key(info)))
+    assert keys[0] != keys[1]
 
 
 def test_a_bf16_lora_model_trains_fp32_heads_and_adapters_over_bf16_frozen_weights():
@@ -87,3 +108,18 @@ def test_a_bf16_training_step_moves_the_head_at_a_small_learning_rate(optimizer,
         assert min(moved) > 0.9, moved
     else:  # Kahan keeps bf16 weights: the step lands partly in its compensation buffer
         assert {after[n].dtype for n in head} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("quant", ["model.load_in_4bit=true", "model.load_in_8bit=true"])
+def test_a_kbit_model_trained_with_bf16_compute_predicts_after_training(quant, rich_data_dir, isolated):
+    """bf16 compute (auto on CUDA) with 4/8-bit weights: peft's k-bit preparation makes the unquantized
+    weights fp32, so the trained head must stay fp32 for the prediction that follows training (casting it
+    back to bf16 stopped it: m1 and m2 of different dtypes)."""
+    from replicator.core.run.pipeline import run_recipe
+
+    r = resolve(RECIPES / "smoke.yaml", [], ["model.base=tiny:llama128", quant, "model.dtype=bfloat16",
+                                             "train.max_rows=16", "predict.max_rows=8", "train.max_steps=1",
+                                             "train.max_length=64", "predict.max_length=64"],
+                data_dir=rich_data_dir)
+    _, m, _ = run_recipe(r, rich_data_dir, progress=False)
+    assert m["stages"]["main"]["optimizer_steps"] == 1
