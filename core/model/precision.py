@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 
+from replicator.core.config.recipe import NO_BF16
+
 log = logging.getLogger(__name__)
 
 #: what :func:`load_dtype` said of ``auto`` (it says it once)
@@ -65,6 +67,13 @@ def auto_dtype(device: str | None = None) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
+def planned_auto_dtype(gpu: str) -> str:
+    """What ``auto`` will load on the hardware a recipe's ``launch.gpu`` names (``replicate plan``): on a
+    ``cpu`` launch what this CPU gets, fp16 on a GPU without bf16 arithmetic, else bf16 (the rule of
+    :func:`auto_dtype`, for a device that is not this one)."""
+    return auto_dtype("cpu") if gpu == "cpu" else "float16" if gpu in NO_BF16 else "bfloat16"
+
+
 def why_auto() -> str:
     """Why ``auto`` loads what it loads here, for the log."""
     import torch
@@ -95,11 +104,11 @@ def keep_masters(model, optimizer: str) -> list[str]:
 
     if optimizer == "adamw_kahan":
         return []
-    cast = [n for n, p in model.named_parameters()
-            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)]
+    cast = []
     for n, p in model.named_parameters():
-        if n in cast:
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
+            cast.append(n)
     if cast:
         log.info("%d trainable 16-bit tensors kept in fp32 (master weights): %s", len(cast),
                  ", ".join(cast[:3]) + (", ..." if len(cast) > 3 else ""))

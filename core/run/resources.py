@@ -27,7 +27,7 @@ from replicator.core.lib.full_size import capped
 from replicator.core.model import memory as M
 from replicator.core.model import meta
 from replicator.core.model.embedded import resolve_embedded
-from replicator.core.model.precision import auto_dtype, compute_precision
+from replicator.core.model.precision import compute_precision, planned_auto_dtype
 
 #: Gemma-3 tokens of a competition row (every turn of prompt, response_a and response_b joined by newlines,
 #: no template): percentiles 0..100 over the 1,478 real rows of the shared train.csv, measured with the
@@ -322,10 +322,7 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
         out["notes"].append("a baseline: no model to plan")
         return out
     plugins = build_plugins(stage.plugins, file, unused=stage.unused_hooks)
-    # model.dtype auto (core/model/precision.py auto_dtype): on a cpu launch what this CPU computes natively,
-    # fp16 on a GPU without bf16
-    dtype = m.dtype if m.dtype != "auto" else auto_dtype("cpu") if launch.gpu == "cpu" else \
-        "float16" if launch.gpu in NO_BF16 else "bfloat16"
+    dtype = m.dtype if m.dtype != "auto" else planned_auto_dtype(launch.gpu)
     c, sizes, attention = stage_sizes(resolved, stage, plugins, dtype)
     quant, on_gpu = "nf4" if m.load_in_4bit else "int8" if m.load_in_8bit else None, launch.gpu != "cpu"
     tuning = "none (frozen features)" if m.features else "lora" if sizes.adapters else "full"

@@ -123,3 +123,9 @@ def test_a_kbit_model_trained_with_bf16_compute_predicts_after_training(quant, r
                 data_dir=rich_data_dir)
     _, m, _ = run_recipe(r, rich_data_dir, progress=False)
     assert m["stages"]["main"]["optimizer_steps"] == 1
+
+
+def test_the_plan_uses_the_same_auto_rule_for_the_hardware_it_names():
+    assert precision.planned_auto_dtype("V100-32GB") == precision.planned_auto_dtype("T4") == "float16"
+    assert precision.planned_auto_dtype("A100-80GB") == "bfloat16"
+    assert precision.planned_auto_dtype("cpu") == precision.auto_dtype("cpu")
