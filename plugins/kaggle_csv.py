@@ -12,6 +12,7 @@ from replicator.core.data.files import (
     resolve_data_path as resolve,  # ``file`` under the data dir unless absolute
 )
 from replicator.core.data.splits import copy_row, sample_rows, split_fold, split_valid
+from replicator.core.errors import ReplicatorError
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import sources
 from replicator.core.lib.full_size import capped
@@ -117,7 +118,10 @@ class KaggleCSV:
                 raise sources.missing_data_error(self.data_check(data_dir))
             rows = sample_rows(rows, self.max_rows, seed)
             if self.folds:
-                return split_fold(rows, self.folds, self.fold, seed)
+                try:
+                    return split_fold(rows, self.folds, self.fold, seed)
+                except ReplicatorError as e:  # the file and the parameter named (folds.k sets it)
+                    raise ReplicatorError(f"{path}: kaggle_csv folds = {self.folds}: {e}") from None
             return split_valid(rows, self.valid_fraction, seed)
 
         # one split per instance; a new seed or a changed file replaces it

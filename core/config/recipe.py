@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import yaml
 from replicator.core.config.canonical import complete_config, hash_of
 from replicator.core.config.catalogue import build_plugins, catalogue
 from replicator.core.config.patch import merge_patch, parse_override
-from replicator.core.config.recipe_files import find_recipe
+from replicator.core.config.recipe_files import find_recipe, read_recipe
 from replicator.core.config.sections import check_sections
 from replicator.core.config.toggles import apply_toggle, recipe_toggles
 from replicator.core.errors import RecipeError
@@ -315,6 +316,22 @@ class Resolved:
         return yaml.safe_dump(self.complete, sort_keys=False, allow_unicode=True, width=100)
 
 
+#: the largest seed: numpy's legacy seeding and scikit-learn's random_state take [0, 2**32 - 1]
+MAX_SEED = 2**32 - 1
+#: a recipe or stage name: it names folders (reports/<name>/, artifacts/<name>/<run_id>/<stage>/), so no
+#: path separator, no leading dot or dash, nothing empty
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def check_name(name: Any, file: str, key: str, where: str = "") -> None:
+    """``name`` is an identifier-like string (:data:`NAME`), else a RecipeError naming ``key``."""
+    if not isinstance(name, str):
+        raise RecipeError(file, key, f"expected a string, got {type(name).__name__} {name!r}{where}")
+    if not NAME.fullmatch(name):
+        raise RecipeError(file, key, f"{name!r} is not a name: letters, digits, '_', '-' and '.', starting "
+                          f"with a letter, a digit or '_', at most 100 characters (it names a folder){where}")
+
+
 def config_hash(config: dict) -> str:
     return hash_of(config)
 
@@ -322,10 +339,7 @@ def config_hash(config: dict) -> str:
 def load_yaml(path: str | Path) -> dict:
     """The recipe file's mapping: ``path``, or the shipped recipe of that name (:func:`find_recipe`)."""
     path = find_recipe(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(str(path), "(yaml)", f"not valid YAML: {e}") from None
+    data = read_recipe(path)
     if not isinstance(data, dict):
         raise RecipeError(str(path), "(top)", "a recipe is a mapping")
     return data
@@ -339,12 +353,16 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
     raw = load_yaml(path)
     _check_top_keys(raw, file, TOP_KEYS, "")
     cfg, labels = patch_config(raw, file, toggles, overrides)
+    named = "name" in cfg
     cfg.setdefault("name", path.stem)
     seed = cfg.setdefault("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(file, "seed", f"expected an integer, got {seed!r}")
-    if not isinstance(cfg["name"], str):
-        raise RecipeError(file, "name", "expected a string")
+    if not 0 <= seed <= MAX_SEED:
+        raise RecipeError(file, "seed", f"expected an integer in [0, 2**32 - 1] (what numpy's and "
+                          f"scikit-learn's seeding take), got {seed}")
+    check_name(cfg["name"], file, "name", "" if named else " (taken from the file name: set name: in the "
+                                                           "recipe)")
     subs = cfg.get("substitutions")
     if subs is not None and not (isinstance(subs, list) and all(isinstance(x, str) for x in subs)):
         raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
@@ -419,6 +437,7 @@ def build_stages(cfg: dict, file: str) -> list[StageConfig]:
     stages: list[StageConfig] = []
     for sname, patch in stages_raw.items():
         key = f"stages.{sname}" if "stages" in cfg else ""
+        check_name(sname, file, key, " (a stage name)")
         stages.append(_build_stage(sname, patch or {}, defaults, stages, file, key))
     return stages
 

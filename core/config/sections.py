@@ -15,6 +15,8 @@ from replicator.core.params import ParamError, build, check_params, param
 if TYPE_CHECKING:
     from replicator.core.config.recipe import Resolved
 
+#: the most folds a ``folds:`` section may ask for (each fold is a run of its own, planned up front)
+MAX_FOLDS = 100
 #: an ensemble member's name
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -23,7 +25,8 @@ NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 class FoldsConfig:
     """The ``folds:`` section of a recipe."""
 
-    k: int = param(5, "number of folds (sets plugins.<plugin>.folds)", ge=2)
+    k: int = param(5, f"number of folds (sets plugins.<plugin>.folds); at most {MAX_FOLDS}: each fold is "
+                      "a whole run, resolved before anything runs", ge=2)
     plugin: str = param("data", "alias of the data plugin block whose folds/fold parameters choose the "
                                 "validation rows (kaggle_csv: a StratifiedGroupKFold by prompt)")
     run: list[int] | None = param(None, "the folds to run (null = all k); each is an ordinary, reusable run")
@@ -34,6 +37,8 @@ class FoldsConfig:
 
     def __post_init__(self):
         check_params(self)
+        if self.k > MAX_FOLDS:  # before anything counts the folds: k = 1000000 must fail at once
+            raise ParamError("k", f"k must be at most {MAX_FOLDS} (each fold is a whole run), got {self.k}")
         folds = self.folds
         bad = [i for i in folds if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.k]
         if bad:

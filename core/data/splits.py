@@ -15,6 +15,8 @@ import random
 
 import numpy as np
 
+from replicator.core.errors import ReplicatorError
+
 log = logging.getLogger(__name__)
 
 
@@ -54,8 +56,10 @@ def split_fold(rows: list[dict], folds: int, fold: int, seed: int) -> tuple[list
         raise ValueError(f"split_fold needs labelled rows; {len(unlabeled)} have none "
                          f"(e.g. id {unlabeled[0]})")
     n_groups = len({r["group"] for r in rows})
-    if n_groups < folds:
-        raise ValueError(f"cannot make {folds} folds from {n_groups} distinct prompt group(s)")
+    if n_groups < folds:  # the data's fault, not the caller's: an error shown without a traceback
+        raise ReplicatorError(f"cannot make {folds} folds from {n_groups} distinct prompt group(s) of "
+                              f"{len(rows)} row(s): ask for at most {n_groups} (the recipe's folds.k, or "
+                              "its data block's folds)")
     from sklearn.model_selection import StratifiedGroupKFold
 
     y = np.array([int(np.argmax(r["label"])) for r in rows])

@@ -213,6 +213,24 @@ def estimate_seconds(name: str, base_toggles: list[str], of=run_seconds) -> floa
     return statistics.median(found) if found else None
 
 
+def refuse_combination(recipe: Path, r: Resolved, where: str) -> None:
+    """An ablation compares single runs: a recipe with a ``folds:`` or ``ensemble:`` section (which ``run``
+    turns into member runs and their combination) is refused, saying what to ablate instead, rather
+    than run as one plain run with the section dropped."""
+    sections = [k for k in ("folds", "ensemble") if r.config.get(k) is not None]
+    if not sections:
+        return
+    what = " and ".join(f"{k}:" for k in sections)
+    whole = "run each variant whole (`replicate run RECIPE -t TOGGLE`) and compare them (`replicate report`)"
+    instead = (f"ablate one fold run with --set folds=null (the fold its data block sets), or {whole}"
+               if sections == ["folds"] else
+               "ablate a member (its recipe file, with its toggles as -b), or this recipe alone with --set "
+               f"ensemble=null; or {whole}")
+    raise ReplicatorError(f"{recipe}: {what} section{where}: `replicate run` runs its members and "
+                          "combines them, while `replicate ablate` compares single runs and would drop the "
+                          f"section, so it refuses; {instead}")
+
+
 def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
                   seeds: list[int] | None = None, base_toggles: list[str] = (), overrides: list[str] = (),
                   data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False) -> Plan:
@@ -230,6 +248,7 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
                                   "the variant would equal the base")
     ddir = Path(data_dir) if data_dir is not None else default_data_dir()
     first = resolve(recipe, base_toggles, list(overrides), data_dir=ddir)
+    refuse_combination(recipe, first, "")
     seeds = [first.seed] if seeds is None else list(seeds)
     estimate = estimate_seconds(first.name, base_toggles)
     predict_estimate = estimate_seconds(first.name, base_toggles, of=predict_seconds)
@@ -239,6 +258,7 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
         base = resolve(recipe, base_toggles, over, data_dir=ddir)
         for variant, r in [("base", base), *((t, resolve(recipe, [*base_toggles, t], over, data_dir=ddir))
                                              for t in toggles)]:
+            refuse_combination(recipe, r, "" if variant == "base" else f" (with toggle {variant!r})")
             if variant != "base" and r.config_hash == base.config_hash:
                 raise ReplicatorError(f"{recipe}: toggle {variant!r} changes nothing on top of "
                                       f"{' '.join(base_toggles) or 'the recipe'}: nothing to measure")

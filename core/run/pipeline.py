@@ -37,9 +37,10 @@ from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import Resolved, StageConfig
 from replicator.core.data.collect import collect_rows
 from replicator.core.data.splits import sample_rows
+from replicator.core.errors import RecipeError, ReplicatorError
 
 # the loaders and the training loop are called through their modules: tests replace them there
-from replicator.core.model import inference, loading, precision
+from replicator.core.model import inference, loading, meta, precision
 from replicator.core.model.gptq import write_calibration
 from replicator.core.model.sharding import strategy, trainable_to_save
 from replicator.core.predict.evaluate import evaluate, label_prior, labels_of
@@ -410,12 +411,46 @@ def _finish(state: RunState, stages: dict[str, dict]) -> dict:
     return metrics
 
 
+def decoder_layers(base: str, file: str) -> int | None:
+    """The decoder layer count of ``base`` from its config (shipped, ``tiny:``, a local folder, or the hub
+    cache; nothing downloaded), None when no config is at hand."""
+    try:
+        config = meta.load_config(base, file, "model.base")
+    except (ReplicatorError, ValueError, OSError):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(base, local_files_only=True)
+        except Exception:  # not cached, not a hub id, an unknown architecture: the model load will tell
+            return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "num_hidden_layers", None)
+    return n if isinstance(n, int) else None
+
+
+def check_feature_layers(resolved: Resolved, stage: StageConfig) -> None:
+    """A frozen-feature stage's ``model.features.layers`` index the model's hidden states: 0 (the embeddings)
+    to the layer count, or -1 (the last) back to -(count + 1); another is a RecipeError naming the key,
+    before the model loads (for a base whose config is at hand)."""
+    f = stage.model.features
+    if f is None or not f.lm:
+        return
+    n = decoder_layers(stage.model.base, resolved.file)
+    bad = [i for i in f.layers if n is not None and not -(n + 1) <= i <= n]
+    if bad:
+        where = f" (stage {stage.name})" if len(resolved.stages) > 1 else ""
+        raise RecipeError(resolved.file, "model.features.layers", f"{bad} out of range{where}: "
+                          f"{stage.model.base} has {n} decoder layers, so its hidden states are 0 (the "
+                          f"embeddings) to {n}, or -1 (the last) to -{n + 1}")
+
+
 def preflight(resolved: Resolved, run_dir: Path, artifacts: Path) -> None:
-    """What a run checks before it takes its lock: baseline names, the reports and artifacts folders
-    writable (a probe file, so a read-only folder fails here and not after training)."""
+    """What a run checks before it takes its lock: baseline names, frozen-feature layers, the reports and
+    artifacts folders writable (a probe file, so a read-only folder fails here and not after training)."""
     for s in resolved.stages:  # an unknown baseline name fails before anything is written
         if baselines.is_baseline(s.model.base):
             baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
+        check_feature_layers(resolved, s)
     writable_folder(run_dir, "reports folder (REPLICATOR_REPORTS)")
     writable_folder(artifacts, "artifacts folder (REPLICATOR_ARTIFACTS)")
 
