@@ -5,8 +5,12 @@ seeds of one variant (or the ``variant`` key of ``fingerprint.json`` names it). 
 base (the base run's). For each variant the report gives the log loss (mean over seeds, ± their
 standard deviation), the change against the base with a 95% paired bootstrap interval over prompt
 groups and seeds (rows paired by (seed, id): only rows both runs predicted), accuracy, top-label
-calibration error, wall time and tokens; and two reference rows on the same validation rows:
-uniform (ln 3) and the class prior. It says in words which differences the intervals resolve.
+calibration error, wall time and tokens; and reference rows on the same validation rows, each with
+the paired interval of base − reference: uniform (ln 3), the class prior, and the two fitted
+baselines every run computes (core/stages/baseline.py), the length regression and the length-and-style
+regression (from the runs' ``baseline_length`` / ``baseline_style`` views; a run made before a view
+existed leaves its row to the other runs, or out, with a note). It says in words which differences the
+intervals resolve.
 
 Runs whose data hash, validation rows or environment (device, torch, transformers, peft) differ
 from the base are flagged; ``strict`` refuses them.

@@ -170,7 +170,8 @@ def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Varian
 
 def _stages(base_variant: Variant) -> list[dict]:
     """Each stage of the base's first run: its rows, its validation log loss without TTA, with TTA and
-    postprocessed, the length baseline on the same rows, optimizer steps and wall time (metrics.json)."""
+    postprocessed, the length and the length-and-style baselines on the same rows (None for a run made
+    before that baseline existed), optimizer steps and wall time (metrics.json)."""
     run = base_variant.runs[0]
     out = []
     for name, st in run.stages().items():
@@ -178,6 +179,7 @@ def _stages(base_variant: Variant) -> list[dict]:
                     "n_valid_rows": st.get("n_valid_rows"), "log_loss": st.get("log_loss"),
                     "tta_log_loss": st.get("tta_log_loss"), "final_log_loss": st.get("final_log_loss"),
                     "length_log_loss": st.get("baseline_length_log_loss"),
+                    "style_log_loss": st.get("baseline_style_log_loss"),
                     "optimizer_steps": st.get("optimizer_steps"), "seconds": st.get("seconds")})
     return out
 
@@ -195,8 +197,17 @@ def _substitutions(base_variant: Variant) -> list[str]:
 UNIFORM = "uniform (ln 3)"
 PRIOR = "class prior (training shares)"
 LENGTH = "length features (logistic regression)"
+STYLE = "length and style features (logistic regression)"
 PRIOR_CROSSFIT = "class prior (cross-fitted validation shares)"
-PRIOR_VIEW, LENGTH_VIEW = "baseline_prior", "baseline_length"
+PRIOR_VIEW, LENGTH_VIEW, STYLE_VIEW = "baseline_prior", "baseline_length", "baseline_style"
+#: the fitted baselines' reference rows: (name, view, since when runs have the view, what it is)
+FITTED_REFERENCES = (
+    (LENGTH, LENGTH_VIEW, "every run computed the baselines",
+     "multinomial logistic regression on response and prompt lengths"),
+    (STYLE, STYLE_VIEW, "every run computed the length-and-style baseline",
+     "multinomial logistic regression on response and prompt lengths plus style counts (refusals, bold, "
+     "headers, question marks, digits, paragraphs, links; A − B and |A − B|, identical, both refuse)"),
+)
 
 
 def _prior_reference(runs: list[Run]) -> tuple[str, str, dict] | None:
@@ -219,19 +230,20 @@ def _prior_reference(runs: list[Run]) -> tuple[str, str, dict] | None:
             "(metrics.json has no train_label_prior)", probs)
 
 
-def _length_reference(runs: list[Run], notes: list[str]) -> tuple[str, str, dict] | None:
-    """(name, source, per-run probabilities) of the length baseline, from the runs that have its view."""
-    have = [r for r in runs if LENGTH_VIEW in r.preds.views]
+def _view_reference(runs: list[Run], notes: list[str], name: str, view: str, since: str,
+                    what: str) -> tuple[str, str, dict] | None:
+    """(name, source, per-run probabilities) of a fitted baseline, from the runs that have its view; a
+    note names the runs without it (made before ``since``), None when none has it."""
+    have = [r for r in runs if view in r.preds.views]
     if len(have) < len(runs):
         missing = ", ".join(r.run_id for r in runs if r not in have)
-        notes.append(f"{LENGTH}: no {LENGTH_VIEW} view in {ROW_PREDICTIONS} of {missing} (runs written "
-                     "before every run computed the baselines; run them again to get it)"
+        notes.append(f"{name}: no {view} view in {ROW_PREDICTIONS} of {missing} (runs written "
+                     f"before {since}; run them again to get it)"
                      + (f"; its reference row uses the other {len(have)} run(s) of the base" if have else ""))
     if not have:
         return None
-    return (LENGTH, "multinomial logistic regression on response and prompt lengths fitted on each run's "
-            f"training rows (the {LENGTH_VIEW} view of {ROW_PREDICTIONS}; core/stages/baseline.py)",
-            {r.run_id: r.preds.views[LENGTH_VIEW] for r in have})
+    return (name, f"{what} fitted on each run's training rows (the {view} view of {ROW_PREDICTIONS}; "
+            "core/stages/baseline.py)", {r.run_id: r.preds.views[view] for r in have})
 
 
 def _reference_row(name: str, source: str, probs: dict[str, np.ndarray], runs: list[Run]) -> dict:
@@ -252,8 +264,9 @@ def _reference_row(name: str, source: str, probs: dict[str, np.ndarray], runs: l
 
 
 def _references(base_variant: Variant, notes: list[str]) -> list[dict]:
-    """Reference lines on the base's validation rows, pooled over its seeds: uniform, the class prior
-    and the length baseline. ``delta`` is reference − base (as the table's Δ column);
+    """Reference lines on the base's validation rows, pooled over its seeds: uniform, the class prior,
+    the length baseline and the length-and-style baseline (each of the last two only from the runs that
+    have its view). ``delta`` is reference − base (as the table's Δ column);
     ``base_minus_reference`` the same interval from the base's side."""
     runs = [r for r in base_variant.runs if r.preds is not None]
     if not runs:
@@ -267,9 +280,10 @@ def _references(base_variant: Variant, notes: list[str]) -> list[dict]:
                     "base_minus_reference": None})
     else:
         out.append(_reference_row(*prior, runs))
-    length = _length_reference(runs, notes)
-    if length is not None:
-        out.append(_reference_row(*length, runs))
+    for ref in FITTED_REFERENCES:
+        fitted = _view_reference(runs, notes, *ref)
+        if fitted is not None:
+            out.append(_reference_row(*fitted, runs))
     return out
 
 

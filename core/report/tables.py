@@ -3,7 +3,7 @@ Markdown and the HTML page)."""
 
 from __future__ import annotations
 
-from replicator.core.report.compare import LENGTH, UNIFORM
+from replicator.core.report.compare import LENGTH, STYLE, UNIFORM
 
 
 def _f(x, fmt="{:.4f}", none="—") -> str:
@@ -72,33 +72,41 @@ def table_rows(data: dict) -> tuple[list[str], list[list[str]], list[str | None]
     return header, cells, verdicts
 
 
+def _interval_cells(ref: dict) -> list[str]:
+    """Δ (base − reference) and its interval of a reference on one seed; dashes where it is absent."""
+    d = ref.get("base_minus_reference")
+    return [_signed(d["delta"]), f"[{_signed(d['lo'])}, {_signed(d['hi'])}]"] if d else ["—", "—"]
+
+
 def per_seed_rows(data: dict) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the per-seed table: the base and each reference per seed, and the base's Δ
-    against the length baseline (base − length) with its interval."""
-    header = ["seed", "rows", "base", "uniform", "class prior", "length baseline",
-              "Δ vs length (base − length)", "95% interval"]
+    against the length baseline (base − length) and the length-and-style baseline (base − style) with
+    their intervals ("—" for a run made before that baseline existed)."""
+    header = ["seed", "rows", "base", "uniform", "class prior", "length baseline", "style baseline",
+              "Δ vs length (base − length)", "95% interval", "Δ vs style (base − style)", "95% interval"]
     cells = []
     for s in data.get("per_seed") or []:
         refs = s["references"]
-        length = refs.get(LENGTH, {}).get("base_minus_reference")
         prior = next((v for k, v in refs.items() if k.startswith("class prior")), {})
+        length, style = refs.get(LENGTH, {}), refs.get(STYLE, {})
         cells.append([str(s["seed"]), str(s["n_rows"]), _f(s["log_loss"]),
                       _f(refs.get(UNIFORM, {}).get("log_loss")), _f(prior.get("log_loss")),
-                      _f(refs.get(LENGTH, {}).get("log_loss")),
-                      _signed(length["delta"]) if length else "—",
-                      f"[{_signed(length['lo'])}, {_signed(length['hi'])}]" if length else "—"])
+                      _f(length.get("log_loss")), _f(style.get("log_loss")),
+                      *_interval_cells(length), *_interval_cells(style)])
     return header, cells
 
 
 def stage_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the per-stage table of the base run: each stage's log loss without and with TTA."""
+    """Header and cells of the per-stage table of the base run: each stage's log loss without and with TTA,
+    and the length and style baselines' on the same rows ("—" where metrics.json has none)."""
     stages = data.get("stages") or []
     if not stages:
         return [], []
     header = ["stage", "train rows", "valid rows", "log loss (no TTA)", "with TTA", "final",
-              "length baseline", "steps", "time"]
+              "length baseline", "style baseline", "steps", "time"]
     return header, [[s["stage"], str(s["n_train_rows"]), str(s["n_valid_rows"]), _f(s["log_loss"]),
                      _f(s["tta_log_loss"]), _f(s["final_log_loss"]), _f(s["length_log_loss"]),
+                     _f(s.get("style_log_loss")),
                      str(s["optimizer_steps"] if s["optimizer_steps"] is not None else "—"),
                      _seconds(s["seconds"])]
                     for s in stages]

@@ -1,10 +1,11 @@
 """Baselines: what a model must beat, computed on the same validation rows as the model.
 
-Every run fits two baselines on its stage's **training** rows and predicts its validation rows
-with them (seconds, no model involved); the predictions are the ``baseline_prior`` and
-``baseline_length`` views of ``valid_predictions.csv.gz`` and their scores are
-``baseline_prior_log_loss`` / ``baseline_length_log_loss`` in ``metrics.json``. They are never
-averaged into ``tta`` nor postprocessed into ``final``: they do not change the model's numbers.
+Every run fits three baselines (:data:`EVERY_RUN`) on its stage's **training** rows and predicts its
+validation rows with them (seconds, no model involved); the predictions are the ``baseline_prior``,
+``baseline_length`` and ``baseline_style`` views of ``valid_predictions.csv.gz`` and their scores are
+``baseline_prior_log_loss`` / ``baseline_length_log_loss`` / ``baseline_style_log_loss`` in
+``metrics.json``. They are never averaged into ``tta`` nor postprocessed into ``final``: they do not
+change the model's numbers.
 
 ``prior``
     the training label shares (soft labels count fractionally): the best constant prediction.
@@ -17,16 +18,29 @@ averaged into ``tta`` nor postprocessed into ``final``: they do not change the m
     cannot exploit which side a response is on, only how long and how structured it is. Soft
     labels become weighted samples (one sample per class with mass > 0, weight = that mass), so
     hard labels are plain samples. lbfgs on fixed data: deterministic.
+``style_lr``
+    "the longer, better-formatted, non-refusing answer wins": the same swap-symmetric multinomial
+    logistic regression as ``length_lr`` (rows plus swapped copies, the mean of a row and its swapped
+    copy predicted, soft labels as weighted samples) on :data:`STYLE_FEATURES`:
+    :func:`style_features` of a row, :data:`FEATURES` plus, per response, the :data:`STYLE` counts
+    (refusal phrases, ``**`` bold marks, markdown headers, question marks, digits, blank-line paragraph
+    breaks, links; :func:`style_counts`), with the A - B difference and the swap-invariant
+    ``|A - B|`` of every count (lengths as ``|log-ratio|``, style counts of ``log(1 + n)``), whether
+    the two responses are identical and whether both refuse. Standardised; the L2 strength ``C`` is
+    chosen from :data:`STYLE_C_GRID` by a grouped :data:`STYLE_CV_FOLDS`-fold cross-validation
+    **inside the training rows** (prompt groups kept whole, folds seeded with 0; never the validation
+    rows), falling back to ``C = 1`` when the training rows hold fewer prompt groups than folds.
+    lbfgs on fixed data, fixed folds: deterministic.
 ``uniform``
     1/3 each (ln 3 = 1.0986); only as a baseline run (the report shows it as a reference anyway).
 
-A recipe with ``model.base: baseline:<name>`` (``baseline:length_lr``, ``baseline:prior``,
-``baseline:uniform``) is a **baseline run**: the pipeline loads no LM and trains nothing but the
-baseline; it writes the same outputs as any run (``metrics.json`` with ``log_loss``,
+A recipe with ``model.base: baseline:<name>`` (``baseline:length_lr``, ``baseline:style_lr``,
+``baseline:prior``, ``baseline:uniform``) is a **baseline run**: the pipeline loads no LM and trains
+nothing but the baseline; it writes the same outputs as any run (``metrics.json`` with ``log_loss``,
 ``tta_log_loss`` and ``final_log_loss`` all equal to the baseline's; ``valid_predictions.csv.gz``
 with the ``identity``, ``tta`` and ``final`` views) and saves the fitted parameters as JSON
 (``baseline.json`` in the stage's artifacts folder), which ``replicate predict`` applies to a test
-CSV. ``recipes/baseline_length.yaml`` is one.
+CSV. ``recipes/baseline_length.yaml`` and ``recipes/baseline_style.yaml`` are.
 """
 
 from __future__ import annotations
@@ -49,9 +63,9 @@ from replicator.core.util.layout import BASELINE_PARAMS, VALID_PREDICTIONS
 log = logging.getLogger(__name__)
 
 PREFIX = "baseline:"
-KINDS = ("uniform", "prior", "length_lr")
+KINDS = ("uniform", "prior", "length_lr", "style_lr")
 #: the baselines every run computes, as (kind, view name in valid_predictions.csv.gz)
-EVERY_RUN = (("prior", "baseline_prior"), ("length_lr", "baseline_length"))
+EVERY_RUN = (("prior", "baseline_prior"), ("length_lr", "baseline_length"), ("style_lr", "baseline_style"))
 
 COUNTS = ("chars", "words", "lines", "list_items", "code_blocks")
 FEATURES = (tuple(f"log1p_a_{c}" for c in COUNTS) + tuple(f"log1p_b_{c}" for c in COUNTS)
@@ -59,6 +73,20 @@ FEATURES = (tuple(f"log1p_a_{c}" for c in COUNTS) + tuple(f"log1p_b_{c}" for c i
             + ("log1p_prompt_chars",))
 LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s", re.M)
 SWAP = (1, 0, 2)  # A<->B, tie stays
+
+#: a response that declines (the arena's voters mostly punish it; two refusals often tie)
+REFUSAL = re.compile(r"\b(?:I'?m sorry|I apologi[sz]e|as an AI|I cannot|I can'?t|I am unable|I'?m unable|"
+                     r"I'?m not able to|not able to provide)", re.I)
+STYLE = ("refusal", "bold", "headers", "questions", "digits", "paragraphs", "links")
+#: ``style_lr``'s inputs: the length features, then |log-ratio| of each length count, then A - B and
+#: |A - B| of each style count (as ``log(1 + n)``), then two pair flags
+STYLE_FEATURES = (FEATURES + tuple(f"abs_log_ratio_{c}" for c in COUNTS)
+                  + tuple(f"diff_{s}" for s in STYLE) + tuple(f"abs_diff_{s}" for s in STYLE)
+                  + ("identical", "both_refuse"))
+#: measured on the 1,478 competition rows (5 grouped folds): the CV optimum is about 0.002 - 0.003 on
+#: 200 - 1,478 rows (1.0400 against 1.0506 at C = 1); strong shrinkage, which also keeps the fits fast
+STYLE_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+STYLE_CV_FOLDS = 5
 
 
 def is_baseline(base: str) -> bool:
@@ -110,16 +138,68 @@ def feature_matrix(rows: list[dict]) -> np.ndarray:
     return np.array([length_features(r) for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
 
 
+def joined(turns) -> str:
+    """A response's turns as one text (None turns as empty)."""
+    return "\n".join(t or "" for t in turns)
+
+
+def style_counts(turns) -> np.ndarray:
+    """A response's :data:`STYLE` counts, as ``log(1 + n)``: whether it refuses, ``**`` bold marks,
+    markdown headers, question marks, digits, blank-line paragraph breaks, links."""
+    t = joined(turns)
+    n = (bool(REFUSAL.search(t)), t.count("**"), len(re.findall(r"^#+ ", t, re.M)), t.count("?"),
+         sum(map(str.isdigit, t)), len(re.findall(r"\n\s*\n", t)), t.count("http"))
+    return np.log1p(np.array(n, dtype=np.float64))
+
+
+def style_features(row: dict) -> np.ndarray:
+    """The :data:`STYLE_FEATURES` of a row: :func:`length_features`, the absolute log-ratios of the
+    length counts, the A - B differences and their absolute values of the :func:`style_counts`, whether
+    the two responses are identical (after stripping) and whether both refuse. Swapping A and B acts on
+    the length block as :func:`swap_features`, negates the style differences and leaves the rest."""
+    x = length_features(row)
+    n = len(COUNTS)
+    a, b = joined(row["response_a"]), joined(row["response_b"])
+    sa, sb = style_counts(row["response_a"]), style_counts(row["response_b"])
+    d = sa - sb
+    both = bool(sa[0]) and bool(sb[0])  # log1p(1) > 0: refuses
+    return np.concatenate([x, np.abs(x[3 * n:4 * n]), d, np.abs(d),
+                           [float(a.strip() == b.strip()), float(both)]])
+
+
+def swap_style_features(x: np.ndarray) -> np.ndarray:
+    """The :func:`style_features` of the swapped rows (A and B exchanged), from theirs."""
+    m, k = len(FEATURES), len(STYLE)
+    ls, ar, d, rest = x[:, :m], x[:, m:m + len(COUNTS)], x[:, m + len(COUNTS):m + len(COUNTS) + k], \
+        x[:, m + len(COUNTS) + k:]
+    return np.concatenate([swap_features(ls), ar, -d, rest], axis=1)
+
+
+def style_matrix(rows: list[dict]) -> np.ndarray:
+    return np.array([style_features(r) for r in rows], dtype=np.float64).reshape(len(rows),
+                                                                                 len(STYLE_FEATURES))
+
+
 def labels_of(rows: list[dict]) -> np.ndarray:
     return np.array([r["label"] for r in rows], dtype=np.float64).reshape(len(rows), 3)
 
 
-def training_samples(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X, class, weight): the rows and their swapped copies, one sample per class with label mass > 0."""
-    x, y = feature_matrix(rows), labels_of(rows)
-    x, y = np.concatenate([x, swap_features(x)]), np.concatenate([y, y[:, SWAP]])
+def training_samples(rows: list[dict], kind: str = "length_lr") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, class, weight): the rows and their swapped copies, one sample per class with label mass > 0
+    (the features of ``kind``: ``length_lr`` or ``style_lr``)."""
+    matrix, swap = _FEATURES_OF[kind]
+    return _samples(matrix(rows), labels_of(rows), swap)
+
+
+def _samples(x: np.ndarray, y: np.ndarray, swap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = np.concatenate([x, swap(x)]), np.concatenate([y, y[:, SWAP]])
     i, k = np.nonzero(y > 0)
     return x[i], k, y[i, k]
+
+
+#: per fitted kind: (rows -> feature matrix, features -> the swapped rows' features)
+_FEATURES_OF = {"length_lr": (feature_matrix, swap_features),
+                "style_lr": (style_matrix, swap_style_features)}
 
 
 # ---------------------------------------------------------------- fitted baselines
@@ -141,6 +221,8 @@ def fit(kind: str, train_rows: list[dict]) -> dict:
         return {"kind": kind, "probs": [float(v) for v in labels_of(train_rows).mean(axis=0)]}
     if kind == "length_lr":
         return _fit_length(train_rows)
+    if kind == "style_lr":
+        return _fit_style(train_rows)
     raise ReplicatorError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
 
 
@@ -176,27 +258,78 @@ def _fit_length(train_rows: list[dict]) -> dict:
     x, k, w = training_samples(train_rows)
     classes = sorted(set(k.tolist()))
     if len(classes) < 2:  # one class only: nothing to regress, the prior says it all
-        return {"kind": "prior", "probs": [float(v) for v in labels_of(train_rows).mean(axis=0)],
-                "note": f"length_lr fell back to the prior: the training labels have one class ({classes})"}
+        return _prior_fallback("length_lr", train_rows, classes)
     return {"kind": "length_lr", "features": list(FEATURES), **fit_linear(x, k, w, C=1.0, max_iter=1000),
             "n_samples": int(x.shape[0]), "C": 1.0}
 
 
+def _symmetric_probs(params: dict, x: np.ndarray, swap) -> np.ndarray:
+    """The mean of a row's and its swapped copy's probabilities (flipped back)."""
+    return (linear_probs(params, x) + linear_probs(params, swap(x))[:, SWAP]) / 2
+
+
+def _prior_fallback(kind: str, train_rows: list[dict], classes: list[int]) -> dict:
+    return {"kind": "prior", "probs": [float(v) for v in labels_of(train_rows).mean(axis=0)],
+            "note": f"{kind} fell back to the prior: the training labels have one class ({classes})"}
+
+
+def _fit_style(train_rows: list[dict]) -> dict:
+    x, y = style_matrix(train_rows), labels_of(train_rows)
+    xs, k, w = _samples(x, y, swap_style_features)
+    classes = sorted(set(k.tolist()))
+    if len(classes) < 2:
+        return _prior_fallback("style_lr", train_rows, classes)
+    groups = np.array([str(r.get("group", r["id"])) for r in train_rows])
+    C, cv = choose_style_c(x, y, groups)
+    return {"kind": "style_lr", "features": list(STYLE_FEATURES), **fit_linear(xs, k, w, C=C, max_iter=2000),
+            "n_samples": int(xs.shape[0]), "C": C, "cv_log_loss": cv}
+
+
+def choose_style_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, dict]:
+    """(``C``, {C: mean held-out log loss}): the :data:`STYLE_C_GRID` value with the lowest grouped
+    :data:`STYLE_CV_FOLDS`-fold log loss of the swap-symmetric ``style_lr`` on these (training) rows,
+    folds seeded with 0; ``C = 1`` and no table when there are fewer prompt groups than folds."""
+    from sklearn.model_selection import GroupKFold
+
+    if len(set(groups.tolist())) < STYLE_CV_FOLDS:
+        return 1.0, {}
+    splits = list(GroupKFold(n_splits=STYLE_CV_FOLDS, shuffle=True, random_state=0).split(x, groups=groups))
+    cv = {}
+    for C in STYLE_C_GRID:
+        losses = []
+        for tr, va in splits:
+            xs, k, w = _samples(x[tr], y[tr], swap_style_features)
+            if len(set(k.tolist())) < 2:
+                p = np.tile(y[tr].mean(axis=0), (len(va), 1))
+            else:
+                p = _symmetric_probs(fit_linear(xs, k, w, C=C, max_iter=2000), x[va], swap_style_features)
+            losses.append(-np.mean(np.sum(y[va] * np.log(np.clip(p, 1e-15, 1)), axis=1)))
+        cv[C] = float(np.mean(losses))
+    best = min(cv, key=cv.get)  # the first (smallest) C on a tie
+    return best, {str(c): round(v, 6) for c, v in cv.items()}
+
+
 def predict(params: dict, rows: list[dict]) -> np.ndarray:
     """(N, 3) probabilities of the fitted baseline ``params`` on ``rows`` (no labels needed).
-    ``length_lr`` averages a row and its swapped copy (flipped back): exactly swap-symmetric."""
+    ``length_lr`` and ``style_lr`` average a row and its swapped copy (flipped back): exactly
+    swap-symmetric."""
     if params["kind"] in ("uniform", "prior"):
         return np.tile(np.asarray(params["probs"], dtype=np.float64), (len(rows), 1))
-    if params["kind"] != "length_lr":
+    if params["kind"] not in _FEATURES_OF:
         raise ReplicatorError(f"{BASELINE_PARAMS}: unknown baseline kind {params['kind']!r}")
-    x = feature_matrix(rows)
-    return (linear_probs(params, x) + linear_probs(params, swap_features(x))[:, SWAP]) / 2
+    matrix, swap = _FEATURES_OF[params["kind"]]
+    return _symmetric_probs(params, matrix(rows), swap)
 
 
-def every_run(train_rows: list[dict], valid_rows: list[dict]) -> dict[str, np.ndarray]:
-    """The baseline views every run adds: ``baseline_prior`` and ``baseline_length`` on ``valid_rows``."""
+def every_run(train_rows: list[dict], valid_rows: list[dict],
+              done: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The baseline views every run adds (:data:`EVERY_RUN`): ``baseline_prior``, ``baseline_length`` and
+    ``baseline_style`` on ``valid_rows``. ``done``: predictions per kind already fitted on the same
+    ``train_rows`` and made on ``valid_rows`` (a baseline run's own), used as they are."""
     t0 = time.time()
-    out = {view: predict(fit(kind, train_rows), valid_rows) for kind, view in EVERY_RUN}
+    done = done or {}
+    out = {view: done[kind] if kind in done else predict(fit(kind, train_rows), valid_rows)
+           for kind, view in EVERY_RUN}
     log.info("baselines fitted on %d rows, predicted on %d in %.1f s", len(train_rows),
                                      len(valid_rows), time.time() - t0)
     return out
@@ -231,7 +364,7 @@ def run_baseline(stage, train_rows: list[dict], valid_rows: list[dict], stage_ar
     params = fit(kind, train_rows)
     p = predict(params, valid_rows)
     labels = labels_of(valid_rows)
-    preds = {"identity": p, "tta": p, "final": p, **every_run(train_rows, valid_rows)}
+    preds = {"identity": p, "tta": p, "final": p, **every_run(train_rows, valid_rows, {kind: p})}
     stage_artifacts.mkdir(parents=True, exist_ok=True)
     save_params(params, stage_artifacts / BASELINE_PARAMS)
     write_valid_predictions(stage_artifacts / VALID_PREDICTIONS, valid_rows, preds, labels)

@@ -31,7 +31,6 @@ import io
 import itertools
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -228,24 +227,9 @@ def row_features(model, tokenizer, path: str, rows: list[dict], features_config,
 
 # ---------------------------------------------------------------- the head's inputs
 
-#: a response that declines (the arena's voters mostly punish it; two refusals often tie)
-REFUSAL = re.compile(r"\b(?:I'?m sorry|I apologi[sz]e|as an AI|I cannot|I can'?t|I am unable|I'?m unable|"
-                     r"I'?m not able to|not able to provide)", re.I)
-STYLE = ("refusal", "bold", "headers", "questions", "digits", "paragraphs", "links")
+# the refusal pattern, the style counts and their names are shared with the ``style_lr`` baseline
+REFUSAL, STYLE, style_counts, _joined = B.REFUSAL, B.STYLE, B.style_counts, B.joined
 PAIR = ("word_jaccard", "identical", "both_refuse")
-
-
-def _joined(turns) -> str:
-    return "\n".join(t or "" for t in turns)
-
-
-def style_counts(turns) -> np.ndarray:
-    """A response's :data:`STYLE` counts, as ``log(1 + n)``: whether it refuses, ``**`` bold marks,
-    markdown headers, question marks, digits, blank-line paragraph breaks, links."""
-    t = _joined(turns)
-    n = (bool(REFUSAL.search(t)), t.count("**"), len(re.findall(r"^#+ ", t, re.M)), t.count("?"),
-         sum(c.isdigit() for c in t), len(re.findall(r"\n\s*\n", t)), t.count("http"))
-    return np.log1p(np.array(n, dtype=np.float64))
 
 
 def pair_features(row: dict) -> np.ndarray:

@@ -46,7 +46,8 @@ def test_baseline_run_writes_the_run_outputs_and_is_reused(isolated):
     assert (params["kind"] == "length_lr" and len(params["coef"]) == 3
             and params["features"] == list(B.FEATURES))
     rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
-    assert list(rp.views) == ["identity", "tta", "final", "baseline_prior", "baseline_length"]
+    assert list(rp.views) == ["identity", "tta", "final", "baseline_prior", "baseline_length",
+                              "baseline_style"]
     assert len(rp) == m["n_valid_rows"] and np.allclose(rp.views["final"], rp.views["baseline_length"])
     assert log_loss(rp.views["final"], rp.labels) == pytest.approx(m["final_log_loss"], abs=1e-5)
     again_dir, again, reused = _baseline_run()
@@ -90,7 +91,8 @@ def test_every_run_has_baseline_views_and_metrics_that_do_not_change_the_model(i
     r = resolve(RECIPES / "smoke.yaml", [], TINY + ["train.epochs=1"], data_dir=data_dir())
     run_dir, m, _ = run(r, data_dir(), progress=False)
     rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
-    assert list(rp.views) == ["identity", "swap_ab", "tta", "final", "baseline_prior", "baseline_length"]
+    assert list(rp.views) == ["identity", "swap_ab", "tta", "final", "baseline_prior", "baseline_length",
+                              "baseline_style"]
     assert np.allclose(rp.views["tta"], (rp.views["identity"] + rp.views["swap_ab"]) / 2, atol=2e-6)
     for name in ("baseline_prior", "baseline_length"):
         assert m[f"{name}_log_loss"] == pytest.approx(log_loss(rp.views[name], rp.labels), abs=1e-5)

@@ -51,7 +51,8 @@ def test_run_writes_folder_learns_and_is_reused(isolated):
 
     rows = read_row_predictions(run_dir / "valid_predictions.csv.gz")
     assert len(rows) == m["n_valid_rows"] and list(rows.views) == ["identity", "swap_ab", "tta", "final",
-                                                                  "baseline_prior", "baseline_length"]
+                                                                  "baseline_prior", "baseline_length",
+                                                                  "baseline_style"]
     assert read_row_predictions(run_dir / "valid_predictions.csv.gz").labels.sum() == pytest.approx(len(rows))
     again_dir, again, reused = _run()
     assert reused and again_dir == run_dir and again == m

@@ -171,10 +171,14 @@ def test_pinned_numbers(tmp_path, num_regression, data_regression):
                            "table_header": r["table_md"].splitlines()[0]})
 
 
-def _baseline_views(seed: int, strength: float = 0.25) -> dict[str, np.ndarray]:
-    """Per-run baseline views as a run writes them: the prior (constant) and a weak length model."""
+def _baseline_views(seed: int, strength: float = 0.25, style: bool = True) -> dict[str, np.ndarray]:
+    """Per-run baseline views as a run writes them: the prior (constant), a weak length model and a less
+    weak length-and-style model (``style=False``: a run made before the style baseline existed)."""
     p, y = synthetic(seed, strength, noise=0.3)
-    return {"baseline_prior": np.tile([0.36, 0.34, 0.30], (len(y), 1)), "baseline_length": p}
+    out = {"baseline_prior": np.tile([0.36, 0.34, 0.30], (len(y), 1)), "baseline_length": p}
+    if style:
+        out["baseline_style"] = synthetic(seed + 50, 2 * strength, noise=0.3)[0]
+    return out
 
 
 def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
@@ -188,8 +192,9 @@ def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
     r = build_report(dirs, tmp_path / "rep")
     names = [x["name"] for x in r["references"]]
     assert names == ["uniform (ln 3)", "class prior (training shares)",
-                     "length features (logistic regression)"]
-    prior, length = r["references"][1:]
+                     "length features (logistic regression)",
+                     "length and style features (logistic regression)"]
+    prior, length, style = r["references"][1:]
     y = synthetic(1, 0)[1]
     assert prior["log_loss"] == pytest.approx(-np.log([0.36, 0.34, 0.30])[y.argmax(1)].mean(), abs=1e-9)
     assert "baseline_prior view" in prior["source"]  # not metrics.json's (0.35, 0.35, 0.30)
@@ -214,11 +219,29 @@ def test_reference_rows_come_from_the_runs_baseline_views(tmp_path):
     assert "| *length features (logistic regression)* |" in md and "base beats it" in md
     assert "- length features (logistic regression): multinomial logistic regression" in md
     assert not r["notes"]
+    # the length-and-style reference likewise, from its own view
+    style_losses = np.concatenate([row_log_loss(np.round(_baseline_views(s)["baseline_style"], 6), y)
+                                   for s in (1, 2)])
+    want = paired_bootstrap(base_losses, style_losses, groups, n_boot=2000, seed=0,
+                            seeds=np.repeat(["1", "2"], N_ROWS))
+    assert style["log_loss"] == pytest.approx(style_losses.mean(), abs=1e-9)
+    assert style["log_loss"] < length["log_loss"]
+    for k in ("delta", "lo", "hi"):
+        assert style["delta"][k] == pytest.approx(want[k], abs=1e-9)
+    assert "baseline_style view" in style["source"]
+    assert "| *length and style features (logistic regression)* |" in md
+    bmr = style["base_minus_reference"]
+    ci = f"{bmr['delta']:+.4f} [{bmr['lo']:+.4f}, {bmr['hi']:+.4f}]"
+    assert (f"the length and style features (logistic regression) reference: Δ vs length and style features "
+            f"(logistic regression) (base − reference) {ci}" in md)
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "length and style features (logistic regression)" in html
 
 
 def test_per_seed_table_shows_each_split_seed_against_its_references(tmp_path):
-    """A base of several seeds gets one line per seed: its log loss, uniform, prior and length
-    baseline on that seed's rows, and the paired interval of base − length on those rows alone."""
+    """A base of several seeds gets one line per seed: its log loss, uniform, prior, length and
+    length-and-style baselines on that seed's rows, and the paired intervals of base − length and
+    base − style on those rows alone."""
     root = tmp_path / "reports"
     dirs = []
     for s in (1, 2, 3):
@@ -236,8 +259,17 @@ def test_per_seed_table_shows_each_split_seed_against_its_references(tmp_path):
         assert line["log_loss"] == pytest.approx(base.mean()) and line["n_rows"] == N_ROWS
         assert (got["delta"], got["lo"], got["hi"]) == pytest.approx(
             (-want["delta"], -want["hi"], -want["lo"]))
+        ref = row_log_loss(np.round(_baseline_views(s)["baseline_style"], 6), y)
+        want = paired_bootstrap(base, ref, groups, n_boot=2000, seed=0, seeds=np.full(N_ROWS, str(s)))
+        got = line["references"]["length and style features (logistic regression)"]["base_minus_reference"]
+        assert (got["delta"], got["lo"], got["hi"]) == pytest.approx(
+            (-want["delta"], -want["hi"], -want["lo"]))
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## toy per split seed" in md and md.count("| 2 | ") >= 1
+    assert "| style baseline | Δ vs length (base − length) | 95% interval | Δ vs style (base − style) |" in md
+    style_delta = r["per_seed"][0]["references"]["length and style features (logistic regression)"][
+        "base_minus_reference"]["delta"]
+    assert f"| {style_delta:+.4f} | [" in md
     assert 'id="per-seed"' in (tmp_path / "rep" / "report.html").read_text()
     one = build_report(dirs[:1], tmp_path / "rep1")
     assert one["per_seed"] == [] and "per split seed" not in (tmp_path / "rep1" / "report.md").read_text()
@@ -252,12 +284,55 @@ def test_reference_rows_fall_back_for_older_runs_and_say_so(tmp_path):
     p2, _ = synthetic(2, 1.0)
     new = make_run(root, seed=2, probs=p2, labels=y, baselines=_baseline_views(2))
     r = build_report([old, new], tmp_path / "rep")
-    prior, length = r["references"][1:]
+    prior, length, style = r["references"][1:]
     assert "metrics.json train_label_prior" in prior["source"]  # not every run has the prior view
     assert length["runs"] == [new.name] and length["delta"]["n_seeds"] == 1
-    (note,) = r["notes"]
-    assert old.name in note and "run them again" in note and "uses the other 1 run(s)" in note
-    assert note in (tmp_path / "rep" / "report.md").read_text()
+    assert style["runs"] == [new.name] and style["delta"]["n_seeds"] == 1
+    assert len(r["notes"]) == 2  # one per fitted baseline the old run lacks
+    for note, view in zip(r["notes"], ("baseline_length", "baseline_style"), strict=True):
+        assert view in note and old.name in note and "run them again" in note
+        assert "uses the other 1 run(s)" in note
+        assert note in (tmp_path / "rep" / "report.md").read_text()
     r = build_report([old], tmp_path / "rep2")
     assert [x["name"] for x in r["references"]] == ["uniform (ln 3)", "class prior (training shares)"]
     assert "no baseline_length view" in (tmp_path / "rep2" / "report.html").read_text()
+    assert "no baseline_style view" in (tmp_path / "rep2" / "report.html").read_text()
+
+
+def test_runs_made_before_the_style_baseline_still_report(tmp_path):
+    """Runs with the length view but no style view (every committed run made before ``style_lr``): the
+    length row as before, no style row, dashes in the per-seed and stage tables, a note saying why."""
+    root = tmp_path / "reports"
+    dirs = []
+    for s in (1, 2):
+        p, y = synthetic(s, 1.0)
+        dirs.append(make_run(root, seed=s, probs=p, labels=y, baselines=_baseline_views(s, style=False)))
+    m = json.loads((dirs[0] / "metrics.json").read_text())
+    m["stages"]["main"]["baseline_length_log_loss"] = 1.05  # as an old run's metrics.json has it
+    (dirs[0] / "metrics.json").write_text(json.dumps(m))
+    r = build_report(dirs, tmp_path / "rep")
+    assert [x["name"] for x in r["references"]] == ["uniform (ln 3)", "class prior (training shares)",
+                                                    "length features (logistic regression)"]
+    (note,) = r["notes"]
+    assert note.startswith("length and style features (logistic regression): no baseline_style view")
+    assert r["stages"][0]["length_log_loss"] == 1.05 and r["stages"][0]["style_log_loss"] is None
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| style baseline |" in md and "| 1.0500 | — |" in md  # the stage table: length, no style
+    per_seed = [line for line in md.splitlines() if line.startswith("| 1 | ")]
+    assert len(per_seed) == 1 and per_seed[0].endswith("| — | — |")  # Δ vs style and its interval
+    assert "length and style features (logistic regression) reference" not in md
+    assert 'id="per-seed"' in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_stage_table_shows_the_style_baseline_from_metrics(tmp_path):
+    root = tmp_path / "reports"
+    p, y = synthetic(1, 1.0)
+    d = make_run(root, seed=1, probs=p, labels=y, baselines=_baseline_views(1))
+    m = json.loads((d / "metrics.json").read_text())
+    m["stages"]["main"].update(baseline_length_log_loss=1.0512, baseline_style_log_loss=1.0401)
+    (d / "metrics.json").write_text(json.dumps(m))
+    r = build_report([d], tmp_path / "rep")
+    assert r["stages"][0]["style_log_loss"] == 1.0401
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| length baseline | style baseline |" in md and "| 1.0512 | 1.0401 |" in md
+    assert "1.0401" in (tmp_path / "rep" / "report.html").read_text()

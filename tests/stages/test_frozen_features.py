@@ -139,3 +139,33 @@ def test_scored_pool_takes_the_validation_sources_and_keeps_extra_rows_apart():
     valid = [r(5, "kaggle_csv", "g3")]
     scored, extra = F.scored_pool(train, valid)
     assert [x["id"] for x in scored] == [1, 4, 5] and [x["id"] for x in extra] == [2]  # id 3 shares g1
+
+
+def test_crossfit_fits_every_baseline_on_the_heads_folds(monkeypatch):
+    """The cross-fitted stage's baseline views, the length-and-style one included, come from baselines
+    fitted on the same folds as the head: each fold's rows predicted by baselines that never saw them."""
+    from sklearn.model_selection import GroupKFold
+
+    from replicator.core.rows import make_row
+    from replicator.core.stages import baseline as B
+
+    rng = random.Random(0)
+    scored = []
+    for i in range(90):
+        a = "I'm sorry, I cannot help." if rng.random() < 0.4 else "Sure. " + "word " * rng.randint(1, 30)
+        b = "I'm sorry, I cannot help." if rng.random() < 0.4 else "Sure. " + "word " * rng.randint(1, 30)
+        label = [0, 0, 1] if (a[0] == "I") == (b[0] == "I") else [0, 1, 0] if a[0] == "I" else [1, 0, 0]
+        scored.append(make_row(f"c{i}", [f"Question {i}?"], [a], [b], label=label))
+    cfg = FeaturesConfig(lm=False, text=True, c_grid=[1.0], cv_folds=3, pca=0, crossfit=3)
+    fitted_on = []
+    real = B.every_run
+    monkeypatch.setattr(B, "every_run", lambda train, held: fitted_on.append({r["id"] for r in train})
+                        or real(train, held))
+    _, refs, k = F.crossfit_predictions(cfg, scored, None, [], None, seed=7)
+    assert k == 3 and list(refs) == [view for _, view in B.EVERY_RUN] and "baseline_style" in refs
+    groups = np.array([r["group"] for r in scored])
+    folds = list(GroupKFold(n_splits=3, shuffle=True, random_state=7).split(groups, groups=groups))
+    for (tr, va), seen in zip(folds, fitted_on, strict=True):
+        assert seen == {scored[i]["id"] for i in tr}
+        train, held = [scored[i] for i in tr], [scored[i] for i in va]
+        assert np.allclose(refs["baseline_style"][va], B.predict(B.fit("style_lr", train), held))

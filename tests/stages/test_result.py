@@ -55,7 +55,8 @@ def test_baseline_stage_scores_the_validation_rows(tmp_path):
     assert isinstance(out, StageResult)
     assert out.scored_rows is valid
     assert np.array_equal(out.labels, B.labels_of(valid)) and out.labels.shape == (20, 3)
-    assert list(out.predictions) == ["identity", "tta", "final", "baseline_prior", "baseline_length"]
+    assert list(out.predictions) == ["identity", "tta", "final", "baseline_prior", "baseline_length",
+                                     "baseline_style"]
     for view, p in out.predictions.items():
         assert p.shape == (20, 3), view
         assert np.allclose(p.sum(axis=1), 1), view
