@@ -148,9 +148,12 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
     return tmp_path
 
 
-#: a tiny-model version of the smoke recipe, for end-to-end tests in seconds
-TINY = ["model.base=tiny:llama", "model.lora.r=32", "train.max_rows=0", "predict.max_rows=0",
-        "train.batch_size=8", "train.warmup_steps=0", "train.max_length=128",
+#: a tiny-model version of the smoke recipe, for end-to-end tests in seconds. fp32 stated: ``auto`` is bf16
+#: on a CPU with bf16 matrix units and fp32 on one without (core/model/precision.py), and these tests compare
+#: numbers (across process layouts, resumes, packing) with fp32 tolerances on whatever CPU CI gets; the bf16
+#: path has its own tests (tests/model/test_precision.py, tests/end_to_end/test_recipes.py, test_fsdp.py)
+TINY = ["model.base=tiny:llama", "model.dtype=float32", "model.lora.r=32", "train.max_rows=0",
+        "predict.max_rows=0", "train.batch_size=8", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
 #: ... in one epoch on 48 training rows and 24 validation rows
 QUICK = TINY + ["train.epochs=1", "train.max_rows=48", "predict.max_rows=24"]

@@ -54,9 +54,9 @@ def _preds(ids, views=("identity", "swap_ab", "tta", "final"), seed=0, labels=No
 
 
 #: the tiny settings of the full-size checks and GPTQ (imported there as TINY; not conftest.TINY)
-FULLSIZE_TINY = ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}", "train.batch_size=8",
-                 "train.max_length=64", "predict.max_length=64", "predict.batch_tokens=512",
-                 "train.warmup_steps=0"]
+FULLSIZE_TINY = ["model.base=tiny:llama", "model.dtype=float32", "model.lora={r: 4, alpha: 8}",
+                 "train.batch_size=8", "train.max_length=64", "predict.max_length=64",
+                 "predict.batch_tokens=512", "train.warmup_steps=0"]
 
 
 GPTQ = ["model.base=tiny:llama128", "predict.load_in_8bit=true", "predict.quantizer=gptq"]

@@ -3,10 +3,9 @@ weights are kept in, and which dtype the forward computes in.
 
 * ``model.dtype: auto`` loads 16-bit weights where the device computes them natively: bf16 on a CUDA GPU
   with bf16 arithmetic (Ampere and later), fp16 on an older CUDA GPU (V100, T4: 16th [P16] trained on
-  V100s), fp32 on a CPU. A CPU with bf16 matrix instructions (AMX or AVX512-BF16: on such a Xeon frozen
-  encoding ran 3.2x and LoRA training 1.6-1.9x faster than fp32) computes ``model.dtype: bfloat16``
-  natively, and the log says so; ``auto`` stays fp32 there until the tests that compare numbers across
-  process layouts state their dtype (issue 21). The choice is in the run id (``fingerprint.json``
+  V100s), bf16 on a CPU with bf16 matrix instructions (AMX or AVX512-BF16: on such a Xeon frozen
+  encoding ran 3.2x and LoRA training 1.6-1.9x faster than fp32), fp32 on any other CPU (bf16 would be
+  emulated there, far slower). The choice is in the run id (``fingerprint.json``
   ``environment.auto_dtype``) and in the log.
 * **Master weights.** The weights an optimizer steps are fp32 unless the optimizer is ``adamw_kahan``:
   a plain AdamW update below half a bf16 weight's spacing (2^-8 relative) is rounded away. peft keeps
@@ -63,7 +62,7 @@ def auto_dtype(device: str | None = None) -> str:
 
     cuda = torch.cuda.is_available() if device is None else device == "cuda"
     if not cuda:
-        return "float32"
+        return "bfloat16" if cpu_bf16() else "float32"
     return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
@@ -83,7 +82,7 @@ def why_auto() -> str:
         return f"model.dtype auto: {dtype} on {torch.cuda.get_device_name(0)}"
     flags = cpu_bf16()
     return f"model.dtype auto: {dtype} on this CPU (" + (
-        f"{', '.join(flags)}: model.dtype bfloat16 computes natively here" if flags else
+        f"{', '.join(flags)}: bf16 computes natively here" if flags else
         "no AMX or AVX512-BF16: bf16 would be emulated, slowly") + ")"
 
 

@@ -34,7 +34,8 @@ def test_one_output_reward_checkpoint_loads_as_three_way_classifier(tmp_path, ca
     reward = AutoModelForSequenceClassification.from_config(config)
     reward.save_pretrained(tmp_path / "rm")
     _tokenizer().save_pretrained(tmp_path / "rm")
-    r = resolve(RECIPES / "3rd.yaml", ["tiny"], [f"model.base={tmp_path / 'rm'}"], check_plugins=False)
+    r = resolve(RECIPES / "3rd.yaml", ["tiny"], [f"model.base={tmp_path / 'rm'}", "model.dtype=float32"],
+                check_plugins=False)  # the checkpoint's fp32 weights, compared exactly
     with caplog.at_level("INFO"):
         model, _, info = load_model(r.final.model, build_plugins(r.final.plugins, "x"))
     assert "1 output(s); a new 3-way head" in caplog.text

@@ -34,9 +34,10 @@ def test_the_cpu_bf16_flags_are_read_and_auto_is_in_the_run_id(monkeypatch, tmp_
     assert precision.cpu_flags(str(tmp_path / "none")) == set()  # not Linux: no flags
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert "amx_bf16" in precision.why_auto() or torch.cuda.is_available()
+    assert precision.auto_dtype("cpu") == "bfloat16"  # native bf16 matrix units: auto is bf16
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
     assert "emulated" in precision.why_auto() or torch.cuda.is_available()
-    assert precision.auto_dtype("cpu") == "float32"
+    assert precision.auto_dtype("cpu") == "float32"  # none: bf16 would be emulated, auto stays fp32
     assert precision.load_dtype("bfloat16") == torch.bfloat16
     assert precision.load_dtype("auto") == getattr(torch, precision.auto_dtype())
     env = fingerprint.environment()

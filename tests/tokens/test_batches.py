@@ -86,7 +86,7 @@ def test_pack_restarts_positions_per_row():
                                        ("gemma2", "mlp_head"), ("gemma3", "default_head")])
 def test_packed_rows_give_the_logits_and_gradients_of_padded_rows(arch, head):
     r = resolve(RECIPES / "smoke.yaml", [],
-                [f"model.base=tiny:{arch}", NO_DROPOUT, f"plugins.head.use={head}"])
+                [f"model.base=tiny:{arch}", "model.dtype=float32", NO_DROPOUT, f"plugins.head.use={head}"])
     torch.manual_seed(0)
     model, tok, _ = load_model(r.final.model, build_plugins(r.final.plugins, r.file))
     model.eval()  # no dropout (the mlp head has its own); gradients flow all the same
