@@ -555,11 +555,14 @@ def finish(results: list[dict], peak_gflops: float | None, peak_name: str) -> No
         gpu = r.get("peak_gpu_gib") is not None
         mem = r["peak_gpu_gib"] if gpu else r["peak_rss_gib"]
         grew = float("nan") if gpu else r["peak_rss_gib"] - r["rss_before_gib"]
+        def ratio(key, r=r):  # "-" where the reference trainer was not run (--trainers)
+            return f"{r[key]:>6.2f}" if r[key] is not None else f"{'-':>6}"
+
         cells = [
             f"{r['length']:>6} {r['trainer']:<13} {r['useful_tokens_per_s']:>8.1f}",
-            f"{r['vs_hf_random'] or 0:>6.2f} {r['vs_hf_grouped'] or 0:>6.2f}",
-            f"{r['useful_tokens_per_cpu_s']:>9.1f} {r['cpu_vs_hf_random'] or 0:>6.2f}",
-            f"{r['cpu_vs_hf_grouped'] or 0:>6.2f} {100 * r['padding_share']:>6.1f}",
+            f"{ratio('vs_hf_random')} {ratio('vs_hf_grouped')}",
+            f"{r['useful_tokens_per_cpu_s']:>9.1f} {ratio('cpu_vs_hf_random')}",
+            f"{ratio('cpu_vs_hf_grouped')} {100 * r['padding_share']:>6.1f}",
             f"{r['rows_per_step']:>7.2f}",
             f"{mem:>8.2f} {grew:>6.2f} {r['utilisation']:>6.3f}",
         ]
