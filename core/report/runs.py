@@ -17,7 +17,8 @@ import yaml
 from replicator.core.errors import ReplicatorError
 from replicator.core.scoring.row_predictions import RowPreds, read_row_predictions
 from replicator.core.scoring.stats import row_log_loss
-from replicator.core.util.layout import ROW_PREDICTIONS
+from replicator.core.util.layout import FAILED, FINGERPRINT, METRICS, RESOLVED, ROW_PREDICTIONS
+from replicator.core.util.manifest import check_reports, run_manifest
 
 #: the prediction view a run is judged by: the first of these that its predictions have
 VIEW_PREFERENCE = ("final", "tta", "identity")
@@ -117,8 +118,23 @@ def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str]:
     return f"config:{key}", name
 
 
+def refuse_failed(path: Path) -> None:
+    """A run folder holding ``failed.json`` is not a result: a ReplicatorError naming it."""
+    if (Path(path) / FAILED).exists():
+        raise ReplicatorError(f"{Path(path) / FAILED}: the last attempt of run {path} failed, so the folder "
+                              "is not a result; rerun `replicate run` for it, or leave it out of the report")
+
+
 def load_run(path: Path) -> Run:
+    """A finished run's numbers, every file read checked against its ``manifest.json`` first (a damaged one
+    refused, named); a run made before manifests is read with a warning (``unverified``)."""
     path = Path(path)
+    refuse_failed(path)
+    if not (path / METRICS).is_file():
+        raise ReplicatorError(f"{path / METRICS}: missing: {path} is not a finished run "
+                              "(run `replicate run` for it first)")
+    manifest = run_manifest(path)
+    check_reports(path, manifest, [FINGERPRINT, METRICS, ROW_PREDICTIONS, RESOLVED])
     fingerprint_info = _read_json(path / "fingerprint.json")
     for k in ("run_id", "recipe", "seed"):
         if k not in fingerprint_info:
@@ -136,6 +152,7 @@ def discover_runs(paths: list[Path]) -> list[Path]:
     """Run folders (holding ``fingerprint.json``) among ``paths`` and below them, in a stable order."""
     out: list[Path] = []
     for p in map(Path, paths):
+        refuse_failed(p)
         if (p / "fingerprint.json").is_file():
             found = [p]
         elif p.is_dir():

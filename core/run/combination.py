@@ -66,6 +66,19 @@ from replicator.core.util.layout import (
     run_folders,
 )
 from replicator.core.util.lock import run_lock
+from replicator.core.util.manifest import (
+    FINGERPRINT_KEY,
+    MANIFEST,
+    check_artifacts,
+    check_reports,
+    entries,
+    entry,
+    entry_of,
+    listing,
+    run_manifest,
+    run_problems,
+    write_manifest,
+)
 from replicator.core.util.path_checks import check_safetensors, safetensors_problem
 
 log = logging.getLogger(__name__)
@@ -268,26 +281,38 @@ def run_plan(p: Plan, data_dir: Path, force: bool = False, progress: bool = True
 
 
 def _finished(run_dir: Path, artifacts: Path, weights: bool) -> bool:
+    """Whether the combination folder is complete and every file its ``manifest.json`` records is the one it
+    finished with (else a warning naming the damaged files: it is recomputed)."""
 
     files = [run_dir / f for f in (COMBINATION, ROW_PREDICTIONS, FINGERPRINT, METRICS)]
     if not all(f.is_file() for f in files) or (run_dir / FAILED).exists():
+        return False
+    damaged = run_problems(run_dir, artifacts)
+    if damaged:
+        log.warning("%s: not the combination that finished (%s): recomputing it", run_dir, listing(damaged))
         return False
     return not weights or ((artifacts / WEIGHTS).is_file()
                            and safetensors_problem(artifacts / WEIGHTS) is None)
 
 
 def _write(run_dir: Path, preds, info: dict, fingerprint_info: dict, metrics: dict,
-           extra: dict[str, str]) -> None:
-    """A combination folder: per-row predictions, extra files, ``combination.json``, then
-    ``fingerprint.json`` and ``metrics.json`` last (what says it is finished)."""
+           extra: dict[str, str], weights: Path | None = None) -> None:
+    """A combination folder: per-row predictions, extra files, ``combination.json``, ``fingerprint.json``,
+    ``manifest.json`` (every file's sha256; ``weights``, the averaged adapters, too) and ``metrics.json``
+    last (what says it is finished)."""
 
     (run_dir / METRICS).unlink(missing_ok=True)
     write_preds(run_dir / ROW_PREDICTIONS, preds)
     for name, text in extra.items():
         atomic_write_text(run_dir / name, text)
     atomic_write_text(run_dir / COMBINATION, json.dumps(info, indent=2))
-    atomic_write_text(run_dir / FINGERPRINT, json.dumps(fingerprint_info, indent=2))
-    atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / FINGERPRINT, json.dumps({**fingerprint_info, FINGERPRINT_KEY: MANIFEST},
+                                                        indent=2))
+    text = json.dumps(metrics, indent=2)
+    reports = entries(run_dir, skip=(MANIFEST, FAILED, METRICS)) | {METRICS: entry_of(text)}
+    write_manifest(run_dir / MANIFEST, "combination", {"reports": reports, "artifacts": (
+        {weights.name: entry(weights)} if weights is not None else {})}, run_id=fingerprint_info["run_id"])
+    atomic_write_text(run_dir / METRICS, text)
 
 
 def _fingerprint(combo_id: str, name: str, seed: int, kind: str, variant: str, toggles: list[str],
@@ -329,7 +354,7 @@ def combine_folds(f: FoldsPlan, force: bool = False) -> tuple[Path, dict, bool]:
         fingerprint_info = _fingerprint(f.combo_id, f.name, f.seed, "folds", variant, f.toggles,
                                         f.members())
         _write(f.run_dir, oof, info, fingerprint_info, metrics,
-               {"folds.md": _folds_markdown(variant, metrics)})
+               {"folds.md": _folds_markdown(variant, metrics)}, f.artifacts / WEIGHTS if adapters else None)
     log.info("folds: %s (OOF final log loss %.4f on %d rows)", f.run_dir, metrics["final_log_loss"], len(oof))
     return f.run_dir, metrics, False
 
@@ -419,6 +444,7 @@ def is_combination(run_dir: Path) -> bool:
 
 def _info(run_dir: Path) -> dict:
     path = Path(run_dir) / COMBINATION
+    check_reports(run_dir, run_manifest(run_dir), [COMBINATION])
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -448,6 +474,9 @@ def check_combination(run_dir: Path) -> None:
             run_parts(_unit_dir(r))
         if info["average"] == "adapters":
             check_safetensors(_adapter_weights(info), f"averaged weights of {run_dir}")
+            manifest = run_manifest(run_dir)
+            check_artifacts(run_dir, manifest, _adapter_weights(info).parent, WEIGHTS)
+            check_reports(run_dir, manifest, [ROW_PREDICTIONS])  # the OOF fit of postprocessing
         return
     for m in info["members"]:
         d = _unit_dir(m["unit"])

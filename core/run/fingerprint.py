@@ -38,6 +38,7 @@ from replicator.core.config.catalogue import ENTRY_POINT_GROUP, build_plugins
 from replicator.core.config.recipe import Resolved
 from replicator.core.model.precision import auto_dtype
 from replicator.core.model.sharding import strategy
+from replicator.core.util.manifest import sha256_file
 
 DISTRIBUTION = "arena-replicator"
 CODE_PACKAGES = ("replicator.core", "replicator.plugins")
@@ -146,11 +147,8 @@ def environment() -> dict:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a data file, streamed in 1 MiB chunks (:func:`replicator.core.util.manifest.sha256_file`)."""
+    return sha256_file(path)
 
 
 def data_hash(resolved: Resolved, data_dir: Path) -> tuple[str, dict]:

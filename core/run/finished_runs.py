@@ -28,11 +28,13 @@ from replicator.core.util.layout import (
     FAILED,
     FINGERPRINT,
     METRICS,
+    RESOLVED,
     VALID_PREDICTIONS,
     WEIGHTS,
     artifacts_root,
     reports_root,
 )
+from replicator.core.util.manifest import check_artifacts, check_reports, rebuild_hint, run_manifest
 from replicator.core.util.path_checks import check_safetensors, readable_file
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,31 @@ def _failure(path: Path) -> str:
         return f"see {path}"
 
 
+def read_fingerprint(run_dir: Path) -> dict:
+    """A run's ``fingerprint.json`` with its run id and recipe; a ReplicatorError naming it otherwise."""
+    path = Path(run_dir) / FINGERPRINT
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReplicatorError(f"{path}: unreadable ({type(e).__name__}: {e}); "
+                              f"{rebuild_hint(run_dir)}") from None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("recipe", "run_id")):
+        raise ReplicatorError(f"{path}: not a run's fingerprint (no recipe and run_id); "
+                              f"{rebuild_hint(run_dir)}")
+    return info
+
+
 def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
     """(fingerprint, final stage, the stage's artifacts folder) of a finished run, every file that
-    ``predict`` reads checked."""
+    ``predict`` reads checked: there, readable, and the file the run finished with (its ``manifest.json``;
+    a run made before manifests is read with a warning)."""
 
-    fingerprint_info = json.loads((run_dir / "fingerprint.json").read_text())
-    readable_file(run_dir / "resolved.yaml", "resolved recipe")
-    stage = resolve(run_dir / "resolved.yaml", check_plugins=False).final
+    manifest = run_manifest(run_dir)
+    check_reports(run_dir, manifest, [FINGERPRINT])
+    fingerprint_info = read_fingerprint(run_dir)
+    readable_file(run_dir / RESOLVED, "resolved recipe")
+    check_reports(run_dir, manifest, [RESOLVED])
+    stage = resolve(run_dir / RESOLVED, check_plugins=False).final
     artifacts = artifacts_root() / fingerprint_info["recipe"] / fingerprint_info["run_id"] / stage.name
     hint = ("run `replicate run` for this recipe first "
             f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
@@ -82,7 +102,19 @@ def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
         readable_file(artifacts / f, "run output")
     if weights_file(stage) == WEIGHTS:
         check_safetensors(artifacts / WEIGHTS)
+    if VALID_PREDICTIONS in needs:
+        _valid_fit(artifacts)
+    check_artifacts(run_dir, manifest, artifacts.parent, prefix=f"{stage.name}/")
     return fingerprint_info, stage, artifacts
+
+
+def _valid_fit(artifacts: Path):
+    """The validation (probabilities, labels) a run's postprocessing is fitted on."""
+    try:
+        return read_valid_fit(artifacts / VALID_PREDICTIONS)
+    except (ValueError, KeyError) as e:
+        raise ReplicatorError(f"{artifacts / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
+                              "`replicate run` with --force") from None
 
 
 def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str = "final",
@@ -95,12 +127,8 @@ def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str
                               f"only, not {view!r} (it is swap-symmetric by construction)")
     if is_baseline(stage.model.base):  # a baseline run: its fitted parameters, no model
         return baseline_predict(load_params(artifacts / BASELINE_PARAMS), rows)
-    try:
-        fit = read_valid_fit(artifacts / VALID_PREDICTIONS)
-    except (ValueError, KeyError) as e:
-        raise ReplicatorError(f"{artifacts / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
-                              "`replicate run` with --force") from None
-    plugins = build_plugins(stage.plugins, str(run_dir / "resolved.yaml"), unused=stage.unused_hooks)
+    fit = _valid_fit(artifacts)
+    plugins = build_plugins(stage.plugins, str(run_dir / RESOLVED), unused=stage.unused_hooks)
     if stage.model.features:  # a frozen-feature run: the backbone encodes, the saved head predicts
 
         return postprocess(plugins, predict_rows(stage, artifacts, rows, progress), rows, fit=fit)

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -74,6 +75,18 @@ from replicator.core.util.layout import (
     run_folders,
 )
 from replicator.core.util.lock import run_lock
+from replicator.core.util.manifest import (
+    FINGERPRINT_KEY,
+    MANIFEST,
+    entries,
+    entry,
+    entry_of,
+    listing,
+    problems,
+    read_manifest,
+    run_problems,
+    write_manifest,
+)
 from replicator.core.util.path_checks import safetensors_problem, writable_folder
 
 log = logging.getLogger(__name__)
@@ -104,24 +117,81 @@ def weights_file(stage: StageConfig) -> str:
     return HEAD_FILE if stage.model.features else WEIGHTS
 
 
-def stage_missing(stage: StageConfig, stage_artifacts: Path) -> list[str]:
-    """What a finished stage should have under ``stage_artifacts`` and has not (``[]``: the stage is done)."""
+def stage_missing(stage: StageConfig, stage_artifacts: Path, verify: bool = True) -> list[str]:
+    """What a finished stage should have under ``stage_artifacts`` and has not (``[]``: the stage is done);
+    with ``verify``, also every file that is not the one the stage finished with (its ``manifest.json``)."""
     weights = weights_file(stage)
     need = [DONE, weights, VALID_PREDICTIONS] + ([OUTPUTS] if stage.outputs else [])
     missing = [f for f in need if not (stage_artifacts / f).exists()]
+    if not stage_seal(stage_artifacts).exists():
+        missing.append(stage_seal(stage_artifacts).name)
     if VALID_PREDICTIONS not in missing and not _readable_predictions(stage_artifacts / VALID_PREDICTIONS):
         missing.append(f"{VALID_PREDICTIONS} (unreadable)")
     if weights == WEIGHTS and WEIGHTS not in missing and safetensors_problem(stage_artifacts / WEIGHTS):
         missing.append(f"{WEIGHTS} ({safetensors_problem(stage_artifacts / WEIGHTS)})")
+    if verify and not missing:
+        missing += [f"{p.name} ({why})" for p, why in stage_damage(stage_artifacts)]
     return missing
+
+
+def stage_seal(stage_artifacts: Path) -> Path:
+    """A stage's manifest, beside its folder: ``artifacts/<recipe>/<run_id>/<stage>.manifest.json``."""
+    return stage_artifacts.parent / f"{stage_artifacts.name}.{MANIFEST}"
+
+
+def stage_damage(stage_artifacts: Path, run_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """``[(file, why)]``: the files of a stage (its folder; with ``run_dir`` its per-row predictions in the
+    reports folder too) that are not the ones its manifest (:func:`stage_seal`) recorded when it finished."""
+    seal = stage_seal(stage_artifacts)
+    try:
+        recorded = read_manifest(seal)
+    except ReplicatorError as e:
+        return [(seal, str(e).removeprefix(f"{seal}: "))]
+    found = problems(recorded.get("artifacts") or {}, stage_artifacts)
+    if DONE not in (recorded.get("artifacts") or {}):
+        found.append((stage_artifacts / DONE, f"not in {seal}"))
+    if run_dir is not None:
+        found += problems(recorded.get("reports") or {}, run_dir)
+    return found
+
+
+def _seal_stage(stage_artifacts: Path, rowpreds: Path, done_text: str) -> None:
+    """The stage's manifest (:func:`stage_seal`): every file of its folder, ``done.json`` as it is about to
+    be written, and its per-row predictions in the reports folder."""
+    files = entries(stage_artifacts, skip=(DONE,)) | {DONE: entry_of(done_text)}
+    write_manifest(stage_seal(stage_artifacts), "stage", {"artifacts": files,
+                                                         "reports": {rowpreds.name: entry(rowpreds)}},
+                   stage=stage_artifacts.name)
+
+
+def _discard(damaged: list[Path], stage_artifacts: Path) -> None:
+    """Remove the damaged files of a stage folder before it is recomputed, and the cached steps' files they
+    are hard links of (its weights, outputs, calibration rows), so that no step reuses what was damaged."""
+    cache = steps.steps_root(stage_artifacts.parent)
+    for p in damaged:
+        if not p.is_relative_to(stage_artifacts) or not p.is_file():
+            continue
+        st = p.stat()
+        if st.st_nlink > 1 and cache.is_dir():
+            for twin in (f for f in cache.rglob("*") if f.is_file() and not f.is_symlink()):
+                if os.path.samestat(twin.stat(), st):
+                    log.warning("%s: removed (the cached step of a damaged file: %s)", twin, p)
+                    twin.unlink()
+        p.unlink()
 
 
 def finished(resolved: Resolved, run_dir: Path, artifacts: Path) -> bool:
     """Whether the run's ``metrics.json`` and ``fingerprint.json`` exist, no ``failed.json`` says its
-    last attempt failed, and every stage it vouches for is done."""
+    last attempt failed, every file its ``manifest.json`` records is the one it finished with (else a
+    warning naming the damaged files: the run is recomputed, never reused), and every stage is done."""
     if not ((run_dir / METRICS).exists() and (run_dir / FINGERPRINT).exists()) or (run_dir / FAILED).exists():
         return False
-    missing = {s.name: stage_missing(s, artifacts / s.name) for s in resolved.stages}
+    damaged = run_problems(run_dir, artifacts)
+    if damaged:
+        log.warning("%s: not the run that finished (%s): recomputing what is damaged", run_dir,
+                    listing(damaged))
+        return False
+    missing = {s.name: stage_missing(s, artifacts / s.name, verify=False) for s in resolved.stages}
     missing = {k: v for k, v in missing.items() if v}
     if missing:
         log.warning("%s has metrics but not the outputs they vouch for under %s (%s): recomputing, so that "
@@ -198,15 +268,16 @@ class RunState:
         never taken for a result, and the next run recomputes what is not done."""
         if not (self.begun and is_main()):
             return
+        message = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)  # Ctrl-C has none
         info = {"run_id": self.fingerprint_info["run_id"], "stage": self.stage, "error": type(error).__name__,
-                "message": str(error), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "message": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             atomic_write_text(self.run_dir / FAILED, json.dumps(info, indent=2))
         except Exception as e:  # the original error matters more than this one
             log.error("could not write %s: %s", self.run_dir / FAILED, e)
         else:
             log.error("run %s failed in stage %s: %s (%s)", self.fingerprint_info["run_id"],
-                      self.stage or "-", error, self.run_dir / FAILED)
+                      self.stage or "-", message, self.run_dir / FAILED)
 
 
 def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
@@ -305,6 +376,11 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     from accelerate.utils import extract_model_from_parallel
 
     done = (train_dir / TRAIN_RESULT).exists() and not safetensors_problem(train_dir / WEIGHTS)
+    damaged = problems(_train_seal(train_dir), train_dir, [WEIGHTS, TRAIN_RESULT]) if done else []
+    if damaged:  # weights or results not the ones the step finished with (its manifest.json): trained again
+        log.warning("stage %s: trained weights in %s not reused: %s", stage.name, train_dir,
+                    "; ".join(f"{p.name}: {why}" for p, why in damaged))
+        done = False
     barrier()  # every process has looked before the main process writes
     if done:
         log.info("stage %s: trained weights reused from %s", stage.name, train_dir)
@@ -324,7 +400,10 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     weights = trainable_to_save(model, model, is_main())
     if is_main():
         atomic_save_safetensors(weights, train_dir / WEIGHTS, metadata={"base": stage.model.base})
-        atomic_write_text(train_dir / TRAIN_RESULT, json.dumps(result, indent=2))
+        text = json.dumps(result, indent=2)
+        write_manifest(train_dir / MANIFEST, "train", {"artifacts": {WEIGHTS: entry(train_dir / WEIGHTS),
+                                                                     TRAIN_RESULT: entry_of(text)}})
+        atomic_write_text(train_dir / TRAIN_RESULT, text)
     barrier()  # the weights are written
     # prediction loads the saved weights into a plain model (core/model/sharding.py, core/model/zero.py)
     if sharded:
@@ -335,6 +414,15 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     model = extract_model_from_parallel(model, keep_fp32_wrapper=False)
     precision.to_weights_dtype(model, info["dtype"])
     return result | {"train_reused": False}, model, tokenizer
+
+
+def _train_seal(train_dir: Path) -> dict:
+    """What a train step's ``manifest.json`` recorded (``{}``, so nothing matches, when it is missing or
+    unreadable: a step trained before manifests is trained again)."""
+    try:
+        return read_manifest(train_dir / MANIFEST).get("artifacts") or {}
+    except ReplicatorError:
+        return {}
 
 
 def _valid_log_loss(plugins, tokenizer, stage: StageConfig, valid_rows):
@@ -362,25 +450,32 @@ def _stage(state: RunState, stage: StageConfig) -> dict:
     else computed and marked done. A baseline stage runs in the main process only."""
     stage_artifacts = state.artifacts / stage.name
     state.stage = stage.name
+    rowpreds = row_predictions_path(state.run_dir, stage.name, state.resolved.final.name)
     if state.begun or not state.force:
-        missing = stage_missing(stage, stage_artifacts)
-        rowpreds = row_predictions_path(state.run_dir, stage.name, state.resolved.final.name)
+        missing = stage_missing(stage, stage_artifacts, verify=False)
         if not rowpreds.exists():  # the report's per-row file is an output too (a deleted report folder)
             missing.append(str(rowpreds))
+        # every file the stage finished with, as it was (its manifest), before anything is reused
+        damaged = [] if missing else stage_damage(stage_artifacts, state.run_dir)
         barrier()  # every process has looked before anyone writes
-        if not missing:
+        if not missing and not damaged:
             log.info("stage %s: already done, reused", stage.name)
             return json.loads((stage_artifacts / DONE).read_text())
         if (stage_artifacts / DONE).exists():
-            log.warning("stage %s: done.json exists but %s missing: recomputing", stage.name,
-                        ", ".join(missing))
+            log.warning("stage %s: done.json exists but %s: recomputing", stage.name,
+                        "; ".join([f"{', '.join(missing)} missing"] * bool(missing)
+                                  + [f"{p}: {why}" for p, why in damaged]))
+        if is_main():
+            _discard([p for p, _ in damaged], stage_artifacts)
     if baselines.is_baseline(stage.model.base) and not is_main():
         state.begin()  # in step with the main process's begin()
         barrier()
         return json.loads((stage_artifacts / DONE).read_text())
     result = run_stage(state, stage, state.progress)
     if is_main():
-        atomic_write_text(stage_artifacts / DONE, json.dumps(result, indent=2))
+        done_text = json.dumps(result, indent=2)
+        _seal_stage(stage_artifacts, rowpreds, done_text)  # what the stage finished with, then its marker
+        atomic_write_text(stage_artifacts / DONE, done_text)
     barrier()
     return result
 
@@ -406,9 +501,25 @@ def _finish(state: RunState, stages: dict[str, dict]) -> dict:
     if is_main():
         (state.run_dir / FAILED).unlink(missing_ok=True)
         atomic_write_text(state.run_dir / FINGERPRINT, json.dumps(state.fingerprint_info, indent=2))
-        atomic_write_text(state.run_dir / METRICS, json.dumps(metrics, indent=2))
+        metrics_text = json.dumps(metrics, indent=2)
+        _write_run_manifest(state, metrics_text)
+        atomic_write_text(state.run_dir / METRICS, metrics_text)
     barrier()
     return metrics
+
+
+def _write_run_manifest(state: RunState, metrics_text: str) -> None:
+    """The run's ``manifest.json``: every file of its reports folder (``metrics.json`` as it is about to be
+    written) and of its stage folders. The stage folders' entries come from their own manifests, checked
+    when the stage was reused or written when it was computed: the weights are not hashed again."""
+    reports = entries(state.run_dir, skip=(MANIFEST, FAILED, METRICS)) | {METRICS: entry_of(metrics_text)}
+    artifacts = {}
+    for s in state.resolved.stages:
+        seal = stage_seal(state.artifacts / s.name)
+        artifacts |= {f"{s.name}/{k}": v for k, v in read_manifest(seal)["artifacts"].items()}
+        artifacts[seal.name] = entry(seal)
+    write_manifest(state.run_dir / MANIFEST, "run", {"reports": reports, "artifacts": artifacts},
+                   run_id=state.fingerprint_info["run_id"])
 
 
 def decoder_layers(base: str, file: str) -> int | None:
@@ -467,6 +578,7 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
     keys = stage_keys(resolved, fingerprint_info)
     # recorded, not in the run id
     fingerprint_info["steps"] = {name: dataclasses.asdict(k) for name, k in keys.items()}
+    fingerprint_info[FINGERPRINT_KEY] = MANIFEST  # this run writes one: a missing one is damage, not age
     run_dir, artifacts = run_folders(resolved.name, fingerprint_info["run_id"])
     preflight(resolved, run_dir, artifacts)
     with run_lock(run_dir, fingerprint_info["run_id"]) if is_main() else contextlib.nullcontext():
