@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +26,8 @@ from replicator.core.run.pipeline import run_recipe
 from replicator.core.run.resources import format_plan, plan_resources
 from replicator.core.run.submission import predict as predict_run
 from replicator.core.util.distributed import is_main
+from replicator.core.util.layout import run_folders
+from replicator.core.util.logs import ROOT as LOGGER
 from replicator.core.util.logs import setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -40,8 +44,14 @@ _GLOBAL = {"verbose": False, "quiet": False}
 
 
 @app.callback()
-def _options(verbose: VerboseOpt = False, quiet: QuietOpt = False):
+def _options(ctx: typer.Context, verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes."""
+    # during the command the replicator logger's records go to its own handler (setup) only, never on to the
+    # root logger: a handler that an imported library adds there (GPT-QModel's basicConfig) would print each
+    # of them a second time. Put back when the command ends, for a caller in the same process (caplog).
+    logger = logging.getLogger(LOGGER)
+    ctx.call_on_close(partial(setattr, logger, "propagate", logger.propagate))
+    logger.propagate = False
     _GLOBAL.update(verbose=verbose, quiet=quiet)
     logging_setup()
 
@@ -140,6 +150,7 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
     member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
 
     progress = logging_setup(verbose, quiet)
+    t0 = time.monotonic()
     try:
         ddir = data_dir()
         r = resolve(recipe, toggle, overrides or [], data_dir=ddir)
@@ -154,13 +165,52 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
         _fail(e)
     except OSError as e:
         _fail_os(e)
+    except KeyboardInterrupt:
+        if is_main():
+            typer.echo("interrupted: rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
 
     if not is_main():  # under a launcher the main process reports
         return
-    typer.echo(f"{'reused' if reused else 'finished'}: {run_dir}")
-    keys = ("log_loss", "accuracy", "tta_log_loss", "tta_accuracy", "final_log_loss", "final_accuracy",
-            "n_train_rows", "n_valid_rows")
-    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+    typer.echo("\n".join(summary_lines(run_dir, run_folders(r.name, run_dir.name)[1], metrics, reused,
+                                        time.monotonic() - t0)))
+
+
+#: the reference rows of the single-run summary: (metrics.json key, label), each where metrics.json has it
+SUMMARY_ROWS = (("tta_log_loss", "with TTA"), ("log_loss", "no TTA"),
+                ("baseline_prior_log_loss", "prior baseline"),
+                ("baseline_length_log_loss", "length baseline"),
+                ("baseline_style_log_loss", "style baseline"))
+
+
+def _duration(seconds: float) -> str:
+    h, rest = divmod(round(seconds), 3600)
+    if h:
+        return f"{h} h {rest // 60} min"
+    return f"{rest // 60} min {rest % 60} s" if rest >= 60 else f"{rest} s"
+
+
+def summary_lines(run_dir: Path, artifacts: Path, metrics: dict, reused: bool, seconds: float) -> list[str]:
+    """What ``replicate run`` prints for one run: ``finished: RUN_FOLDER`` (or ``reused:``; scripts read
+    the folder there) with the time, the final log loss and the references on the same validation rows
+    (with and without TTA, the baselines) with Δ = final − reference (below 0: the run is better), the
+    artifacts folder and the next commands."""
+    took = sum(s.get("seconds") or 0 for s in (metrics.get("stages") or {}).values() if isinstance(s, dict))
+    when = (f"computed before in {_duration(took)}" if took else "computed before") if reused \
+        else f"in {_duration(seconds)}"
+    lines = [f"{'reused' if reused else 'finished'}: {run_dir} ({when})"]
+    final, rows = metrics.get("final_log_loss"), metrics.get("n_valid_rows")
+    if isinstance(final, (int, float)):
+        on = f" on {rows} validation rows" if isinstance(rows, int) else ""
+        lines += [f"  {'log loss' + on:<34}{'Δ final − it':>14}", f"    {'final':<16}{final:>14.4f}"]
+        for key, label in SUMMARY_ROWS:
+            value = metrics.get(key)
+            if isinstance(value, (int, float)):
+                lines.append(f"    {label:<16}{value:>14.4f}{final - value:>+14.4f}")
+        lines.append("  (Δ below 0: the final predictions beat that reference)")
+    lines += [f"artifacts: {artifacts}", "next:", f"  replicate report {run_dir}",
+              f"  replicate predict {run_dir} test.csv -o submission.csv"]
+    return lines
 
 
 def _run_combination(recipe: Path, toggles: list[str], overrides: list[str], ddir: Path, force: bool,

@@ -23,9 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from replicator.core.errors import ReplicatorError
-from replicator.core.model.loading import load_tokenizer, resolve_base, trained_model
+from replicator.core.model.loading import (
+    library_deprecations_ignored,
+    load_tokenizer,
+    resolve_base,
+    trained_model,
+)
 from replicator.core.tokens.batches import Encoder
 from replicator.core.util import atomic  # atomic_path through its module: failure-injection tests replace it
+from replicator.core.util.logs import captured
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,8 @@ def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
     import torch
 
     try:
-        from optimum.gptq import GPTQQuantizer
+        with captured("import optimum.gptq"):  # GPT-QModel's banner, warnings and root log handler
+            from optimum.gptq import GPTQQuantizer
     except ImportError as e:
         raise ReplicatorError(f"predict.quantizer gptq: {e}; install the gptq extra: "
                               "pip install -e '.[gptq]'") from None
@@ -89,7 +96,8 @@ def gptq_8bit(cfg, plugins, weights: Path, calibration: list[np.ndarray]):
     data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)} for ids in rows]
     quantizer = GPTQQuantizer(bits=BITS, group_size=GROUP_SIZE, dataset=data,
                               model_seqlen=max(r.shape[1] for r in rows))
-    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # GPT-QModel's progress goes to stdout
+    # GPT-QModel's progress goes to stdout
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), library_deprecations_ignored():
         quantizer.quantize_model(model.eval(), tokenizer)
     log.info("backbone quantized by GPTQ (%d bits, group size %d) on %d calibration rows", BITS, GROUP_SIZE,
              len(rows))

@@ -3,10 +3,14 @@ the recipe's head, LoRA (peft) or full fine-tuning, optional 4/8-bit (bitsandbyt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from replicator.core.config.recipe import ModelConfig
@@ -16,7 +20,7 @@ from replicator.core.model.precision import load_dtype
 from replicator.core.model.sharding import is_sharded, load_full_state
 from replicator.core.model.tensors import HEAD_NAMES, NUM_LABELS, head_module
 from replicator.core.model.tiny import is_tiny, resolve_tiny
-from replicator.core.util.logs import NOISY_IMPORTS, import_quietly, quiet_transformers
+from replicator.core.util.logs import import_quietly, quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +158,23 @@ def _replace_head(model, plugins, dtype):
     return name, getattr(new, "aux_loss", None)
 
 
+@contextlib.contextmanager
+def library_deprecations_ignored() -> Iterator[None]:
+    """Inside the block, no FutureWarning for transformers APIs that peft and optimum still call
+    (``is_gradient_checkpointing``, transformers 5): not the user's business, nothing a recipe can change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def _add_lora(model, cfg: ModelConfig, head: str, train: bool, num_layers: int | None):
     import torch
+
+    import_quietly("peft")  # imports bitsandbytes when installed, which prints about its CPU kernels
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    keep_probes_off("peft")
     if (cfg.load_in_4bit or cfg.load_in_8bit) and train:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     targets = cfg.lora.targets
@@ -168,14 +185,60 @@ def _add_lora(model, cfg: ModelConfig, head: str, train: bool, num_layers: int |
                              lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=[head],
                              layers_to_transform=(list(range(cfg.freeze_layers, num_layers))
                                                   if cfg.freeze_layers else None))
-    return get_peft_model(model, lora_config)
+    with library_deprecations_ignored():
+        return get_peft_model(model, lora_config)
+
+
+#: Where peft (for every layer LoRA wraps: a GPT-QModel, AWQ or torchao layer?) and accelerate
+#: (``unwrap_model``: a DeepSpeed engine?) ask whether a library is installed, then import it to run an
+#: ``isinstance`` check: (module, probe function, package). Those imports print (GPT-QModel's banner and
+#: "Python GIL is enabled", DeepSpeed's "Setting accelerator to CPU"), add a root log handler (GPT-QModel)
+#: and change the environment, on every run that uses none of them. An object can only be of a library's
+#: type once that library is imported, so :func:`keep_probes_off` makes these probes answer "not
+#: available" until then. (torchao is imported by transformers' model code anyway: see
+#: :func:`replicator.core.util.logs.quiet_transformers`.)
+PROBES = (
+    ("peft.tuners.lora.gptq", "is_gptqmodel_available", "gptqmodel"),
+    ("peft.tuners.lora.awq", "is_gptqmodel_available", "gptqmodel"),
+    ("peft.utils.other", "is_gptqmodel_available", "gptqmodel"),
+    ("peft.utils.quantization_utils", "is_gptqmodel_available", "gptqmodel"),
+    ("peft.tuners.lora.torchao", "is_torchao_available", "torchao"),
+    ("peft.utils.quantization_utils", "is_torchao_available", "torchao"),
+    ("accelerate.utils.other", "is_deepspeed_available", "deepspeed"),
+)
+
+
+def _once_imported(probe, package: str):
+    def available(*args, **kwargs):
+        return package in sys.modules and probe(*args, **kwargs)
+
+    available.replicator_probe = True
+    return available
+
+
+def keep_probes_off(prefix: str) -> None:
+    """Wrap the :data:`PROBES` of the modules under ``prefix`` (``peft``, ``accelerate``) so that they import
+    nothing that is not imported yet (idempotent). Where a probe is not found (another version of the
+    library), its package is imported up front, its output captured (:func:`import_quietly`)."""
+    for module, name, package in PROBES:
+        if not module.startswith(prefix + "."):
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            mod = None
+        probe = getattr(mod, name, None)
+        if probe is None:
+            import_quietly(package)
+        elif not getattr(probe, "replicator_probe", False):
+            setattr(mod, name, _once_imported(probe, package))
 
 
 def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool | None = None):
     """Return (model, tokenizer, info) ready for training or inference (``load_in_8bit`` overrides the
     recipe)."""
-    for name in NOISY_IMPORTS:  # before peft / accelerate import them
-        import_quietly(name)
+    if importlib.util.find_spec("accelerate") is not None:  # the trainer's unwrap_model
+        keep_probes_off("accelerate")
     if load_in_8bit is not None and load_in_8bit != cfg.load_in_8bit:
         cfg = dataclasses.replace(cfg, load_in_8bit=load_in_8bit,
                                   load_in_4bit=False if load_in_8bit else cfg.load_in_4bit)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 ROOT = "replicator"
@@ -35,7 +37,9 @@ def level_of(verbosity: int) -> int:
 
 def setup(verbosity: int = 0) -> logging.Logger:
     """Send ``replicator.*`` records at the level of ``verbosity`` to stderr (one handler, replaced
-    on a second call); verbosity >= 1 also sets ``REPLICATOR_TRACE=1`` (the hook trace)."""
+    on a second call); verbosity >= 1 also sets ``REPLICATOR_TRACE=1`` (the hook trace). The command line
+    also turns the logger's propagation off while a command runs, so that a handler an imported library
+    adds to the root logger (GPT-QModel's ``basicConfig``) prints none of them a second time."""
     logger = logging.getLogger(ROOT)
     for h in [h for h in logger.handlers if getattr(h, _HANDLER_FLAG, False)]:
         logger.removeHandler(h)
@@ -53,7 +57,11 @@ def setup(verbosity: int = 0) -> logging.Logger:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' own logging at ERROR and its progress bars off inside the block (a model load
-    report lists a new head as "missing", which is expected), both restored afterwards."""
+    report lists a new head as "missing", which is expected), both restored afterwards. Its model code is
+    imported first with its output captured (:func:`import_quietly`): ``transformers.modeling_utils``
+    imports torchao whenever it is installed (``quantizers/quantizer_torchao.py``), which logs "Failed to
+    load ... .so" and makes torch warn about ``register_constant``."""
+    import_quietly("transformers.modeling_utils")
     from transformers.utils import logging as hf_logging
 
     before, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -67,28 +75,86 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-#: packages that print to stdout or change the environment on import, and why they are imported at all
-NOISY_IMPORTS = {
-    # peft imports it for every LoRA model once it is installed; it prints a banner and warnings and sets
-    # PYTORCH_ALLOC_CONF / CUDA_DEVICE_ORDER (every run's CUDA allocator settings would change)
-    "gptqmodel": "peft",
-    # accelerate imports it whenever it is installed (unwrap_model); it logs "Setting accelerator to ..."
-    # and sets PYTORCH_NVML_BASED_CUDA_CHECK (its logger keeps the stream it found: stderr from then on)
-    "deepspeed": "accelerate",
-}
+class _Records(logging.Handler):
+    """Collects the records that reach it (formatted), for :func:`captured`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(f"{record.levelname} [{record.name}] {record.getMessage()}")
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.getLogger(), *(lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                   if isinstance(lg, logging.Logger))]
+
+
+@contextlib.contextmanager
+def captured(what: str) -> Iterator[None]:
+    """What the block (a third-party import) prints, warns or logs goes to the debug log of
+    ``replicator.core.util.logs`` as one record, not to the console: stdout and stderr, warnings (the
+    filters stay as the block left them: libraries that silence their own warnings keep doing so), and
+    log records that propagate to the root logger. The root logger's handlers and level are restored
+    (``logging.basicConfig`` in a dependency would print every library's INFO lines, and each of ours a
+    second time); handlers that print to the console print to the capture inside the block (torch's
+    own, which warns about ``_pytree``), those created in the block that write to its captured stream
+    write to stderr from then on, and the environment is restored."""
+
+    buf = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    moved: dict[logging.StreamHandler, object] = {}  # handlers that print to the console (torch's), not ours
+    for lg in _loggers():
+        for h in lg.handlers:
+            if (isinstance(h, logging.StreamHandler) and not getattr(h, _HANDLER_FLAG, False)
+                    and h not in moved and any(h.stream is c for c in consoles)):
+                with contextlib.suppress(AttributeError):  # logging.lastResort's stream cannot be set
+                    moved[h] = h.setStream(buf)
+    records = _Records()
+    root.addHandler(records)
+    warned: list[str] = []
+    showwarning = warnings.showwarning
+
+    def keep(message, category, filename, lineno, file=None, line=None):
+        warned.append(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+
+    warnings.showwarning = keep
+    env, stderr = dict(os.environ), sys.stderr
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        warnings.showwarning = showwarning
+        root.handlers[:] = [h for h in root.handlers if h in handlers]
+        root.setLevel(level)
+        for h, stream in moved.items():
+            h.setStream(stream)
+        for lg in _loggers():
+            for h in lg.handlers:
+                if isinstance(h, logging.StreamHandler) and h.stream is buf:
+                    h.setStream(stderr)
+        os.environ.clear()
+        os.environ.update(env)
+        lines = [*buf.getvalue().splitlines(), *records.lines, *warned]
+        if any(line.strip() for line in lines):
+            logging.getLogger(__name__).debug("%s printed (kept off the console):\n%s", what,
+                                              "\n".join(line for line in lines if line.strip()))
 
 
 def import_quietly(name: str) -> None:
-    """Import ``name`` (when installed and not yet imported) with stdout sent to stderr and the environment
-    restored, so that ``replicate``'s stdout stays its own (:data:`NOISY_IMPORTS` says why each is needed).
-    Called before a model is built (:func:`replicator.core.model.loading.load_model`)."""
+    """Import ``name`` (when installed and not yet imported) inside :func:`captured`: what it prints, warns
+    or logs on import goes to the debug log (``-v`` shows it), its root log handlers and environment
+    changes are undone (GPT-QModel adds a root ``StreamHandler`` and sets ``PYTORCH_ALLOC_CONF``;
+    DeepSpeed logs "Setting accelerator to ..." and sets ``PYTORCH_NVML_BASED_CUDA_CHECK``).
+    For libraries the runner uses itself (DeepSpeed for ZeRO, GPT-QModel for GPTQ) and for those another
+    library would import when its probe of them could not be kept off
+    (:func:`replicator.core.model.loading.keep_probes_off`)."""
 
     if name in sys.modules or importlib.util.find_spec(name) is None:
         return
-    env = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            importlib.import_module(name)
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+    with captured(f"import {name}"):
+        importlib.import_module(name)

@@ -71,8 +71,9 @@ print("env", os.environ.get("PYTORCH_ALLOC_CONF"), os.environ.get("CUDA_DEVICE_O
 
 
 def test_installed_gptqmodel_leaves_stdout_and_the_allocator_alone():
-    """peft imports GPT-QModel for every LoRA model once it is installed; its banner and warnings would land
-    on replicate's stdout and its import would set the CUDA allocator's settings for every run."""
+    """peft would import GPT-QModel for every LoRA model once installed (its probe of GPT-QModel layers);
+    its banner and warnings would land on the console and its import would set the CUDA allocator's settings
+    for every run. The probe is kept off (core/model/loading.py): GPT-QModel is not imported at all."""
     import os
     import subprocess
     import sys
@@ -81,4 +82,4 @@ def test_installed_gptqmodel_leaves_stdout_and_the_allocator_alone():
     out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True, check=True,
                          env={**env, "RECIPE": str(RECIPES / "smoke.yaml")})
     assert out.stdout == "env None None\n", out.stdout[-500:]
-    assert "GPT-QModel" in out.stderr or "GIL" in out.stderr  # it was imported; its messages went to stderr
+    assert "GPT-QModel" not in out.stderr and "GIL" not in out.stderr, out.stderr[-500:]

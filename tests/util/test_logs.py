@@ -110,17 +110,20 @@ IMPORTS = globals().get("IMPORTS", 0) + 1
 '''
 
 
-def test_import_quietly_keeps_stdout_clean_and_restores_the_environment(tmp_path, monkeypatch, capsys):
+def test_import_quietly_keeps_the_console_clean_and_restores_the_environment(tmp_path, monkeypatch, capsys,
+                                                                            caplog):
     name = "replicator_test_noisy_pkg"
     (tmp_path / f"{name}.py").write_text(NOISY)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("NOISY_KEEP_ME", "kept")
     monkeypatch.delenv("NOISY_SET_BY_IMPORT", raising=False)
+    monkeypatch.setattr(logging.getLogger(logs.ROOT), "handlers", [])  # none left by an earlier command
+    caplog.set_level(logging.DEBUG, logger=logs.__name__)
     try:
         logs.import_quietly(name)
         out, err = capsys.readouterr()
-        assert out == ""
-        assert "BANNER from a noisy package" in err
+        assert out == "" and err == ""
+        assert "BANNER from a noisy package" in caplog.text, "kept in the debug log"
         assert name in sys.modules
         assert "NOISY_SET_BY_IMPORT" not in os.environ
         assert os.environ["NOISY_KEEP_ME"] == "kept"
