@@ -114,7 +114,7 @@ def _valid_fit(artifacts: Path):
         return read_valid_fit(artifacts / VALID_PREDICTIONS)
     except (ValueError, KeyError) as e:
         raise ReplicatorError(f"{artifacts / VALID_PREDICTIONS}: unreadable ({type(e).__name__}: {e}); rerun "
-                              "`replicate run` with --force") from None
+                              "the same `replicate run` command to rebuild it") from None
 
 
 def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str = "final",
