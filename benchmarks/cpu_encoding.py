@@ -114,13 +114,12 @@ def main(argv=None) -> None:
                    "utilisation": round(2 * n * tps / (peak * 1e9), 3),
                    "projected_cold_encoding_s": round(total / tps),
                    "projected_predict_1000_rows_s": round(2000 * total / len(items) / tps)}
-            key = budget
-            if key in first:
-                a, b = first[key], vecs
+            if budget in first:
+                a, b = first[budget], vecs
                 cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
                 row.update(cosine_min=round(float(cos.min()), 6), cosine_mean=round(float(cos.mean()), 6))
             else:
-                first[key] = vecs
+                first[budget] = vecs
             print(json.dumps(row), flush=True)
             rows.append(row)
         del model

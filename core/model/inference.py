@@ -5,7 +5,6 @@ the rows saved after training, :mod:`replicator.core.model.gptq`)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from replicator.core.model.gptq import gptq_8bit, read_calibration
 from replicator.core.model.loading import trained_model
 from replicator.core.model.tensors import head_module
 from replicator.core.util.atomic import atomic_folder
+from replicator.core.util.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,8 @@ def _merged_in_8bit(cfg: ModelConfig, plugins, weights: Path):
     if cfg.load_in_4bit:
         raise ReplicatorError("predict.merge_lora: the model trained in 4-bit (QLoRA); merging adapters into "
                               "4-bit weights would dequantize them: predict without merge_lora")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    folder = Path(weights).parent / f"merged-{digest.hexdigest()[:16]}"  # new weights never meet an old merge
+    # new weights never meet an old merge
+    folder = Path(weights).parent / f"merged-{sha256_file(weights)[:16]}"
     model, tokenizer = trained_model(cfg, plugins, weights)
     merged = model.merge_and_unload()
     name, head = head_module(merged)
