@@ -21,7 +21,7 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 # torch is pinned in pyproject.toml (an unpinned torch pulls a multi-GB CUDA build)
-INSTALL = (".[test,quant,gptq,deepspeed]",)
+INSTALL = (".[test,quant,gptq,deepspeed,track]",)
 GPU_SMOKE_MODEL = "google/gemma-2-2b-it"
 CPU_SMOKE_MODEL = "embedded:gemma-3-270m"
 LINTED = ("core", "plugins", "tests", "noxfile.py", "benchmarks")

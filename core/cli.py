@@ -15,13 +15,14 @@ import typer
 from replicator.core.config.catalogue import describe
 from replicator.core.config.recipe import load_yaml, resolve
 from replicator.core.config.sections import has_combination, section_lines
-from replicator.core.config.toggles import apply_toggle, recipe_toggles, status
+from replicator.core.config.toggles import apply_toggle, recipe_toggle_info, recipe_toggles, status
 from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.build import build_report
 from replicator.core.report.runs import default_out_dir, discover_runs
 from replicator.core.run.ablate import execute, parse_seeds, plan_ablation
 from replicator.core.run.combination import plan_combination, run_plan
+from replicator.core.run.export import export_run, push_run
 from replicator.core.run.pipeline import run_recipe
 from replicator.core.run.resources import format_plan, plan_resources
 from replicator.core.run.submission import predict as predict_run
@@ -29,6 +30,7 @@ from replicator.core.util.distributed import is_main
 from replicator.core.util.layout import run_folders
 from replicator.core.util.logs import ROOT as LOGGER
 from replicator.core.util.logs import setup
+from replicator.core.util.path_checks import writable_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce the top LMSYS Chatbot Arena solutions from YAML recipes.")
@@ -90,6 +92,8 @@ def show(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
         r = resolve(recipe, toggle, overrides or [])
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
     typer.echo(r.to_yaml(), nl=False)
     typer.echo(f"# config_hash: {r.config_hash}")
     typer.echo(f"# stages: {', '.join(s.name for s in r.stages)}")
@@ -113,6 +117,8 @@ def plan(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  #
         p = plan_resources(recipe, toggle, overrides or [])
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
     typer.echo(json.dumps(p, indent=2) if as_json else format_plan(p))
     if strict and not p["fits"]:
         raise typer.Exit(1)
@@ -145,11 +151,16 @@ def run(recipe: Path, toggle: ToggleOpt = [], overrides: OverrideArg = None,  # 
         member: Annotated[list[str], typer.Option(
             "--member", help="with folds:/ensemble: run only this member (a member name or fold<i>; "
                              "repeatable), not the combination")] = [],  # noqa: B006
+        track: Annotated[str | None, typer.Option(
+            "--track", help="live tracking: tensorboard (the default where installed), wandb, mlflow or "
+                            "none; the recipe's tracking: setting, not part of the run id",
+            show_default=False)] = None,
         verbose: VerboseOpt = False, quiet: QuietOpt = False):
     """Run a recipe (all its stages) and write reports/<recipe>/<run_id>/; with folds: or ensemble:, every
     member run, then the combination (reports/<recipe>/folds-<hash>/, ensemble-<hash>/)."""
 
     progress = logging_setup(verbose, quiet)
+    overrides = [*(overrides or []), *([f"tracking={track}"] if track else [])]  # core/util/tracking.py
     t0 = time.monotonic()
     try:
         ddir = data_dir()
@@ -255,6 +266,42 @@ def predict(run: str, test_csv: Path,
 
 
 @app.command()
+def export(run: str, folder: Path, verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Write a finished run's model as a hub-ready folder: peft adapters + head (or the whole model of a full
+    fine-tune), tokenizer, model card (core/run/export.py)."""
+
+    logging_setup(verbose, quiet)
+    try:
+        info = export_run(run, folder)
+    except ReplicatorError as e:
+        _fail(e)
+    except OSError as e:
+        _fail_os(e)
+    typer.echo(f"exported {info['run_id']} ({info['kind']}) to {info['folder']}: {', '.join(info['files'])}")
+
+
+@app.command()
+def push(run: str, repo: str,
+         private: Annotated[bool, typer.Option("--private", help="create the repo private")] = False,
+         token: Annotated[str | None, typer.Option(
+             "--token", help="hub token (default: HF_TOKEN or the saved login)", show_default=False)] = None,
+         endpoint: Annotated[str | None, typer.Option(
+             "--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)",
+             show_default=False)] = None,
+         verbose: VerboseOpt = False, quiet: QuietOpt = False):
+    """Export a finished run (as `replicate export`) and upload it to the Hugging Face hub repo REPO."""
+
+    logging_setup(verbose, quiet)
+    try:
+        info = push_run(run, repo, private=private, token=token, endpoint=endpoint)
+    except ReplicatorError as e:
+        _fail(e)
+    except OSError as e:
+        _fail_os(e)
+    typer.echo(f"pushed {info['run_id']} to {info['repo']} ({info['commit']})")
+
+
+@app.command()
 def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or folders holding run folders "
                                                              "(e.g. reports/smoke/)", show_default=False)],
            out: Annotated[Path | None, typer.Option(
@@ -262,7 +309,8 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
                                    "run ids> beside the base run, i.e. reports/<recipe>/report-<hash8>)",
                show_default=False)] = None,
            base: Annotated[Path | None, typer.Option(
-               "--base", help="the run folder the others are compared with (default: the first run found)",
+               "--base", help="the run folder the others are compared with (default: the run without "
+                              "toggles: the variant with the fewest toggles, then the most seeds)",
                show_default=False)] = None,
            strict: Annotated[bool, typer.Option(
                "--strict",
@@ -274,9 +322,12 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
         if base is not None and not (base / "fingerprint.json").is_file():
             raise ReplicatorError(f"--base {base}: not a run folder (no fingerprint.json)")
         out_dir = out if out is not None else default_out_dir(dirs, base)
+        writable_folder(out_dir, "report folder" + (" (-o)" if out is not None else ""))  # before any work
         result = build_report(dirs, out_dir, base=base, strict=strict)
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
     typer.echo(result["table_md"])
     for path in result["files"].values():
         typer.echo(f"wrote {path}")
@@ -298,6 +349,10 @@ def ablate(recipe: Annotated[Path, typer.Argument(
                                            "(repeatable)")] = [],  # noqa: B006
            set_: Annotated[list[str], typer.Option(
                "--set", help="override key.path=value for every run (repeatable)")] = [],  # noqa: B006
+           vary: Annotated[list[str], typer.Option(
+               "--vary", help="ad-hoc variants: key.path=value1,value2 runs one variant per value, each "
+                              "named by its override in the report, e.g. --vary train.lr=1e-4,2e-4 "
+                              "(repeatable)")] = [],  # noqa: B006
            force: Annotated[bool, typer.Option("--force", help="recompute runs that exist")] = False,
            out: Annotated[Path | None, typer.Option(
                "--out", "-o", help="report folder (default: reports/<recipe>/ablation-<toggles joined by +>-"
@@ -316,13 +371,17 @@ def ablate(recipe: Annotated[Path, typer.Argument(
         if list_:
             _list_toggles(recipe, base_toggle)
             return
-        p = plan_ablation(recipe, toggle, parse_seeds(seeds), base_toggle, set_, out_dir=out, force=force)
+        p = plan_ablation(recipe, toggle, parse_seeds(seeds), base_toggle, set_, out_dir=out, force=force,
+                          vary=vary)
+        writable_folder(p.out_dir, "report folder" + (" (-o)" if out is not None else ""))  # before any run
         typer.echo(p.text())
         if dry_run:
             return
         result = execute(p, progress=progress)
     except ReplicatorError as e:
         _fail(e)
+    except OSError as e:
+        _fail_os(e)
     typer.echo(result["report"]["table_md"])
     for path in [*result["report"]["files"].values(), p.out_dir / "ablation.json"]:
         typer.echo(f"wrote {path}")
@@ -336,6 +395,8 @@ def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
     for t in base_toggles:
         cfg, _ = apply_toggle(cfg, t, named, str(recipe))
     typer.echo(f"recipe toggles of {recipe}: {', '.join(named) or '(none)'}")
+    for name, info in recipe_toggle_info(raw, str(recipe)).items():
+        typer.echo(f"  {name:<16} {info.direction or '-':<4} {info.about}")
     typer.echo("shared toggles" + (f" (after {' '.join(base_toggles)})" if base_toggles else "") + ":")
     for name, direction, what in status(cfg, str(recipe)):
         typer.echo(f"  {name:<16} {direction:<4} {what}")

@@ -10,6 +10,9 @@ of several plugins combine, and the marker says it too:
 The seven seams of a run are ``data_sources``, ``prompt_format``, ``head``, ``loss``, ``augment``,
 ``tta`` and ``postprocess``; ``data_files`` and ``data_check`` ask the data plugins, before
 anything loads, which files they read (the data hash) and what is missing (a resolve-time error).
+The training callbacks ``on_train_step``, ``on_evaluate`` and ``on_stage_end`` (:data:`CALLBACKS`) let a
+plugin watch a run (its own tracker, alerts, early warnings); the runner's own tracking
+(:mod:`replicator.core.util.tracking`) logs the same numbers.
 
 Hooks are called through ``pm.hook.<name>`` by :class:`replicator.core.config.catalogue.Plugins`, never by
 ``getattr`` on a plugin: pluggy checks each implementation's arguments against these signatures
@@ -46,7 +49,13 @@ HOOK_KINDS: dict[str, str] = {
     "augment": "chain",
     "tta": "all",
     "postprocess": "chain",
+    "on_train_step": "all",
+    "on_evaluate": "all",
+    "on_stage_end": "all",
 }
+#: the training callbacks: they observe a run (the runner calls them where a plugin implements them, on
+#: the main process) and change none of its numbers
+CALLBACKS = ("on_train_step", "on_evaluate", "on_stage_end")
 
 #: a row of the common schema (:mod:`replicator.core.rows`)
 Row = dict[str, Any]
@@ -162,4 +171,38 @@ def postprocess(probs: np.ndarray, rows: list[Row], fit: tuple[np.ndarray, np.nd
     calibration plugin fits its parameters. ``fit`` holds the predictions *before* any
     postprocessing, so plugins that fit (temperature, Platt) belong first in the chain, and rule
     plugins after them. Output rows must stay probability vectors.
+    """
+
+
+@hookspec
+def on_train_step(stage: str, step: int, metrics: dict[str, float]) -> None:
+    """all: return None (results are ignored); called after each optimizer step of a training stage.
+
+    ``step`` counts optimizer steps from 1; ``metrics`` holds ``loss`` (the step's mean loss over its
+    micro-batches and processes), ``lr`` (the backbone's learning rate of the step; ``lr_head`` where the
+    head has its own), ``grad_norm`` (before clipping; absent where the model is sharded without
+    clipping), ``tokens`` (trained so far) and ``tokens_per_second`` (of this step). Called on the main
+    process only, and only where a plugin of the stage implements it (the runner's own tracking does not
+    need it). A callback observes: it must not change the model, the rows or any number of the run.
+    """
+
+
+@hookspec
+def on_evaluate(stage: str, step: int, metrics: dict[str, float]) -> None:
+    """all: return None (results are ignored); called after each periodic evaluation
+    (``train.eval_every``) of a training stage.
+
+    ``metrics`` holds ``valid_log_loss`` (the validation log loss without TTA at optimizer step ``step``)
+    and ``best_valid_log_loss`` (the lowest so far, whose weights the stage keeps). Main process only.
+    """
+
+
+@hookspec
+def on_stage_end(stage: str, results: dict) -> None:
+    """all: return None (results are ignored); called once a stage is scored, before it is marked done.
+
+    ``results`` is what the stage's ``done.json`` will hold: its log losses with and without TTA and after
+    postprocessing, the baselines' on the same rows, the training summary (``train_loss_history``,
+    ``optimizer_steps``, ...). Called for every stage that runs (a reused stage is not run), on the main
+    process only.
     """

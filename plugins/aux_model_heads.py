@@ -7,7 +7,7 @@ import re
 from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
-from replicator.core.lib.toggles import SharedToggle, ToggleView, plugins_patch
+from replicator.core.lib.toggles import NotApplicable, SharedToggle, ToggleView, plugins_patch
 from replicator.core.params import ParamError, param
 
 OTHER = "other"
@@ -244,7 +244,11 @@ def _aux_off(v: ToggleView) -> list[dict]:
 
 def _aux_on(v: ToggleView) -> list[dict]:
     def block(alias: str) -> dict:
-        return {"use": "aux_model_heads", "init": _INIT_TO_AUX[v.params(alias).init]}
+        init = v.params(alias).init
+        if init not in _INIT_TO_AUX:  # a probed head (init: lp) is default_head's alone
+            raise NotApplicable(f"{v.at('plugins.' + alias + '.init')} is {init}: the auxiliary heads start "
+                                f"from {' or '.join(_INIT_TO_AUX.values())} only")
+        return {"use": "aux_model_heads", "init": _INIT_TO_AUX[init]}
 
     return v.replace_provider("head", "default_head", block,
                               "aux_model_heads replaces the preference head, so it is defined from "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from replicator.core.hookspecs import hookimpl
 from replicator.core.lib import truncation as tr
@@ -33,18 +34,42 @@ class PlainTurns:
     question: str = param("\nWhich response is better? A, B or tie:", "closing text before EOS")
     show_lengths: bool = param(False, "state each response's full length in words before the question "
                                "(never truncated), so a short budget still sees it")
+    layout: Literal["rounds", "concatenated"] = param(
+        "rounds", "rounds: turn by turn (each round's prompt, A, B); concatenated: every prompt turn, then "
+                  "every turn of A, then of B (the write-up author's layout, whose turn-by-turn variant did "
+                  "not help them, SOLUTIONS.md §4b)")
+    turns: Literal["all", "last"] = param("all", "all rounds, or the last round only (the author tried the "
+                                                "last prompt turn only, §4b)")
+    instruction: str = param("", "text before the conversation (an instruction prompt, §4b); empty = none")
 
     @hookimpl
     def prompt_format(self, row, tokenizer, max_length):
-        layout = tr.per_round(lambda pos, i: [
-            f"\n## Round {i + 1}\nUser: ", Ref("prompt", i), "\n\nResponse A: ", Ref("a", i),
-            "\n\nResponse B: ", Ref("b", i), "\n"])
+        if self.layout == "rounds":
+            layout = tr.per_round(lambda pos, i: [
+                f"\n## Round {i + 1}\nUser: ", Ref("prompt", i), "\n\nResponse A: ", Ref("a", i),
+                "\n\nResponse B: ", Ref("b", i), "\n"])
+        else:
+            layout = _concatenated
+        if self.instruction:
+            inner, instruction = layout, self.instruction
+            layout = lambda kept: [instruction, *inner(kept)]  # noqa: E731
         question = self.question
         if self.show_lengths:
             words = [sum(len(t.split()) for t in row[f]) for f in ("response_a", "response_b")]
             question = f"\nLength in words: A {words[0]}, B {words[1]}." + question
+        rounds = tr.row_turns(row)
         return tr.fit_row(row, tokenizer, layout, max_length, self.truncate, tail=question, eos_end=True,
-                          budgets=self.budgets)
+                          budgets=self.budgets, rounds=rounds[-1:] if self.turns == "last" else rounds)
+
+
+def _concatenated(kept: list[int]) -> list:
+    """Every kept prompt turn, then every turn of response A, then of response B."""
+    out: list = []
+    for field, header in (("prompt", "\nUser: "), ("a", "\n\nResponse A: "), ("b", "\n\nResponse B: ")):
+        out.append(header)
+        for n, i in enumerate(kept):
+            out += (["\n"] if n else []) + [Ref(field, i)]
+    return [*out, "\n"]
 
 
 # ---------------------------------------------------------------- shared toggle: lengths

@@ -47,9 +47,12 @@ def make_run(root: Path, *, recipe: str = "toy", toggles=(), seed: int = 1, prob
     d = root / recipe / run_id
     d.mkdir(parents=True)
     cfg = {"name": recipe, "seed": seed, "train": {"lr": 1e-4},
-           "plugins": {"swap": {"use": "swap_ab"}} if "no_swap" not in toggles else {}}
-    if "focal" in toggles:
+           "plugins": {"swap": {"use": "swap_ab"}} if not {"no_swap", "swap:off"} & set(toggles) else {}}
+    if {"focal", "focal:on"} & set(toggles):
         cfg["plugins"]["loss"] = {"use": "focal_loss"}
+    other = [t for t in toggles if t not in ("no_swap", "swap:off", "focal", "focal:on")]
+    if other:  # any other toggle: a config of its own, so that its runs are a variant of their own
+        cfg["model"] = {"features": {t: True for t in other}}
     (d / "resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     fp = {"run_id": run_id, "recipe": recipe,
           "config_hash": hashlib.sha256(json.dumps(cfg).encode()).hexdigest(),

@@ -9,9 +9,10 @@ hookspec has (pluggy's validation and ``check_pending``), that each ``one`` hook
 provider and that each data plugin names its files.
 
 Every hook is called through pluggy (``pm.hook.<name>``, or a subset caller for one plugin), never
-by ``getattr`` on a plugin, so ``REPLICATOR_TRACE=1`` (:func:`enable_trace`) sees every call.
-Pluggy calls the implementation registered last first; plugins are registered in reverse recipe
-order, so its call order is the recipe order.
+by ``getattr`` on a plugin, so ``REPLICATOR_TRACE=1`` (:func:`enable_trace`) sees every call. The
+training callbacks (``on_train_step``, ``on_evaluate``, ``on_stage_end``) are called only where a plugin
+implements them (:meth:`Plugins.notify`). Pluggy calls the implementation registered last first; plugins
+are registered in reverse recipe order, so its call order is the recipe order.
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ class Plugins:
     def all(self, hook: str, **kwargs) -> list:
         """The results of every provider of an ``all`` hook, in recipe order (``None`` results left out)."""
         return self._hook(hook, "all")(**kwargs)
+
+    def notify(self, hook: str, **kwargs) -> None:
+        """Call a training callback (:data:`~replicator.core.hookspecs.CALLBACKS`, an ``all`` hook) where a
+        plugin implements it; nothing (no call, no trace line) where none does."""
+        if hook not in hookspecs.CALLBACKS:
+            raise ValueError(f"hook {hook!r} is not a callback; callbacks: {', '.join(hookspecs.CALLBACKS)}")
+        if self._hook(hook, "all").get_hookimpls():
+            self.all(hook, **kwargs)
 
     def chain(self, hook: str, value_arg: str, value, **kwargs):
         """``value`` passed through each provider of a ``chain`` hook in recipe order, as ``value_arg``."""

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from replicator.core.config.bases import check_base
 from replicator.core.config.canonical import complete_config, hash_of
 from replicator.core.config.catalogue import build_plugins, catalogue
 from replicator.core.config.patch import merge_patch, parse_override
@@ -25,6 +26,7 @@ from replicator.core.config.sections import check_sections
 from replicator.core.config.toggles import apply_toggle, recipe_toggles
 from replicator.core.errors import RecipeError
 from replicator.core.params import ParamError, build, check_params, did_you_mean, param
+from replicator.core.util import tracking
 
 # ---------------------------------------------------------------- schema of the core sections
 
@@ -95,6 +97,10 @@ class ModelConfig:
     revision: str | None = param(None, "hub revision")
     freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters "
                                   "there)", ge=0)
+    cache_frozen: bool = param(False, "with freeze_layers N and train.crossfit: the first N layers' outputs "
+                                      "are computed once per token sequence and cached "
+                                      "(REPLICATOR_CACHE/states), so training and validation compute only "
+                                      "the layers above (core/model/cached_layers.py)")
     attn_softcap: bool = param(True, "false: Gemma-2 attention logit softcapping off (3rd [P3]: +0.002; 4th "
                                      "[R4])")
     sliding_window: bool = param(True, "false: every layer full attention (2nd [R2] from stage 2)")
@@ -106,6 +112,8 @@ class ModelConfig:
         check_params(self)
         if self.load_in_4bit and self.load_in_8bit:
             raise ParamError("load_in_8bit", "load_in_4bit and load_in_8bit are exclusive")
+        if self.cache_frozen and not self.freeze_layers:
+            raise ParamError("cache_frozen", "cache_frozen caches the frozen layers: set freeze_layers N > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +165,13 @@ class TrainConfig:
     eval_every: int = param(0, "optimizer steps between evaluations on the validation rows; the weights with "
                                "the lowest validation log loss are kept (1st [R1]: every 400 micro-batches = "
                                "100 steps); 0 = keep the last", ge=0)
+    crossfit: int | None = param(None, "K: cross-fitted fine-tuning. Every row of the validation rows' "
+                                       "sources (training and validation alike) is predicted by a model "
+                                       "trained without its fold (grouped K-fold by prompt, seeded); the "
+                                       "baselines are fitted on the same folds; the saved weights are the "
+                                       "mean of the K folds' (1st [R1] averages fold adapters). null = one "
+                                       "split",
+                                 ge=2, le=20)
 
     def __post_init__(self):
         check_params(self)
@@ -271,6 +286,8 @@ TOP_KEYS = {
     "stages": "stage name -> patch over the defaults (+ from, reinit_head)",
     "toggles": "name -> merge patch",
     "substitutions": "list of what a scaled-down run stands in for the original (its report lists them)",
+    "tracking": "live tracking: auto (tensorboard where installed), tensorboard, wandb, mlflow or none; "
+                "not part of the run id (core/util/tracking.py; replicate run --track)",
 }
 STAGE_KEYS = {"model", "train", "predict", "plugins", "launch", "from", "reinit_head", "outputs"}
 STAGE_OUTPUTS = ("train", "pool")
@@ -366,7 +383,10 @@ def resolve(path: str | Path, toggles: list[str] = (), overrides: list[str] = ()
     subs = cfg.get("substitutions")
     if subs is not None and not (isinstance(subs, list) and all(isinstance(x, str) for x in subs)):
         raise RecipeError(file, "substitutions", f"expected a list of strings, got {subs!r}")
+    tracking.check(cfg.get(tracking.SETTING), file)
     stages = build_stages(cfg, file)
+    for s in stages:  # before any run folder is written (a misspelt base used to fail at the model load)
+        check_base(s.model.base, file, f"stages.{s.name}.model.base" if "stages" in cfg else "model.base")
     if cfg.get("folds") is not None or cfg.get("ensemble") is not None:
         check_sections(cfg, stages, file)
     resolved = Resolved(file=file, name=cfg["name"], seed=seed, config=cfg, stages=stages, toggles=labels)
@@ -462,7 +482,7 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
     merged = merge_patch(defaults, {k: v for k, v in patch.items()
                                     if k not in ("from", "reinit_head", "outputs")})
     pre = f"{key}." if key else ""
-    return StageConfig(
+    stage = StageConfig(
         name=sname,
         model=build(ModelConfig, merged.get("model"), file, pre + "model"),
         train=build(TrainConfig, merged.get("train"), file, pre + "train"),
@@ -473,6 +493,34 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
         outputs=tuple(outputs),
         launch=build(LaunchConfig, merged.get("launch"), file, pre + "launch"),
     )
+    _check_crossfit(stage, file, pre)
+    return stage
+
+
+def _check_crossfit(stage: StageConfig, file: str, pre: str) -> None:
+    """A cross-fitted stage (``train.crossfit``) and cached frozen layers (``model.cache_frozen``): what they
+    cannot be combined with, as resolve-time errors."""
+    if stage.model.cache_frozen and not stage.train.crossfit:
+        raise RecipeError(file, pre + "model.cache_frozen", "cached frozen layers are read by a cross-fitted "
+                          "stage: set train.crossfit K (or cache_frozen: false)")
+    if not stage.train.crossfit:
+        return
+    problems = {"model.features": stage.model.features is not None
+                and "a frozen-feature stage cross-fits with model.features.crossfit",
+                "train.packed": stage.train.packed and stage.model.cache_frozen
+                and "cached states are looked up per padded row, not per packed sequence",
+                "train.eval_every": stage.train.eval_every
+                and "the held-out fold is what is scored: choosing weights on it would not be honest",
+                "from": stage.from_stage is not None and "a cross-fitted stage starts from the base model",
+                "outputs": bool(stage.outputs) and "a cross-fitted stage writes no outputs for later stages",
+                "model.base": str(stage.model.base).startswith("baseline:")
+                and "a baseline is cross-fitted by every run already",
+                "predict.load_in_8bit": stage.predict.load_in_8bit
+                and "each fold predicts with the model it trained (8-bit prediction is `replicate predict`'s "
+                    "business on a single split)"}
+    for k, why in problems.items():
+        if why:
+            raise RecipeError(file, pre + k, f"not with train.crossfit: {why}")
 
 
 def check_data(plugins, data_dir: Path, file: str, stage: str) -> None:

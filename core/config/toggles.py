@@ -25,6 +25,16 @@ recipes/README.md (``replicate ablate RECIPE --list`` shows it for one recipe).
 
 A recipe may not define a toggle with a shared name (its meaning would depend on the recipe):
 that is an error at resolve time, for every resolve of that recipe.
+
+What a toggle is, for reports (:class:`ToggleInfo`, :func:`describe`): a one-line description, its
+direction (``on``: the run adds a technique, ``off``: the run goes without it, none: an alternative or a
+scale, e.g. ``tiny``) and what it changes on purpose (:data:`~replicator.core.lib.toggles.CHANGES`). A
+shared toggle has them in its declaration; a recipe toggle may state them beside its patch, under the
+keys :data:`ABOUT_KEYS`, which are left out of the patch (so they change no run id)::
+
+    toggles:
+      mt_bench: {about: "MT-bench human judgments as extra training rows", direction: on, changes: [data],
+                 plugins: {mtb: {use: mt_bench}}}
 """
 
 from __future__ import annotations
@@ -38,11 +48,12 @@ from typing import Any
 from replicator.core.config.catalogue import catalogue, plugin_hooks
 from replicator.core.config.patch import merge_patch
 from replicator.core.errors import RecipeError, ReplicatorError
-from replicator.core.lib.toggles import DECLARATIONS, NotApplicable, SharedToggle, plugins_patch
+from replicator.core.lib.toggles import CHANGES, DECLARATIONS, NotApplicable, SharedToggle, plugins_patch
 from replicator.core.params import build, did_you_mean
 
-__all__ = ["SHARED", "NotApplicable", "SharedToggle", "View", "apply_toggle", "collect", "config_diff",
-           "declarations", "meaning", "plan_toggle", "recipe_toggles", "status"]
+__all__ = ["ABOUT_KEYS", "SHARED", "NotApplicable", "SharedToggle", "ToggleInfo", "View", "apply_toggle",
+           "collect", "config_diff", "declarations", "describe", "meaning", "plan_toggle",
+           "recipe_toggle_info", "recipe_toggles", "status"]
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -218,6 +229,22 @@ def _model_flag(section: str, key: str, present: Any, absent: Any, default: Any)
     return has, set_to(absent), set_to(present)
 
 
+def _int8_inference():
+    """``predict.load_in_8bit`` on and off; not on a cross-fitted final stage, whose folds predict with the
+    models they trained (``replicate predict`` of a single split is where 8-bit inference is measured)."""
+    has, off, on = _model_flag("predict", "load_in_8bit", True, False, False)
+
+    def crossfit(patch):
+        def checked(v: View) -> list[dict]:
+            if (v.section("train") or {}).get("crossfit"):
+                raise NotApplicable(f"{v.at('train.crossfit')} is set: each fold predicts with the model it "
+                                    "trained, in its training precision")
+            return patch(v)
+        return checked
+
+    return has, crossfit(off), crossfit(on)
+
+
 def _lora(v: View) -> dict:
     lora = v.section("model").get("lora")
     if not isinstance(lora, dict):
@@ -261,8 +288,7 @@ CORE: list[SharedToggle] = [
                  *_model_flag("model", "attn_softcap", False, True, True),
                  "keeping attention logit softcapping (model.attn_softcap: true)",
                  "turning attention logit softcapping off (model.attn_softcap: false)", rank=100),
-    SharedToggle("int8_inference", "8-bit inference",
-                 *_model_flag("predict", "load_in_8bit", True, False, False),
+    SharedToggle("int8_inference", "8-bit inference", *_int8_inference(),
                  "predicting in full precision instead of 8-bit (predict.load_in_8bit: false)",
                  "predicting with the backbone in 8-bit (predict.load_in_8bit: true)", rank=130),
     SharedToggle("lora_attn_only", "LoRA on the attention projections only", _has_attn_only,
@@ -353,17 +379,98 @@ class Applied:
         return f"{self.name}:{self.direction}" if self.direction else self.name
 
 
-def recipe_toggles(raw: dict, file: str) -> dict:
-    """The recipe's own ``toggles:`` block, checked: a mapping, no name of a shared toggle."""
+#: keys of a recipe toggle that describe it instead of patching the recipe (none is a top-level recipe
+#: key): ``about`` (one line a report prints), ``direction`` (``on`` / ``off``: the toggle adds / removes a
+#: technique; absent: an alternative or a scale), ``changes`` (changed on purpose: ``data``, ``split``)
+ABOUT_KEYS = ("about", "direction", "changes")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToggleInfo:
+    """What a recorded toggle label (``swap:off``, ``lm_off``) or an ad-hoc override means in a report."""
+
+    label: str
+    #: one line: what the variant measures
+    about: str
+    #: "on": the variant adds a technique (its gain is base − variant); "off": it goes without one (gain is
+    #: variant − base); None: neither (an alternative model, a scale, an override)
+    direction: str | None = None
+    #: what it changes on purpose (:data:`~replicator.core.lib.toggles.CHANGES`)
+    changes: tuple[str, ...] = ()
+    #: "shared", "recipe" or "override"
+    kind: str = "recipe"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "about": self.about, "direction": self.direction,
+                "changes": list(self.changes), "kind": self.kind}
+
+
+def _direction(value: Any, file: str, key: str) -> str | None:
+    """``on`` / ``off`` (YAML 1.1 reads a bare on/off as true/false: either spelling is taken)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value in ("on", "off"):
+        return value
+    raise RecipeError(file, key, "expected on (the toggle adds a technique) or off (it removes one), got "
+                      f"{value!r}")
+
+
+def _about(name: str, toggle: dict, file: str) -> ToggleInfo:
+    about = toggle.get("about")
+    if about is not None and (not isinstance(about, str) or not about.strip() or "\n" in about.strip()):
+        raise RecipeError(file, f"toggles.{name}.about", f"expected one line of text, got {about!r}")
+    changes = toggle.get("changes") or []
+    if isinstance(changes, str):
+        changes = [changes]
+    if not isinstance(changes, list) or any(c not in CHANGES for c in changes):
+        raise RecipeError(file, f"toggles.{name}.changes", f"expected a list of {', '.join(CHANGES)}, got "
+                          f"{toggle.get('changes')!r}")
+    text = about.strip() if about else f"recipe toggle {name!r} (the recipe does not describe it)"
+    return ToggleInfo(name, text, _direction(toggle.get("direction"), file, f"toggles.{name}.direction"),
+                      tuple(dict.fromkeys(changes)), "recipe")
+
+
+def _checked_toggles(raw: dict, file: str) -> dict:
     named = raw.get("toggles") or {}
     if not isinstance(named, dict):
         raise RecipeError(file, "toggles", "expected a mapping of toggle name -> merge patch")
-    for name in named:
+    for name, toggle in named.items():
         if name in SHARED:
             raise RecipeError(file, f"toggles.{name}", f"{name!r} is a shared toggle (replicator.core.config."
                               f"toggles: {SHARED[name].technique}, the same meaning on every recipe); "
                               "rename this one")
+        if isinstance(toggle, dict):
+            _about(name, toggle, file)
     return named
+
+
+def recipe_toggles(raw: dict, file: str) -> dict:
+    """The recipe's own ``toggles:`` block, checked (a mapping, no name of a shared toggle, its description
+    keys well formed): name -> merge patch, without the description keys (:data:`ABOUT_KEYS`)."""
+    return {name: ({k: v for k, v in t.items() if k not in ABOUT_KEYS} if isinstance(t, dict) else t)
+            for name, t in _checked_toggles(raw, file).items()}
+
+
+def recipe_toggle_info(raw: dict, file: str) -> dict[str, ToggleInfo]:
+    """name -> :class:`ToggleInfo` of each of the recipe's own toggles (its ``about``, ``direction`` and
+    ``changes`` keys; a toggle without them is said to be undescribed, with no direction)."""
+    return {name: _about(name, t if isinstance(t, dict) else {}, file)
+            for name, t in _checked_toggles(raw, file).items()}
+
+
+def describe(label: str, recipe_info: Mapping[str, ToggleInfo] | None = None) -> ToggleInfo:
+    """What the recorded toggle ``label`` stands for: a shared toggle's meaning in its direction
+    (``swap:off`` -> off, 'removing swap augmentation ...'), a recipe toggle's own description from
+    ``recipe_info`` (:func:`recipe_toggle_info`), else a toggle nothing is known about."""
+    name, _, direction = label.partition(":")
+    if name in SHARED and direction in ("off", "on"):
+        t = SHARED[name]
+        return ToggleInfo(label, t.meaning(direction), direction, tuple(t.changes), "shared")
+    if recipe_info and label in recipe_info:
+        return recipe_info[label]
+    return ToggleInfo(label, f"recipe toggle {label!r} (its recipe file was not found to describe it)")
 
 
 def plan_toggle(cfg: dict, name: str, named: dict, file: str) -> Applied:

@@ -20,9 +20,14 @@ Every case is either handled by one of these rules or rejected:
   ``line N`` when the id itself is unreadable).
 * **Ragged lines.** A record with a different number of fields than the header -> rejected
   (``line N``).
-* **Ids.** Kept as their original text (never converted to numbers). Empty (or blank) id ->
-  rejected (``line N``). Duplicate ids -> rejected, naming the id and the lines/rows of all
-  its occurrences.
+* **Ids.** Kept as their original text (never converted to numbers, never altered). Empty (or
+  blank) id -> rejected (``line N``). An id with leading or trailing whitespace (``"2618015469 "``)
+  or a control character (NUL, tab, newline, DEL, ...) anywhere -> rejected (``line N``, the id
+  shown with its escapes): such an id is refused rather than normalised, so that the data is never
+  silently altered and ``2618015469`` and ``2618015469 `` can never both pass as different rows nor a
+  NUL reach a submission. Duplicate ids -> rejected, naming the id and the lines/rows of all
+  its occurrences. The same rules hold for every file read here: training, test and
+  pseudo-label CSVs and the hub copy.
 * **Turns.** ``prompt``, ``response_a``, ``response_b`` must be JSON lists whose entries are
   strings or ``null``; invalid JSON, a non-list value, or a non-string entry (number, object,
   ``NaN``) -> rejected. Raw control characters (e.g. a literal newline) inside JSON strings are
@@ -73,6 +78,8 @@ log = logging.getLogger(__name__)
 
 # what ``errors="surrogateescape"`` makes of undecodable bytes
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+#: control characters (Unicode category Cc: C0, DEL, C1), refused in ids
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +118,20 @@ def _show_bytes(text: str) -> str:
     start = max(0, m.start() - 20)
     snippet = text[start:m.start() + 20].encode("utf-8", "surrogateescape")
     return f"bytes are not valid UTF-8 near {snippet!r}"
+
+
+def id_problem(rid: str) -> str | None:
+    """Why ``rid`` cannot be used as the id the data gives (None when it can): an id is kept exactly as
+    written, so one that a reader, a CSV tool or a C string would change or cut (surrounding whitespace, a
+    control character such as NUL) is refused, never normalised (module docstring, "Ids")."""
+    m = _CONTROL.search(rid)
+    if m:
+        return (f"id {rid!r} holds a control character ({m.group()!r} at position {m.start()}); ids are used "
+                "as the data gives them, so the row is refused: fix the id in the file")
+    if rid != rid.strip():
+        return (f"id {rid!r} has leading or trailing whitespace; ids are used as the data gives them (never "
+                "stripped, so that two spellings of one id cannot pass as two rows): fix the id in the file")
+    return None
 
 
 def _parse_turns(raw: Any, field: str) -> tuple[list[str] | None, str | None, bool, bool]:
@@ -175,6 +196,9 @@ def _validate_record(rec: dict[str, Any], where: str, require_labels: bool, has_
         return None, [(where, "id", _show_bytes(rid))]
     if not rid.strip():
         return None, [(where, "id", "empty id")]
+    bad_id = id_problem(rid)
+    if bad_id:
+        return None, [(where, "id", bad_id)]
     for field, v in rec.items():
         if field != "id" and isinstance(v, str) and _bad_bytes(v):
             problems.append((rid, field, _show_bytes(v)))

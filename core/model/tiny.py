@@ -10,11 +10,11 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from replicator.core.lib.model_names import TINY_ARCHS, TINY_PREFIX
 from replicator.core.util.atomic import atomic_folder
 from replicator.core.util.layout import cache_root
 
-PREFIX = "tiny:"
-ARCHS = ("llama", "gemma2", "gemma3", "qwen2", "llama128")  # llama128: wide enough for 4-bit blocks
+PREFIX, ARCHS = TINY_PREFIX, TINY_ARCHS
 _WORDS = (
     "the a an is are was be to of and or in on for with that this it you i we they what how why "
     "which who when where can could would should will not no yes please write explain code python "

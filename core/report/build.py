@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from replicator.core.config.toggles import ToggleInfo
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.compare import compute
 from replicator.core.report.figures import report_figures
 from replicator.core.report.html import render_html
 from replicator.core.report.markdown import markdown_table, render_markdown
 from replicator.core.report.runs import Variant
-from replicator.core.util.atomic import atomic_write_text
+from replicator.core.util.atomic import atomic_write_texts
 
 
 def _compared_lines(data: dict, variants: list[Variant], out_dir: Path) -> list[str]:
@@ -38,12 +40,16 @@ def _rounded(x, nd: int = 10):
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, base: Path | None = None, strict: bool = False,
-                 title: str | None = None) -> dict:
-    """Compare ``run_dirs`` against ``base`` (default: the first) and write ``report.md``,
-    ``report.html`` and ``report.json`` into ``out_dir``. Returns the numbers, the Markdown table
-    (``table_md``) and the files written (``files``). ``strict``: refuse runs not comparable with the base."""
+                 title: str | None = None, toggles: Mapping[str, ToggleInfo] | None = None,
+                 names: dict[str, str] | None = None) -> dict:
+    """Compare ``run_dirs`` against ``base`` (default: the run without toggles,
+    :func:`~replicator.core.report.runs.pick_base`) and write ``report.md``, ``report.html`` and
+    ``report.json`` into ``out_dir``. Returns the numbers, the Markdown table (``table_md``) and the files
+    written (``files``). ``strict``: refuse runs not comparable with the base (a difference a toggle
+    declares it makes on purpose is not refused). ``toggles``: labels the caller describes (variant name or
+    toggle label -> ToggleInfo), ``names``: run id -> variant name (``replicate ablate --vary``)."""
     out_dir = Path(out_dir)
-    variants, data = compute([Path(d) for d in run_dirs], base)
+    variants, data = compute([Path(d) for d in run_dirs], base, toggles, names)
     if strict and data["flags"]:
         lines = [f"{f['run']}: " + "; ".join(f["differs"]) for f in data["flags"]]
         raise ReplicatorError("runs not comparable with the base " f"({', '.join(data['base_runs'])}), "
@@ -59,7 +65,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, base: Path | None = None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"md": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "report.json"}
     payload = {"title": title, **data, "compared": compared}
-    atomic_write_text(files["json"], json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(files["md"], md)
-    atomic_write_text(files["html"], page)
+    # all three or none (a full disk leaves the previous report whole, not a new report.json beside it)
+    atomic_write_texts({files["json"]: json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
+                        files["md"]: md, files["html"]: page})
     return {**payload, "table_md": markdown_table(data), "files": files}

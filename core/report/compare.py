@@ -1,21 +1,38 @@
 """The numbers of a report (``report.json``'s content): each variant against the base and the
 reference rows, with 95% paired bootstrap intervals over prompt groups and seeds (rows paired by
-(seed, id): only rows both runs predicted), and the comparability flags."""
+(seed, id): only rows both runs predicted), and the comparability flags.
+
+Each variant also gets what it stands for (its toggles' descriptions and directions,
+:func:`replicator.core.config.toggles.describe`), the gain from its technique (the same sign whether its
+toggle switches the technique on or off: log loss without the technique − with it), its Δ on each seed,
+the config keys it changed, and a warning where its predictions are degenerate. Seeds are pooled only
+where every variant has them: runs on other seeds are left out, named in a note."""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from replicator.core.report.runs import Run, Variant, group_variants, load_runs
+from replicator.core.config.recipe import load_yaml
+from replicator.core.config.toggles import ToggleInfo, config_diff, describe, recipe_toggle_info
+from replicator.core.errors import ReplicatorError
+from replicator.core.report.runs import Run, Variant, base_ties, group_variants, load_runs
 from replicator.core.scoring.stats import expected_calibration_error, paired_bootstrap, row_log_loss
 from replicator.core.util.layout import ROW_PREDICTIONS
 
 ENV_KEYS = ("device", "torch", "transformers", "peft")
 N_BOOT = 2000
 BOOT_SEED = 0
+#: a run is flagged as degenerate when one class is the argmax of more than this share of its rows
+ONE_CLASS_SHARE = 0.9
+CLASS_NAMES = ("A wins", "B wins", "tie")
+#: the suffix that tells apart variants of one recipe and toggles (core/report/runs.py group_variants)
+HASH_SUFFIX = r" #[0-9a-f]{6}$"
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -78,16 +95,22 @@ def _verdict(d: dict) -> str:
     return "unresolved"
 
 
-def _flags(runs: list[Run], base: Variant) -> tuple[list[dict], list[str]]:
-    """Comparability problems against the base (same seed where the split is concerned)."""
-    flags, notes = [], []
+def _flags(runs: list[Run], base: Variant, declared: Mapping[str, tuple[str, ...]]
+           ) -> tuple[list[dict], list[dict], list[str]]:
+    """Comparability problems against the base (same seed where the split is concerned): (flags, expected,
+    notes). A difference that a run's own toggle declares it makes on purpose (``declared``: run id ->
+    :data:`~replicator.core.lib.toggles.CHANGES` keys, e.g. ``data`` for a toggle that adds data) is
+    ``expected``, not a flag."""
+    flags, expected, notes = [], [], []
     base_run = base.runs[0]
     base_env = base_run.fingerprint.get("environment") or {}
     for r in runs:
-        what = []
+        what, meant = [], []
+        on_purpose = declared.get(r.run_id, ())
         if r.fingerprint.get("data_hash") != base_run.fingerprint.get("data_hash"):
-            what.append(f"data_hash {str(r.fingerprint.get('data_hash'))[:12]} vs "
-                        f"{str(base_run.fingerprint.get('data_hash'))[:12]} in {base_run.run_id}")
+            (meant if "data" in on_purpose else what).append(
+                f"data_hash {str(r.fingerprint.get('data_hash'))[:12]} vs "
+                f"{str(base_run.fingerprint.get('data_hash'))[:12]} in {base_run.run_id}")
         env = r.fingerprint.get("environment") or {}
         for k in ENV_KEYS:
             if env.get(k) != base_env.get(k):
@@ -97,14 +120,17 @@ def _flags(runs: list[Run], base: Variant) -> tuple[list[dict], list[str]]:
                 and r.preds is not None):
             a, b = set(r.preds.ids), set(same_seed.preds.ids)
             if a != b:
-                what.append(f"validation rows (split) differ from {same_seed.run_id}: {len(a - b)} only "
-                            f"here, {len(b - a)} only there, {len(a & b)} shared")
+                (meant if "split" in on_purpose else what).append(
+                    f"validation rows (split) differ from {same_seed.run_id}: {len(a - b)} only "
+                    f"here, {len(b - a)} only there, {len(a & b)} shared")
         if what:
             flags.append({"run": r.run_id, "differs": what})
+        if meant:
+            expected.append({"run": r.run_id, "differs": meant, "declared": list(on_purpose)})
         if r.preds is None:
             notes.append(f"{r.run_id}: no {ROW_PREDICTIONS} (an older run): its log loss and accuracy come "
-                         "from metrics.json; no interval, calibration or plots for it")
-    return flags, notes
+                         "from its metrics.json; no interval, calibration or plots for it")
+    return flags, expected, notes
 
 
 def _run_numbers(r: Run) -> dict:
@@ -120,8 +146,9 @@ def _run_numbers(r: Run) -> dict:
             "ece": None, "n_rows": m.get("n_valid_rows")}
 
 
-def _variant_row(v: Variant, base_variant: Variant, flags: list[dict]) -> dict:
-    """The table line of variant ``v``: its numbers (mean over seeds) and its Δ against the base."""
+def _variant_row(v: Variant, base_variant: Variant, flags: list[dict], meaning: dict) -> dict:
+    """The table line of variant ``v``: its numbers (mean over seeds), its Δ against the base, the gain
+    from its technique, its Δ per seed, and what it stands for (``meaning``: :func:`_meaning`)."""
     per_run = [_run_numbers(r) for r in v.runs]
     ll, ll_sd = _mean_sd([x["log_loss"] for x in per_run])
     row = {
@@ -134,6 +161,7 @@ def _variant_row(v: Variant, base_variant: Variant, flags: list[dict]) -> dict:
         "train_tokens": _mean_sd([r.train_tokens() for r in v.runs])[0],
         "n_rows": _mean_sd([x["n_rows"] for x in per_run])[0],
         "is_base": v is base_variant, "delta": None, "verdict": None, "why_no_delta": None,
+        "gain": None, "delta_per_seed": [], **meaning,
     }
     if v is base_variant:
         return row
@@ -143,19 +171,174 @@ def _variant_row(v: Variant, base_variant: Variant, flags: list[dict]) -> dict:
         return row
     row["delta"] = _boot(pairs)
     row["verdict"] = _verdict(row["delta"])
+    row["gain"] = _gain(row["delta"], meaning["direction"])
+    seeds = list(dict.fromkeys(pairs["seeds"]))
+    if len(seeds) > 1:
+        for seed in seeds:
+            d = _boot(pairs, pairs["seeds"] == seed)
+            row["delta_per_seed"].append({"seed": seed, **{k: d[k] for k in ("delta", "lo", "hi", "n_rows")},
+                                          "gain": _gain(d, meaning["direction"])})
     if pairs["label_mismatch"]:
         flags.append({"run": ", ".join(row["runs"]), "differs": [
             f"labels differ from the base on {pairs['label_mismatch']} paired row(s)"]})
     return row
 
 
-def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Variant], dict]:
-    """Load the runs and compute every number of the report (``report.json``'s content)."""
-    runs, base_run = load_runs(run_dirs, base)
+def _gain(d: dict, direction: str | None) -> dict | None:
+    """The gain from the technique a toggle switches, with its interval: log loss without the technique −
+    with it (above 0: the technique helps). A toggle that switches it on: base − variant = −Δ; off:
+    variant − base = Δ. None for a variant that switches no technique (an alternative, a scale, an
+    override)."""
+    if direction == "off":
+        return {"gain": d["delta"], "lo": d["lo"], "hi": d["hi"]}
+    if direction == "on":
+        return {"gain": 0.0 - d["delta"], "lo": 0.0 - d["hi"], "hi": 0.0 - d["lo"]}
+    return None
+
+
+# ---------------------------------------------------------------- what each variant stands for
+
+
+def recipe_infos(runs: list[Run], notes: list[str]) -> dict[str, dict[str, ToggleInfo]]:
+    """recipe name -> its own toggles' descriptions, read from the recipe of that name
+    (``recipes/<name>.yaml`` in the current folder, else the shipped one); a note names a recipe that cannot
+    be read."""
+    out: dict[str, dict[str, ToggleInfo]] = {}
+    for recipe in sorted({r.recipe for r in runs}):
+        if not any(t.partition(":")[2] not in ("on", "off") for r in runs if r.recipe == recipe
+                   for t in r.toggles):
+            continue
+        try:
+            raw = load_yaml(Path("recipes") / f"{recipe}.yaml")
+            out[recipe] = recipe_toggle_info(raw, f"recipes/{recipe}.yaml")
+        except ReplicatorError as e:
+            why = ("no recipe file of that name here (recipes/) or shipped" if "not found" in str(e)
+                   else f"its recipe file could not be read ({e})")
+            notes.append(f"the toggles of recipe {recipe!r} are not described: {why}")
+    return out
+
+
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_changes(base: Run, run: Run) -> list[dict]:
+    """The config keys ``run`` sets otherwise than ``base`` (the seed left out): key, base value, variant
+    value ([] when either has no resolved config, e.g. a combination folder)."""
+    if base.config is None or run.config is None:
+        return []
+    a = {k: v for k, v in base.config.items() if k != "seed"}
+    b = {k: v for k, v in run.config.items() if k != "seed"}
+    return [{"key": k, "base": x, "variant": y} for k, x, y in config_diff(a, b)]
+
+
+def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str, ToggleInfo]],
+             given: Mapping[str, ToggleInfo]) -> dict:
+    """What variant ``v`` stands for against the base: its toggles beyond the base's (each described,
+    ``given`` first: labels the caller knows, e.g. ``ablate``'s overrides), the one direction of the
+    technique it switches (None unless it switches exactly one), what it changes on purpose, and the config
+    keys that differ from the base's."""
+    run, base_run = v.runs[0], base_variant.runs[0]
+    same_seed = next((r for r in base_variant.runs if r.seed == run.seed), base_run)
+    changes = config_changes(same_seed, run)
+    if v is base_variant:
+        labels, reverse = [], []
+    else:
+        labels = [t for t in run.toggles if t not in base_run.toggles]
+        reverse = [t for t in base_run.toggles if t not in run.toggles]  # the base's toggles this one lacks
+    recipe_info = infos.get(run.recipe, {})
+    about = []
+    for t in labels + reverse:
+        info = given.get(t) or describe(t, recipe_info)
+        if t in reverse:  # going without the base's toggle: the other direction
+            flipped = {"on": "off", "off": "on"}.get(info.direction)
+            info = ToggleInfo(t, f"without the base's {t}: {info.about}", flipped, info.changes, info.kind)
+        about.append(info.to_dict())
+    if v is not base_variant and not about and v.name in given:  # an override variant (ablate --vary)
+        about.append(given[v.name].to_dict())
+    elif v is not base_variant and not about and changes:  # same toggles, other settings
+        text = ", ".join(f"{c['key']}={_short(c['variant'])}" for c in changes[:3])
+        about.append(ToggleInfo(text, f"the base with {text}" + (" ..." if len(changes) > 3 else ""),
+                                kind="override").to_dict())
+    directions = [a["direction"] for a in about]
+    return {"about": about, "direction": directions[0] if len(about) == 1 else None,
+            "declared_changes": sorted({c for a in about for c in a["changes"]}),
+            "config_changes": changes}
+
+
+def _degenerate(variants: list[Variant]) -> list[dict]:
+    """Runs whose predictions are degenerate, every run including the base's: one class the argmax of more
+    than 90 % of the rows, or a tie never the argmax (which can happen with a weak or mis-started head)."""
+    out = []
+    for v in variants:
+        for r in v.runs:
+            if r.preds is None or not len(r.preds):
+                continue
+            share = np.bincount(r.probs().argmax(1), minlength=3) / len(r.preds)
+            warn = []
+            top = int(share.argmax())
+            if share[top] > ONE_CLASS_SHARE:
+                warn.append(f"'{CLASS_NAMES[top]}' is the most likely class for {share[top]:.0%} of the rows "
+                            f"(over {ONE_CLASS_SHARE:.0%})")
+            if share[2] == 0:
+                warn.append("a tie is never the most likely class")
+            if warn:
+                out.append({"variant": v.name, "run": r.run_id, "seed": r.seed, "warnings": warn,
+                            "argmax_shares": [float(x) for x in share]})
+    return out
+
+
+def _common_seeds(variants: list[Variant], notes: list[str]) -> list[Variant]:
+    """Pool seeds only where every variant has them: when the variants share some seeds but not all, the runs
+    on the other seeds are left out (a note names them), so that no variant's mean covers seeds the others
+    were not compared on. Variants with no seed in common keep their runs (the note says so)."""
+    if len(variants) < 2:
+        return variants
+    common = set.intersection(*(set(map(str, v.seeds)) for v in variants))
+    if not common:
+        notes.append("the variants share no seed: each log loss is the mean over its own seeds, and a "
+                     "variant is compared with the base only on the seeds both have")
+        return variants
+    left = [r for v in variants for r in v.runs if str(r.seed) not in common]
+    if not left:
+        return variants
+    notes.append("seeds pooled only where every variant has them (" + ", ".join(sorted(common)) + "); left "
+                 "out: " + ", ".join(f"{r.run_id} (seed {r.seed})" for r in left))
+    out = []
+    for v in variants:
+        out.append(Variant(v.key, v.name, [r for r in v.runs if str(r.seed) in common]))
+    return out
+
+
+def compute(run_dirs: list[Path], base: Path | None = None, toggles: Mapping[str, ToggleInfo] | None = None,
+            names: dict[str, str] | None = None) -> tuple[list[Variant], dict]:
+    """Load the runs and compute every number of the report (``report.json``'s content). ``toggles``: labels
+    the caller describes itself (``replicate ablate``'s), ``names``: run id -> variant name."""
+    runs, base_run = load_runs(run_dirs, base, names)
     variants = group_variants(runs, base_run)
+    notes: list[str] = []
+    if base is None and (ties := base_ties(variants)):
+        notes.append(f"base: {variants[0].name}, chosen by the fewest toggles and the most seeds among "
+                     f"{', '.join([variants[0].name] + [v.name for v in ties])}; give --base RUN_FOLDER to "
+                     "choose another")
+    variants = _common_seeds(variants, notes)
+    runs = [r for v in variants for r in v.runs]
     base_variant = variants[0]
-    flags, notes = _flags(runs, base_variant)
-    rows = [_variant_row(v, base_variant, flags) for v in variants]
+    infos = recipe_infos(runs, notes)
+    meanings = {v.key: _meaning(v, base_variant, infos, toggles or {}) for v in variants}
+    for v in variants[1:]:  # same toggles as the base, other settings: named by what they set
+        about = meanings[v.key]["about"]
+        if len(about) == 1 and about[0]["kind"] == "override" and v.name not in (toggles or {}):
+            v.name = f"{re.sub(HASH_SUFFIX, '', v.name)} {about[0]['label']}"
+    for v in variants:  # a name made unique by a hash suffix that is unique now without it
+        plain = re.sub(HASH_SUFFIX, "", v.name)
+        if plain != v.name and all(w.name != plain for w in variants):
+            v.name = plain
+    declared = {r.run_id: tuple(meanings[v.key]["declared_changes"]) for v in variants for r in v.runs}
+    flags, expected, flag_notes = _flags(runs, base_variant, declared)
+    notes += flag_notes
+    rows = [_variant_row(v, base_variant, flags, meanings[v.key]) for v in variants]
     references = _references(base_variant, notes)
     return variants, {
         "base": base_variant.name, "base_runs": [r.run_id for r in base_variant.runs],
@@ -163,8 +346,8 @@ def compute(run_dirs: list[Path], base: Path | None = None) -> tuple[list[Varian
                       "resamples": "prompt groups (and seeds when a variant has several)"},
         "variants": rows, "references": references, "per_seed": _per_seed(base_variant, notes),
         "length_buckets": _length_buckets(variants),
-        "flags": flags, "notes": notes, "stages": _stages(base_variant),
-        "substitutions": _substitutions(base_variant),
+        "flags": flags, "expected_differences": expected, "degenerate": _degenerate(variants),
+        "notes": notes, "stages": _stages(base_variant), "substitutions": _substitutions(base_variant),
     }
 
 
@@ -221,13 +404,13 @@ def _prior_reference(runs: list[Run]) -> tuple[str, str, dict] | None:
     if all(p is not None for p in priors):
         probs = {r.run_id: np.tile(np.asarray(p) / sum(p), (len(r.preds), 1))
                  for r, p in zip(runs, priors, strict=True)}
-        return (PRIOR, "label shares of the training rows (metrics.json train_label_prior; these runs have "
-                f"no {PRIOR_VIEW} view)", probs)
+        return (PRIOR, "label shares of the training rows, as each run recorded them (these runs have no "
+                f"per-row prior predictions, the {PRIOR_VIEW} view)", probs)
     probs = {r.run_id: crossfit_prior(r.preds.labels, r.preds.groups) for r in runs}
     if any(p is None for p in probs.values()):
         return None
     return (PRIOR_CROSSFIT, "validation-label shares cross-fitted over two halves of the prompt groups "
-            "(metrics.json has no train_label_prior)", probs)
+            "(the runs recorded no training label shares)", probs)
 
 
 def _view_reference(runs: list[Run], notes: list[str], name: str, view: str, since: str,

@@ -77,8 +77,8 @@ def _loss_fig(variants: list[Variant], colors: dict) -> dict:
             "alt": "Training loss per optimizer step, one line per run",
             "caption": "Thin: per step; thick: running mean; dotted: a stage starts.",
             **({"src": plots.loss_plot(series)} if series else
-               {"missing": "no loss history: metrics.json of these runs has no "
-                           "stages[*].train_loss_history"})}
+               {"missing": "no training loss to draw: these runs recorded no loss per optimizer step "
+                           "(a frozen-feature or baseline run trains no language model)"})}
 
 
 def _length_fig(data: dict, colors: dict) -> dict:

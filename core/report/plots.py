@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 
 import numpy as np
 
@@ -52,6 +53,18 @@ def to_data_uri(fig) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def wrap(text: str, width: int, lines: int = 3) -> str:
+    """``text`` broken into lines of at most ``width`` characters (at most ``lines``, the last one
+    shortened with "..."): a panel title or legend entry that fits its space instead of running into the
+    next panel."""
+    return "\n".join(textwrap.wrap(text, width, max_lines=lines, placeholder=" ...", break_long_words=True,
+                                   break_on_hyphens=False)) or text
+
+
+#: characters of a panel title per inch of panel width (10-point bold DejaVu Sans, with a margin)
+TITLE_CHARS_PER_INCH = 8.5
+
+
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(n, max_cols)
     return math.ceil(n / cols), cols
@@ -79,7 +92,7 @@ def delta_plot(entries: list[dict], xlabel: str) -> str:
         right.tick_params(axis="y", length=0)
         right.spines[:].set_visible(False)
         ax.axvline(0, color="black", linewidth=1)
-        ax.set_yticks(range(len(entries)), [e["name"] for e in reversed(entries)])
+        ax.set_yticks(range(len(entries)), [wrap(e["name"], 40) for e in reversed(entries)])
         ax.set_ylim(-0.6, len(entries) - 0.4)
         ax.set_xlim(-1.15 * span, 1.15 * span)
         ax.set_xlabel(xlabel)
@@ -93,6 +106,11 @@ def delta_plot(entries: list[dict], xlabel: str) -> str:
 
 def reliability_plot(panels: list[dict]) -> str:
     """One panel per variant: ``name``, ``confidence``/``accuracy``/``count`` per bin (top-label), ``ece``."""
+    return to_data_uri(reliability_figure(panels))
+
+
+def reliability_figure(panels: list[dict]):
+    """The matplotlib figure of :func:`reliability_plot` (titles wrapped to their panel's width)."""
     import matplotlib
 
     with matplotlib.rc_context(RC):
@@ -109,17 +127,22 @@ def reliability_plot(panels: list[dict]) -> str:
             ax.scatter(conf, acc, s=sizes, color=p.get("color", "#0969da"), zorder=3)
             ax.set_xlim(0.3, 1.0)
             ax.set_ylim(0.0, 1.0)
-            ax.set_title(f"{p['name']}\nECE {p['ece']:.4f}")
+            ax.set_title(f"{wrap(p['name'], int(3.0 * TITLE_CHARS_PER_INCH))}\nECE {p['ece']:.4f}")
             ax.set_xlabel("confidence (top class)")
             if k % cols == 0:
                 ax.set_ylabel("accuracy")
             ax.grid(alpha=0.3)
-    return to_data_uri(fig)
+    return fig
 
 
 def confusion_plot(panels: list[dict]) -> str:
     """One 3x3 panel per variant (``name``, ``counts`` [true][predicted]); cells show the row share and
     count."""
+    return to_data_uri(confusion_figure(panels))
+
+
+def confusion_figure(panels: list[dict]):
+    """The matplotlib figure of :func:`confusion_plot` (titles wrapped to their panel's width)."""
     import matplotlib
 
     with matplotlib.rc_context(RC):
@@ -139,9 +162,9 @@ def confusion_plot(panels: list[dict]) -> str:
             ax.set_xlabel("predicted")
             if k % cols == 0:
                 ax.set_ylabel("true")
-            ax.set_title(p["name"])
+            ax.set_title(wrap(p["name"], int(3.2 * TITLE_CHARS_PER_INCH)))
             ax.spines[:].set_visible(False)
-    return to_data_uri(fig)
+    return fig
 
 
 def loss_plot(series: list[dict]) -> str:
@@ -159,7 +182,7 @@ def loss_plot(series: list[dict]) -> str:
             ax.plot(x, y, color=s["color"], alpha=0.25, linewidth=0.8)
             w = max(1, y.size // 20)
             smooth = np.convolve(y, np.ones(w) / w, mode="valid")
-            label = s["name"] if s["name"] not in labelled else None
+            label = wrap(s["name"], 36) if s["name"] not in labelled else None
             labelled.add(s["name"])
             ax.plot(x[w - 1:], smooth, color=s["color"], linewidth=2, label=label)
             for b in s.get("boundaries", []):
@@ -194,7 +217,7 @@ def length_plot(buckets: list[str], lines: list[dict], xlabel: str) -> str:
                 lo.append(p["delta"] - p["lo"])
                 hi.append(p["hi"] - p["delta"])
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=line["color"], capsize=4, elinewidth=2,
-                         label=line["name"])
+                         label=wrap(line["name"], 36))
         ax.axhline(0, color="black", linewidth=1)
         ax.set_xticks(range(len(buckets)), buckets)
         ax.set_xlabel(xlabel)

@@ -1,7 +1,9 @@
 """Loading finished runs for a report and grouping them into variants.
 
 Runs whose resolved config is the same except for the seed are seeds of one *variant* (or the
-``variant`` key of ``fingerprint.json`` names it); the base run's variant comes first.
+``variant`` key of ``fingerprint.json`` names it); the base run's variant comes first. Without a base
+given, the base is the variant with the fewest toggles (a plain run before a fold or ensemble combination,
+then the one with the most seeds): :func:`pick_base`, never the first folder in alphabetical order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Run:
     preds: RowPreds | None
     variant_key: str
     variant_name: str
+    #: the resolved config (``resolved.yaml``), None for a combination folder that has none
+    config: dict | None = None
 
     @property
     def view(self) -> str | None:
@@ -63,7 +67,14 @@ class Run:
         return self._stage_total("seconds")
 
     def train_tokens(self) -> float | None:
-        return self._stage_total("train_tokens")
+        """Training tokens over the stages; None for a run that trained no LM (a frozen-feature or baseline
+        run records 0): a report shows "—" there, not 0."""
+        tokens = self._stage_total("train_tokens")
+        return tokens or None
+
+    @property
+    def toggles(self) -> list[str]:
+        return [str(t) for t in self.fingerprint.get("toggles") or []]
 
     def label_prior(self) -> list[float] | None:
         p = self.metrics.get("train_label_prior")
@@ -96,11 +107,11 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str]:
-    """(key, display name): runs with the same key are seeds of one variant."""
+def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str, dict | None]:
+    """(key, display name, resolved config): runs with the same key are seeds of one variant."""
     if fingerprint_info.get("variant"):
         return (f"variant:{fingerprint_info['recipe']}:{fingerprint_info['variant']}",
-                str(fingerprint_info["variant"]))
+                str(fingerprint_info["variant"]), None)
     resolved = path / "resolved.yaml"
     try:
         cfg = yaml.safe_load(resolved.read_text(encoding="utf-8"))
@@ -111,11 +122,11 @@ def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str]:
         raise ReplicatorError(f"{resolved}: not valid YAML ({e})") from None
     if not isinstance(cfg, dict):
         raise ReplicatorError(f"{resolved}: expected a mapping")
-    cfg = {k: v for k, v in cfg.items() if k != "seed"}
-    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    unseeded = {k: v for k, v in cfg.items() if k != "seed"}
+    key = hashlib.sha256(json.dumps(unseeded, sort_keys=True, default=str).encode()).hexdigest()[:12]
     toggles = fingerprint_info.get("toggles") or []
     name = fingerprint_info.get("recipe", "?") + "".join(f" +{t}" for t in toggles)
-    return f"config:{key}", name
+    return f"config:{key}", name, cfg
 
 
 def refuse_failed(path: Path) -> None:
@@ -142,10 +153,10 @@ def load_run(path: Path) -> Run:
     metrics = _read_json(path / "metrics.json")
     preds_file = path / ROW_PREDICTIONS
     preds = read_row_predictions(preds_file) if preds_file.exists() else None
-    key, name = _variant_of(path, fingerprint_info)
+    key, name, cfg = _variant_of(path, fingerprint_info)
     return Run(path=path, run_id=str(fingerprint_info["run_id"]), recipe=str(fingerprint_info["recipe"]),
                seed=fingerprint_info["seed"], fingerprint=fingerprint_info, metrics=metrics, preds=preds,
-               variant_key=key, variant_name=name)
+               variant_key=key, variant_name=name, config=cfg)
 
 
 def discover_runs(paths: list[Path]) -> list[Path]:
@@ -172,14 +183,19 @@ def default_out_dir(run_dirs: list[Path], base: Path | None = None) -> Path:
     return base.parent / f"report-{hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:8]}"
 
 
-def load_runs(run_dirs: list[Path], base: Path | None) -> tuple[list[Run], Run]:
-    """The runs of ``run_dirs`` and the base run (``base``, loaded too when not among them; default: the
-    first)."""
+def load_runs(run_dirs: list[Path], base: Path | None,
+              names: dict[str, str] | None = None) -> tuple[list[Run], Run]:
+    """The runs of ``run_dirs`` and the base run (``base``, loaded too when not among them; default:
+    :func:`pick_base`). ``names``: run id -> the display name of its variant (``replicate ablate --vary``
+    names its variants by their override)."""
     if not run_dirs:
         raise ReplicatorError("no runs to compare")
     runs = [load_run(d) for d in run_dirs]
+    for r in runs:
+        if names and r.run_id in names:
+            r.variant_name = names[r.run_id]
     if base is None:
-        return runs, runs[0]
+        return runs, pick_base(runs, ablation_bases(runs))
     base_path = Path(base).resolve()
     base_run = next((r for r in runs if r.path.resolve() == base_path), None)
     if base_run is None:
@@ -197,6 +213,46 @@ class Variant:
     @property
     def seeds(self) -> list:
         return [r.seed for r in self.runs]
+
+
+def _base_rank(v: Variant, order: int, hints: frozenset[str] = frozenset()) -> tuple:
+    """How a variant ranks as the base: fewest toggles, one that an ablation ran as its base (``hints``),
+    a plain run before a combination folder (fold or ensemble), most seeds, then the order found."""
+    first = v.runs[0]
+    ablated = any(r.run_id in hints for r in v.runs)
+    return len(first.toggles), not ablated, bool(first.fingerprint.get("variant")), -len(v.runs), order
+
+
+def ablation_bases(runs: list[Run]) -> frozenset[str]:
+    """The run ids that a ``replicate ablate`` beside these runs used as its base (the ``ablation.json`` of
+    each ``reports/<recipe>/ablation-*/`` folder next to them): with ``--vary`` the base and its variants have
+    the same toggles, and this tells them apart."""
+    found: set[str] = set()
+    for folder in sorted({r.path.parent for r in runs}):
+        for f in sorted(folder.glob("*/ablation.json")):
+            try:
+                info = json.loads(f.read_text(encoding="utf-8"))
+                found |= {str(x["run_id"]) for x in info.get("runs") or [] if x.get("variant") == "base"}
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                continue
+    return frozenset(found)
+
+
+def pick_base(runs: list[Run], hints: frozenset[str] = frozenset()) -> Run:
+    """The base run when none is given: the first run (lowest seed) of the variant with the fewest toggles
+    (``smoke +tiny`` before ``smoke +tiny +swap:off``), one an ablation ran as its base (``hints``), a plain
+    run before a combination, then the variant with the most seeds; the order found only breaks the
+    remaining ties."""
+    variants = group_variants(runs, runs[0])
+    best = min(enumerate(variants), key=lambda kv: _base_rank(kv[1], kv[0], hints))[1]
+    return best.runs[0]
+
+
+def base_ties(variants: list[Variant]) -> list[Variant]:
+    """The other variants that rank like ``variants[0]`` as the base (a note says the choice was a tie)."""
+    hints = ablation_bases([r for v in variants for r in v.runs])
+    rank = _base_rank(variants[0], 0, hints)[:4]
+    return [v for v in variants[1:] if _base_rank(v, 0, hints)[:4] == rank]
 
 
 def group_variants(runs: list[Run], base_run: Run) -> list[Variant]:

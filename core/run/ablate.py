@@ -2,7 +2,9 @@
 
 For each seed ``s`` the base is the recipe with the base toggles (``-b``, e.g. ``tiny``) and the
 override ``seed=s``; each variant is the base plus one toggle (a shared toggle flips its technique,
-see :mod:`replicator.core.config.toggles`; a recipe toggle applies its patch). The validation split is
+see :mod:`replicator.core.config.toggles`; a recipe toggle applies its patch), or the base plus one
+ad-hoc override (``--vary train.lr=1e-4,2e-4``: one variant per value, named by its override in the
+report; a value equal to the base's is the base itself and is not run twice). The validation split is
 drawn with the recipe seed, so the base and its variants share it, seed by seed, and the report can
 pair their rows.
 
@@ -22,8 +24,8 @@ import statistics
 import time
 from pathlib import Path
 
-from replicator.core.config.recipe import Resolved, resolve
-from replicator.core.config.toggles import SHARED, config_diff, meaning
+from replicator.core.config.recipe import Resolved, load_yaml, resolve
+from replicator.core.config.toggles import SHARED, ToggleInfo, config_diff, describe, recipe_toggle_info
 from replicator.core.data.files import data_dir as default_data_dir
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.build import build_report
@@ -41,8 +43,8 @@ MANIFEST = "ablation.json"
 
 @dataclasses.dataclass
 class PlannedRun:
-    variant: str  # "base" or the toggle as given
-    label: str  # "base" or the recorded label: swap:off, swap:on, raja
+    variant: str  # "base", the toggle as given, or the override of a --vary value
+    label: str  # "base", the recorded label (swap:off, swap:on, raja) or the override (train.lr=2e-4)
     seed: int
     resolved: Resolved
     run_id: str
@@ -70,6 +72,12 @@ class Plan:
     runs: list[PlannedRun]
     out_dir: Path
     force: bool = False
+    #: the ad-hoc overrides measured (``--vary``), one variant each
+    varies: list[str] = dataclasses.field(default_factory=list)
+    #: --vary values equal to the base's: the base stands for them
+    same_as_base: list[str] = dataclasses.field(default_factory=list)
+    #: label -> what it stands for (the recipe's own toggle descriptions, the shared toggles' meanings)
+    infos: dict[str, ToggleInfo] = dataclasses.field(default_factory=dict)
 
     @property
     def base_runs(self) -> list[PlannedRun]:
@@ -78,16 +86,31 @@ class Plan:
     def to_compute(self) -> list[PlannedRun]:
         return [r for r in self.runs if self.force or not r.exists]
 
+    def info(self, label: str) -> ToggleInfo:
+        return self.infos.get(label) or describe(label)
+
     def variants(self) -> list[dict]:
-        """Each toggle: its recorded label, what it measures and what it changes (first seed's configs)."""
+        """Each toggle or override: its recorded label, what it measures, whether it switches a technique
+        on or off, and what it changes (first seed's configs)."""
         base = self.base_runs[0].resolved
         out = []
-        for t in self.toggles:
+        for t in [*self.toggles, *self.varies]:
             r = next(p for p in self.runs if p.variant == t)
-            out.append({"toggle": t, "label": r.label, "measures": meaning(r.label),
+            info = self.info(r.label)
+            out.append({"toggle": t, "label": r.label, "measures": info.about, "direction": info.direction,
                         "changes": [{"key": k, "base": a, "variant": b}
                                     for k, a, b in config_diff(base.config, r.resolved.config)]})
         return out
+
+    def report_names(self) -> tuple[dict[str, str], dict[str, ToggleInfo]]:
+        """For the report: run id -> variant name of each --vary run (``<recipe> train.lr=2e-4``), and what
+        each label and --vary variant stands for."""
+        base = self.name + "".join(f" +{t}" for t in self.base_runs[0].resolved.toggles)
+        names = {r.run_id: f"{base} {r.label}" for r in self.runs if r.variant in self.varies}
+        infos = dict(self.infos)
+        for o in self.varies:
+            infos[f"{base} {o}"] = self.infos[o]
+        return names, infos
 
     def text(self) -> str:
         """The plan as printed before anything runs."""
@@ -95,6 +118,8 @@ class Plan:
                  f"{', '.join(map(str, self.seeds))}" + (f", base toggles {' '.join(self.base_toggles)}"
                                                          if self.base_toggles else "")
                  + (f", overrides {' '.join(self.overrides)}" if self.overrides else "")]
+        lines += [f"  {o}: the base's value, so the base stands for it (not run twice)"
+                  for o in self.same_as_base]
         for v in self.variants():
             changes = "; ".join(f"{c['key']}: {_short(c['base'])} -> {_short(c['variant'])}"
                                 for c in v["changes"])
@@ -144,13 +169,51 @@ def parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def default_out_dir(name: str, toggles: list[str], seeds: list[int], base_toggles: list[str] = (),
-                    overrides: list[str] = ()) -> Path:
-    """``reports/<recipe>/ablation-<toggles joined by +>-s<seeds joined by ->``, then ``-on-<base toggles>``
-    when there are some and ``-set<hash6>`` of the overrides when there are some (so that
-    ablations of different bases never share a folder)."""
+def parse_vary(text: str) -> list[str]:
+    """``"train.lr=1e-4,2e-4"`` -> ``["train.lr=1e-4", "train.lr=2e-4"]``: one override per value (commas
+    inside brackets or quotes belong to the value: ``model.lora.targets=[q_proj,v_proj],all-linear``)."""
+    key, eq, values = text.partition("=")
+    if not eq or not key.strip() or not values.strip():
+        raise ReplicatorError(f"--vary {text!r}: expected key.path=value1,value2 (e.g. train.lr=1e-4,2e-4)")
+    out, depth, quote, cur = [], 0, None, ""
+    for ch in values:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur)
+    if any(not v.strip() for v in out):
+        raise ReplicatorError(f"--vary {text!r}: an empty value (give e.g. train.lr=1e-4,2e-4)")
+    overrides = [f"{key.strip()}={v.strip()}" for v in out]
+    if len(set(overrides)) != len(overrides):
+        raise ReplicatorError(f"--vary {text!r}: a value is repeated")
+    return overrides
 
-    folder = f"ablation-{'+'.join(toggles)}-s{'-'.join(map(str, seeds))}"
+
+def _folder_part(text: str) -> str:
+    """``text`` as part of a folder name: no path separator, at most 60 characters (else a hash ends it)."""
+    safe = text.replace("/", "_").replace("\\", "_")
+    if len(safe) <= 60:
+        return safe
+    return safe[:51] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def default_out_dir(name: str, toggles: list[str], seeds: list[int], base_toggles: list[str] = (),
+                    overrides: list[str] = (), varies: list[str] = ()) -> Path:
+    """``reports/<recipe>/ablation-<toggles and --vary overrides joined by +>-s<seeds joined by ->``, then
+    ``-on-<base toggles>`` when there are some and ``-set<hash6>`` of the overrides when there are some (so
+    that ablations of different bases never share a folder)."""
+
+    folder = f"ablation-{_folder_part('+'.join([*toggles, *varies]))}-s{'-'.join(map(str, seeds))}"
     if base_toggles:
         folder += f"-on-{'+'.join(base_toggles)}"
     if overrides:
@@ -233,22 +296,33 @@ def refuse_combination(recipe: Path, r: Resolved, where: str) -> None:
 
 def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
                   seeds: list[int] | None = None, base_toggles: list[str] = (), overrides: list[str] = (),
-                  data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False) -> Plan:
-    """Resolve and fingerprint every run of the ablation; nothing runs."""
+                  data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False,
+                  vary: list[str] = ()) -> Plan:
+    """Resolve and fingerprint every run of the ablation; nothing runs. ``vary``: ``key.path=v1,v2`` texts
+    (:func:`parse_vary`), one variant per value."""
 
     recipe, toggles, base_toggles = Path(recipe), list(toggles), list(base_toggles)
-    if not toggles:
-        raise ReplicatorError(f"give at least one --toggle to measure (shared toggles: {', '.join(SHARED)}; "
-                              f"`replicate ablate {recipe} --list` shows which way each goes on this recipe)")
+    varies = [o for text in vary for o in parse_vary(text)]
+    if not toggles and not varies:
+        raise ReplicatorError(f"give at least one --toggle or --vary to measure (shared toggles: "
+                              f"{', '.join(SHARED)}; `replicate ablate {recipe} --list` shows which way each "
+                              "goes on this recipe; --vary train.lr=1e-4,2e-4 runs one variant per value)")
     for t in toggles:
         if toggles.count(t) > 1:
             raise ReplicatorError(f"--toggle {t} is given twice")
         if t in base_toggles:
             raise ReplicatorError(f"--toggle {t} is also a base toggle (-b): "
                                   "the variant would equal the base")
+    if len(set(varies)) != len(varies):
+        raise ReplicatorError(f"--vary: {', '.join(o for o in varies if varies.count(o) > 1)} is given twice")
     ddir = Path(data_dir) if data_dir is not None else default_data_dir()
     first = resolve(recipe, base_toggles, list(overrides), data_dir=ddir)
     refuse_combination(recipe, first, "")
+    same = [o for o in varies
+            if resolve(recipe, base_toggles, [*overrides, o], data_dir=ddir).config_hash == first.config_hash]
+    if same and len(same) == len(varies) and not toggles:
+        raise ReplicatorError(f"--vary: {', '.join(same)} set the base's own values: nothing to measure")
+    varies = [o for o in varies if o not in same]
     seeds = [first.seed] if seeds is None else list(seeds)
     estimate = estimate_seconds(first.name, base_toggles)
     predict_estimate = estimate_seconds(first.name, base_toggles, of=predict_seconds)
@@ -256,11 +330,15 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
     for s in seeds:
         over = [*overrides, f"seed={s}"]
         base = resolve(recipe, base_toggles, over, data_dir=ddir)
-        for variant, r in [("base", base), *((t, resolve(recipe, [*base_toggles, t], over, data_dir=ddir))
-                                             for t in toggles)]:
-            refuse_combination(recipe, r, "" if variant == "base" else f" (with toggle {variant!r})")
+        planned = [("base", base),
+                   *((t, resolve(recipe, [*base_toggles, t], over, data_dir=ddir)) for t in toggles),
+                   *((o, resolve(recipe, base_toggles, [*overrides, o, f"seed={s}"], data_dir=ddir))
+                     for o in varies)]
+        for variant, r in planned:
+            what = "toggle" if variant in toggles else "--vary"
+            refuse_combination(recipe, r, "" if variant == "base" else f" (with {what} {variant!r})")
             if variant != "base" and r.config_hash == base.config_hash:
-                raise ReplicatorError(f"{recipe}: toggle {variant!r} changes nothing on top of "
+                raise ReplicatorError(f"{recipe}: {what} {variant!r} changes nothing on top of "
                                       f"{' '.join(base_toggles) or 'the recipe'}: nothing to measure")
             fingerprint_info = fingerprint(r, ddir)
             train_keys = {n: k.train for n, k in stage_keys(r, fingerprint_info).items()}
@@ -268,13 +346,17 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
                 base_keys = train_keys
             shares = variant != "base" and bool(train_keys) and train_keys == base_keys
             run_dir, artifacts = run_folders(r.name, fingerprint_info["run_id"])
-            label = "base" if variant == "base" else r.toggles[-1]
+            label = "base" if variant == "base" else variant if variant in varies else r.toggles[-1]
             runs.append(PlannedRun(variant, label, s, r, fingerprint_info["run_id"], run_dir,
                                    finished(r, run_dir, artifacts), predict_estimate if shares else estimate,
                                    shares))
     out = (Path(out_dir) if out_dir is not None
-           else default_out_dir(first.name, toggles, seeds, base_toggles, overrides))
-    return Plan(recipe, first.name, toggles, base_toggles, list(overrides), seeds, runs, out, force)
+           else default_out_dir(first.name, toggles, seeds, base_toggles, overrides, varies))
+    recipe_info = recipe_toggle_info(load_yaml(recipe), str(recipe))
+    infos = {r.label: describe(r.label, recipe_info) for r in runs if r.variant in toggles}
+    infos.update({o: ToggleInfo(o, f"the base with {o}", kind="override") for o in varies})
+    return Plan(recipe, first.name, toggles, base_toggles, list(overrides), seeds, runs, out, force,
+                varies=varies, same_as_base=same, infos=infos)
 
 
 def manifest(p: Plan) -> dict:
@@ -307,8 +389,10 @@ def execute(p: Plan, data_dir: Path | None = None, progress: bool = True) -> dic
         log.info("%d/%d %s seed %d: %s in %s: %s", i, len(p.runs), r.label, r.seed,
                  "reused" if reused else "finished", _duration(time.time() - t0), _metric_text(metrics))
         done.append((r, run_dir, metrics, reused))
-    title = f"{p.name} ablation: " + ", ".join(meaning(v["label"]) for v in p.variants())
-    report = build_report([d for _, d, _, _ in done], p.out_dir, base=p.base_runs[0].run_dir, title=title)
+    title = f"{p.name} ablation: " + ", ".join(v["measures"] for v in p.variants())
+    names, infos = p.report_names()
+    report = build_report([d for _, d, _, _ in done], p.out_dir, base=p.base_runs[0].run_dir, title=title,
+                          toggles=infos, names=names)
     atomic_write_text(p.out_dir / MANIFEST, json.dumps(manifest(p), indent=2, ensure_ascii=False) + "\n")
     log.info("report: %s", ", ".join(str(f) for f in report["files"].values()))
     return {"runs": done, "report": report}

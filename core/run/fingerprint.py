@@ -19,6 +19,9 @@
 
 ``fingerprint.json`` records all of it, plus the git commit and a dirty flag of the checkout the
 code came from (for information: the code hash is what counts).
+
+Not hashed: what changes no number, such as the recipe's free text and its live tracker (``tracking:``,
+``replicate run --track``; :mod:`replicator.core.util.tracking`), which the complete config leaves out.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ finished work.
 ``reports/<recipe>/<run_id>/`` (``REPLICATOR_REPORTS``) holds the small committed outputs:
 ``resolved.yaml`` (the complete config), ``fingerprint.json``, per-row validation predictions
 and, written last, ``metrics.json``. Heavy outputs (checkpoints, weights, predictions) go to
-``artifacts/<recipe>/<run_id>/<stage>/`` (``REPLICATOR_ARTIFACTS``, git-ignored).
+``artifacts/<recipe>/<run_id>/<stage>/`` (``REPLICATOR_ARTIFACTS``, git-ignored); live tracking of each stage
+(:mod:`replicator.core.util.tracking`) to ``artifacts/<recipe>/<run_id>/tracking/``.
 
 Reuse never trusts a marker alone: a stage is done when its ``done.json`` exists *and* the outputs
 it vouches for are there (weights complete, readable validation predictions, ``outputs.json`` when
@@ -53,10 +54,13 @@ from replicator.core.scoring.metrics import log_loss
 from replicator.core.scoring.row_predictions import write_row_predictions as write
 from replicator.core.stages import baseline as baselines
 from replicator.core.stages import steps
+from replicator.core.stages.crossfit import run_crossfit_stage
 from replicator.core.stages.frozen_features import run_features_stage
 from replicator.core.stages.result import StageResult
 from replicator.core.stages.steps import forget, stage_keys
+from replicator.core.tokens.encoding import n_workers
 from replicator.core.train import trainer
+from replicator.core.util import tracking
 from replicator.core.util.atomic import atomic_save_safetensors, atomic_write_text, remove_temp_files
 from replicator.core.util.distributed import barrier, is_main
 from replicator.core.util.layout import (
@@ -239,6 +243,16 @@ class RunState:
     stage: str = ""
     #: step keys of the LM stages (:func:`replicator.core.stages.steps.stage_keys`)
     keys: dict = dataclasses.field(default_factory=dict)
+    #: the tracker kind of this run, the tracker of the stage running (:mod:`replicator.core.util.tracking`)
+    track: str = "none"
+    tracker: tracking.Tracker = tracking.NO_TRACKER
+
+    def stage_tracker(self, stage: StageConfig) -> tracking.Tracker:
+        """The tracker of ``stage`` (started by its first log: nothing is written before :meth:`begin`)."""
+        config = {**self.resolved.complete, "run_id": self.fingerprint_info["run_id"], "stage": stage.name,
+                  "toggles": " ".join(self.resolved.toggles)}
+        return tracking.Tracker(self.track, self.artifacts / tracking.FOLDER, config["run_id"],
+                                self.resolved.name, stage.name, config, main=is_main())
 
     def begin(self) -> None:
         """The first write of this attempt, once the first stage's data and config passed their checks:
@@ -300,6 +314,9 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
         # a cross-fitted frozen-feature stage scores more rows than the validation rows
         outcome = run_features_stage(stage, plugins, train_rows, valid_rows, stage_artifacts, resolved.seed,
                                      progress)
+    elif stage.train.crossfit:  # every row of the validation rows' sources scored out of fold
+        outcome = run_crossfit_stage(stage, plugins, train_rows, valid_rows, stage_artifacts, resolved.seed,
+                                     progress)
     else:
         outcome = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, stage_artifacts,
                                       progress)
@@ -307,6 +324,10 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
         write_row_predictions(state.run_dir, stage, resolved.final.name, outcome.scored_rows,
                               outcome.predictions, outcome.labels)
     outcome.results.update({"stage": stage.name, "seconds": round(time.time() - t0, 1)})
+    state.tracker.log(outcome.results, state.tracker.last_step or outcome.results.get("optimizer_steps") or 0,
+                      prefix="final/")
+    if is_main():
+        plugins.notify("on_stage_end", stage=stage.name, results=outcome.results)
     return outcome.results
 
 
@@ -392,7 +413,8 @@ def _train_step(state: RunState, stage: StageConfig, plugins, train_rows, valid_
     train_dir.mkdir(parents=True, exist_ok=True)
     score_fn = _valid_log_loss(plugins, tokenizer, stage, valid_rows)
     result = trainer.train_stage(stage, plugins, train_rows, model, tokenizer, info, train_dir,
-                                 state.resolved.seed, init_from, progress, score_fn=score_fn)
+                                 state.resolved.seed, init_from, progress, score_fn=score_fn,
+                                 tracker=state.tracker)
     result["train_label_prior"] = label_prior(train_rows)
     result["model"] = {k: v for k, v in info.items() if k != "aux_loss"}
     result["train_seconds"] = round(time.time() - t0, 1)
@@ -471,7 +493,8 @@ def _stage(state: RunState, stage: StageConfig) -> dict:
         state.begin()  # in step with the main process's begin()
         barrier()
         return json.loads((stage_artifacts / DONE).read_text())
-    result = run_stage(state, stage, state.progress)
+    with state.stage_tracker(stage) as state.tracker:
+        result = run_stage(state, stage, state.progress)
     if is_main():
         done_text = json.dumps(result, indent=2)
         _seal_stage(stage_artifacts, rowpreds, done_text)  # what the stage finished with, then its marker
@@ -556,8 +579,10 @@ def check_feature_layers(resolved: Resolved, stage: StageConfig) -> None:
 
 
 def preflight(resolved: Resolved, run_dir: Path, artifacts: Path) -> None:
-    """What a run checks before it takes its lock: baseline names, frozen-feature layers, the reports and
-    artifacts folders writable (a probe file, so a read-only folder fails here and not after training)."""
+    """What a run checks before it takes its lock: baseline names, frozen-feature layers, the environment's
+    settings (``REPLICATOR_TOKEN_WORKERS``), the reports and artifacts folders writable (a probe file, so a
+    read-only folder fails here and not after training)."""
+    n_workers()  # a bad REPLICATOR_TOKEN_WORKERS fails here, not when tokenising (after failed.json)
     for s in resolved.stages:  # an unknown baseline name fails before anything is written
         if baselines.is_baseline(s.model.base):
             baselines.baseline_kind(s.model.base, f"stage {s.name}: model.base")
@@ -587,7 +612,8 @@ def run_recipe(resolved: Resolved, data_dir: Path, force: bool = False,
         if done:
             log.info("%s is finished: reused", run_dir)
             return run_dir, json.loads((run_dir / METRICS).read_text()), True
-        state = RunState(resolved, fingerprint_info, run_dir, artifacts, data_dir, force, progress, keys=keys)
+        state = RunState(resolved, fingerprint_info, run_dir, artifacts, data_dir, force, progress, keys=keys,
+                         track=tracking.choose(resolved.config.get(tracking.SETTING)))
         try:
             stages = {s.name: _stage(state, s) for s in resolved.stages}
             return run_dir, _finish(state, stages), False

@@ -333,6 +333,15 @@ def plan_stage(resolved: Resolved, stage: StageConfig, toggles=(), overrides=())
                     "quantization": quant, "fine_tuning": tuning}
     if M.activation_note(c.model_type):
         out["notes"].append(M.activation_note(c.model_type))
+    if stage.train.crossfit:
+        k = stage.train.crossfit
+        out["notes"].append(f"train.crossfit {k}: {k} trainings, each on about {k - 1}/{k} of the rows below "
+                            "and scoring the rest, one after another in one process (~"
+                            f"{k - 1}x the training tokens of one training)")
+    if m.cache_frozen:
+        out["notes"].append(f"model.cache_frozen: layers 0-{m.freeze_layers - 1} run once per token sequence "
+                            "(every view of every row); training and prediction compute the layers above "
+                            "only, reading the cached states (REPLICATOR_CACHE/states)")
     if attention == "flash_attention_2" and (not on_gpu or launch.gpu in NO_FLASH):
         out["flags"].append(f"CANNOT RUN: model.attn_implementation flash_attention_2 needs an Ampere or "
                             f"newer CUDA GPU (and the flash-attn package); {launch.gpu} is not one")

@@ -130,15 +130,23 @@ def _top_label(probs, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reliability_bins(probs, labels, bins: int = 10) -> dict:
-    """Top-label reliability: equal-width confidence bins over [0, 1]; per bin the row count, mean
-    confidence and accuracy (NaN where empty)."""
+    """Top-label reliability: ``bins`` equal-width confidence bins over [0, 1]; per bin the row count, mean
+    confidence and accuracy (NaN where empty). The means are scikit-learn's
+    ``sklearn.calibration.calibration_curve`` (``strategy="uniform"``) of "the top class is right" against
+    the top-class probability, so its bins are closed on the right as there ([0, 0.1], (0.1, 0.2], ...,
+    (0.9, 1]); the counts, which it does not return, are taken by the same rule."""
+    from sklearn.calibration import calibration_curve
+
     conf, correct = _top_label(probs, labels)
-    b = np.minimum((conf * bins).astype(np.int64), bins - 1)
-    count = np.bincount(b, minlength=bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(b, weights=conf, minlength=bins) / count
-        acc = np.bincount(b, weights=correct, minlength=bins) / count
-    return {"edges": np.linspace(0, 1, bins + 1), "count": count, "confidence": mean_conf, "accuracy": acc}
+    edges = np.linspace(0, 1, bins + 1)
+    count = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=bins).astype(np.float64)
+    mean_conf, acc = np.full(bins, np.nan), np.full(bins, np.nan)
+    if conf.size:
+        acc_nonempty, conf_nonempty = calibration_curve(correct, conf, n_bins=bins, strategy="uniform")
+        if acc_nonempty.size != int((count > 0).sum()):  # pragma: no cover - a changed binning rule
+            raise RuntimeError("sklearn's calibration_curve bins rows otherwise than reliability_bins counts")
+        acc[count > 0], mean_conf[count > 0] = acc_nonempty, conf_nonempty
+    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": acc}
 
 
 def expected_calibration_error(probs, labels, bins: int = 10) -> float:

@@ -65,9 +65,12 @@ from replicator.core.tokens.batches import (
 )
 from replicator.core.util.atomic import atomic_save_safetensors, atomic_torch_save
 from replicator.core.util.distributed import all_sum, barrier, use_cpu, world_size
+from replicator.core.util.tracking import Tracker, current
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+#: what a checkpoint must hold to be resumed from (:meth:`Loop.resume`)
+RESUME_KEYS = ("step", "trainable", "optimizer", "scheduler", "torch_rng", "history")
 BEST = "best.safetensors"
 
 
@@ -238,21 +241,45 @@ class Loop:
         if engine:
             zero.remove_other_steps(self.ckpt, step)
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
+        """Continue from the checkpoint: weights, optimizer, schedule, RNG, history. False, and nothing
+        changed, when it cannot be read (garbage, truncated, not a checkpoint of this loop): a warning names
+        it and why, the main process removes it and the stage trains from the start, so that rerunning the
+        same command recovers by itself; so does one whose weights do not fit the model (checked before any
+        is copied). One whose weights loaded but whose optimizer or schedule state does not fit is an error
+        naming it and saying to delete it."""
         import torch
 
-        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
-        load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
-        if zero.is_engine(self.model):
-            zero.load_partition(self.optimizer, state["optimizer"], self.ckpt)
-        else:
-            load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.random.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step, self.history, self.tokens = state["step"], state["history"], state.get("tokens", 0)
-        self.evals = [tuple(e) for e in state.get("evals", [])]
+        try:
+            state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not all(k in state for k in RESUME_KEYS):
+                raise ValueError(f"not a checkpoint of this trainer (expected {', '.join(RESUME_KEYS)})")
+            # checks every saved tensor against the model before it copies any: a misfit changes nothing
+            load_trainable(self.acc.unwrap_model(self.model), state["trainable"], where=str(self.ckpt))
+        except Exception as e:  # unpickling raises anything: UnpicklingError, RuntimeError, EOFError, ...
+            why = str(e).removeprefix(f"{self.ckpt}: ").strip()
+            log.warning("%s cannot be resumed from (%s: %s): removed, the stage trains from the start",
+                        self.ckpt, type(e).__name__, why.splitlines()[0][:200] if why else "")
+            if self.acc.is_main_process:
+                self.ckpt.unlink(missing_ok=True)
+            return False
+        try:
+            if zero.is_engine(self.model):
+                zero.load_partition(self.optimizer, state["optimizer"], self.ckpt)
+            else:
+                load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.random.set_rng_state(state["torch_rng"])
+            if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self.step, self.history, self.tokens = state["step"], state["history"], state.get("tokens", 0)
+            self.evals = [tuple(e) for e in state.get("evals", [])]
+        except ReplicatorError:
+            raise
+        except Exception as e:  # loaded in part: the model's weights are the checkpoint's, the rest is not
+            raise ReplicatorError(f"{self.ckpt}: cannot resume from it ({type(e).__name__}: {e}); delete it "
+                                  "and rerun to train this stage from the start") from e
+        return True
 
     def evaluate(self, step: int, score_fn, best: Path) -> None:
         """Score the model at ``step`` (``score_fn``: validation log loss, every process takes part);
@@ -317,8 +344,7 @@ def _start(stage: StageConfig, model, info, steps: int, init_from: Path | None, 
     elif not parallel:
         model, optimizer = acc.prepare(model, optimizer)
     loop = Loop(acc, model, optimizer, scheduler, artifacts / CHECKPOINT)
-    if loop.ckpt.exists():
-        loop.resume()
+    if loop.ckpt.exists() and loop.resume():  # an unreadable one is removed: training starts over
         log.info("resuming from %s at step %d/%d", loop.ckpt, loop.step, steps)
     return loop
 
@@ -396,24 +422,99 @@ def _step(loop: Loop, everyone, first_index: int, seed: int, run_micro, by_rows:
     return all_sum(total) / acc.num_processes
 
 
-def _optimizer_step(loop: Loop, train_config) -> None:
+def _optimizer_step(loop: Loop, train_config, measure: bool = False):
+    """Clip, update, step the schedule, zero the gradients; the gradient norm before clipping (a tensor or
+    float; None where it is not at hand: no clipping and not ``measure``, or a sharded model without
+    clipping). Measuring reads the gradients and changes none of them."""
 
     if is_engine(loop.model):  # reduces the partitioned gradients, clips (its config), updates, zeroes
         loop.model.step()
         loop.scheduler.step()
-        return
+        norm = getattr(loop.model, "get_global_grad_norm", None)
+        return norm() if measure and norm is not None else None
+    norm = None
     if train_config.max_grad_norm > 0:
-        loop.acc.clip_grad_norm_(loop.model.parameters(), train_config.max_grad_norm)
+        norm = loop.acc.clip_grad_norm_(loop.model.parameters(), train_config.max_grad_norm)
+    elif measure and not is_sharded(loop.model):
+        norm = grad_norm(loop.model)
     loop.optimizer.step()
     loop.scheduler.step()
     loop.optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def grad_norm(model):
+    """The L2 norm of every gradient of ``model`` (fp32; the gradients are read, not changed), None when
+    none has one."""
+    import torch
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def step_metrics(loop: Loop, loss: float, lrs: list[float], norm, step_tokens: int, seconds: float) -> dict:
+    """What a step reports to the tracker and the ``on_train_step`` callbacks (see the hookspec)."""
+    out = {"loss": loss, "lr": lrs[0], "tokens": loop.tokens,
+           "tokens_per_second": step_tokens / seconds if seconds > 0 else None}
+    if len(lrs) > 1:
+        out["lr_head"] = lrs[-1]
+    if norm is not None:
+        full = getattr(norm, "full_tensor", None)  # FSDP2 clips to a DTensor norm
+        out["grad_norm"] = float(full() if full is not None else norm)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclasses.dataclass
+class Watchers:
+    """Who hears of a training's steps and evaluations (main process): the stage's tracker
+    (:mod:`replicator.core.util.tracking`) and the plugins' ``on_train_step`` / ``on_evaluate`` callbacks.
+    Neither changes a number; the gradient norm and step metrics are computed only where one listens."""
+
+    stage: str
+    plugins: Any
+    tracker: Tracker
+    #: the steps of the stage's earlier trainings (cross-fitted folds) come first on the tracker
+    offset: int
+    hooks: dict
+    t: float = 0.0
+    tokens: int = 0
+
+    @classmethod
+    def of(cls, stage: str, plugins, tracker: Tracker | None, main: bool) -> Watchers:
+        tracker = tracker or current()  # the stage's (a cross-fitted fold's training too), else none
+        hooks = {h: main and bool(plugins.providers(h)) for h in ("on_train_step", "on_evaluate")}
+        return cls(stage, plugins, tracker, tracker.next_training(), hooks)
+
+    @property
+    def steps(self) -> bool:
+        return self.tracker.active or self.hooks["on_train_step"]
+
+    def start(self, loop: Loop) -> None:
+        self.t, self.tokens = time.time(), loop.tokens
+
+    def step(self, loop: Loop, done: int, loss: float, lrs: list[float], norm) -> None:
+        if not self.steps:
+            return
+        metrics = step_metrics(loop, loss, lrs, norm, loop.tokens - self.tokens, time.time() - self.t)
+        self.tracker.log(metrics, self.offset + done, prefix="train/")
+        if self.hooks["on_train_step"]:
+            self.plugins.notify("on_train_step", stage=self.stage, step=done, metrics=metrics)
+
+    def evaluation(self, done: int, evals: list[tuple[int, float]]) -> None:
+        scores = {"valid_log_loss": evals[-1][1], "best_valid_log_loss": min(s for _, s in evals)}
+        self.tracker.log(scores, self.offset + done, prefix="eval/")
+        if self.hooks["on_evaluate"]:
+            self.plugins.notify("on_evaluate", stage=self.stage, step=done, metrics=scores)
 
 
 def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info, artifacts: Path, seed: int,
-                init_from: Path | None = None, progress: bool = True, score_fn=None) -> dict:
+                init_from: Path | None = None, progress: bool = True, score_fn=None, tracker=None) -> dict:
     """Train ``model`` on ``train_rows``; resume from ``artifacts/checkpoint.pt`` when present. With
     ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
-    at the end, and the model ends with the weights that scored lowest."""
+    at the end, and the model ends with the weights that scored lowest. Steps and evaluations are
+    reported to ``tracker`` (default: the stage's) and the callbacks (:class:`Watchers`)."""
 
     train_config = stage.train
     if use_cpu() and keep_freed_memory():
@@ -425,6 +526,7 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
+    watch = Watchers.of(stage.name, plugins, tracker, acc.is_main_process)
     bar = tqdm(total=steps, initial=start, desc=f"train {stage.name}",
                disable=not (progress and acc.is_main_process), dynamic_ncols=True, file=sys.stderr)
     loop.model.train()
@@ -435,10 +537,12 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
                            aux_loss, scale)
 
     for step in range(start, steps):
+        watch.start(loop)
         everyone = micro[bounds[step]:bounds[step + 1]]
         step_loss = _step(loop, everyone, bounds[step], seed, run_micro,
                           by_rows=bool(train_config.batch_tokens))
-        _optimizer_step(loop, train_config)
+        lrs = loop.scheduler.get_last_lr()  # the rates this step updates with
+        norm = _optimizer_step(loop, train_config, measure=watch.steps)
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
         loop.tokens += sum(len(encoder(epochs[e][0][i], train_config.max_length))
                            for e, batch in everyone for i in batch)
@@ -452,9 +556,11 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
         bar.set_postfix(loss=f"{ema:.4f}",
                         tok_s=f"{(loop.tokens - tokens_before) / max(time.time() - t0, 1e-9):.0f}")
         done = step + 1
+        watch.step(loop, done, step_loss, lrs, norm)
         if (train_config.eval_every and score_fn is not None
                 and (done % train_config.eval_every == 0 or done == steps)):
             loop.evaluate(done, score_fn, artifacts / BEST)
+            watch.evaluation(done, loop.evals)
         if done % train_config.checkpoint_every == 0 or done == steps:
             loop.save(done)
         if crash_after and done == crash_after:

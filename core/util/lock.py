@@ -8,6 +8,14 @@ the first one runs. The lock is an ``fcntl.flock`` on the file: the kernel relea
 holder exits, even when killed, so a stale lock file never blocks anything; the holder removes the
 file when it is done (checking, after locking, that the path still names the locked file, so that
 removing it never lets two processes in).
+
+Why not the ``filelock`` package (installed, 4.x): its ``FileLock`` takes the same ``flock`` and times out
+the same way, but it leaves the lock file in place on release (by design, so that waiters share one inode)
+and records no holder: its timeout says only that the lock "could not be acquired". Two behaviours
+tests/util/test_lock.py checks would go: the file removed when the run is done, and the waiting message
+and the timeout error naming the process that holds the run ("pid N on HOST"). Adding both around it would
+mean writing into and unlinking through its private descriptor, which is the part of this module that
+needs care; so the lock stays ours.
 """
 
 from __future__ import annotations

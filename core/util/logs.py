@@ -35,15 +35,34 @@ def level_of(verbosity: int) -> int:
     return logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes, not to the stream that was
+    ``sys.stderr`` when it was made. A command run inside another program (a test's ``CliRunner``, pytest's
+    capture) gets a ``sys.stderr`` that is closed once the command returns; a handler that kept it would
+    fail on the next record (``--- Logging error --- ValueError: I/O operation on closed file``)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # always sys.stderr: what __init__ or setStream sets is ignored
+        pass
+
+
 def setup(verbosity: int = 0) -> logging.Logger:
     """Send ``replicator.*`` records at the level of ``verbosity`` to stderr (one handler, replaced
-    on a second call); verbosity >= 1 also sets ``REPLICATOR_TRACE=1`` (the hook trace). The command line
-    also turns the logger's propagation off while a command runs, so that a handler an imported library
-    adds to the root logger (GPT-QModel's ``basicConfig``) prints none of them a second time."""
+    on a second call; it looks ``sys.stderr`` up at each record, :class:`_Stderr`); verbosity >= 1 also
+    sets ``REPLICATOR_TRACE=1`` (the hook trace). The command line also turns the logger's propagation off
+    while a command runs, so that a handler an imported library adds to the root logger (GPT-QModel's
+    ``basicConfig``) prints none of them a second time."""
     logger = logging.getLogger(ROOT)
     for h in [h for h in logger.handlers if getattr(h, _HANDLER_FLAG, False)]:
         logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     setattr(handler, _HANDLER_FLAG, True)
     handler.setFormatter(_ShortNames("[%(short)s] %(message)s" if verbosity < 1
                                      else "%(asctime)s %(levelname)s [%(short)s] %(message)s"))

@@ -216,8 +216,10 @@ def test_run_plugins_know_their_distribution():
 
 
 def test_every_hook_has_a_builtin_implementation():
+    """The training callbacks excepted: the runner's own tracking logs what they see (core/util/tracking.py);
+    a test plugin receives them (tests/train/test_tracking.py)."""
     implemented = {h for cls in catalogue().values() for h in plugin_hooks(cls)}
-    assert implemented == set(hookspecs.HOOK_KINDS)
+    assert implemented == set(hookspecs.HOOK_KINDS) - set(hookspecs.CALLBACKS)
 
 
 def test_every_builtin_plugin_and_parameter_is_documented():

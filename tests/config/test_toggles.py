@@ -63,13 +63,14 @@ CASES = [
     ("9th.yaml", [], "head_reinit", "on", {"stages.pseudo.reinit_head": (None, True)}),
     # stage 2 starts from the base
     ("2nd.yaml", [], "head_reinit", "on", {"stages.stage3.reinit_head": (None, True)}),
-    # aux model-name heads: 16th has them; smoke's zero-initialised default head becomes zero-initialised
-    # aux heads
+    # aux model-name heads: 16th has them; smoke's head with the zeros init (its head_zeros toggle) becomes
+    # zero-initialised aux heads
     ("16th.yaml", [], "aux_names", "off", {"plugins.head": ({"use": "aux_model_heads", "weight": 0.1,
                                                              "naming": "arena"},
                                                             {"use": "default_head", "init": "model"})}),
-    ("smoke.yaml", [], "aux_names", "on", {"plugins.head": ({"use": "default_head", "init": "zeros"},
-                                                            {"use": "aux_model_heads", "init": "zeros"})}),
+    ("smoke.yaml", ["head_zeros"], "aux_names", "on",
+     {"plugins.head": ({"use": "default_head", "init": "zeros"},
+                       {"use": "aux_model_heads", "init": "zeros"})}),
     # softcapping off: 3rd and 5th have it
     ("3rd.yaml", [], "softcap_off", "off", {"model.attn_softcap": (False, True)}),
     ("smoke.yaml", [], "softcap_off", "on", {"model.attn_softcap": (None, False)}),
@@ -82,7 +83,7 @@ CASES = [
     # 8-bit inference: 16th/5th/9th predict in 8-bit (their tiny toggles turn it off)
     ("16th.yaml", [], "int8_inference", "off", {"predict.load_in_8bit": (True, False)}),
     ("16th.yaml", ["tiny"], "int8_inference", "on", {"predict.load_in_8bit": (False, True)}),
-    ("smoke.yaml", [], "int8_inference", "on", {"predict.load_in_8bit": (None, True)}),
+    ("smoke.yaml", ["single_split"], "int8_inference", "on", {"predict.load_in_8bit": (None, True)}),
     # LoRA targets
     ("smoke.yaml", [], "lora_attn_only", "on",
      {"model.lora.targets": ("all-linear", ["q_proj", "k_proj", "v_proj", "o_proj"])}),
@@ -106,7 +107,8 @@ def test_every_shared_toggle_is_tested_both_ways_and_on_smoke():
     ways = {(c[2], c[3]) for c in CASES}
     assert ways == {(t, d) for t in SHARED for d in ("off", "on")}
     on_smoke = {c[2] for c in CASES if c[0] == "smoke.yaml"}
-    # head_reinit cannot apply to the single-stage smoke recipe (tested below as an error)
+    # head_reinit cannot apply to the single-stage smoke recipe (tested below as an error); aux_names and
+    # int8_inference apply to its head_zeros and single_split forms
     assert on_smoke == set(SHARED) - {"head_reinit"}
 
 
@@ -172,6 +174,8 @@ def test_shared_toggles_on_every_recipe_pinned(name, data_regression):
     ("3rd.yaml", [], "head_reinit", "no stage of base, pseudo has `from:`"),
     ("2nd.yaml", [], "lora_attn_only", "full fine-tuning"),
     ("2nd.yaml", [], "aux_names", "'mlp_head'"),
+    ("smoke.yaml", [], "aux_names", "plugins.head.init is lp"),
+    ("smoke.yaml", [], "int8_inference", "each fold predicts with the model it trained"),
     ("1st.yaml", [], "focal", "plugins.loss (final stage 'student') is 'distill_kl_cos'"),
     ("5th.yaml", ["swapped_model"], "swap", "'swapped' (a model trained on the swapped order"),
     ("smoke.yaml", ["focal"], "label_smoothing", "is 'focal_loss'"),

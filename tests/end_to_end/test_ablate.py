@@ -16,8 +16,13 @@ from replicator.core.run.ablate import estimate_seconds, plan_ablation, run_seco
 from ..conftest import SMOKE
 from ..helpers import PLAN_LINE
 
+#: smoke's single-split fine-tuning (its cross-fitted form reuses no trained step:
+#: tests/end_to_end/test_crossfit.py)
+SINGLE = ["train.crossfit=null", "model.freeze_layers=0", "model.cache_frozen=false",
+          "plugins.head.init=zeros", "train.batch_size=4", "predict.batch_tokens=4096"]
 ARGS = [str(SMOKE), "-b", "tiny", "--toggle", "swap", "--toggle", "tta", "--seeds", "0,1", "--set",
-        "train.max_rows=32", "--set", "model.dtype=float32"]  # fp32 stated: the pinned numbers are fp32's
+        "train.max_rows=32", "--set", "model.dtype=float32",  # fp32 stated: the pinned numbers are fp32's
+        *[a for s in SINGLE for a in ("--set", s)]]
 
 
 def _numbers(report: dict) -> dict:
@@ -98,8 +103,8 @@ def test_ablation_runs_then_reuses_everything_and_rewrites_the_same_report(isola
     assert len(seconds) == 6 and all(s is not None for s in seconds) and sum(s > 0 for s in seconds) >= 4
     assert estimate_seconds("smoke", ["tiny"]) == pytest.approx(statistics.median(seconds))
     assert estimate_seconds("smoke", []) is None  # tiny runs say nothing about full ones
-    forced = plan_ablation(SMOKE, ["swap"], [0], ["tiny"], ["train.max_rows=32", "model.dtype=float32"],
-                           force=True)
+    forced = plan_ablation(SMOKE, ["swap"], [0], ["tiny"],
+                           ["train.max_rows=32", "model.dtype=float32", *SINGLE], force=True)
     assert [r.status(True) for r in forced.runs] == ["exists: recompute (--force)"] * 2
 
     data_regression.check(_numbers(report))

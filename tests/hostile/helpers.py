@@ -42,3 +42,9 @@ def tree(root: Path) -> dict[str, str]:
 def run_outputs(root: Path) -> list[str]:
     """Files a run leaves under ``root``'s reports and artifacts folders (a released lock file aside)."""
     return [k for k in tree(root) if k.split("/")[0] in ("reports", "artifacts") and not k.endswith(".lock")]
+
+
+def outside(root: Path) -> dict[str, str]:
+    """:func:`tree` of ``root`` without the run's reports and artifacts folders: what a case that may
+    (re)compute a run must leave as it was."""
+    return {k: v for k, v in tree(root).items() if k.split("/")[0] not in ("reports", "artifacts")}

@@ -46,7 +46,7 @@ DUPLICATES = {
                              "plugins:"),
     "a key twice in a flow mapping": (lambda t: t.replace("lora: {r: 16,", "lora: {r: 16, r: 8,"),
                                       "model.lora.r", "  lora:", "  lora:"),
-    "a toggle twice": (lambda t: _insert_after(t, "  tiny:", '  tiny: {model: {base: "tiny:gemma2"}}\n'),
+    "a toggle twice": (lambda t: _insert_after(t, "toggles:", '  tiny: {model: {base: "tiny:gemma2"}}\n'),
                        "toggles.tiny", "  tiny:", "  tiny:"),
 }
 

@@ -27,6 +27,10 @@ from replicator.core.util.manifest import MANIFEST
 from ..conftest import QUICK, SMOKE
 from .helpers import assert_refused, invoke, tree
 
+#: the run id's code hash fixed while the module runs (tests/hostile/conftest.py): a rerun finds the same run
+#: whatever else changes in the working tree meanwhile
+pytestmark = pytest.mark.usefixtures("pinned_code")
+
 CHANGED = "changed since the run finished (sha256 mismatch)"
 GONE = "missing since the run finished"
 #: metrics that depend on the clock or on which steps were reused, not on what the run computed

@@ -33,3 +33,9 @@ def test_zeros_head_in_a_tiny_classifier_starts_at_ln3():
         logits = model(input_ids=ids).logits
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0]))
     assert loss.item() == pytest.approx(float(torch.log(torch.tensor(3.0))), abs=1e-6)
+
+
+def test_lp_init_is_a_zero_linear_with_a_bias_marked_for_the_probe():
+    layer = DefaultHead(init="lp").head(hidden_size=8, num_labels=3, model=None)
+    assert layer.linear_probe and layer.bias is not None
+    assert float(layer.weight.abs().sum()) == 0 and float(layer.bias.abs().sum()) == 0

@@ -44,3 +44,20 @@ def test_longest_first_cuts_the_longest_field_and_custom_question(tok):
 def test_lengths_shared_toggle_is_declared():
     (toggle,) = SHARED_TOGGLES
     assert toggle.name == "lengths" and toggle.rank == 110
+
+
+def test_the_authors_variants_concatenated_last_turn_and_instruction(tok):
+    """What did not work for the write-up's author (SOLUTIONS.md §4b), as prompt options."""
+    fmt = PlainTurns(layout="concatenated")
+    cat = text(tok, fmt.prompt_format(row=SMALL, tokenizer=tok, max_length=1000))
+    assert cat == ("<bos>\nUser: p1\np2\n\nResponse A: a one\na2\n\nResponse B: b1\n\n" + QUESTION + "<eos>")
+    last = text(tok, PlainTurns(turns="last").prompt_format(row=SMALL, tokenizer=tok, max_length=1000))
+    assert last == "<bos>\n## Round 1\nUser: p2\n\nResponse A: a2\n\nResponse B: \n" + QUESTION + "<eos>"
+    fmt = PlainTurns(instruction="Judge.\n")
+    told = text(tok, fmt.prompt_format(row=SMALL, tokenizer=tok, max_length=1000))
+    assert told.startswith("<bos>Judge.\n\n## Round 1\nUser: p1") and told.endswith(QUESTION + "<eos>")
+    # truncation still fits the budget with every option
+    row = dict(SMALL, response_a=["x" * 300, "y" * 300])
+    for fmt in (PlainTurns(layout="concatenated"), PlainTurns(turns="last", instruction="Judge.\n")):
+        enc = fmt.prompt_format(row=row, tokenizer=tok, max_length=120)
+        assert enc.truncated and len(enc.input_ids) == 120 and text(tok, enc).endswith(QUESTION + "<eos>")

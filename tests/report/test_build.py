@@ -39,7 +39,7 @@ def test_table_has_base_variants_and_references(tmp_path):
     assert base["train_tokens"] == 200_000
     refs = {x["name"]: x for x in r["references"]}
     assert refs["uniform (ln 3)"]["log_loss"] == pytest.approx(math.log(3))
-    assert "train_label_prior" in refs["class prior (training shares)"]["source"]
+    assert "as each run recorded them" in refs["class prior (training shares)"]["source"]
     prior_loss = -np.mean([np.log([0.35, 0.35, 0.30])[k] for k in synthetic(1, 0)[1].argmax(1)])
     assert refs["class prior (training shares)"]["log_loss"] == pytest.approx(prior_loss)
     assert "length features (logistic regression)" not in refs  # these runs have no baseline_length view
@@ -139,7 +139,7 @@ def test_variant_key_and_missing_pieces(tmp_path):
     assert (prior["name"] == "class prior (cross-fitted validation shares)"
             and "cross-fitted" in prior["source"])
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert "no loss history" in html
+    assert "no training loss to draw" in html and "stages[*]" not in html  # no internal key paths
     with pytest.raises(ReplicatorError, match=r"resolved\.yaml: missing"):
         q, _ = synthetic(2, 0.4)
         b = make_run(root, seed=2, probs=q, labels=y)
@@ -285,7 +285,7 @@ def test_reference_rows_fall_back_for_older_runs_and_say_so(tmp_path):
     new = make_run(root, seed=2, probs=p2, labels=y, baselines=_baseline_views(2))
     r = build_report([old, new], tmp_path / "rep")
     prior, length, style = r["references"][1:]
-    assert "metrics.json train_label_prior" in prior["source"]  # not every run has the prior view
+    assert "as each run recorded them" in prior["source"]  # not every run has the prior view
     assert length["runs"] == [new.name] and length["delta"]["n_seeds"] == 1
     assert style["runs"] == [new.name] and style["delta"]["n_seeds"] == 1
     assert len(r["notes"]) == 2  # one per fitted baseline the old run lacks

@@ -28,7 +28,7 @@ def test_only_a_base_without_history_falls_back_and_says_what_is_missing(tmp_pat
     variants, data = compare.compute([d])
     figs = {f["id"]: f for f in figures.report_figures(data, variants)}
     assert figs["plot-delta"]["src"].startswith("data:image/svg+xml")  # the references against the base
-    assert "no loss history" in figs["plot-loss"]["missing"]
+    assert "no training loss to draw" in figs["plot-loss"]["missing"]
     assert "no variant" in figs["plot-length"]["missing"]
     assert "seeds pooled" not in figs["plot-reliability"]["caption"]
 

@@ -75,3 +75,66 @@ def test_screenshot_shows_the_figures(report, tmp_path):
     chromium(tmp_path, bare, f"--screenshot={bare_shot}", "--window-size=1200,3000", "--hide-scrollbars")
     bare_blue, _ = chart_pixels(bare_shot)
     assert blue > 0.005 and blue > 10 * bare_blue, (blue, bare_blue)
+
+
+#: injected at the end of a copy of report.html: after layout, records on <body> the pairs of top-level
+#: blocks (titles, tables, figures, boxes) whose boxes overlap, the header cells whose text is clipped, and
+#: the page's width, so that --dump-dom can read them back
+LAYOUT_PROBE = """<script>
+(function () {
+  const els = Array.from(document.querySelectorAll('body > *')).filter(e => e.tagName !== 'SCRIPT');
+  const boxes = els.map(e => e.getBoundingClientRect());
+  const overlaps = [];
+  for (let i = 0; i < els.length; i++) for (let j = i + 1; j < els.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (a.width && b.width && a.height && b.height && a.left < b.right && b.left < a.right
+        && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5)
+      overlaps.push(els[i].tagName + ':' + els[i].textContent.slice(0, 30) + ' / ' + els[j].tagName + ':'
+                    + els[j].textContent.slice(0, 30));
+  }
+  const clipped = Array.from(document.querySelectorAll('th, h1, h2'))
+    .filter(t => t.scrollWidth > t.clientWidth + 1).map(t => t.textContent);
+  document.body.setAttribute('data-overlaps', JSON.stringify(overlaps));
+  document.body.setAttribute('data-clipped', JSON.stringify(clipped));
+  document.body.setAttribute('data-page-width', String(document.documentElement.scrollWidth));
+})();
+</script>"""
+
+
+def test_report_with_the_new_columns_renders_without_overlaps(tmp_path):
+    """A report with the gain column, a variant per direction with long names, Δ per seed, the variants table
+    and a degenerate base: the screenshot is produced, and in the laid-out page no title, table, figure or box
+    overlaps another, no header cell or title is clipped, nothing runs past a 1400-pixel window."""
+    import json
+
+    from ..report_runs import make_run, synthetic
+
+    root = tmp_path / "reports"
+    dirs = []
+    for s in (1, 2):
+        p, y = synthetic(s, 0.5)
+        skew = np.tile([0.6, 0.3, 0.1], (len(y), 1))
+        dirs.append(make_run(root, recipe="a_recipe_with_a_long_name", seed=s, probs=skew, labels=y))
+        for strength, toggles in ((1.0, ("focal:on", "label_smoothing_and_more")), (0.1, ("swap:off",))):
+            p, y = synthetic(s, strength)
+            dirs.append(make_run(root, recipe="a_recipe_with_a_long_name", toggles=toggles, seed=s, probs=p,
+                                 labels=y))
+    build_report(dirs, tmp_path / "rep")
+    page = tmp_path / "rep" / "report.html"
+    shot = tmp_path / "new-columns.png"
+    chromium(tmp_path, page, f"--screenshot={shot}", "--window-size=1400,2400", "--hide-scrollbars")
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    probe = tmp_path / "rep" / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = chromium(tmp_path, probe, "--dump-dom", "--window-size=1400,2400").stdout
+    assert "gain from the technique" in dom and 'id="variants"' in dom and 'id="degenerate"' in dom
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body))
+    unescape = {"&quot;": '"', "&amp;": "&", "&lt;": "<", "&gt;": ">"}
+    for k, v in attrs.items():
+        for a, b in unescape.items():
+            v = v.replace(a, b)
+        attrs[k] = v
+    assert json.loads(attrs["data-overlaps"]) == []
+    assert json.loads(attrs["data-clipped"]) == []
+    assert int(attrs["data-page-width"]) <= 1400

@@ -46,3 +46,36 @@ def test_other_plots_return_svg():
     pts = [{"delta": -0.01, "lo": -0.02, "hi": 0.0}, None]
     line = [{"name": "v", "color": "#0969da", "points": pts}]
     assert P.length_plot(["0–10", "11–20"], line, "chars") == P.length_plot(["0–10", "11–20"], line, "chars")
+
+
+LONG_NAMES = ["2nd +smoke", "2nd +armorm +tta:on +smoke",
+              "2nd +smoke ensemble fixed: gemma 0.667 + armorm 0.333",
+              "cpu +lm_off +text_off +lengths_off +pca_off +temperature:on", "x" * 70]
+
+
+def _title_boxes(fig) -> list:
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    with matplotlib.rc_context(P.RC):
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    return [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+
+
+def test_panel_titles_fit_their_panels_and_never_overlap():
+    """2nd's report had the panel titles of long variant names running into each other: they are wrapped to
+    the panel's width now (at most three lines, the last shortened)."""
+    rel = [{"name": n, "ece": 0.1, "count": np.ones(10), "confidence": np.linspace(0.05, 0.95, 10),
+            "accuracy": np.linspace(0.05, 0.95, 10)} for n in LONG_NAMES]
+    conf = [{"name": n, "counts": np.ones((3, 3))} for n in LONG_NAMES]
+    for fig in (P.reliability_figure(rel), P.confusion_figure(conf)):
+        boxes = _title_boxes(fig)
+        assert len(boxes) == len(LONG_NAMES)
+        overlaps = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+                    if boxes[i].overlaps(boxes[j])]
+        assert overlaps == []
+    assert P.wrap("2nd +smoke ensemble fixed: gemma 0.667 + armorm 0.333", 25) == \
+        "2nd +smoke ensemble\nfixed: gemma 0.667 +\narmorm 0.333"
+    assert P.wrap("x" * 100, 25).count("\n") == 2 and P.wrap("short", 25) == "short"

@@ -23,9 +23,11 @@ def test_group_variants_pools_seeds_of_one_variant_base_first(tmp_path):
     assert [v.name for v in variants][0] == "toy +focal"  # the base's variant first
     assert sorted(v.name for v in variants) == ["toy", "toy +focal", "toy +no_swap"]
     assert all(v.seeds == [1, 2] for v in variants)  # sorted by seed
-    # without a base: the first run found
+    # without a base: the run without toggles (lowest seed), wherever it sorts among the folders
     loaded, base = load_runs(dirs, None)
-    assert base is loaded[0]
+    assert base.fingerprint["toggles"] == [] and base.seed == 1
+    loaded, base = load_runs([runs["focal"][0], runs["no_swap"][1], runs["base"][1], runs["base"][0]], None)
+    assert base.path == runs["base"][1]  # seeds (2, 1): the lowest seed's run
 
 
 def test_same_config_and_seed_twice_is_a_separate_variant_and_named_variants(tmp_path):

@@ -29,17 +29,45 @@ def _data():
 
 def test_table_cells():
     header, cells, verdicts = T.table_rows(_data())
-    assert header[:4] == ["variant", "seeds", "log loss", "Δ vs base"] and len(header) == 12
-    assert all(len(c) == len(header) for c in cells)
+    assert header[:6] == ["variant", "seeds", "log loss", "Δ vs base", "95% interval",
+                          "gain from the technique"]
+    assert len(header) == 13 and all(len(c) == len(header) for c in cells)
     base, focal, unres, lonely, uni = cells
-    assert base[:7] == ["toy", "1, 2", "1.0000 ± 0.0100", "base", "", "", "base"]
-    assert base[9:11] == ["90 s", "2.5M"]
-    assert focal[3:7] == ["-0.0500", "[-0.0800, -0.0200]", "1.00", "lower loss (real)"]
-    assert focal[9:12] == ["10.0 min", "1.5k", "240 (480 paired)"]
-    assert unres[3] == "+0.0010" and unres[6] == "not resolved" and unres[9:11] == ["2.5 h", "—"]
-    assert lonely[2] == "—" and lonely[3:7] == ["—", "—", "—", "no pairs"] and lonely[10] == "12"
-    assert uni[0] == "*uniform (ln 3)*" and uni[6] == "base beats it" and uni[-1] == "same rows"
+    assert base[:8] == ["toy", "1, 2", "1.0000 ± 0.0100", "base", "", "", "", "base"]
+    assert base[10:12] == ["90 s", "2.5M"]
+    assert focal[3:8] == ["-0.0500", "[-0.0800, -0.0200]", "—", "1.00", "lower loss (real)"]  # no direction
+    assert focal[10:13] == ["10.0 min", "1.5k", "240 (480 paired)"]
+    assert unres[3] == "+0.0010" and unres[5] == "—" and unres[7] == "not resolved"
+    assert unres[10:12] == ["2.5 h", "—"]  # no training tokens (a frozen-feature run): a dash, not 0
+    assert lonely[2] == "—" and lonely[3:8] == ["—", "—", "—", "—", "no pairs"] and lonely[11] == "12"
+    assert uni[0] == "*uniform (ln 3)*" and uni[7] == "base beats it" and uni[-1] == "same rows"
     assert verdicts == [None, "better", "unresolved", None, "better"]  # a worse reference is good news
+
+
+def test_gain_has_one_sign_for_on_and_off_toggles():
+    """``focal:on`` lowering the loss and ``swap:off`` raising it both mean the technique helps: the gain
+    column reads +0.05 for both, while their Δ have opposite signs."""
+    data = _data()
+    on, off = data["variants"][1], data["variants"][2]
+    on["gain"] = {"gain": 0.05, "lo": 0.02, "hi": 0.08}  # base − variant
+    on["about"] = [{"label": "focal:on", "about": "focal loss instead of cross-entropy", "direction": "on",
+                    "changes": [], "kind": "shared"}]
+    off.update(name="toy +swap:off", delta={**off["delta"], "delta": 0.05, "lo": 0.02, "hi": 0.08},
+               verdict="worse", gain={"gain": 0.05, "lo": 0.02, "hi": 0.08},  # variant − base
+               about=[{"label": "swap:off", "about": "removing swap augmentation", "direction": "off",
+                       "changes": [], "kind": "shared"}], direction="off",
+               config_changes=[{"key": "plugins.swap.train", "base": "random", "variant": "none"}])
+    _, cells, _ = T.table_rows(data)
+    assert cells[1][3] == "-0.0500" and cells[2][3] == "+0.0500"
+    assert cells[1][5] == cells[2][5] == "+0.0500 [+0.0200, +0.0800]"
+    lines = T.verdict_lines(data)
+    assert "Gain from the technique (removing swap augmentation; log loss without it − with it): +0.0500 " \
+           "[+0.0200, +0.0800]: it helps." in lines[1]
+    header, rows = T.variant_rows(data)
+    assert header[-1] == "config changed (base → variant)"
+    assert rows[1] == ["toy +swap:off", "swap:off", "removing swap augmentation", "removes it",
+                       "plugins.swap.train: random → none"]
+    assert rows[2][1:] == ["—", "—", "—", "—"]  # a variant nothing is known about
 
 
 def test_formatters():

@@ -139,5 +139,7 @@ def test_expected_calibration_error():
     r = np.array([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
     assert expected_calibration_error(r, np.eye(3)[[0, 1]]) == pytest.approx(0.25)
     bins = reliability_bins(r, np.eye(3)[[0, 1]])
-    assert bins["count"].sum() == 2 and bins["count"][9] == 1 and bins["count"][4] == 1
+    # sklearn's calibration_curve bins, closed on the right: 0.9 is in (0.8, 0.9], 0.4 in (0.3, 0.4]
+    assert bins["count"].sum() == 2 and bins["count"][8] == 1 and bins["count"][3] == 1
+    assert bins["accuracy"][8] == 1.0 and bins["confidence"][3] == pytest.approx(0.4)
     assert np.isnan(bins["accuracy"][0])

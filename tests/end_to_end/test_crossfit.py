@@ -1,0 +1,104 @@
+"""Cross-fitted fine-tuning with cached frozen layers (recipes/smoke.yaml at tiny size, issue 22): every row
+scored out of fold with the baselines alike; the saved weights are the folds' mean; a rerun reuses the
+folds; a variant that changes only the loss reuses the cached frozen part (no state computed); a killed
+fold resumes to the numbers of an uninterrupted run; what cannot be combined is a resolve-time error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from replicator.core.config.recipe import resolve
+from replicator.core.errors import RecipeError
+from replicator.core.run.pipeline import run_recipe as run
+from replicator.core.run.submission import predict
+
+from ..conftest import SMOKE, synthetic_rows, write_csv
+
+#: the smoke recipe's tiny toggle in fp32, all 160 synthetic rows, short texts
+FP32 = ["model.dtype=float32", "train.max_rows=0", "predict.max_rows=0", "train.max_length=64",
+        "predict.max_length=64", "train.lr=3e-3", "model.lora.dropout=0.0"]
+
+
+def _run(isolated, *overrides, force=False):
+    from replicator.core.data.files import data_dir
+
+    resolved = resolve(SMOKE, ["tiny"], [*FP32, *overrides], data_dir=data_dir())
+    return run(resolved, data_dir(), force=force, progress=False)
+
+
+@pytest.fixture()
+def states(isolated, monkeypatch):
+    monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
+    return isolated / "cache" / "states"
+
+
+def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
+    from replicator.core.scoring.row_predictions import read_row_predictions
+
+    run_dir, m, reused = _run(isolated)
+    stage = m["stages"]["main"]
+    assert not reused and m["crossfit_folds"] == 3 and len(stage["folds"]) == 3
+    # every row of the competition source is scored once, out of fold (160 synthetic rows)
+    assert m["n_valid_rows"] == 160 == sum(f["n_scored_rows"] for f in stage["folds"])
+    assert all(f["probe"]["C"] > 0 for f in stage["folds"])  # each fold's head started from its own probe
+    assert stage["states_computed"] > 0 and list(states.glob("*/*.safetensors"))
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert len(rp) == 160 and {"baseline_length", "baseline_style", "swap_ab"} <= set(rp.views)
+    # the saved weights are the mean of the folds'
+    art = isolated / "artifacts" / "smoke" / run_dir.name / "main"
+    folds = [load_file(str(art / "crossfit" / f"fold-{i}" / "final.safetensors")) for i in range(3)]
+    mean = load_file(str(art / "final.safetensors"))
+    name = next(k for k in mean if "lora_B" in k)
+    folds_mean = np.mean([f[name].float().numpy() for f in folds], axis=0)
+    assert np.allclose(mean[name].numpy(), folds_mean, atol=1e-6)
+    # the same command again: the run is reused; forced: every fold recomputed from the cached states, the
+    # same numbers (fp32, one process)
+    assert _run(isolated)[2]
+    _, again, _ = _run(isolated, force=True)
+    assert again["stages"]["main"]["states_computed"] == 0
+    assert again["final_log_loss"] == pytest.approx(m["final_log_loss"], abs=1e-6)
+    # predict loads the averaged weights into the whole model
+    test_csv = write_csv(isolated / "test.csv", synthetic_rows(5, seed=3, with_labels=False))
+    predict(str(run_dir), test_csv, isolated / "sub.csv", progress=False)
+    sub = pd.read_csv(isolated / "sub.csv")
+    assert len(sub) == 5 and np.allclose(sub.iloc[:, 1:].sum(axis=1), 1, atol=1e-6)
+
+
+def test_a_variant_that_changes_only_the_loss_computes_no_state(isolated, states):
+    _, base, _ = _run(isolated)
+    assert base["stages"]["main"]["states_computed"] > 0
+    shards = {p: p.stat().st_mtime_ns for p in states.glob("*/*.safetensors")}
+    _, focal, _ = _run(isolated, "plugins.loss={use: focal_loss, gamma: 2.0}")
+    assert focal["stages"]["main"]["states_computed"] == 0  # no encoding: every state came from the cache
+    assert {p: p.stat().st_mtime_ns for p in states.glob("*/*.safetensors")} == shards
+    assert focal["final_log_loss"] != base["final_log_loss"]  # a different model all the same
+
+
+def test_a_killed_fold_resumes_to_the_numbers_of_an_uninterrupted_run(isolated, states, monkeypatch):
+    _, whole, _ = _run(isolated, "train.checkpoint_every=2")
+    monkeypatch.setenv("REPLICATOR_CRASH_AFTER_STEP", "3")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(isolated, "train.checkpoint_every=2", force=True)
+    monkeypatch.delenv("REPLICATOR_CRASH_AFTER_STEP")
+    run_dir, resumed, _ = _run(isolated, "train.checkpoint_every=2")
+    assert resumed["final_log_loss"] == pytest.approx(whole["final_log_loss"], abs=1e-6)
+    fold0 = json.loads((isolated / "artifacts" / "smoke" / run_dir.name / "main" / "crossfit" / "fold-0"
+                        / "train.json").read_text())
+    assert fold0["resumed_at_step"] == 2
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["train.crossfit=null"], "model.cache_frozen"),
+    (["train.eval_every=5"], "train.eval_every"),
+    (["train.packed=true"], "train.packed"),
+    (["model.freeze_layers=0"], "model.cache_frozen"),
+    (["predict.load_in_8bit=true"], "predict.load_in_8bit"),
+])
+def test_what_a_crossfit_stage_cannot_do_is_a_resolve_time_error(overrides, key):
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+        resolve(SMOKE, ["tiny"], overrides, check_plugins=False)
