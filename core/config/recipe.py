@@ -97,6 +97,11 @@ class ModelConfig:
     revision: str | None = param(None, "hub revision")
     freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters "
                                   "there)", ge=0)
+    offset: Literal["length_lr", "style_lr"] | None = param(
+        None, "with train.crossfit: the log-probabilities of this baseline (fitted on the same training "
+              "rows) are added to the model's preference logits in training and prediction, so the model "
+              "learns the residual over it and, with a zero head, starts from it (our choice; boosting's "
+              "init score)")
     cache_frozen: bool = param(False, "with freeze_layers N and train.crossfit: the first N layers' outputs "
                                       "are computed once per token sequence and cached "
                                       "(REPLICATOR_CACHE/states), so training and validation compute only "
@@ -500,6 +505,9 @@ def _build_stage(sname: str, patch: Any, defaults: dict, earlier: list[StageConf
 def _check_crossfit(stage: StageConfig, file: str, pre: str) -> None:
     """A cross-fitted stage (``train.crossfit``) and cached frozen layers (``model.cache_frozen``): what they
     cannot be combined with, as resolve-time errors."""
+    if stage.model.offset and not stage.train.crossfit:
+        raise RecipeError(file, pre + "model.offset", "the offset baseline is fitted per fold by a "
+                          "cross-fitted stage: set train.crossfit K (or offset: null)")
     if stage.model.cache_frozen and not stage.train.crossfit:
         raise RecipeError(file, pre + "model.cache_frozen", "cached frozen layers are read by a cross-fitted "
                           "stage: set train.crossfit K (or cache_frozen: false)")

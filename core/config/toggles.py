@@ -33,8 +33,8 @@ shared toggle has them in its declaration; a recipe toggle may state them beside
 keys :data:`ABOUT_KEYS`, which are left out of the patch (so they change no run id)::
 
     toggles:
-      mt_bench: {about: "MT-bench human judgments as extra training rows", direction: on, changes: [data],
-                 plugins: {mtb: {use: mt_bench}}}
+      extra_rows: {about: "another source's rows as extra training rows", direction: on, changes: [data],
+                   plugins: {extra: {use: my_data_plugin}}}
 """
 
 from __future__ import annotations

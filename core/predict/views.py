@@ -51,9 +51,11 @@ def views_of(plugins) -> list:
     return [view for _, view in view_owners(plugins).values()]
 
 
-def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool):
+def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_tokens: int, progress: bool,
+                  offset=None):
     """One view's probabilities of ``rows``; under several processes each predicts every N-th row of
-    the length-sorted order and the parts are gathered (each row once)."""
+    the length-sorted order and the parts are gathered (each row once). ``offset``: rows -> (B, 3)
+    log-probabilities added to the logits (``model.offset``), of the rows as the view shows them."""
     import torch
 
     device = next(model.parameters()).device
@@ -72,6 +74,9 @@ def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_
             idx = order[i:i + n]
             ids, mask = collate([seqs[j] for j in idx], tokenizer.pad_token_id, device)
             logits = forward_logits(model, ids, mask)[:, :3].float()
+            if offset is not None:
+                logits = logits + torch.as_tensor(offset([view.apply(rows[j]) for j in idx]),
+                                                  dtype=logits.dtype, device=logits.device)
             probs[i:i + len(idx)] = torch.softmax(logits, dim=-1).cpu().numpy()
             i += n
             bar.update(len(idx))
@@ -80,7 +85,7 @@ def _predict_view(model, tokenizer, encoder, rows, view, max_length: int, batch_
 
 
 def predict_probs(model, tokenizer, plugins, rows, max_length: int, batch_tokens: int, progress: bool = True,
-                  use_tta: bool = True, store=None, load=None) -> dict[str, np.ndarray]:
+                  use_tta: bool = True, store=None, load=None, offset=None) -> dict[str, np.ndarray]:
     """Probabilities per view (already inverted to the original order) and their mean ``tta``.
 
     ``store`` (:class:`replicator.core.stages.steps.ViewStore`): views it holds are taken from it, the others
@@ -98,7 +103,8 @@ def predict_probs(model, tokenizer, plugins, rows, max_length: int, batch_tokens
         if encoder is None:
             encoder = Encoder(plugins, tokenizer)
             model.eval()
-        out[v.name] = _predict_view(model, tokenizer, encoder, rows, v, max_length, batch_tokens, progress)
+        out[v.name] = _predict_view(model, tokenizer, encoder, rows, v, max_length, batch_tokens, progress,
+                                    offset)
         if store is not None:
             store.save(v.name, out[v.name])
     out["tta"] = np.mean([out[v.name] for v in views], axis=0)

@@ -294,15 +294,8 @@ def refuse_combination(recipe: Path, r: Resolved, where: str) -> None:
                           f"section, so it refuses; {instead}")
 
 
-def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
-                  seeds: list[int] | None = None, base_toggles: list[str] = (), overrides: list[str] = (),
-                  data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False,
-                  vary: list[str] = ()) -> Plan:
-    """Resolve and fingerprint every run of the ablation; nothing runs. ``vary``: ``key.path=v1,v2`` texts
-    (:func:`parse_vary`), one variant per value."""
-
-    recipe, toggles, base_toggles = Path(recipe), list(toggles), list(base_toggles)
-    varies = [o for text in vary for o in parse_vary(text)]
+def _check_asked(recipe: Path, toggles: list[str], base_toggles: list[str], varies: list[str]) -> None:
+    """Something to measure; no toggle twice or also a base toggle; no --vary override twice."""
     if not toggles and not varies:
         raise ReplicatorError(f"give at least one --toggle or --vary to measure (shared toggles: "
                               f"{', '.join(SHARED)}; `replicate ablate {recipe} --list` shows which way each "
@@ -315,6 +308,18 @@ def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
                                   "the variant would equal the base")
     if len(set(varies)) != len(varies):
         raise ReplicatorError(f"--vary: {', '.join(o for o in varies if varies.count(o) > 1)} is given twice")
+
+
+def plan_ablation(recipe: Path | str = DEFAULT_RECIPE, toggles: list[str] = (),
+                  seeds: list[int] | None = None, base_toggles: list[str] = (), overrides: list[str] = (),
+                  data_dir: Path | None = None, out_dir: Path | None = None, force: bool = False,
+                  vary: list[str] = ()) -> Plan:
+    """Resolve and fingerprint every run of the ablation; nothing runs. ``vary``: ``key.path=v1,v2`` texts
+    (:func:`parse_vary`), one variant per value."""
+
+    recipe, toggles, base_toggles = Path(recipe), list(toggles), list(base_toggles)
+    varies = [o for text in vary for o in parse_vary(text)]
+    _check_asked(recipe, toggles, base_toggles, varies)
     ddir = Path(data_dir) if data_dir is not None else default_data_dir()
     first = resolve(recipe, base_toggles, list(overrides), data_dir=ddir)
     refuse_combination(recipe, first, "")

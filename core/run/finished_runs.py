@@ -20,7 +20,7 @@ from replicator.core.predict.views import predict_probs
 from replicator.core.rows import swap_row
 from replicator.core.run.ensemble import swap_back
 from replicator.core.run.pipeline import weights_file
-from replicator.core.stages.baseline import is_baseline, load_params
+from replicator.core.stages.baseline import is_baseline, load_params, log_probs
 from replicator.core.stages.baseline import predict as baseline_predict
 from replicator.core.stages.frozen_features import predict_rows
 from replicator.core.util.layout import (
@@ -28,6 +28,7 @@ from replicator.core.util.layout import (
     FAILED,
     FINGERPRINT,
     METRICS,
+    OFFSET_PARAMS,
     RESOLVED,
     VALID_PREDICTIONS,
     WEIGHTS,
@@ -96,6 +97,7 @@ def run_parts(run_dir: Path) -> tuple[dict, object, Path]:
     hint = ("run `replicate run` for this recipe first "
             f"(artifacts live under REPLICATOR_ARTIFACTS={artifacts_root()})")
     needs = [BASELINE_PARAMS] if is_baseline(stage.model.base) else [weights_file(stage), VALID_PREDICTIONS]
+    needs += [OFFSET_PARAMS] if stage.model.offset else []
     for f in needs:
         if not (artifacts / f).exists():
             raise ReplicatorError(f"{artifacts / f} is missing: {hint}")
@@ -133,17 +135,20 @@ def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str
 
         return postprocess(plugins, predict_rows(stage, artifacts, rows, progress), rows, fit=fit)
     model, tokenizer = load_predictor(stage, plugins, artifacts / WEIGHTS)
-    return model_probs(stage, plugins, model, tokenizer, rows, view, fit, progress)
+    offset = log_probs(load_params(artifacts / OFFSET_PARAMS)) if stage.model.offset else None
+    return model_probs(stage, plugins, model, tokenizer, rows, view, fit, progress, offset)
 
 
-def model_probs(stage, plugins, model, tokenizer, rows: list[dict], view: str, fit, progress: bool = True):
+def model_probs(stage, plugins, model, tokenizer, rows: list[dict], view: str, fit, progress: bool = True,
+                offset=None):
     """A loaded model's probabilities of ``rows`` in ``view``: ``final`` = its recipe's TTA views
     averaged, then postprocessed with ``fit`` (validation (probabilities, labels)); otherwise
-    :func:`view_probs` over its identity predictions."""
+    :func:`view_probs` over its identity predictions. ``offset``: a ``model.offset`` baseline's
+    log-probabilities, added to the logits."""
 
     def predict_fn(batch: list[dict], use_tta: bool = False) -> dict:
         return predict_probs(model, tokenizer, plugins, batch, stage.predict.max_length,
-                             stage.predict.batch_tokens, progress, use_tta=use_tta)
+                             stage.predict.batch_tokens, progress, use_tta=use_tta, offset=offset)
 
     if view == "final":
         return postprocess(plugins, predict_fn(rows, use_tta=True)["tta"], rows, fit=fit)

@@ -321,6 +321,14 @@ def predict(params: dict, rows: list[dict]) -> np.ndarray:
     return _symmetric_probs(params, matrix(rows), swap)
 
 
+def log_probs(params: dict):
+    """rows -> (N, 3) log-probabilities of a fitted baseline (clipped at 1e-6): a model's offset
+    (``model.offset``)."""
+    def fn(rows: list[dict]) -> np.ndarray:
+        return np.log(np.clip(predict(params, rows), 1e-6, 1.0))
+    return fn
+
+
 def every_run(train_rows: list[dict], valid_rows: list[dict],
               done: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The baseline views every run adds (:data:`EVERY_RUN`): ``baseline_prior``, ``baseline_length`` and

@@ -44,7 +44,7 @@ from replicator.core.tokens.batches import Encoder
 from replicator.core.train import trainer
 from replicator.core.util.atomic import atomic_save_safetensors, atomic_write_text
 from replicator.core.util.distributed import world_size
-from replicator.core.util.layout import TRAIN_RESULT, VALID_PREDICTIONS, WEIGHTS
+from replicator.core.util.layout import OFFSET_PARAMS, TRAIN_RESULT, VALID_PREDICTIONS, WEIGHTS
 
 log = logging.getLogger(__name__)
 FOLDS_DIR = "crossfit"
@@ -108,13 +108,14 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     for n, (tr, va) in enumerate(splits):
         rows, held = [scored[i] for i in tr] + extra, [scored[i] for i in va]
         fold_dir = stage_artifacts / FOLDS_DIR / f"fold-{n}"
+        offset = B.log_probs(B.fit(stage.model.offset, rows)) if stage.model.offset else None
         result = _train_fold(stage, plugins, model, tokenizer, info, init, encoder, cache, rows, fold_dir,
-                             seed, progress, f"{n + 1}/{k}")
+                             seed, progress, f"{n + 1}/{k}", offset)
         fold_weights.append(fold_dir / WEIGHTS)
         precision.to_weights_dtype(model, info["dtype"])  # predict as from saved weights
         with cached_bottom(model, cache) if cache is not None else contextlib.nullcontext():
             got = predict_probs(model, tokenizer, plugins, held, stage.predict.max_length,
-                                stage.predict.batch_tokens, progress)
+                                stage.predict.batch_tokens, progress, offset=offset)
         for view, p in got.items():
             oof.setdefault(view, np.zeros((len(scored), 3)))[va] = p
         for view, q in B.every_run(rows, held).items():
@@ -123,26 +124,33 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
         log.info("crossfit: fold %d/%d trained on %d rows, predicted %d (tta log loss %.4f)", n + 1, k,
                  len(rows), len(held), _log_loss(got["tta"], labels_of(held)))
     _save_mean(fold_weights, stage_artifacts / WEIGHTS, stage.model.base)
+    if stage.model.offset:  # what `replicate predict` adds to the averaged model's logits
+        B.save_params(B.fit(stage.model.offset, scored + extra), stage_artifacts / OFFSET_PARAMS)
     labels = labels_of(scored)
     preds = {**oof, "final": crossfit_postprocess(plugins, oof["tta"], scored, labels), **refs}
     write_valid_predictions(stage_artifacts / VALID_PREDICTIONS, scored, preds, labels)
-    result = {"n_train_rows": len(scored) + len(extra), "crossfit_folds": k, "folds": folds,
-              "n_train_rows_augmented": sum(f.get("n_train_rows_augmented", 0) for f in folds),
-              "optimizer_steps": sum(f.get("optimizer_steps", 0) for f in folds),
-              "train_tokens": sum(f.get("train_tokens", 0) for f in folds),
-              "train_label_prior": label_prior(scored + extra),
-              "states_seconds": round(t_states, 1),
-              "train_seconds": round(sum(f.get("train_seconds", 0) for f in folds if not f["reused"]), 1),
-              "train_reused": all(f["reused"] for f in folds),
-              "states_computed": cache.computed if cache is not None else None,
-              "model": {k2: v for k2, v in info.items() if k2 != "aux_loss"} | {
-                  "freeze_layers": stage.model.freeze_layers, "cache_frozen": stage.model.cache_frozen},
-              **scores(preds, labels)}
+    result = _summary(stage, info, folds, scored, extra, t_states, cache) | scores(preds, labels)
     return StageResult(result, preds, labels, scored)
 
 
+def _summary(stage, info: dict, folds: list[dict], scored: list[dict], extra: list[dict], t_states: float,
+             cache) -> dict:
+    """What the stage reports besides its scores: rows, folds, steps, tokens, seconds, the model."""
+    return {"n_train_rows": len(scored) + len(extra), "crossfit_folds": stage.train.crossfit, "folds": folds,
+            "n_train_rows_augmented": sum(f.get("n_train_rows_augmented", 0) for f in folds),
+            "optimizer_steps": sum(f.get("optimizer_steps", 0) for f in folds),
+            "train_tokens": sum(f.get("train_tokens", 0) for f in folds),
+            "train_label_prior": label_prior(scored + extra),
+            "states_seconds": round(t_states, 1),
+            "train_seconds": round(sum(f.get("train_seconds", 0) for f in folds if not f["reused"]), 1),
+            "train_reused": all(f["reused"] for f in folds),
+            "states_computed": cache.computed if cache is not None else None,
+            "model": {k: v for k, v in info.items() if k != "aux_loss"} | {
+                "freeze_layers": stage.model.freeze_layers, "cache_frozen": stage.model.cache_frozen}}
+
+
 def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cache, rows: list[dict],
-                fold_dir: Path, seed: int, progress: bool, which: str) -> dict:
+                fold_dir: Path, seed: int, progress: bool, which: str, offset=None) -> dict:
     """One fold's model in ``model``: its saved weights when the fold finished before, else trained from
     ``init`` (the probe first, when the head asks for one) and saved; what the fold reports."""
     from safetensors.torch import load_file
@@ -169,12 +177,15 @@ def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cac
                      stage.predict.batch_tokens, tokenizer.pad_token_id, progress,
                      desc="frozen layers (train)")
     with cached_bottom(model, cache) if cache is not None else contextlib.nullcontext():
+        if wants_probe(model) and offset is not None:
+            raise ReplicatorError("head init lp with model.offset: the probe is fitted without the offset; "
+                                  "start the head at zero (init: zeros), which predicts the offset baseline")
         if wants_probe(model) and not (fold_dir / trainer.CHECKPOINT).exists():
             augmented = plugins.chain("augment", "rows", list(rows), epoch=0, seed=seed)
             probe = init_head_by_probe(model, tokenizer, encoder, augmented, train_config.max_length,
                                        stage.predict.batch_tokens, seed, progress)
         result = trainer.train_stage(stage, plugins, rows, model, tokenizer, info, fold_dir, seed,
-                                     None, progress)
+                                     None, progress, offset=offset)
     result = {k: v for k, v in result.items() if k != "train_loss_history"} | {
         "train_loss_history": result.get("train_loss_history"), "probe": probe,
         "train_seconds": round(time.time() - t0, 1)}

@@ -509,12 +509,27 @@ class Watchers:
             self.plugins.notify("on_evaluate", stage=self.stage, step=done, metrics=scores)
 
 
+def with_offset(loss_fn, offset):
+    """``loss_fn`` of the preference logits plus ``offset(rows)`` ((B, 3) log-probabilities of a baseline,
+    ``model.offset``): the model learns the residual over the baseline."""
+    import torch
+
+    def shifted(logits, labels, batch):
+        add = torch.as_tensor(offset(batch["rows"]), dtype=logits.dtype, device=logits.device)
+        return loss_fn(torch.cat([logits[:, :3] + add, logits[:, 3:]], dim=1), labels, batch)
+
+    return shifted
+
+
 def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info, artifacts: Path, seed: int,
-                init_from: Path | None = None, progress: bool = True, score_fn=None, tracker=None) -> dict:
+                init_from: Path | None = None, progress: bool = True, score_fn=None, tracker=None,
+                offset=None) -> dict:
     """Train ``model`` on ``train_rows``; resume from ``artifacts/checkpoint.pt`` when present. With
     ``train.eval_every``, ``score_fn(model)`` (the validation log loss) runs every that many steps and
     at the end, and the model ends with the weights that scored lowest. Steps and evaluations are
-    reported to ``tracker`` (default: the stage's) and the callbacks (:class:`Watchers`)."""
+    reported to ``tracker`` (default: the stage's) and the callbacks (:class:`Watchers`). ``offset``
+    (rows -> (B, 3) log-probabilities) is added to the preference logits the loss sees
+    (:func:`with_offset`)."""
 
     train_config = stage.train
     if use_cpu() and keep_freed_memory():
@@ -524,6 +539,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
     steps = len(bounds) - 1
     loop = _start(stage, model, info, steps, init_from, artifacts)
     loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
+    if offset is not None:
+        loss_fn = with_offset(loss_fn, offset)
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
     watch = Watchers.of(stage.name, plugins, tracker, acc.is_main_process)

@@ -31,6 +31,8 @@ WEIGHTS = "final.safetensors"
 HEAD_FILE = "feature_head.json"
 #: a baseline stage's fitted parameters (replicator.core.stages.baseline)
 BASELINE_PARAMS = "baseline.json"
+#: the offset baseline of a stage with model.offset, fitted on all its rows (replicator.core.stages.crossfit)
+OFFSET_PARAMS = "offset.json"
 #: every validation prediction of a stage, per view (replicator.core.predict.evaluate)
 VALID_PREDICTIONS = "valid_predictions.json"
 #: what a stage predicts for later stages (``outputs:``; replicator.core.predict.stage_outputs)

@@ -63,12 +63,12 @@ CASES = [
     ("9th.yaml", [], "head_reinit", "on", {"stages.pseudo.reinit_head": (None, True)}),
     # stage 2 starts from the base
     ("2nd.yaml", [], "head_reinit", "on", {"stages.stage3.reinit_head": (None, True)}),
-    # aux model-name heads: 16th has them; smoke's head with the zeros init (its head_zeros toggle) becomes
-    # zero-initialised aux heads
+    # aux model-name heads: 16th has them; smoke's zero-initialised default head becomes zero-initialised
+    # aux heads
     ("16th.yaml", [], "aux_names", "off", {"plugins.head": ({"use": "aux_model_heads", "weight": 0.1,
                                                              "naming": "arena"},
                                                             {"use": "default_head", "init": "model"})}),
-    ("smoke.yaml", ["head_zeros"], "aux_names", "on",
+    ("smoke.yaml", [], "aux_names", "on",
      {"plugins.head": ({"use": "default_head", "init": "zeros"},
                        {"use": "aux_model_heads", "init": "zeros"})}),
     # softcapping off: 3rd and 5th have it
@@ -107,8 +107,8 @@ def test_every_shared_toggle_is_tested_both_ways_and_on_smoke():
     ways = {(c[2], c[3]) for c in CASES}
     assert ways == {(t, d) for t in SHARED for d in ("off", "on")}
     on_smoke = {c[2] for c in CASES if c[0] == "smoke.yaml"}
-    # head_reinit cannot apply to the single-stage smoke recipe (tested below as an error); aux_names and
-    # int8_inference apply to its head_zeros and single_split forms
+    # head_reinit cannot apply to the single-stage smoke recipe (tested below as an error); int8_inference
+    # applies to its single_split form
     assert on_smoke == set(SHARED) - {"head_reinit"}
 
 
@@ -174,7 +174,7 @@ def test_shared_toggles_on_every_recipe_pinned(name, data_regression):
     ("3rd.yaml", [], "head_reinit", "no stage of base, pseudo has `from:`"),
     ("2nd.yaml", [], "lora_attn_only", "full fine-tuning"),
     ("2nd.yaml", [], "aux_names", "'mlp_head'"),
-    ("smoke.yaml", [], "aux_names", "plugins.head.init is lp"),
+    ("smoke.yaml", ["offset_off"], "aux_names", "plugins.head.init is lp"),
     ("smoke.yaml", [], "int8_inference", "each fold predicts with the model it trained"),
     ("1st.yaml", [], "focal", "plugins.loss (final stage 'student') is 'distill_kl_cos'"),
     ("5th.yaml", ["swapped_model"], "swap", "'swapped' (a model trained on the swapped order"),

@@ -45,7 +45,7 @@ def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
     assert not reused and m["crossfit_folds"] == 3 and len(stage["folds"]) == 3
     # every row of the competition source is scored once, out of fold (160 synthetic rows)
     assert m["n_valid_rows"] == 160 == sum(f["n_scored_rows"] for f in stage["folds"])
-    assert all(f["probe"]["C"] > 0 for f in stage["folds"])  # each fold's head started from its own probe
+    assert all(f["probe"] is None for f in stage["folds"])  # a zero head on the style offset
     assert stage["states_computed"] > 0 and list(states.glob("*/*.safetensors"))
     rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
     assert len(rp) == 160 and {"baseline_length", "baseline_style", "swap_ab"} <= set(rp.views)
@@ -62,6 +62,10 @@ def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
     _, again, _ = _run(isolated, force=True)
     assert again["stages"]["main"]["states_computed"] == 0
     assert again["final_log_loss"] == pytest.approx(m["final_log_loss"], abs=1e-6)
+    # the LM alone (offset_off): the cached states serve it; each fold's head starts from its own probe
+    _, alone, _ = _run(isolated, "model.offset=null", "plugins.head.init=lp")
+    assert alone["stages"]["main"]["states_computed"] == 0
+    assert all(f["probe"]["C"] > 0 for f in alone["stages"]["main"]["folds"])
     # predict loads the averaged weights into the whole model
     test_csv = write_csv(isolated / "test.csv", synthetic_rows(5, seed=3, with_labels=False))
     predict(str(run_dir), test_csv, isolated / "sub.csv", progress=False)
@@ -70,10 +74,11 @@ def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
 
 
 def test_a_variant_that_changes_only_the_loss_computes_no_state(isolated, states):
-    _, base, _ = _run(isolated)
+    # without the offset: on synthetic rows the style baseline alone is all but perfect
+    _, base, _ = _run(isolated, "model.offset=null")
     assert base["stages"]["main"]["states_computed"] > 0
     shards = {p: p.stat().st_mtime_ns for p in states.glob("*/*.safetensors")}
-    _, focal, _ = _run(isolated, "plugins.loss={use: focal_loss, gamma: 2.0}")
+    _, focal, _ = _run(isolated, "model.offset=null", "plugins.loss={use: focal_loss, gamma: 2.0}")
     assert focal["stages"]["main"]["states_computed"] == 0  # no encoding: every state came from the cache
     assert {p: p.stat().st_mtime_ns for p in states.glob("*/*.safetensors")} == shards
     assert focal["final_log_loss"] != base["final_log_loss"]  # a different model all the same
@@ -93,7 +98,8 @@ def test_a_killed_fold_resumes_to_the_numbers_of_an_uninterrupted_run(isolated, 
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    (["train.crossfit=null"], "model.cache_frozen"),
+    (["train.crossfit=null"], "model.offset"),
+    (["train.crossfit=null", "model.offset=null"], "model.cache_frozen"),
     (["train.eval_every=5"], "train.eval_every"),
     (["train.packed=true"], "train.packed"),
     (["model.freeze_layers=0"], "model.cache_frozen"),
@@ -102,3 +108,29 @@ def test_a_killed_fold_resumes_to_the_numbers_of_an_uninterrupted_run(isolated, 
 def test_what_a_crossfit_stage_cannot_do_is_a_resolve_time_error(overrides, key):
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         resolve(SMOKE, ["tiny"], overrides, check_plugins=False)
+
+
+def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_adds_it(isolated, states):
+    """``model.offset: style_lr`` (the smoke recipe's): the baseline's log-probabilities are added to the
+    logits in training and prediction; a zero head that does not move (lr ~ 0) predicts exactly the
+    cross-fitted style baseline."""
+    from replicator.core.scoring.row_predictions import read_row_predictions
+    from replicator.core.stages import baseline as B
+
+    run_dir, m, _ = _run(isolated, "train.lr=1e-12", "train.warmup_steps=0")
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert np.allclose(rp.views["identity"], rp.views["baseline_style"], atol=1e-5)
+    assert m["log_loss"] == pytest.approx(m["baseline_style_log_loss"], abs=1e-5)
+    # predict: the averaged model plus the offset fitted on every scored row
+    from replicator.core.data.competition import read_competition_csv
+
+    test_csv = write_csv(isolated / "test.csv", synthetic_rows(6, seed=3, with_labels=False))
+    predict(str(run_dir), test_csv, isolated / "sub.csv", progress=False)
+    sub = pd.read_csv(isolated / "sub.csv").iloc[:, 1:].to_numpy()
+    art = isolated / "artifacts" / "smoke" / run_dir.name / "main"
+    test_rows = read_competition_csv(test_csv, require_labels=False)
+    style = B.predict(B.load_params(art / "offset.json"), test_rows)
+    assert sub.shape == (6, 3) and (sub.argmax(1) == style.argmax(1)).all()  # temperature scaled after
+    # a probed head cannot start from an offset it was not fitted with
+    with pytest.raises(Exception, match="head init lp with model.offset"):
+        _run(isolated, "plugins.head.init=lp")
