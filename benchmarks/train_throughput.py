@@ -271,6 +271,9 @@ def overrides_for(args, length: int) -> list[str]:
         "train.warmup_steps=2",
         "train.max_steps=0",
         f"model.dtype={args.dtype}",
+        # the single-split fine-tuning of the solution recipes: every layer trains (smoke's -t single_split)
+        "train.crossfit=null", "model.offset=null", "model.freeze_layers=0", "model.cache_frozen=false",
+        "plugins.head.init=zeros",
         *args.override,
     ]
 

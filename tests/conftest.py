@@ -155,8 +155,9 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
 #: The smoke recipe cross-fits with cached frozen layers and a probed head (issue 22); TINY keeps its
 #: single-split fine-tuning through every layer, the path of the solution recipes that these tests exercise
 #: (tests/end_to_end/test_crossfit.py covers the cross-fitted path).
-TINY = ["train.crossfit=null", "model.freeze_layers=0", "model.cache_frozen=false", "plugins.head.init=zeros",
-        "model.base=tiny:llama", "model.dtype=float32", "model.lora.r=32", "train.max_rows=0",
+SINGLE_SPLIT = ["train.crossfit=null", "model.offset=null", "model.freeze_layers=0",
+                "model.cache_frozen=false", "plugins.head.init=zeros"]
+TINY = [*SINGLE_SPLIT, "model.base=tiny:llama", "model.dtype=float32", "model.lora.r=32", "train.max_rows=0",
         "predict.max_rows=0", "train.batch_size=8", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]
 #: ... in one epoch on 48 training rows and 24 validation rows

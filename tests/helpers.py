@@ -17,7 +17,7 @@ from replicator.core.predict.views import Identity
 from replicator.core.scoring.row_predictions import RowPreds
 from replicator.plugins.swap_ab import SwapView
 
-from .conftest import QUICK, RECIPES, TINY
+from .conftest import QUICK, RECIPES, SINGLE_SPLIT, TINY
 
 PLAN_LINE = re.compile(r"^  (base|swap:off|tta:off)\s+seed (\d)\s+(smoke-[0-9a-f]{8}-s\d)\s+"
                        r"(exists: reuse|will compute|will predict \(base's training\))"
@@ -33,7 +33,14 @@ def _rows_and_lengths(n=120, seed=3, paired=30):
 
 
 def _recipe(tmp_path, name: str, **sections):
+    """smoke.yaml in its single-split form (a fold or ensemble member validates on its own rows), named
+    ``name``, with ``sections`` (folds:, ensemble:) added."""
     cfg = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
+    cfg["train"]["crossfit"] = None
+    cfg["model"].update(offset=None, freeze_layers=0, cache_frozen=False)
+    cfg["plugins"]["head"]["init"] = "zeros"
+    cfg["toggles"]["tiny"] = {"model": {"base": "tiny:llama"}, "train": {"max_rows": 64},
+                              "predict": {"max_rows": 32}}
     cfg.update(name=name, **sections)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -54,7 +61,7 @@ def _preds(ids, views=("identity", "swap_ab", "tta", "final"), seed=0, labels=No
 
 
 #: the tiny settings of the full-size checks and GPTQ (imported there as TINY; not conftest.TINY)
-FULLSIZE_TINY = ["model.base=tiny:llama", "model.dtype=float32", "model.lora={r: 4, alpha: 8}",
+FULLSIZE_TINY = [*SINGLE_SPLIT, "model.base=tiny:llama", "model.dtype=float32", "model.lora={r: 4, alpha: 8}",
                  "train.batch_size=8", "train.max_length=64", "predict.max_length=64",
                  "predict.batch_tokens=512", "train.warmup_steps=0"]
 

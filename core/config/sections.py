@@ -121,6 +121,9 @@ def check_sections(cfg: dict, stages, file: str) -> None:
     if cfg.get("folds") is not None:
         folds = folds_config(cfg["folds"], file)
         check_fold_plugin(folds, stages[-1].plugins, file)
+        if stages[-1].train.crossfit:
+            raise RecipeError(file, "folds", "not with train.crossfit: a cross-fitted stage scores every row "
+                              "out of fold already, so fold runs would score the same rows")
     if cfg.get("ensemble") is not None:
         _, members = build_ensemble(cfg["ensemble"], file)
         for name, m in members.items():

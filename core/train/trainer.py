@@ -538,9 +538,8 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
     epochs, micro, bounds = epoch_schedule(train_rows, stage, plugins, encoder, seed, world_size())
     steps = len(bounds) - 1
     loop = _start(stage, model, info, steps, init_from, artifacts)
-    loss_fn, aux_loss = plugins.one("loss"), info.get("aux_loss")  # aux heads add their own term
-    if offset is not None:
-        loss_fn = with_offset(loss_fn, offset)
+    loss_fn = plugins.one("loss") if offset is None else with_offset(plugins.one("loss"), offset)
+    aux_loss = info.get("aux_loss")  # aux heads add their own term
     crash_after = int(os.environ.get("REPLICATOR_CRASH_AFTER_STEP", "0"))  # tests: simulate a kill
     acc, start, tokens_before = loop.acc, loop.step, loop.tokens
     watch = Watchers.of(stage.name, plugins, tracker, acc.is_main_process)
@@ -563,11 +562,7 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
         # tokens of the whole step (all processes), from the cached encodings: the same count everywhere
         loop.tokens += sum(len(encoder(epochs[e][0][i], train_config.max_length))
                            for e, batch in everyone for i in batch)
-        if not math.isfinite(step_loss):
-            loop.save(step)
-            raise ReplicatorError(f"training loss is {step_loss} at step {step + 1}; "
-                                  f"last good checkpoint kept at {loop.ckpt}")
-        loop.history.append(round(step_loss, 6))
+        _record(loop, step, step_loss)
         ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}",
@@ -586,6 +581,15 @@ def train_stage(stage: StageConfig, plugins, train_rows, model, tokenizer, info,
     best = loop.keep_best(artifacts / BEST) if loop.evals else {}
     return best | _summary(loop, steps, start, train_rows, epochs, encoder, loop.tokens - tokens_before,
                            time.time() - t0)
+
+
+def _record(loop: Loop, step: int, step_loss: float) -> None:
+    """The step's loss into the history; a non-finite one stops training, the last good checkpoint kept."""
+    if not math.isfinite(step_loss):
+        loop.save(step)
+        raise ReplicatorError(f"training loss is {step_loss} at step {step + 1}; "
+                              f"last good checkpoint kept at {loop.ckpt}")
+    loop.history.append(round(step_loss, 6))
 
 
 def _summary(loop: Loop, steps, start, train_rows, epochs, encoder, new_tokens: int, elapsed: float) -> dict:

@@ -13,7 +13,10 @@ from ..conftest import RECIPES
 
 
 def _recipe(tmp_path, **sections):
+    """smoke.yaml in its single-split form (folds of a cross-fitted stage are refused) with ``sections``."""
     cfg = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
+    cfg["train"]["crossfit"] = None
+    cfg["model"].update(offset=None, freeze_layers=0, cache_frozen=False)
     cfg.update(sections)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -44,7 +47,7 @@ def test_bad_sections_fail_at_resolve_time_naming_the_key(tmp_path, sections, ke
 
 
 def test_sections_are_not_part_of_a_run_config_and_toggles_patch_them(tmp_path):
-    plain = resolve(RECIPES / "smoke.yaml")
+    plain = resolve(_recipe(tmp_path))
     path = _recipe(tmp_path, folds={"k": 5}, ensemble={"members": {"a": {}}},
                    toggles={"tiny": {"folds": {"k": 2}},
                             "small": {"ensemble": {"members": {"b": {"weight": 2}}}}})

@@ -13,13 +13,12 @@ from replicator.core.cli import app
 from replicator.core.run import ablate, fingerprint, pipeline
 from replicator.core.run.ablate import estimate_seconds, plan_ablation, run_seconds
 
-from ..conftest import SMOKE
+from ..conftest import SINGLE_SPLIT, SMOKE
 from ..helpers import PLAN_LINE
 
 #: smoke's single-split fine-tuning (its cross-fitted form reuses no trained step:
 #: tests/end_to_end/test_crossfit.py)
-SINGLE = ["train.crossfit=null", "model.freeze_layers=0", "model.cache_frozen=false",
-          "plugins.head.init=zeros", "train.batch_size=4", "predict.batch_tokens=4096"]
+SINGLE = [*SINGLE_SPLIT, "train.batch_size=4", "predict.batch_tokens=4096"]
 ARGS = [str(SMOKE), "-b", "tiny", "--toggle", "swap", "--toggle", "tta", "--seeds", "0,1", "--set",
         "train.max_rows=32", "--set", "model.dtype=float32",  # fp32 stated: the pinned numbers are fp32's
         *[a for s in SINGLE for a in ("--set", s)]]

@@ -162,8 +162,10 @@ def test_a_seed_the_seeding_cannot_take_is_refused_at_resolve_time(seed, isolate
 
 
 def _folds_recipe(tmp_path, k) -> object:
-    return _smoke_with(tmp_path, SMOKE_TEXT.replace("name: smoke", "name: fk") + f"folds: {{k: {k}}}\n",
-                       "folds.yaml")
+    """smoke.yaml in its single-split form (folds of a cross-fitted stage are refused) with ``folds.k``."""
+    text = (SMOKE_TEXT.replace("name: smoke", "name: fk").replace("  crossfit: 5\n", "")
+            .replace("  offset: style_lr\n", "").replace("  cache_frozen: true\n", ""))
+    return _smoke_with(tmp_path, text + f"folds: {{k: {k}}}\n", "folds.yaml")
 
 
 @pytest.mark.parametrize("k", [1_000_000, 101])

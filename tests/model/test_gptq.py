@@ -63,8 +63,8 @@ import os
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.model.loading import load_model
 from replicator.core.config.recipe import resolve
-r = resolve(os.environ["RECIPE"], [], ["model.base=tiny:llama", "model.lora={r: 4, alpha: 8}"], \
-check_plugins=False)
+r = resolve(os.environ["RECIPE"], ["single_split"], ["model.base=tiny:llama", \
+"model.lora={r: 4, alpha: 8}"], check_plugins=False)
 load_model(r.final.model, build_plugins(r.final.plugins, "x"), train=False)
 print("env", os.environ.get("PYTORCH_ALLOC_CONF"), os.environ.get("CUDA_DEVICE_ORDER"))
 """

@@ -118,9 +118,9 @@ def test_a_kbit_model_trained_with_bf16_compute_predicts_after_training(quant, r
     back to bf16 stopped it: m1 and m2 of different dtypes)."""
     from replicator.core.run.pipeline import run_recipe
 
-    r = resolve(RECIPES / "smoke.yaml", [], ["model.base=tiny:llama128", quant, "model.dtype=bfloat16",
-                                             "train.max_rows=16", "predict.max_rows=8", "train.max_steps=1",
-                                             "train.max_length=64", "predict.max_length=64"],
+    r = resolve(RECIPES / "smoke.yaml", ["single_split"],
+                ["model.base=tiny:llama128", quant, "model.dtype=bfloat16", "train.max_rows=16",
+                 "predict.max_rows=8", "train.max_steps=1", "train.max_length=64", "predict.max_length=64"],
                 data_dir=rich_data_dir)
     _, m, _ = run_recipe(r, rich_data_dir, progress=False)
     assert m["stages"]["main"]["optimizer_steps"] == 1
