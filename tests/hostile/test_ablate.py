@@ -32,7 +32,9 @@ def test_ablate_refuses_a_recipe_with_an_ensemble(tmp_path, isolated):
 
 def test_ablate_refuses_a_toggle_that_adds_folds(tmp_path, isolated):
     cfg = yaml.safe_load(SMOKE.read_text(encoding="utf-8"))
-    cfg["toggles"]["kfold"] = {"folds": {"k": 2}}
+    # folds of smoke's single-split form (a cross-fitted stage refuses folds at resolve time)
+    cfg["toggles"]["kfold"] = {"folds": {"k": 2}, "train": {"crossfit": None},
+                               "model": {"offset": None, "cache_frozen": False, "freeze_layers": 0}}
     path = tmp_path / "kf.yaml"
     path.write_text(yaml.safe_dump({**cfg, "name": "kf"}, sort_keys=False), encoding="utf-8")
     assert_refused(invoke(["ablate", path, "-b", "tiny", "-t", "tta", "-t", "kfold", "--dry-run"]),
