@@ -38,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from replicator.core.errors import ReplicatorError
+from replicator.core.model.cached_layers import weights_digest
 from replicator.core.model.loading import device_type, load_tokenizer, resolve_base, torch_dtype
 from replicator.core.predict.evaluate import label_prior, labels_of, scores, write_valid_predictions
 from replicator.core.predict.postprocess import crossfit_postprocess
@@ -85,25 +86,13 @@ def text_key(prompt: list, response: list) -> str:
 # ---------------------------------------------------------------- the frozen backbone
 
 
-def _weights_digest(folder: Path) -> str:
-    """sha1 over the folder's config and weight files (names, sizes and bytes)."""
-    h = hashlib.sha1()
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".gguf"))
-    for p in files:
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def cache_folder(model_path: str, features_config, *, dtype: str, device: str) -> Path:
     """``REPLICATOR_CACHE/features/<key>``: the key covers the weights, the dtype and device type they
     compute in (bf16 vectors differ from fp32 ones), the feature settings that change a vector (layers,
     pooling, budgets) and :data:`ENCODING_VERSION`."""
 
     folder = Path(model_path)
-    ident = _weights_digest(folder) if folder.is_dir() else model_path
+    ident = weights_digest(folder) if folder.is_dir() else model_path
     key = json.dumps({"model": ident, "dtype": dtype, "device": device,
                       "layers": list(features_config.layers), "pool": features_config.pool,
                       "max_length": features_config.max_length,
