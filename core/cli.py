@@ -15,7 +15,7 @@ import typer
 from replicator.core.config.catalogue import describe
 from replicator.core.config.recipe import load_yaml, resolve
 from replicator.core.config.sections import has_combination, section_lines
-from replicator.core.config.toggles import apply_toggle, recipe_toggle_info, recipe_toggles, status
+from replicator.core.config.toggles import SHARED, apply_toggle, recipe_toggle_info, recipe_toggles, status
 from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.build import build_report
@@ -395,11 +395,16 @@ def _list_toggles(recipe: Path, base_toggles: list[str]) -> None:
     for t in base_toggles:
         cfg, _ = apply_toggle(cfg, t, named, str(recipe))
     typer.echo(f"recipe toggles of {recipe}: {', '.join(named) or '(none)'}")
+    claim = " " * 24 + "write-ups claim: {}"  # under the description, where the toggle has a claim
     for name, info in recipe_toggle_info(raw, str(recipe)).items():
         typer.echo(f"  {name:<16} {info.direction or '-':<4} {info.about}")
+        if info.claimed:
+            typer.echo(claim.format(info.claimed))
     typer.echo("shared toggles" + (f" (after {' '.join(base_toggles)})" if base_toggles else "") + ":")
     for name, direction, what in status(cfg, str(recipe)):
         typer.echo(f"  {name:<16} {direction:<4} {what}")
+        if SHARED[name].claimed:
+            typer.echo(claim.format(SHARED[name].claimed))
 
 
 def main():  # pragma: no cover

@@ -258,5 +258,6 @@ def _aux_on(v: ToggleView) -> list[dict]:
 SHARED_TOGGLES = [
     SharedToggle("aux_names", "auxiliary model-name heads", _has_aux, _aux_off, _aux_on,
                  "removing the auxiliary model-name heads (default_head)",
-                 "adding auxiliary model-name heads (aux_model_heads instead of default_head)", rank=90),
+                 "adding auxiliary model-name heads (aux_model_heads instead of default_head)", rank=90,
+                 claimed="3 heads: 0.891 → 0.890 old LB, +0.001 (16th) [P16]; \"didn't help\" (3rd) [P3]"),
 ]

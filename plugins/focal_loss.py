@@ -54,5 +54,8 @@ SHARED_TOGGLES = [
                  *provider_toggle("loss", "focal_loss", "cross_entropy",
                                   "adding focal_loss is defined from cross_entropy only (it would also "
                                   "remove the current loss)"),
-                 "cross-entropy instead of focal loss", "focal loss instead of cross-entropy", rank=30),
+                 "cross-entropy instead of focal loss", "focal loss instead of cross-entropy", rank=30,
+                 claimed="no number given; did not work for the write-up's author [JP]; in the title of a "
+                 "13th-place post (discussion 540876, not read); 3rd's repo has focal_loss.py, its use "
+                 "unknown [R3m]"),
 ]

@@ -28,12 +28,14 @@ that is an error at resolve time, for every resolve of that recipe.
 
 What a toggle is, for reports (:class:`ToggleInfo`, :func:`describe`): a one-line description, its
 direction (``on``: the run adds a technique, ``off``: the run goes without it, none: an alternative or a
-scale, e.g. ``tiny``) and what it changes on purpose (:data:`~replicator.core.lib.toggles.CHANGES`). A
-shared toggle has them in its declaration; a recipe toggle may state them beside its patch, under the
-keys :data:`ABOUT_KEYS`, which are left out of the patch (so they change no run id)::
+scale, e.g. ``tiny``), what it changes on purpose (:data:`~replicator.core.lib.toggles.CHANGES`) and what
+the write-ups claim the technique is worth (``claimed``, with its source tags). A shared toggle has them
+in its declaration; a recipe toggle may state them beside its patch, under the keys :data:`ABOUT_KEYS`,
+which are left out of the patch (so they change no run id)::
 
     toggles:
       extra_rows: {about: "another source's rows as extra training rows", direction: on, changes: [data],
+                   claimed: "no number given; did not work for them [JP]",
                    plugins: {extra: {use: my_data_plugin}}}
 """
 
@@ -270,31 +272,46 @@ CORE: list[SharedToggle] = [
     SharedToggle("truncate_start", "truncation from the start, keeping the end (keep_end)",
                  *_truncate_toggle("keep_end", "keep_start"),
                  "truncating from the end (keep_start) instead of from the start (keep_end)",
-                 "truncating from the start (keep_end) instead of the recipe's policy", rank=50),
+                 "truncating from the start (keep_end) instead of the recipe's policy", rank=50,
+                 claimed="left truncation (dropping the earliest rounds): 0.890 → 0.885 old LB (16th) [P16]; "
+                 "9th and Raja (3rd) truncate left [P9], [R3r]; 1st, 2nd and Mark (3rd) keep the start "
+                 "[R1], [R2], [R3m]"),
     SharedToggle("truncate_end", "truncation from the end, keeping the start (keep_start)",
                  *_truncate_toggle("keep_start", "keep_end"),
                  "truncating from the start (keep_end) instead of from the end (keep_start)",
-                 "truncating from the end (keep_start) instead of the recipe's policy", rank=60),
+                 "truncating from the end (keep_start) instead of the recipe's policy", rank=60,
+                 claimed="no number given; 1st, 2nd and Mark (3rd) keep the start [R1], [R2], [R3m]; the "
+                 "opposite, left truncation, took 16th from 0.890 to 0.885 old LB [P16]"),
     SharedToggle("longest_first", "longest-field-first truncation",
                  *_truncate_toggle("longest_first", "keep_start"),
                  "truncating from the end (keep_start) instead of longest field first",
-                 "truncating the longest field first instead of the recipe's policy", rank=70),
+                 "truncating the longest field first instead of the recipe's policy", rank=70,
+                 claimed="no number given; the write-up's author truncates whichever of prompt / A / B has "
+                 "the most words [JP]; 1st trims the longer answer first [R1]"),
     SharedToggle("head_reinit", "head re-initialisation in stages that start from an earlier stage",
                  _has_reinit, _reinit_off, _reinit_on,
                  "keeping the earlier stage's head instead of re-initialising it (reinit_head: false)",
                  "re-initialising the head in every stage that starts from an earlier one "
-                 "(reinit_head: true)", rank=80),
+                 "(reinit_head: true)", rank=80,
+                 claimed="no number given; keeping the pretraining head was \"a tiny bit worse\" (5th) [P5]; "
+                 "1st drops the head after post-pretraining [R1]"),
     SharedToggle("softcap_off", "attention logit softcapping turned off",
                  *_model_flag("model", "attn_softcap", False, True, True),
                  "keeping attention logit softcapping (model.attn_softcap: true)",
-                 "turning attention logit softcapping off (model.attn_softcap: false)", rank=100),
+                 "turning attention logit softcapping off (model.attn_softcap: false)", rank=100,
+                 claimed="≈ +0.002 CV and LB (3rd) [P3]; \"no deterioration\" (5th, comment on [P2]) [P5]; "
+                 "\"doesn't have much impact\" for 9B (2nd) [P2]"),
     SharedToggle("int8_inference", "8-bit inference", *_int8_inference(),
                  "predicting in full precision instead of 8-bit (predict.load_in_8bit: false)",
-                 "predicting with the backbone in 8-bit (predict.load_in_8bit: true)", rank=130),
+                 "predicting with the backbone in 8-bit (predict.load_in_8bit: true)", rank=130,
+                 claimed="8-bit instead of 4-bit: \"no decrease in score\" (9th) [P9], 10 % faster (16th) "
+                 "[P16]; 1st predicts in GPTQ 8-bit, no ablation [R1]"),
     SharedToggle("lora_attn_only", "LoRA on the attention projections only", _has_attn_only,
                  _lora_targets("all-linear"), _lora_targets(list(ATTENTION)),
                  "LoRA on all linear layers instead of attention only (targets: all-linear)",
-                 "LoRA on the attention projections only (targets: q/k/v/o_proj)", rank=140),
+                 "LoRA on the attention projections only (targets: q/k/v/o_proj)", rank=140,
+                 claimed="the opposite, adding o/gate/up/down: 0.913 → 0.903 old LB, confounded with alpha "
+                 "16 → 4 (16th) [P16]; all linear layers \"worked the best\" (3rd) [P3]"),
 ]
 
 
@@ -318,6 +335,10 @@ def declarations(cat: Mapping | None = None) -> list[tuple[SharedToggle, str]]:
         if not isinstance(declared, (list, tuple)) or not all(isinstance(t, SharedToggle) for t in declared):
             raise ReplicatorError(f"{module.__name__}.{DECLARATIONS} (plugin {name!r}): expected a list of "
                                   "SharedToggle (replicator.core.lib.toggles)")
+        for t in declared:
+            if not isinstance(t.claimed, str):
+                raise ReplicatorError(f"{module.__name__}.{DECLARATIONS}: shared toggle {t.name!r}: claimed "
+                                      f"must be text, got {t.claimed!r}")
         found += [(t, module.__name__) for t in declared]
     found.sort(key=lambda f: f[0].rank)
     first: dict[str, str] = {}
@@ -381,8 +402,9 @@ class Applied:
 
 #: keys of a recipe toggle that describe it instead of patching the recipe (none is a top-level recipe
 #: key): ``about`` (one line a report prints), ``direction`` (``on`` / ``off``: the toggle adds / removes a
-#: technique; absent: an alternative or a scale), ``changes`` (changed on purpose: ``data``, ``split``)
-ABOUT_KEYS = ("about", "direction", "changes")
+#: technique; absent: an alternative or a scale), ``changes`` (changed on purpose: ``data``, ``split``),
+#: ``claimed`` (one line: what the write-ups claim the technique is worth, with its source tags)
+ABOUT_KEYS = ("about", "direction", "changes", "claimed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,10 +421,12 @@ class ToggleInfo:
     changes: tuple[str, ...] = ()
     #: "shared", "recipe" or "override"
     kind: str = "recipe"
+    #: what the write-ups claim the technique is worth, with its source tags ("" where they say nothing)
+    claimed: str = ""
 
     def to_dict(self) -> dict:
         return {"label": self.label, "about": self.about, "direction": self.direction,
-                "changes": list(self.changes), "kind": self.kind}
+                "changes": list(self.changes), "kind": self.kind, "claimed": self.claimed}
 
 
 def _direction(value: Any, file: str, key: str) -> str | None:
@@ -417,19 +441,26 @@ def _direction(value: Any, file: str, key: str) -> str | None:
                       f"{value!r}")
 
 
+def _line(toggle: dict, key: str, name: str, file: str) -> str:
+    """The toggle's ``key`` (``about``, ``claimed``): one line of text, "" when absent."""
+    value = toggle.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value.strip()):
+        raise RecipeError(file, f"toggles.{name}.{key}", f"expected one line of text, got {value!r}")
+    return (value or "").strip()
+
+
 def _about(name: str, toggle: dict, file: str) -> ToggleInfo:
-    about = toggle.get("about")
-    if about is not None and (not isinstance(about, str) or not about.strip() or "\n" in about.strip()):
-        raise RecipeError(file, f"toggles.{name}.about", f"expected one line of text, got {about!r}")
+    about = _line(toggle, "about", name, file)
+    claimed = _line(toggle, "claimed", name, file)
     changes = toggle.get("changes") or []
     if isinstance(changes, str):
         changes = [changes]
     if not isinstance(changes, list) or any(c not in CHANGES for c in changes):
         raise RecipeError(file, f"toggles.{name}.changes", f"expected a list of {', '.join(CHANGES)}, got "
                           f"{toggle.get('changes')!r}")
-    text = about.strip() if about else f"recipe toggle {name!r} (the recipe does not describe it)"
+    text = about or f"recipe toggle {name!r} (the recipe does not describe it)"
     return ToggleInfo(name, text, _direction(toggle.get("direction"), file, f"toggles.{name}.direction"),
-                      tuple(dict.fromkeys(changes)), "recipe")
+                      tuple(dict.fromkeys(changes)), "recipe", claimed)
 
 
 def _checked_toggles(raw: dict, file: str) -> dict:
@@ -454,20 +485,20 @@ def recipe_toggles(raw: dict, file: str) -> dict:
 
 
 def recipe_toggle_info(raw: dict, file: str) -> dict[str, ToggleInfo]:
-    """name -> :class:`ToggleInfo` of each of the recipe's own toggles (its ``about``, ``direction`` and
-    ``changes`` keys; a toggle without them is said to be undescribed, with no direction)."""
+    """name -> :class:`ToggleInfo` of each of the recipe's own toggles (its ``about``, ``direction``,
+    ``changes`` and ``claimed`` keys; a toggle without them is said to be undescribed, with no direction)."""
     return {name: _about(name, t if isinstance(t, dict) else {}, file)
             for name, t in _checked_toggles(raw, file).items()}
 
 
 def describe(label: str, recipe_info: Mapping[str, ToggleInfo] | None = None) -> ToggleInfo:
     """What the recorded toggle ``label`` stands for: a shared toggle's meaning in its direction
-    (``swap:off`` -> off, 'removing swap augmentation ...'), a recipe toggle's own description from
-    ``recipe_info`` (:func:`recipe_toggle_info`), else a toggle nothing is known about."""
+    (``swap:off`` -> off, 'removing swap augmentation ...') with its write-ups' claim, a recipe toggle's own
+    description from ``recipe_info`` (:func:`recipe_toggle_info`), else a toggle nothing is known about."""
     name, _, direction = label.partition(":")
     if name in SHARED and direction in ("off", "on"):
         t = SHARED[name]
-        return ToggleInfo(label, t.meaning(direction), direction, tuple(t.changes), "shared")
+        return ToggleInfo(label, t.meaning(direction), direction, tuple(t.changes), "shared", t.claimed)
     if recipe_info and label in recipe_info:
         return recipe_info[label]
     return ToggleInfo(label, f"recipe toggle {label!r} (its recipe file was not found to describe it)")

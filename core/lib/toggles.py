@@ -11,6 +11,8 @@ as a module-level list ``SHARED_TOGGLES`` (:data:`DECLARATIONS`)::
 ``off_means`` / ``on_means`` are the one-line descriptions a report prints for a run recorded as
 ``NAME:off`` / ``NAME:on``; the direction is what lets a report state the technique's gain with one sign
 (:data:`CHANGES`: what a toggle may change on purpose).
+``claimed`` is what the write-ups claim the technique is worth, quoted with its source tags (a report
+prints it beside the gain it measured).
 
 The catalogue's plugin modules are read for it: the built-in ones and those of third-party packages
 registered in the ``replicator.plugins`` entry-point group, declared the same way. A toggle's
@@ -119,6 +121,10 @@ class SharedToggle:
     #: what it changes on purpose, so that a report does not flag it as a comparability problem:
     #: ``data`` (the data files read, the data hash), ``split`` (the validation rows); none by default
     changes: tuple[str, ...] = ()
+    #: what the solutions' write-ups claim the technique is worth, with the source tags of
+    #: SOLUTIONS.md ("0.941 → 0.926 public notebook [P16]; ..."; "no number given; ..."), shown beside
+    #: the measured gain in ablation reports ("" where the write-ups say nothing)
+    claimed: str = ""
 
     def meaning(self, direction: str) -> str:
         return self.off_means if direction == "off" else self.on_means

@@ -3,8 +3,9 @@ reference rows, with 95% paired bootstrap intervals over prompt groups and seeds
 (seed, id): only rows both runs predicted), and the comparability flags.
 
 Each variant also gets what it stands for (its toggles' descriptions and directions,
-:func:`replicator.core.config.toggles.describe`), the gain from its technique (the same sign whether its
-toggle switches the technique on or off: log loss without the technique − with it), its Δ on each seed,
+:func:`replicator.core.config.toggles.describe`), what the write-ups claim its technique is worth, the
+gain from its technique (the same sign whether its toggle switches the technique on or off: log loss
+without the technique − with it), its Δ on each seed,
 the config keys it changed, and a warning where its predictions are degenerate. Seeds are pooled only
 where every variant has them: runs on other seeds are left out, named in a note."""
 
@@ -237,8 +238,8 @@ def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str,
              given: Mapping[str, ToggleInfo]) -> dict:
     """What variant ``v`` stands for against the base: its toggles beyond the base's (each described,
     ``given`` first: labels the caller knows, e.g. ``ablate``'s overrides), the one direction of the
-    technique it switches (None unless it switches exactly one), what it changes on purpose, and the config
-    keys that differ from the base's."""
+    technique it switches (None unless it switches exactly one), what it changes on purpose, what the
+    write-ups claim about it (:func:`_claimed`) and the config keys that differ from the base's."""
     run, base_run = v.runs[0], base_variant.runs[0]
     same_seed = next((r for r in base_variant.runs if r.seed == run.seed), base_run)
     changes = config_changes(same_seed, run)
@@ -253,7 +254,8 @@ def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str,
         info = given.get(t) or describe(t, recipe_info)
         if t in reverse:  # going without the base's toggle: the other direction
             flipped = {"on": "off", "off": "on"}.get(info.direction)
-            info = ToggleInfo(t, f"without the base's {t}: {info.about}", flipped, info.changes, info.kind)
+            info = ToggleInfo(t, f"without the base's {t}: {info.about}", flipped, info.changes, info.kind,
+                              info.claimed)
         about.append(info.to_dict())
     if v is not base_variant and not about and v.name in given:  # an override variant (ablate --vary)
         about.append(given[v.name].to_dict())
@@ -263,8 +265,18 @@ def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str,
                                 kind="override").to_dict())
     directions = [a["direction"] for a in about]
     return {"about": about, "direction": directions[0] if len(about) == 1 else None,
+            "claimed": _claimed(about),
             "declared_changes": sorted({c for a in about for c in a["changes"]}),
             "config_changes": changes}
+
+
+def _claimed(about: list[dict]) -> str:
+    """What the write-ups claim about the variant's technique: its one toggle's claim, or each claim named
+    by its toggle's label where it switches several ("" where none has one)."""
+    claims = [a for a in about if a.get("claimed")]
+    if len(about) == 1 and claims:
+        return claims[0]["claimed"]
+    return "; ".join(f"{a['label']}: {a['claimed']}" for a in claims)
 
 
 def _degenerate(variants: list[Variant]) -> list[dict]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import jinja2
 
 from replicator.core.report.compare import UNIFORM
-from replicator.core.report.markdown import INTRO
+from replicator.core.report.markdown import intro
 from replicator.core.report.tables import (
+    CLAIMED,
     GAIN,
     NUMERIC,
     VERDICT_WORDS,
@@ -37,6 +38,7 @@ table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{padding:5px 8px;border-bottom:1px solid #d0d7de;text-align:left;white-space:nowrap;vertical-align:top}
 th{background:#f6f8fa;white-space:normal}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.wrap{white-space:normal;min-width:14em}
+td.claim{white-space:normal;min-width:10em;font-size:12px;color:#59636e}
 td.name{white-space:normal;min-width:10em;max-width:22em;overflow-wrap:anywhere}
 tr.base td{font-weight:600}tr.ref td{color:#59636e;font-style:italic}
 .better{color:#1a7f37;font-weight:600}.worse{color:#cf222e;font-weight:600}.unresolved{color:#6e7781}
@@ -62,7 +64,7 @@ def _template() -> jinja2.Template:
 
 def _results_rows(data: dict) -> dict:
     """The comparison table as cells with their CSS classes: one row per variant, then the reference rows;
-    Δ and its interval coloured by the verdict, the verdict as a badge."""
+    Δ and its interval coloured by the verdict, the verdict as a badge, the write-ups' claim wrapped."""
     header, cells, verdicts = table_rows(data)
     n_var = len(data["variants"])
     rows = []
@@ -70,7 +72,8 @@ def _results_rows(data: dict) -> dict:
         cls = "base" if k == 0 else "ref" if k >= n_var else ""
         out = []
         for h, x in zip(header, c, strict=True):
-            klass = ["num"] if h in NUMERIC else ["name"] if h == "variant" else []
+            klass = (["num"] if h in NUMERIC else ["name"] if h == "variant" else ["claim"] if h == CLAIMED
+                     else [])
             if h in ("Δ vs base", "95% interval") and verdict and not cls:
                 klass.append(verdict)
             gain = data["variants"][k].get("gain") if k < n_var else None
@@ -97,7 +100,8 @@ def _table(header: list[str], cells: list[list[str]]) -> dict:
 
 def render_html(data: dict, compared: list[str], title: str, figs: list[dict]) -> str:
     return _template().render(
-        data=data, title=title, css=CSS, intro=INTRO.format(gain=GAIN[0].upper() + GAIN[1:]),
+        data=data, title=title, css=CSS, intro=intro(data, GAIN[0].upper() + GAIN[1:],
+                                                     CLAIMED[0].upper() + CLAIMED[1:]),
         numeric=NUMERIC, figs=figs, compared=compared,
         results=_results_rows(data), verdicts=_verdict_items(data),
         variants=_table(*variant_rows(data)), seed_deltas=_table(*seed_delta_rows(data)),

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from replicator.core.report.compare import UNIFORM
 from replicator.core.report.tables import (
+    CLAIMED,
     GAIN,
     NUMERIC,
     degenerate_lines,
     expected_lines,
+    has_claims,
     per_seed_rows,
     seed_delta_rows,
     stage_rows,
@@ -21,6 +23,14 @@ from replicator.core.report.tables import (
 INTRO = ("Δ = variant − base log loss on the same validation rows (lower is better). {gain} = log loss "
          "without the technique − with it, whichever way the variant's toggle switches it, so above 0 the "
          "technique helps (— where a variant switches no single technique).")
+#: what the claim column holds, said under the title when it is there
+CLAIM_NOTE = (" {claimed} = what the solutions' write-ups say the technique is worth, with their source tags "
+              "(SOLUTIONS.md); their numbers are log losses on their own data and leaderboards.")
+
+
+def intro(data: dict, gain: str, claimed: str) -> str:
+    """:data:`INTRO`, and :data:`CLAIM_NOTE` where the table has the claim column."""
+    return INTRO.format(gain=gain) + (CLAIM_NOTE.format(claimed=claimed) if has_claims(data) else "")
 
 
 def _table(header: list[str], cells: list[list[str]], right: set[str] = frozenset()) -> list[str]:
@@ -36,7 +46,7 @@ def markdown_table(data: dict) -> str:
 
 def render_markdown(data: dict, compared: list[str], title: str) -> str:
     out = [f"# {title}", "", f"Base: **{data['base']}** ({', '.join(data['base_runs'])}). "
-           + INTRO.format(gain=f"*{GAIN[0].upper() + GAIN[1:]}*")
+           + intro(data, f"*{GAIN[0].upper() + GAIN[1:]}*", f"*{CLAIMED[0].upper() + CLAIMED[1:]}*")
            + f" Intervals: 95% paired bootstrap ({data['bootstrap']['n_boot']} resamples of "
            f"{data['bootstrap']['resamples']}).", "", markdown_table(data)]
     header, cells = variant_rows(data)

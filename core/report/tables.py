@@ -43,6 +43,8 @@ REF_CLASS = {"better": "worse", "worse": "better", "unresolved": "unresolved"}
 
 
 GAIN = "gain from the technique"
+#: what the solutions' write-ups claim the technique is worth (a column only when some variant has a claim)
+CLAIMED = "write-ups claim"
 #: the comparison table's numeric columns (right-aligned)
 NUMERIC = {"log loss", "Δ vs base", "P(lower)", "accuracy", "ECE", "time/run", "tokens/run", GAIN}
 #: what a variant's direction means, in words
@@ -62,8 +64,14 @@ def gain_cell(g: dict | None) -> str:
     return "—" if g is None else _interval(g, "gain")
 
 
+def has_claims(data: dict) -> bool:
+    """Does some variant come with what the write-ups claim about its technique?"""
+    return any(v.get("claimed") for v in data["variants"])
+
+
 def table_rows(data: dict) -> tuple[list[str], list[list[str]], list[str | None]]:
-    """Header, cells and the verdict of each line of the comparison table (variants, then references)."""
+    """Header, cells and the verdict of each line of the comparison table (variants, then references); the
+    write-ups' claim beside the gain where some variant has one (:func:`has_claims`)."""
     header = ["variant", "seeds", "log loss", "Δ vs base", "95% interval", GAIN, "P(lower)", "verdict",
               "accuracy", "ECE", "time/run", "tokens/run", "rows/run (paired)"]
     cells, verdicts = [], []
@@ -90,6 +98,12 @@ def table_rows(data: dict) -> tuple[list[str], list[list[str]], list[str | None]
         cells.append([f"*{r['name']}*", "", _f(r["log_loss"]), *dcols, _f(r["accuracy"], "{:.3f}"),
                       "", "", "", "same rows"])
         verdicts.append(REF_CLASS[r["verdict"]] if r["verdict"] else None)
+    if has_claims(data):
+        at = header.index(GAIN) + 1
+        header.insert(at, CLAIMED)
+        claims = [("" if v["is_base"] else v.get("claimed") or "—") for v in data["variants"]]
+        for c, claim in zip(cells, claims + [""] * len(data["references"]), strict=True):
+            c.insert(at, claim)
     return header, cells, verdicts
 
 

@@ -348,6 +348,16 @@ def test_a_toggle_name_declared_twice_is_an_error(third_party, tmp_path):
         collect(manager.catalogue())
 
 
+def test_a_claim_that_is_not_text_is_an_error_naming_the_module(third_party, tmp_path):
+    """A third-party toggle's ``claimed`` is printed in reports: text, or an error naming its module."""
+    bad = textwrap.dedent(THIRD_PARTY).replace('"sharpening the predictions")',
+                                               '"sharpening the predictions", claimed=0.003)')
+    (tmp_path / f"{MODULE}.py").write_text(bad)
+    with pytest.raises(ReplicatorError, match=r"tp_sharpen_plugin\.SHARED_TOGGLES: shared toggle 'sharpen': "
+                                              r"claimed must be text, got 0\.003"):
+        collect(manager.catalogue())
+
+
 def test_a_recipe_may_not_take_the_name_of_a_third_party_toggle(third_party, tmp_path):
     raw = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
     raw["toggles"]["sharpen"] = {"train": {"epochs": 2}}

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replicator.core.cli import app
+from replicator.core.config.toggles import SHARED
 from replicator.core.errors import ReplicatorError
 from replicator.core.run import fingerprint
 from replicator.core.run.ablate import default_out_dir, parse_vary, plan_ablation
@@ -45,7 +46,7 @@ def test_vary_runs_one_variant_per_value_named_by_its_override(isolated, monkeyp
                                                        "baseline_length +tiny train.max_rows=48"]
     variant = report["variants"][1]
     assert variant["about"] == [{"label": "train.max_rows=48", "about": "the base with train.max_rows=48",
-                                 "direction": None, "changes": [], "kind": "override"}]
+                                 "direction": None, "changes": [], "kind": "override", "claimed": ""}]
     assert variant["config_changes"] == [{"key": "train.max_rows", "base": 64, "variant": 48}]
     assert variant["gain"] is None and variant["delta"] is not None
     manifest = json.loads((folder / "ablation.json").read_text())
@@ -83,3 +84,8 @@ def test_list_prints_each_recipe_toggle_with_its_direction_and_description():
     assert "  mt_bench         on   MT-bench human judgments as extra training rows" in lines
     tiny = "  tiny             -    the whole pipeline on tiny random models"
     assert any(line.startswith(tiny) for line in lines)
+    # the write-ups' claim under a toggle that has one (temperature: the shared toggle a frozen-feature
+    # recipe can flip), none under one without
+    at = lines.index(next(x for x in lines if x.startswith("  temperature ")))
+    assert lines[at + 1] == " " * 24 + "write-ups claim: " + SHARED["temperature"].claimed
+    assert not lines[lines.index(lm_off) + 1].strip().startswith("write-ups claim")

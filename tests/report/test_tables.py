@@ -70,6 +70,20 @@ def test_gain_has_one_sign_for_on_and_off_toggles():
     assert rows[2][1:] == ["—", "—", "—", "—"]  # a variant nothing is known about
 
 
+def test_claim_column_only_where_a_variant_has_a_claim():
+    """No claim: the 13 columns as before. A claim: "write-ups claim" right after the gain, the claim on its
+    variant's line, a dash for a variant without one, nothing on the base's and the references' lines."""
+    data = _data()
+    assert T.CLAIMED not in T.table_rows(data)[0] and not T.has_claims(data)
+    data["variants"][1]["claimed"] = "+0.003 for FULL swap vs RANDOM swap [P2]"
+    data["variants"][2]["claimed"] = ""
+    header, cells, _ = T.table_rows(data)
+    assert len(header) == 14 and all(len(c) == 14 for c in cells)
+    assert header[5:7] == ["gain from the technique", "write-ups claim"]
+    assert [c[6] for c in cells] == ["", "+0.003 for FULL swap vs RANDOM swap [P2]", "—", "—", ""]
+    assert cells[1][7] == "1.00" and cells[1][-1] == "240 (480 paired)"  # the other columns shifted whole
+
+
 def test_formatters():
     assert T._signed(-0.00001) == "+0.0000" and T._signed(0.25) == "+0.2500"
     assert T._seconds(None) == "—" and T._seconds(119) == "119 s" and T._seconds(7200) == "2.0 h"

@@ -1,7 +1,8 @@
 """What a report says about each variant (issue 23): the gain from the technique with one sign for on- and
-off-toggles, the toggles' descriptions, the config keys each variant changed, Δ per seed, the base chosen
-as the run without toggles, seeds pooled only where every variant has them, differences a toggle declares
-left out of the "Not comparable" box, degenerate predictions flagged, no internal key paths."""
+off-toggles, what the write-ups claim beside it (issue 22), the toggles' descriptions, the config keys
+each variant changed, Δ per seed, the base chosen as the run without toggles, seeds pooled only where every
+variant has them, differences a toggle declares left out of the "Not comparable" box, degenerate predictions
+flagged, no internal key paths."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from replicator.core.config.toggles import ToggleInfo
+from replicator.core.config.toggles import SHARED, ToggleInfo
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.build import build_report
 from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
@@ -54,6 +55,38 @@ def test_gain_has_the_same_sign_for_a_technique_switched_on_and_one_switched_off
     assert "| removes it |" in md
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "gain from the technique" in html and 'id="variants"' in html
+
+
+def test_the_write_ups_claim_stands_beside_the_gain(tmp_path):
+    """Each variant's claim (its shared toggle's, a recipe toggle's ``claimed:`` key) reaches report.json,
+    and the main table of report.md and report.html in a "write-ups claim" column right after the gain; a
+    report where no variant has one has no such column."""
+    root = tmp_path / "reports"
+    base = _run(root, 0.5, recipe="smoke")
+    tta = _run(root, 0.4, 1, ("tta:off",), recipe="smoke")
+    r64 = _run(root, 0.6, 1, ("lora_r64",), recipe="smoke")  # described by recipes/smoke.yaml
+    lengths = _run(root, 0.5, 1, ("lengths:on",), recipe="smoke")  # the write-ups say nothing about it
+    r = build_report([base, tta, r64, lengths], tmp_path / "rep")
+    v = {x["name"]: x for x in r["variants"]}
+    claim = SHARED["tta"].claimed
+    assert v["smoke +tta:off"]["claimed"] == claim and v["smoke +tta:off"]["about"][0]["claimed"] == claim
+    assert "[JP]" in v["smoke +lora_r64"]["claimed"] and v["smoke +lengths:on"]["claimed"] == ""
+    assert v["smoke"]["claimed"] == ""
+    saved = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {x["name"]: x["claimed"] for x in saved["variants"]} == {n: x["claimed"] for n, x in v.items()}
+    md = (tmp_path / "rep" / "report.md").read_text()
+    header = ["variant", *md.split("\n| variant |", 1)[1].splitlines()[0].strip(" |").split(" | ")]
+    at = header.index("gain from the technique") + 1
+    assert header[at] == "write-ups claim"
+    rows = {c[0]: c for c in (line.strip("| ").split(" | ") for line in r["table_md"].splitlines()[2:])}
+    assert rows["smoke +tta:off"][at] == claim and rows["smoke +lengths:on"][at] == "—"
+    assert rows["smoke"][at] == "" and "*Write-ups claim* = what the solutions' write-ups say" in md
+    html = (tmp_path / "rep" / "report.html").read_text()
+    table = html.split('<table id="results-table">', 1)[1].split("</table>", 1)[0]
+    assert "<th>write-ups claim</th>" in table and '<td class="claim">0.941 → 0.926' in table
+    plain = build_report([base, lengths], tmp_path / "rep2")
+    assert "write-ups claim" not in plain["table_md"]
+    assert "write-ups claim" not in (tmp_path / "rep2" / "report.html").read_text().lower()
 
 
 def test_config_diff_and_delta_per_seed(tmp_path):
