@@ -50,6 +50,7 @@ from typing import Any
 from replicator.core.config.catalogue import catalogue, plugin_hooks
 from replicator.core.config.patch import merge_patch
 from replicator.core.errors import RecipeError, ReplicatorError
+from replicator.core.lib.model_names import known_config
 from replicator.core.lib.toggles import CHANGES, DECLARATIONS, NotApplicable, SharedToggle, plugins_patch
 from replicator.core.params import build, did_you_mean
 
@@ -231,6 +232,25 @@ def _model_flag(section: str, key: str, present: Any, absent: Any, default: Any)
     return has, set_to(absent), set_to(present)
 
 
+def _softcap_off():
+    """``model.attn_softcap`` off and on; not applicable to a base whose config is known here (a shipped
+    config, a local folder) and sets no attention logit softcapping (Gemma-3, Llama, Qwen): there the flag
+    changes nothing, and a variant would measure noise at the cost of a run."""
+    flag = _model_flag("model", "attn_softcap", False, True, True)
+
+    def checked(fn):
+        def f(v: View):
+            base = v.section("model").get("base")
+            config = known_config(base)
+            if config is not None and config.get("attn_logit_softcapping") is None:
+                raise NotApplicable(f"model.base {base} has no attention logit softcapping to turn off (its "
+                                    "config sets no attn_logit_softcapping)")
+            return fn(v)
+        return f
+
+    return tuple(checked(fn) for fn in flag)
+
+
 def _int8_inference():
     """``predict.load_in_8bit`` on and off; not on a cross-fitted final stage, whose folds predict with the
     models they trained (``replicate predict`` of a single split is where 8-bit inference is measured)."""
@@ -296,7 +316,7 @@ CORE: list[SharedToggle] = [
                  claimed="no number given; keeping the pretraining head was \"a tiny bit worse\" (5th) [P5]; "
                  "1st drops the head after post-pretraining [R1]"),
     SharedToggle("softcap_off", "attention logit softcapping turned off",
-                 *_model_flag("model", "attn_softcap", False, True, True),
+                 *_softcap_off(),
                  "keeping attention logit softcapping (model.attn_softcap: true)",
                  "turning attention logit softcapping off (model.attn_softcap: false)", rank=100,
                  claimed="≈ +0.002 CV and LB (3rd) [P3]; \"no deterioration\" (5th, comment on [P2]) [P5]; "

@@ -15,25 +15,13 @@ plugin in place of the default head when it gives one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
 from replicator.core.errors import RecipeError
+from replicator.core.lib.model_names import CONFIG_DIR, shipped_configs
 from replicator.core.model.tensors import NUM_LABELS, head_module
 from replicator.core.model.tiny import is_tiny, resolve_tiny
-
-CONFIG_DIR = Path(__file__).parent.parent / "lib" / "model_configs"
-
-
-@functools.cache
-def shipped_configs() -> dict[str, Path]:
-    """hub id (or ``embedded:`` name) -> the shipped config file standing for it."""
-    out: dict[str, Path] = {}
-    for f in sorted(CONFIG_DIR.glob("*.json")):
-        for name in json.loads(f.read_text(encoding="utf-8"))["_models"]:
-            out[name] = f
-    return out
 
 
 def load_config(base: str, file: str, key: str):

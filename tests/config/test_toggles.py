@@ -71,9 +71,9 @@ CASES = [
     ("smoke.yaml", [], "aux_names", "on",
      {"plugins.head": ({"use": "default_head", "init": "zeros"},
                        {"use": "aux_model_heads", "init": "zeros"})}),
-    # softcapping off: 3rd and 5th have it
+    # softcapping off: 3rd and 5th have it; 2nd's Gemma-2 keeps it (smoke's Gemma-3 has none: below)
     ("3rd.yaml", [], "softcap_off", "off", {"model.attn_softcap": (False, True)}),
-    ("smoke.yaml", [], "softcap_off", "on", {"model.attn_softcap": (None, False)}),
+    ("2nd.yaml", [], "softcap_off", "on", {"model.attn_softcap": (None, False)}),
     # stated lengths: plain_turns only
     ("smoke.yaml", [], "lengths", "off", {"plugins.prompt.show_lengths": (True, False)}),
     ("5th.yaml", [], "lengths", "on", {"plugins.prompt.show_lengths": (None, True)}),
@@ -107,9 +107,9 @@ def test_every_shared_toggle_is_tested_both_ways_and_on_smoke():
     ways = {(c[2], c[3]) for c in CASES}
     assert ways == {(t, d) for t in SHARED for d in ("off", "on")}
     on_smoke = {c[2] for c in CASES if c[0] == "smoke.yaml"}
-    # head_reinit cannot apply to the single-stage smoke recipe (tested below as an error); int8_inference
-    # applies to its single_split form
-    assert on_smoke == set(SHARED) - {"head_reinit"}
+    # head_reinit cannot apply to the single-stage smoke recipe, softcap_off to its Gemma-3 (both tested below
+    # as errors); int8_inference applies to its single_split form
+    assert on_smoke == set(SHARED) - {"head_reinit", "softcap_off"}
 
 
 def test_temperature_goes_before_the_first_postprocess_block():
@@ -171,6 +171,7 @@ def test_shared_toggles_on_every_recipe_pinned(name, data_regression):
 @pytest.mark.parametrize("recipe, before, toggle, words", [
     ("16th.yaml", [], "lengths", "'turn_rounds' (plugins.prompt) has no 'show_lengths' parameter"),
     ("smoke.yaml", [], "head_reinit", "single-stage recipe"),
+    ("smoke.yaml", [], "softcap_off", "embedded:gemma-3-270m has no attention logit softcapping"),
     ("3rd.yaml", [], "head_reinit", "no stage of base, pseudo has `from:`"),
     ("2nd.yaml", [], "lora_attn_only", "full fine-tuning"),
     ("2nd.yaml", [], "aux_names", "'mlp_head'"),
