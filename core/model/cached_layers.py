@@ -98,7 +98,8 @@ def _pass_through_class():
     return PassThrough
 
 
-def _PassThrough():
+def _pass_through():
+    """A decoder layer's stand-in that returns its input (:func:`_pass_through_class`)."""
     return _pass_through_class()()
 
 
@@ -194,7 +195,7 @@ def bottom_only(model, n: int) -> Iterator[object]:
     layers, norm = list(inner.layers), inner.norm
     try:
         for i in range(n, len(layers)):
-            inner.layers[i] = _PassThrough()
+            inner.layers[i] = _pass_through()
         inner.norm = torch.nn.Identity()
         yield inner
     finally:
@@ -234,7 +235,7 @@ def cached_bottom(model, cache: StateCache) -> Iterator[None]:
     try:
         inner.embed_tokens = Lookup()
         for i in range(cache.n):
-            inner.layers[i] = _PassThrough()
+            inner.layers[i] = _pass_through()
         yield
     finally:
         hook.remove()
