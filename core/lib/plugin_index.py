@@ -43,6 +43,7 @@ BUILTINS: dict[str, str] = {
     "default_head": "replicator.plugins.default_head:DefaultHead",
     "mlp_head": "replicator.plugins.mlp_head:MLPHead",
     "aux_model_heads": "replicator.plugins.aux_model_heads:AuxModelHeads",
+    "response_pool": "replicator.plugins.response_pool_head:ResponsePoolHead",
     # loss
     "cross_entropy": "replicator.plugins.cross_entropy:CrossEntropy",
     "label_smoothing": "replicator.plugins.label_smoothing:LabelSmoothing",

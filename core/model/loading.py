@@ -248,6 +248,9 @@ def load_model(cfg: ModelConfig, plugins, train: bool = True, load_in_8bit: bool
     model.config.pad_token_id = tokenizer.pad_token_id
     dtype = torch_dtype(cfg)
     name, aux_loss = _replace_head(model, plugins, dtype)
+    attach = getattr(getattr(model, name), "attach_tokenizer", None)
+    if attach is not None:  # a head that reads the token ids (response_pool: its span markers)
+        attach(tokenizer)
     if cfg.gradient_checkpointing and train:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
