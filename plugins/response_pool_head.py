@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Literal
 
 import numpy as np
 
@@ -25,8 +26,9 @@ class ResponsePoolHead:
     With ``a``, ``b`` the mean of the states of A's and of B's tokens (every round's) and ``d = a - b``:
     ``logit_A = w . d``, ``logit_B = -w . d`` and ``logit_tie = v . |d| + u . (a + b) / 2 + c``: swapping the
     responses swaps the two logits (up to what the position of each response in the prompt changes), and
-    a tie depends on how different and how good the two are. All weights start at zero (the uniform
-    prediction, or the ``model.offset`` baseline's). Spans are found in the token ids by the prompt
+    a tie depends on how different and how good the two are. By default all weights start at zero (the uniform
+    prediction, or the ``model.offset`` baseline's; ``init: model`` draws them as transformers draws a new
+    head's). Spans are found in the token ids by the prompt
     format's markers, each tokenised apart as ``plain_turns`` writes its pieces: a response runs from the
     end of its marker to the next marker (``b_marker`` after A; after B, the next of ``stops`` or of
     ``a_marker``). A row without both markers is an error, never a silent fallback to the last token.
@@ -38,11 +40,22 @@ class ResponsePoolHead:
     stops: list[str] = param(["\n## Round", "\nLength in words:", "\nWhich response"],
                              "texts that end response B (a round header, the stated lengths, the question)")
 
+    init: Literal["zeros", "model"] = param(
+        "zeros", "zeros (start at the uniform prediction, or at the offset's) | model (normal, std = the "
+                 "model config's initializer_range, as transformers starts its heads)")
+
     @hookimpl
     def head(self, hidden_size, num_labels, model):
         if num_labels != 3:
             raise ReplicatorError(f"response_pool: a 3-way head (A, B, tie); asked for {num_labels} outputs")
         head = _module_class()(hidden_size, self)
+        if self.init == "model":
+            import torch
+
+            std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
+            for p in head.parameters():
+                if not p.is_meta:
+                    torch.nn.init.normal_(p, std=std)
         parts = ("embed_tokens", "layers", "norm")  # the decoder, inside the classifier
         dec = None if model is None else next(
             (m for _, m in model.named_modules() if all(hasattr(m, a) for a in parts)), None)

@@ -107,3 +107,10 @@ def test_a_head_never_given_the_tokenizer_says_so(tok):
     model.score = ResponsePoolHead().head(hidden_size=16, num_labels=3, model=model)
     with pytest.raises(ReplicatorError, match="never given the tokenizer"):
         model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_model_init_draws_the_weights_as_transformers_draws_a_new_head():
+    model = tiny_classifier()
+    head = ResponsePoolHead(init="model").head(hidden_size=16, num_labels=3, model=model)
+    w = torch.cat([p.detach().flatten() for p in head.parameters()])
+    assert w.abs().min() > 0 and 0.5 * 0.02 < float(w.std()) < 2 * 0.02  # std = initializer_range (0.02)
