@@ -63,12 +63,12 @@ CASES = [
     ("9th.yaml", [], "head_reinit", "on", {"stages.pseudo.reinit_head": (None, True)}),
     # stage 2 starts from the base
     ("2nd.yaml", [], "head_reinit", "on", {"stages.stage3.reinit_head": (None, True)}),
-    # aux model-name heads: 16th has them; smoke's zero-initialised default head becomes zero-initialised
-    # aux heads
+    # aux model-name heads: 16th has them; smoke's zero-initialised last-token head (last_token) becomes
+    # zero-initialised aux heads
     ("16th.yaml", [], "aux_names", "off", {"plugins.head": ({"use": "aux_model_heads", "weight": 0.1,
                                                              "naming": "arena"},
                                                             {"use": "default_head", "init": "model"})}),
-    ("smoke.yaml", [], "aux_names", "on",
+    ("smoke.yaml", ["last_token"], "aux_names", "on",
      {"plugins.head": ({"use": "default_head", "init": "zeros"},
                        {"use": "aux_model_heads", "init": "zeros"})}),
     # softcapping off: 3rd and 5th have it; 2nd's Gemma-2 keeps it (smoke's Gemma-3 has none: below)
@@ -175,7 +175,7 @@ def test_shared_toggles_on_every_recipe_pinned(name, data_regression):
     ("3rd.yaml", [], "head_reinit", "no stage of base, pseudo has `from:`"),
     ("2nd.yaml", [], "lora_attn_only", "full fine-tuning"),
     ("2nd.yaml", [], "aux_names", "'mlp_head'"),
-    ("smoke.yaml", ["offset_off"], "aux_names", "plugins.head.init is lp"),
+    ("smoke.yaml", [], "aux_names", "plugins.head is 'response_pool'"),
     ("smoke.yaml", [], "int8_inference", "each fold predicts with the model it trained"),
     ("1st.yaml", [], "focal", "plugins.loss (final stage 'student') is 'distill_kl_cos'"),
     ("5th.yaml", ["swapped_model"], "swap", "'swapped' (a model trained on the swapped order"),
@@ -186,6 +186,16 @@ def test_toggle_that_cannot_apply_names_toggle_and_file(recipe, before, toggle, 
         resolve(RECIPES / recipe, [*before, toggle])
     msg = str(e.value)
     assert msg.startswith(f"{RECIPES / recipe}: toggle {toggle!r}: cannot apply") and words in msg, msg
+
+
+def test_aux_names_cannot_replace_a_probed_head(tmp_path):
+    raw = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
+    raw["plugins"]["head"] = {"use": "default_head", "init": "lp"}
+    raw["model"]["offset"] = None
+    p = tmp_path / "probed.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    with pytest.raises(RecipeError, match=r"probed.yaml: toggle 'aux_names': cannot apply.*plugins.head.init is lp"):
+        resolve(p, ["aux_names"])
 
 
 def test_missing_role_block_is_an_error(tmp_path):

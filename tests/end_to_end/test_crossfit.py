@@ -63,7 +63,7 @@ def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
     assert again["stages"]["main"]["states_computed"] == 0
     assert again["final_log_loss"] == pytest.approx(m["final_log_loss"], abs=1e-6)
     # the LM alone (offset_off): the cached states serve it; each fold's head starts from its own probe
-    _, alone, _ = _run(isolated, "model.offset=null", "plugins.head.init=lp")
+    _, alone, _ = _run(isolated, "model.offset=null", "plugins.head={use: default_head, init: lp}")
     assert alone["stages"]["main"]["states_computed"] == 0
     assert all(f["probe"]["C"] > 0 for f in alone["stages"]["main"]["folds"])
     # predict loads the averaged weights into the whole model
@@ -133,4 +133,4 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     assert sub.shape == (6, 3) and (sub.argmax(1) == style.argmax(1)).all()  # temperature scaled after
     # a probed head cannot start from an offset it was not fitted with
     with pytest.raises(Exception, match="head init lp with model.offset"):
-        _run(isolated, "plugins.head.init=lp")
+        _run(isolated, "plugins.head={use: default_head, init: lp}")
