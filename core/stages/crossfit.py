@@ -6,8 +6,11 @@ stage's cross-fitting, the rows of the validation rows' sources (training and va
 into K grouped folds (by prompt, seeded with the run's seed); for each fold the model starts again from
 the same initial weights, trains on the other folds (plus the training rows of other sources, minus
 those sharing a prompt group with a scored row), and predicts the fold with every test-time view. The
-baselines are fitted on the same folds. Each fold trains in its own folder (``crossfit/fold-<i>/``) with
-its own checkpoint, so a killed run resumes in the fold it was in and keeps the folds it finished.
+baselines are fitted on the same folds. Each fold trains in its own folder (``fold-<i>/``) with its own
+checkpoint, so a killed run resumes in the fold it was in and keeps the folds it finished. The runner keeps
+the folds under the stage's training key (``<recipe artifacts>/steps/<stage>-train-<key>/crossfit-<predict
+section key>/``): a variant that changes only the test-time views or the postprocessing loads each fold's
+weights and predicts again, training nothing.
 
 With ``model.cache_frozen`` the first ``model.freeze_layers`` layers are computed once per token
 sequence for every fold, view and variant that shares them (:mod:`replicator.core.model.cached_layers`);
@@ -78,9 +81,12 @@ def _sequences(encoder, rows: list[dict], max_length: int, views=None) -> list:
 
 
 def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[dict], stage_artifacts: Path,
-                       seed: int, progress: bool) -> StageResult:
+                       seed: int, progress: bool, folds_dir: Path | None = None) -> StageResult:
     """Train and predict each fold (reusing a fold whose weights are saved), average the folds' weights
-    into :data:`WEIGHTS`, postprocess (cross-fitted), score: a :class:`StageResult` over every scored row."""
+    into :data:`WEIGHTS`, postprocess (cross-fitted), score: a :class:`StageResult` over every scored row.
+    The folds are kept in ``folds_dir`` (default: ``stage_artifacts/crossfit``); the runner gives a folder
+    of the stage's training key, so that every variant that changes only the prediction (TTA, temperature)
+    reuses the folds' weights and predicts again."""
     if world_size() > 1:
         raise ReplicatorError(f"stage {stage.name}: a cross-fitted stage runs in one process (its folds "
                               f"train one after another), not {world_size()}: start it without a launcher")
@@ -107,7 +113,7 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     folds, fold_weights = [], []
     for n, (tr, va) in enumerate(splits):
         rows, held = [scored[i] for i in tr] + extra, [scored[i] for i in va]
-        fold_dir = stage_artifacts / FOLDS_DIR / f"fold-{n}"
+        fold_dir = (folds_dir or stage_artifacts / FOLDS_DIR) / f"fold-{n}"
         offset = B.log_probs(B.fit(stage.model.offset, rows)) if stage.model.offset else None
         result = _train_fold(stage, plugins, model, tokenizer, info, init, encoder, cache, rows, fold_dir,
                              seed, progress, f"{n + 1}/{k}", offset)

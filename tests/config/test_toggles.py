@@ -194,7 +194,8 @@ def test_aux_names_cannot_replace_a_probed_head(tmp_path):
     raw["model"]["offset"] = None
     p = tmp_path / "probed.yaml"
     p.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    with pytest.raises(RecipeError, match=r"probed.yaml: toggle 'aux_names': cannot apply.*plugins.head.init is lp"):
+    with pytest.raises(RecipeError,
+                       match=r"probed.yaml: toggle 'aux_names': cannot apply.*plugins.head.init is lp"):
         resolve(p, ["aux_names"])
 
 

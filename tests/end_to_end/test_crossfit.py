@@ -24,6 +24,11 @@ FP32 = ["model.dtype=float32", "train.max_rows=0", "predict.max_rows=0", "train.
         "predict.max_length=64", "train.lr=3e-3", "model.lora.dropout=0.0"]
 
 
+def _folds(isolated) -> list:
+    """The fold folders of every crossfit training under the smoke recipe's steps (one per training key)."""
+    return sorted((isolated / "artifacts" / "smoke" / "steps").glob("main-train-*/crossfit-*/fold-*"))
+
+
 def _run(isolated, *overrides, force=False):
     from replicator.core.data.files import data_dir
 
@@ -51,7 +56,8 @@ def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
     assert len(rp) == 160 and {"baseline_length", "baseline_style", "swap_ab"} <= set(rp.views)
     # the saved weights are the mean of the folds'
     art = isolated / "artifacts" / "smoke" / run_dir.name / "main"
-    folds = [load_file(str(art / "crossfit" / f"fold-{i}" / "final.safetensors")) for i in range(3)]
+    assert [p.name for p in _folds(isolated)] == ["fold-0", "fold-1", "fold-2"]  # under the training key
+    folds = [load_file(str(p / "final.safetensors")) for p in _folds(isolated)]
     mean = load_file(str(art / "final.safetensors"))
     name = next(k for k in mean if "lora_B" in k)
     folds_mean = np.mean([f[name].float().numpy() for f in folds], axis=0)
@@ -84,6 +90,29 @@ def test_a_variant_that_changes_only_the_loss_computes_no_state(isolated, states
     assert focal["final_log_loss"] != base["final_log_loss"]  # a different model all the same
 
 
+def test_a_variant_that_changes_only_the_prediction_reuses_the_folds_weights(isolated, states):
+    from replicator.core.scoring.row_predictions import read_row_predictions
+
+    # without the offset: on synthetic rows the style baseline alone is all but perfect
+    base_dir, base, _ = _run(isolated, "model.offset=null")
+    folds = {p: (p / "final.safetensors").stat().st_mtime_ns for p in _folds(isolated)}
+    assert len(folds) == 3
+    for change in ("plugins.swap.test_time=false", "plugins.temp=null"):
+        run_dir, variant, _ = _run(isolated, "model.offset=null", change)
+        stage = variant["stages"]["main"]
+        assert run_dir != base_dir and stage["train_reused"], change
+        assert all(f["reused"] for f in stage["folds"]) and stage["train_seconds"] == 0, change
+        assert {p: (p / "final.safetensors").stat().st_mtime_ns for p in _folds(isolated)} == folds, change
+        # the same weights predict the same rows: the identity view is the base's, the final one differs
+        ours = read_row_predictions(run_dir / "valid_predictions.csv.gz").views
+        theirs = read_row_predictions(base_dir / "valid_predictions.csv.gz").views
+        assert np.allclose(ours["identity"], theirs["identity"], atol=1e-6), change
+        assert variant["final_log_loss"] != base["final_log_loss"], change
+    # a change of the training (the loss) trains new folds under another training key
+    _run(isolated, "model.offset=null", "plugins.loss={use: focal_loss, gamma: 2.0}")
+    assert len(_folds(isolated)) == 6
+
+
 def test_a_killed_fold_resumes_to_the_numbers_of_an_uninterrupted_run(isolated, states, monkeypatch):
     _, whole, _ = _run(isolated, "train.checkpoint_every=2")
     monkeypatch.setenv("REPLICATOR_CRASH_AFTER_STEP", "3")
@@ -92,8 +121,7 @@ def test_a_killed_fold_resumes_to_the_numbers_of_an_uninterrupted_run(isolated, 
     monkeypatch.delenv("REPLICATOR_CRASH_AFTER_STEP")
     run_dir, resumed, _ = _run(isolated, "train.checkpoint_every=2")
     assert resumed["final_log_loss"] == pytest.approx(whole["final_log_loss"], abs=1e-6)
-    fold0 = json.loads((isolated / "artifacts" / "smoke" / run_dir.name / "main" / "crossfit" / "fold-0"
-                        / "train.json").read_text())
+    fold0 = json.loads((_folds(isolated)[0] / "train.json").read_text())
     assert fold0["resumed_at_step"] == 2
 
 
