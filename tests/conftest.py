@@ -152,11 +152,12 @@ def isolated(tmp_path, monkeypatch, synthetic_data_dir):
 #: on a CPU with bf16 matrix units and fp32 on one without (core/model/precision.py), and these tests compare
 #: numbers (across process layouts, resumes, packing) with fp32 tolerances on whatever CPU CI gets; the bf16
 #: path has its own tests (tests/model/test_precision.py, tests/end_to_end/test_recipes.py, test_fsdp.py)
-#: The smoke recipe cross-fits with cached frozen layers and a probed head (issue 22); TINY keeps its
-#: single-split fine-tuning through every layer, the path of the solution recipes that these tests exercise
-#: (tests/end_to_end/test_crossfit.py covers the cross-fitted path).
+#: The smoke recipe cross-fits with cached frozen layers and a head on the responses' pooled states (issue
+#: 22); TINY keeps its single-split fine-tuning through every layer with the last-token head, the path of the
+#: solution recipes that these tests exercise, with every prompt format (tests/end_to_end/test_crossfit.py
+#: covers the cross-fitted path).
 SINGLE_SPLIT = ["train.crossfit=null", "model.offset=null", "model.freeze_layers=0",
-                "model.cache_frozen=false", "plugins.head.init=zeros"]
+                "model.cache_frozen=false", "plugins.head={use: default_head, init: zeros}"]
 TINY = [*SINGLE_SPLIT, "model.base=tiny:llama", "model.dtype=float32", "model.lora.r=32", "train.max_rows=0",
         "predict.max_rows=0", "train.batch_size=8", "train.warmup_steps=0", "train.max_length=128",
         "predict.max_length=128", "train.checkpoint_every=3", "train.lr=3e-3", "train.epochs=8"]

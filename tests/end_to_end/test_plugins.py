@@ -58,7 +58,7 @@ def _tiny_run(overrides, data: Path, tmp_path: Path, monkeypatch):
 
 
 def test_every_builtin_plugin_is_in_a_run():
-    used = set(re.findall(r"use: (\w+)", json.dumps(RUNS)))
+    used = set(re.findall(r"use: (\w+)", json.dumps(RUNS) + json.dumps(TINY)))  # TINY: default_head
     smoke = {b["use"]
              for b in resolve(RECIPES / "smoke.yaml", check_plugins=False).config["plugins"].values()}
     assert set(BUILTINS) - used - smoke == set()
