@@ -26,13 +26,13 @@ class ResponsePoolHead:
     With ``a``, ``b`` the mean of the states of A's and of B's tokens (every round's) and ``d = a - b``:
     ``logit_A = w . d``, ``logit_B = -w . d`` and ``logit_tie = v . |d| + u . (a + b) / 2 + c``: swapping the
     responses swaps the two logits (up to what the position of each response in the prompt changes), and
-    a tie depends on how different and how good the two are. By default all weights start at zero (the uniform
-    prediction, or the ``model.offset`` baseline's; ``init: model`` draws them as transformers draws a new
-    head's). Spans are found in the token ids by the prompt
-    format's markers, each tokenised apart as ``plain_turns`` writes its pieces: a response runs from the
-    end of its marker to the next marker (``b_marker`` after A; after B, the next of ``stops`` or of
-    ``a_marker``). A row without both markers is an error, never a silent fallback to the last token.
-    The rows of a batch must be right-padded, one per sequence (``train.packed`` is refused).
+    a tie depends on how different and how good the two are. By default all weights start at zero (the
+    uniform prediction, or the ``model.offset`` baseline's); ``init: model`` draws them as transformers
+    draws a new head's. Spans are found in the token ids by the prompt format's markers, each tokenised
+    apart as ``plain_turns`` writes its pieces: a response runs from the end of its marker to the next
+    marker (``b_marker`` after A; after B, the next of ``stops`` or of ``a_marker``). A row without both
+    markers is an error, never a silent fallback to the last token. The rows of a batch must be
+    right-padded, one per sequence (``train.packed`` is refused).
     """
 
     a_marker: str = param("\n\nResponse A: ", "text the prompt format writes before response A")
@@ -109,8 +109,9 @@ def _find(row: np.ndarray, needles: list[list[int]], start: int) -> tuple[int, i
     best = (-1, 0)
     for n in needles:
         k = len(n)
-        hits = np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(row[start:], k) == n, axis=1)) \
-            if len(row) - start >= k else []
+        if len(row) - start < k:
+            continue
+        hits = np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(row[start:], k) == n, axis=1))
         if len(hits) and (best[0] < 0 or start + hits[0] < best[0]):
             best = (start + int(hits[0]), k)
     return best

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-from replicator.core.config.canonical import hash_of, plain
 from replicator.core.config.catalogue import build_plugins
 from replicator.core.config.recipe import Resolved, StageConfig
 from replicator.core.data.collect import collect_rows
@@ -55,7 +54,7 @@ from replicator.core.scoring.metrics import log_loss
 from replicator.core.scoring.row_predictions import write_row_predictions as write
 from replicator.core.stages import baseline as baselines
 from replicator.core.stages import steps
-from replicator.core.stages.crossfit import FOLDS_DIR, run_crossfit_stage
+from replicator.core.stages.crossfit import run_crossfit_stage
 from replicator.core.stages.frozen_features import run_features_stage
 from replicator.core.stages.result import StageResult
 from replicator.core.stages.steps import forget, stage_keys
@@ -316,13 +315,11 @@ def run_stage(state: RunState, stage: StageConfig, progress: bool) -> dict:
         outcome = run_features_stage(stage, plugins, train_rows, valid_rows, stage_artifacts, resolved.seed,
                                      progress)
     elif stage.train.crossfit:  # every row of the validation rows' sources scored out of fold
-        # the folds live under the stage's training key (and its predict section, which the folds' states and
-        # probe are computed with): a variant that changes only TTA or postprocessing reuses their weights
-        train_dir = steps.train_dir(state.artifacts, stage, state.keys[stage.name])
-        folds_dir = train_dir / f"{FOLDS_DIR}-{hash_of(plain(stage.predict))[:12]}"
-        with run_lock(train_dir, f"{stage.name} folds {state.keys[stage.name].train[:16]}"):
+        keys = state.keys[stage.name]
+        with run_lock(steps.train_dir(state.artifacts, stage, keys), f"{stage.name} folds {keys.train[:16]}"):
             outcome = run_crossfit_stage(stage, plugins, train_rows, valid_rows, stage_artifacts,
-                                         resolved.seed, progress, folds_dir=folds_dir)
+                                         resolved.seed, progress,
+                                         folds_dir=steps.folds_dir(state.artifacts, stage, keys))
     else:
         outcome = _train_and_evaluate(state, stage, plugins, ctx, train_rows, valid_rows, stage_artifacts,
                                       progress)

@@ -140,6 +140,13 @@ def train_dir(artifacts: Path, stage: StageConfig, keys: StageKeys) -> Path:
     return steps_root(artifacts) / f"{stage.name}-train-{keys.train[:16]}"
 
 
+def folds_dir(artifacts: Path, stage: StageConfig, keys: StageKeys) -> Path:
+    """Where a cross-fitted stage keeps its folds: under its training key, by its predict section (the folds'
+    cached states and probe are computed with it), so that a variant that changes only TTA or
+    postprocessing reuses the folds' weights."""
+    return train_dir(artifacts, stage, keys) / f"crossfit-{keys.predict[:12]}"
+
+
 def outputs_file(artifacts: Path, stage: StageConfig, keys: StageKeys) -> Path:
     return train_dir(artifacts, stage, keys) / f"outputs-{keys.outputs[:16]}.json"
 
