@@ -18,6 +18,7 @@ from replicator.core.config.sections import has_combination, section_lines
 from replicator.core.config.toggles import SHARED, apply_toggle, recipe_toggle_info, recipe_toggles, status
 from replicator.core.data.files import data_dir
 from replicator.core.errors import ReplicatorError
+from replicator.core.report import second_stage as ss
 from replicator.core.report.build import build_report
 from replicator.core.report.runs import default_out_dir, discover_runs
 from replicator.core.run.ablate import execute, parse_seeds, plan_ablation
@@ -330,6 +331,36 @@ def report(paths: Annotated[list[Path], typer.Argument(help="run folders, or fol
         _fail_os(e)
     typer.echo(result["table_md"])
     for path in result["files"].values():
+        typer.echo(f"wrote {path}")
+
+
+@app.command("second-stage")
+def second_stage_cmd(runs: Annotated[list[Path], typer.Argument(
+                         help="cross-fitted runs of the LM alone, one per split seed (e.g. `replicate run "
+                              "recipes/smoke.yaml -t offset_off seed=0`)", show_default=False)],
+                     base: Annotated[list[Path], typer.Option(
+                         "--base", help="runs to compare with, matched by split seed (repeatable)")] = [],  # noqa: B006
+                     data: Annotated[Path | None, typer.Option(
+                         "--data", help="the competition CSV the runs scored (default: "
+                                        "$REPLICATOR_DATA_DIR/lmsys-chatbot-arena/train.csv)",
+                         show_default=False)] = None,
+                     out: Annotated[Path | None, typer.Option(
+                         "--out", "-o", help="folder for second_stage.md and second_stage.json",
+                         show_default=False)] = None):
+    """The write-up author's second stage, measured: gradient-boosted trees on a cross-fitted run's
+    out-of-fold probabilities plus length and style features, cross-fitted again; Δ against the style
+    regression, the LM alone and --base, with 95 % paired intervals (core/report/second_stage.py)."""
+    try:
+        csv = data if data is not None else data_dir() / "lmsys-chatbot-arena" / "train.csv"
+        if out is not None:
+            writable_folder(out, "second-stage folder (-o)")
+        result = ss.second_stage(runs, base, csv, progress=typer.echo)
+    except ReplicatorError as e:
+        _fail(e)
+    except OSError as e:
+        _fail_os(e)
+    typer.echo(ss.markdown(result))
+    for path in ss.write(result, out) if out is not None else []:
         typer.echo(f"wrote {path}")
 
 
