@@ -1,6 +1,6 @@
-"""A held-out check of `replicate predict`: the real rows split by prompt into a training file and a Kaggle-format
-test file, a recipe run on the first, its submission scored on the second against the length-and-style
-regression fitted on the same training rows (95 % paired bootstrap over prompt groups).
+"""A held-out check of `replicate predict`: the real rows split by prompt into a training file and a
+Kaggle-format test file, a recipe run on the first, its submission scored on the second against the
+length-and-style regression fitted on the same training rows (95 % paired bootstrap over prompt groups).
 
 Cross-fitted numbers score the folds' models; a submission comes from the weights `replicate run` saves (the
 cpu recipe's head refitted on every row, the smoke recipe's fold weights averaged plus the offset refitted),
@@ -57,7 +57,8 @@ def score(out: Path, submissions: list[Path]) -> None:
         probs[str(s)] = sub.loc[ids, LABELS].to_numpy(dtype=np.float64)
     losses = {k: row_log_loss(p, y) for k, p in probs.items()}
     ref = losses["length-and-style regression"]
-    print(f"{len(test)} held-out rows, {len(set(groups.tolist()))} prompts; regressions fitted on {len(train)} rows")
+    print(f"{len(test)} held-out rows, {len(set(groups.tolist()))} prompts; regressions fitted on "
+          f"{len(train)} rows")
     for k, v in losses.items():
         r = paired_bootstrap(ref, v, groups)
         print(f"  {k:40s} {v.mean():.4f}   Δ vs the style regression {r['delta']:+.4f} "
