@@ -50,7 +50,6 @@ from replicator.core.util.distributed import world_size
 from replicator.core.util.layout import OFFSET_PARAMS, TRAIN_RESULT, VALID_PREDICTIONS, WEIGHTS
 
 log = logging.getLogger(__name__)
-FOLDS_DIR = "crossfit"
 
 
 def fold_splits(scored: list[dict], k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -81,12 +80,12 @@ def _sequences(encoder, rows: list[dict], max_length: int, views=None) -> list:
 
 
 def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[dict], stage_artifacts: Path,
-                       seed: int, progress: bool, folds_dir: Path | None = None) -> StageResult:
+                       seed: int, progress: bool, folds_dir: Path) -> StageResult:
     """Train and predict each fold (reusing a fold whose weights are saved), average the folds' weights
     into :data:`WEIGHTS`, postprocess (cross-fitted), score: a :class:`StageResult` over every scored row.
-    The folds are kept in ``folds_dir`` (default: ``stage_artifacts/crossfit``); the runner gives a folder
-    of the stage's training key, so that every variant that changes only the prediction (TTA, temperature)
-    reuses the folds' weights and predicts again."""
+    The folds are kept in ``folds_dir``, a folder of the stage's training key
+    (:func:`~replicator.core.stages.steps.folds_dir`), so that every variant that changes only the
+    prediction (TTA, temperature) reuses the folds' weights and predicts again."""
     if world_size() > 1:
         raise ReplicatorError(f"stage {stage.name}: a cross-fitted stage runs in one process (its folds "
                               f"train one after another), not {world_size()}: start it without a launcher")
@@ -113,7 +112,7 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     folds, fold_weights = [], []
     for n, (tr, va) in enumerate(splits):
         rows, held = [scored[i] for i in tr] + extra, [scored[i] for i in va]
-        fold_dir = (folds_dir or stage_artifacts / FOLDS_DIR) / f"fold-{n}"
+        fold_dir = folds_dir / f"fold-{n}"
         offset = B.log_probs(B.fit(stage.model.offset, rows)) if stage.model.offset else None
         result = _train_fold(stage, plugins, model, tokenizer, info, init, encoder, cache, rows, fold_dir,
                              seed, progress, f"{n + 1}/{k}", offset)
@@ -127,8 +126,9 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
         for view, q in B.every_run(rows, held).items():
             refs[view][va] = q
         folds.append({"fold": n, "n_train_rows": len(rows), "n_scored_rows": len(held), **result})
-        log.info("crossfit: fold %d/%d trained on %d rows, predicted %d (tta log loss %.4f)", n + 1, k,
-                 len(rows), len(held), _log_loss(got["tta"], labels_of(held)))
+        log.info("crossfit: fold %d/%d %s on %d rows, predicted %d (tta log loss %.4f)", n + 1, k,
+                 "reused, trained" if result.get("reused") else "trained", len(rows), len(held),
+                 _log_loss(got["tta"], labels_of(held)))
     _save_mean(fold_weights, stage_artifacts / WEIGHTS, stage.model.base)
     if stage.model.offset:  # what `replicate predict` adds to the averaged model's logits
         B.save_params(B.fit(stage.model.offset, scored + extra), stage_artifacts / OFFSET_PARAMS)

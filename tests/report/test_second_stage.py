@@ -17,6 +17,7 @@ from replicator.core.stages.baseline import STYLE_FEATURES
 from replicator.core.stages.crossfit import fold_splits
 
 from ..conftest import ROOT
+from ..report_runs import make_run, synthetic
 
 REAL_DATA = os.environ.get("REPLICATOR_DATA_DIR")
 
@@ -54,8 +55,14 @@ def test_the_second_stage_learns_and_never_sees_the_labels_of_the_rows_it_scores
 
 
 def test_a_run_without_cross_fitted_style_views_is_refused(tmp_path):
+    """A finished run whose per-row predictions lack the style regression's view (not cross-fitted) is
+    refused by name before any data is read; a folder that is no run at all, too."""
+    probs, labels = synthetic(seed=1, strength=1.0)
+    run = make_run(tmp_path / "runs", probs=probs, labels=labels)
+    with pytest.raises(ReplicatorError, match="needs per-row predictions with a 'tta' and a 'baseline_style"):
+        second_stage([run], [], tmp_path / "no-such.csv")
     with pytest.raises(ReplicatorError, match="is not a finished run"):
-        second_stage([tmp_path], [], tmp_path / "train.csv")
+        second_stage([tmp_path], [], tmp_path / "no-such.csv")
 
 
 @pytest.mark.real_data
