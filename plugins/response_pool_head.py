@@ -28,11 +28,13 @@ class ResponsePoolHead:
     responses swaps the two logits (up to what the position of each response in the prompt changes), and
     a tie depends on how different and how good the two are. By default all weights start at zero (the
     uniform prediction, or the ``model.offset`` baseline's); ``init: model`` draws them as transformers
-    draws a new head's. Spans are found in the token ids by the prompt format's markers, each tokenised
-    apart as ``plain_turns`` writes its pieces: a response runs from the end of its marker to the next
-    marker (``b_marker`` after A; after B, the next of ``stops`` or of ``a_marker``). A row without both
-    markers is an error, never a silent fallback to the last token. The rows of a batch must be
-    right-padded, one per sequence (``train.packed`` is refused).
+    draws a new head's; ``init: lp`` (LP-FT, our option) starts them at zero, and the runner then fits them
+    by a linear probe of the model as loaded on the training rows, with the offset added
+    (core/stages/linear_probe.py), before fine-tuning. Spans are found in the token ids by the prompt
+    format's markers, each tokenised apart as ``plain_turns`` writes its pieces: a response runs from the
+    end of its marker to the next marker (``b_marker`` after A; after B, the next of ``stops`` or of
+    ``a_marker``). A row without both markers is an error, never a silent fallback to the last token. The
+    rows of a batch must be right-padded, one per sequence (``train.packed`` is refused).
     """
 
     a_marker: str = param("\n\nResponse A: ", "text the prompt format writes before response A")
@@ -40,9 +42,10 @@ class ResponsePoolHead:
     stops: list[str] = param(["\n## Round", "\nLength in words:", "\nWhich response"],
                              "texts that end response B (a round header, the stated lengths, the question)")
 
-    init: Literal["zeros", "model"] = param(
+    init: Literal["zeros", "model", "lp"] = param(
         "zeros", "zeros (start at the uniform prediction, or at the offset's) | model (normal, std = the "
-                 "model config's initializer_range, as transformers starts its heads)")
+                 "model config's initializer_range, as transformers starts its heads) | lp (a linear probe "
+                 "of the model's pooled states on the training rows, with the offset, before fine-tuning)")
 
     @hookimpl
     def head(self, hidden_size, num_labels, model):
@@ -168,6 +171,14 @@ def _module_class():
             self.spans = _Spans(plugin)
             self.diff = _zero_linear(hidden_size, bias=False)
             self.tie = _zero_linear(2 * hidden_size, bias=True)
+            self.linear_probe = plugin.init == "lp"  # the runner fits it before training
+            self.emit_features = False  # set by the probe: forward gives [d, |d|, (a + b) / 2], not logits
+
+        def load_probe(self, w, v, c: float) -> None:
+            """Set the weights to a pair probe's (core/stages/linear_probe.fit_pair_probe, raw units)."""
+            with torch.no_grad():
+                for p, val in ((self.diff.weight, [w]), (self.tie.weight, [v]), (self.tie.bias, [c])):
+                    p.copy_(torch.as_tensor(val, dtype=p.dtype).reshape(p.shape))
 
         def attach_tokenizer(self, tokenizer) -> None:
             self.spans.bind(tokenizer)
@@ -184,6 +195,9 @@ def _module_class():
 
             a, b = pool(self.spans.masks[0]), pool(self.spans.masks[1])
             d = a - b
+            if self.emit_features:
+                feats = torch.cat([d, d.abs(), (a + b) / 2], -1)
+                return feats.unsqueeze(1).expand(-1, hidden.shape[1], -1)
             la = self.diff(d.to(self.diff.weight.dtype)).float()
             lt = self.tie(torch.cat([d.abs(), (a + b) / 2], -1).to(self.tie.weight.dtype)).float()
             logits = torch.cat([la, -la, lt], -1).to(hidden.dtype)

@@ -14,8 +14,8 @@ weights and predicts again, training nothing.
 
 With ``model.cache_frozen`` the first ``model.freeze_layers`` layers are computed once per token
 sequence for every fold, view and variant that shares them (:mod:`replicator.core.model.cached_layers`);
-with ``default_head`` ``init: lp`` each fold's head starts from a linear probe fitted on that fold's
-training rows (:mod:`replicator.core.stages.linear_probe`).
+with ``init: lp`` each fold's head starts from a linear probe fitted on that fold's training rows
+(:mod:`replicator.core.stages.linear_probe`; a ``response_pool`` head's probe with the offset added).
 
 The stage's saved weights (``final.safetensors``, what ``replicate predict`` loads) are the mean of the K
 folds' trainable weights, as 1st place averaged its fold adapters [R1]; its calibration plugins fit on
@@ -183,13 +183,10 @@ def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cac
                      stage.predict.batch_tokens, tokenizer.pad_token_id, progress,
                      desc="frozen layers (train)")
     with cached_bottom(model, cache) if cache is not None else contextlib.nullcontext():
-        if wants_probe(model) and offset is not None:
-            raise ReplicatorError("head init lp with model.offset: the probe is fitted without the offset; "
-                                  "start the head at zero (init: zeros), which predicts the offset baseline")
         if wants_probe(model) and not (fold_dir / trainer.CHECKPOINT).exists():
             augmented = plugins.chain("augment", "rows", list(rows), epoch=0, seed=seed)
             probe = init_head_by_probe(model, tokenizer, encoder, augmented, train_config.max_length,
-                                       stage.predict.batch_tokens, seed, progress)
+                                       stage.predict.batch_tokens, seed, progress, offset)
         result = trainer.train_stage(stage, plugins, rows, model, tokenizer, info, fold_dir, seed,
                                      None, progress, offset=offset)
     result = {k: v for k, v in result.items() if k != "train_loss_history"} | {

@@ -159,6 +159,12 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     test_rows = read_competition_csv(test_csv, require_labels=False)
     style = B.predict(B.load_params(art / "offset.json"), test_rows)
     assert sub.shape == (6, 3) and (sub.argmax(1) == style.argmax(1)).all()  # temperature scaled after
-    # a probed head cannot start from an offset it was not fitted with
+    # a last-token probe cannot start from an offset it was not fitted with
     with pytest.raises(Exception, match="head init lp with model.offset"):
         _run(isolated, "plugins.head={use: default_head, init: lp}")
+    # the pooled head's probe (smoke's head_lp, LP-FT) is fitted with it, from the cached states: each fold's
+    # probe fits its training rows better than the offset alone (the synthetic rows' texts say the label)
+    _, lp, _ = _run(isolated, "train.lr=1e-12", "train.warmup_steps=0", "plugins.head={init: lp}")
+    folds = lp["stages"]["main"]["folds"]
+    assert lp["stages"]["main"]["states_computed"] == 0 and all(f["probe"]["rows"] > 0 for f in folds)
+    assert lp["log_loss"] < m["log_loss"]
