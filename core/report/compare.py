@@ -26,7 +26,9 @@ from replicator.core.report.runs import Run, Variant, base_ties, group_variants,
 from replicator.core.scoring.stats import expected_calibration_error, paired_bootstrap, row_log_loss
 from replicator.core.util.layout import ROW_PREDICTIONS
 
-ENV_KEYS = ("device", "torch", "transformers", "peft")
+#: the environment a run is compared on: a difference is flagged (``auto_dtype``: what ``model.dtype: auto``
+#: computes in on that machine, bf16 on a CPU with bf16 units, else fp32)
+ENV_KEYS = ("device", "auto_dtype", "torch", "transformers", "peft")
 N_BOOT = 2000
 BOOT_SEED = 0
 #: a run is flagged as degenerate when one class is the argmax of more than this share of its rows

@@ -58,6 +58,20 @@ def test_crossfit_prior_predicts_each_half_by_the_other():
     assert C.crossfit_prior(labels, ["g"] * 4) is None
 
 
+def test_a_run_computed_in_another_dtype_is_flagged(tmp_path):
+    """A variant measured where ``auto`` meant fp32, its base where it meant bf16 (issue 22's table mixes
+    machines): the report says so."""
+    from ..report_runs import ENV
+
+    p, y = synthetic(1, 0.4)
+    base = make_run(tmp_path / "r", seed=1, probs=p, labels=y, env=ENV | {"auto_dtype": "bfloat16"})
+    other = make_run(tmp_path / "r", toggles=("focal",), seed=1, probs=p, labels=y,
+                     env=ENV | {"auto_dtype": "float32"})
+    _, data = C.compute([base, other], base)
+    assert [f["run"] for f in data["flags"]] == [other.name]
+    assert "environment auto_dtype float32 vs bfloat16" in " ".join(data["flags"][0]["differs"])
+
+
 def test_a_run_on_other_data_is_flagged(tmp_path):
     p, y = synthetic(1, 0.4)
     base = make_run(tmp_path / "r", seed=1, probs=p, labels=y)
