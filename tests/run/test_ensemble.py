@@ -68,7 +68,8 @@ def test_fitted_weights_recover_the_better_member_and_are_scored_out_of_fold():
     w = E.fit_weights([bad, good], y)
     assert w.sum() == pytest.approx(1) and (w >= 0).all() and w[1] > 0.9
     fitted = log_loss(E.blend([bad, good], w), y)
-    assert fitted <= min(log_loss(good, y), log_loss(E.blend([bad, good], [1, 1]), y))
+    # the optimum may be the better member alone (w = [0, 1]): equal up to rounding, which differs by CPU
+    assert fitted <= min(log_loss(good, y), log_loss(E.blend([bad, good], [1, 1]), y)) + 1e-12
     groups = [f"g{i // 2}" for i in range(n)]
     honest, per_fold = E.crossfit_blend([bad, good], y, None, groups, 5, seed=0)
     assert len(per_fold) == 5 and all(fw[1] > 0.9 for fw in per_fold)
