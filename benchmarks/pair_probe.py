@@ -74,12 +74,7 @@ def crossfit(rows, xi, xs, seed: int, grid) -> tuple[np.ndarray, np.ndarray, lis
         both = [rows[i] for i in tr] + [swapped[i] for i in tr]
         y = np.array([r["label"] for r in both], dtype=np.float64)
         groups = np.array([str(r["group"]) for r in both])
-        old = LP.PAIR_C_GRID
-        LP.PAIR_C_GRID = grid
-        try:
-            fit, _ = LP.fit_pair_probe(x, y, off(both), groups, seed)
-        finally:
-            LP.PAIR_C_GRID = old
+        fit, _ = LP.fit_pair_probe(x, y, off(both), groups, seed, grid)
         chosen.append(fit["C"])
         held, held_s = [rows[i] for i in va], [swapped[i] for i in va]
         p = (LP.pair_probs(fit, xi[va], off(held)) + LP.pair_probs(fit, xs[va], off(held_s))[:, perm]) / 2

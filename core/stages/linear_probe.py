@@ -182,12 +182,12 @@ def _fit_pair(zd: np.ndarray, zt: np.ndarray, y: np.ndarray, off: np.ndarray, C:
 
 
 def fit_pair_probe(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None, groups: np.ndarray,
-                   seed: int) -> tuple[dict, dict]:
+                   seed: int, grid: tuple = PAIR_C_GRID) -> tuple[dict, dict]:
     """The pair head's regression of the soft labels ``y`` (N, 3) on its features ``x`` (N, 3 H: ``d``,
     ``|d|``, ``(a + b) / 2``) with ``offset`` ((N, 3) log-probabilities, or None) added to its logits; the
-    ``C`` of :data:`PAIR_C_GRID` of lowest grouped :data:`CV_FOLDS`-fold log loss (offset included). ``d``
-    is scaled, not centred (a mean would be a bias for A over B, which the head has not); the rest is
-    standardised. Returns (raw-unit ``w``, ``v``, ``c`` and ``C``, the CV table)."""
+    ``C`` of ``grid`` (default :data:`PAIR_C_GRID`) of lowest grouped :data:`CV_FOLDS`-fold log loss
+    (offset included). ``d`` is scaled, not centred (a mean would be a bias for A over B, which the head
+    has not); the rest is standardised. Returns (raw-unit ``w``, ``v``, ``c`` and ``C``, the CV table)."""
     from sklearn.model_selection import GroupKFold
 
     if x.shape[1] % 3:
@@ -202,22 +202,20 @@ def fit_pair_probe(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None, grou
     st[st == 0] = 1.0
     zd, zt = xd / sd, (xt - mt) / st
 
-    def log_loss(w, v, c, ix):
-        z = np.stack([zd[ix] @ w, -(zd[ix] @ w), zt[ix] @ v + c], 1) + off[ix]
-        z = z - z.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return float(-np.mean(np.sum(y[ix] * logp, 1)))
+    def log_loss(w, v, c, ix):  # of standardised weights on the standardised features
+        p = pair_probs({"w": w, "v": v, "c": c}, np.hstack([zd[ix], zt[ix]]), off[ix])
+        return float(-np.mean(np.sum(y[ix] * np.log(np.clip(p, 1e-15, 1)), 1)))
 
     cv = {}
     if len(set(groups.tolist())) >= CV_FOLDS:
         splits = list(GroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed).split(x, groups=groups))
-        for C in PAIR_C_GRID:
+        for C in grid:
             cv[C] = float(np.mean([log_loss(*_fit_pair(zd[tr], zt[tr], y[tr], off[tr], C), va)
                                    for tr, va in splits]))
-    best = min(cv, key=cv.get) if cv else PAIR_C_GRID[len(PAIR_C_GRID) // 2]
-    if cv and best in (PAIR_C_GRID[0], PAIR_C_GRID[-1]):
+    best = min(cv, key=cv.get) if cv else grid[len(grid) // 2]
+    if cv and best in (grid[0], grid[-1]):
         log.warning("head init lp: the CV chose C=%g, the edge of the grid %s: the best may lie beyond it",
-                    best, PAIR_C_GRID)
+                    best, grid)
     w, v, c = _fit_pair(zd, zt, y, off, best)
     params = {"w": (w / sd).tolist(), "v": (v / st).tolist(), "c": c - float((v / st) @ mt), "C": best}
     return params, {str(k): round(val, 5) for k, val in cv.items()}
