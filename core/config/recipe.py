@@ -60,6 +60,12 @@ class FeaturesConfig:
     pca: int = param(12, "project the vectors on their first N principal components (fitted on the training "
                          "responses; 0 = raw vectors)", ge=0)
     lengths: bool = param(True, "add the length features of the length baseline to the head's inputs")
+    raw_diffs: bool = param(False, "with `lengths`: keep the length baseline's raw A - B count differences "
+                                   "(characters, words, ...); heavy-tailed, they extrapolate on texts longer "
+                                   "than the training rows' (false: the log counts and log-ratios only)")
+    clip: bool = param(True, "clip each head input to its range over the training rows (both orders) before "
+                             "the regression: an input beyond any training row's reads as the largest seen, "
+                             "not as an extrapolation")
     text: bool = param(True, "add style counts (refusal, bold, headers, ?, digits, paragraphs, links) and "
                              "pair features (word overlap, identical, both refuse)")
     C: float | None = param(None, "inverse L2 strength of the head; null = chosen by grouped CV on the "

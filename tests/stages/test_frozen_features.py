@@ -107,6 +107,41 @@ def test_text_inputs_are_swap_aware_and_name_what_they_count():
         F.design(None, NO_TEXT)
 
 
+def test_length_inputs_drop_the_raw_differences_unless_asked_and_swap_with_their_rows():
+    rows = [_row(["a" * 5000], ["b b b"]), _row(["one\ntwo"], [None, "x" * 40]),
+            _row(["- item\n- more"], ["yes"])]
+    swapped_rows = [_row(r["response_b"], r["response_a"]) for r in rows]
+    for raw, width in ((False, len(F.B.FEATURES) - len(F.B.COUNTS)), (True, len(F.B.FEATURES))):
+        cfg = FeaturesConfig(raw_diffs=raw)
+        inputs, of_swapped = F.row_inputs(rows, cfg), F.row_inputs(swapped_rows, cfg)
+        assert inputs["lens"].shape == (3, width)
+        assert np.allclose(inputs["lens_swapped"], of_swapped["lens"])
+        assert np.allclose(F.design(None, inputs, swapped=True), F.design(None, of_swapped))
+    full = F.row_inputs(rows, FeaturesConfig(raw_diffs=True))["lens"]
+    assert full[0, F.B.FEATURES.index("diff_chars")] == 5000 - 5  # what the default leaves out
+    kept = [n for i, n in enumerate(F.B.FEATURES) if i not in F.RAW_DIFFS]
+    assert not any(n.startswith("diff_") for n in kept) and "log_ratio_chars" in kept
+    assert F.row_inputs(rows, FeaturesConfig(lengths=False))["lens_swapped"] is None
+
+
+def test_a_clipped_head_reads_inputs_beyond_its_training_range_as_the_edge():
+    f, y, _ = _toy(600, 4, 5)
+    clipped = json.loads(json.dumps(F.fit_head(f, NO_TEXT, y, C=1.0, k=0, clip=True)))
+    free = F.fit_head(f, NO_TEXT, y, C=1.0, k=0)
+    assert "clip" not in free
+    lo, hi = np.array(clipped["clip"])
+    d = len(lo) // 2  # [d, |d|]: the range of the signed part is symmetric (both orders are fitted)
+    assert np.allclose(lo[:d], -hi[:d])
+    # inside the range nothing changes: the coefficients are the same fit
+    assert np.array_equal(F.head_probs(clipped, f, NO_TEXT), F.head_probs(free, f, NO_TEXT))
+    far = np.zeros((2, 2, 4))
+    far[:, 0, 0] = [1e3, 1e6]  # A's telling coordinate far beyond every training pair's
+    p, q = F.head_probs(clipped, far, NO_TEXT), F.head_probs(free, far, NO_TEXT)
+    assert np.allclose(p[0], p[1])  # both read as the largest gap seen in training
+    assert q[0].max() > 0.999 and p[0].max() < q[0].max()  # unclipped, the head extrapolates to certainty
+    assert np.allclose(F.head_probs(clipped, far[:, ::-1], NO_TEXT), p[:, [1, 0, 2]], atol=1e-12)
+
+
 def test_changed_encoding_settings_use_another_cache_folder(isolated, monkeypatch):
     monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
     def folder(model="tiny-model-id", dtype="float32", device="cpu", **settings):
