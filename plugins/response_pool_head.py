@@ -143,7 +143,10 @@ def response_masks(ids: np.ndarray, markers: dict, lengths: list[int] | None = N
             pos = max(end, ib + kb)
         if not found:
             raise ReplicatorError(f"response_pool: row {r} of the batch has no response A marker followed by "
-                                  "a response B marker; the prompt format must write them (plain_turns does)")
+                                  "a response B marker; the prompt format must write them (plain_turns does) "
+                                  "and its truncation keep both: `truncate: keep_start` (the truncate_end "
+                                  "toggle, longest_first's off side) cuts response B off a text over the "
+                                  "budget, `longest_first` keeps both")
     return a_mask, b_mask
 
 
