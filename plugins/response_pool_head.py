@@ -42,6 +42,9 @@ class ResponsePoolHead:
     stops: list[str] = param(["\n## Round", "\nLength in words:", "\nWhich response"],
                              "texts that end response B (a round header, the stated lengths, the question)")
 
+    #: truncation policies this head cannot read (the shared truncate toggles say "not applicable")
+    truncation_refused = {"keep_start": "a text over the budget loses response B (and its marker)"}
+
     init: Literal["zeros", "model", "lp"] = param(
         "zeros", "zeros (start at the uniform prediction, or at the offset's) | model (normal, std = the "
                  "model config's initializer_range, as transformers starts its heads) | lp (a linear probe "

@@ -183,13 +183,16 @@ def _truncate_toggle(policy: str, instead: str) -> tuple[Callable, Callable, Cal
         check(v)
         return v.prompt_param("truncate")[1].truncate == policy
 
-    def off(v: View) -> list[dict]:
-        return [plugins_patch({check(v): {"truncate": instead}})]
+    def to(v: View, value: str) -> list[dict]:
+        alias = check(v)
+        for head in v.by_hook("head"):  # a head may need what a policy cuts (both responses, for one)
+            why = getattr(v.params(head), "truncation_refused", {}).get(value)
+            if why:
+                raise NotApplicable(f"the head {v.plugins[head]['use']!r} ({v.at('plugins.' + head)}) cannot "
+                                    f"read texts truncated by {value!r}: {why}")
+        return [plugins_patch({alias: {"truncate": value}})]
 
-    def on(v: View) -> list[dict]:
-        return [plugins_patch({check(v): {"truncate": policy}})]
-
-    return has, off, on
+    return has, lambda v: to(v, instead), lambda v: to(v, policy)
 
 
 # -- stages: head re-initialisation

@@ -53,9 +53,12 @@ CASES = [
     ("smoke.yaml", [], "truncate_start", "on", {"plugins.prompt.truncate": ("longest_first", "keep_end")}),
     ("16th.yaml", [], "truncate_start", "off", {"plugins.prompt.truncate": ("keep_end", "keep_start")}),
     ("9th.yaml", [], "truncate_start", "off", {"plugins.prompt.truncate": ("keep_end", "keep_start")}),
-    ("smoke.yaml", [], "truncate_end", "on", {"plugins.prompt.truncate": ("longest_first", "keep_start")}),
+    # the pooled head refuses keep_start (below): smoke's last-token form takes it
+    ("smoke.yaml", ["last_token"], "truncate_end", "on",
+     {"plugins.prompt.truncate": ("longest_first", "keep_start")}),
     ("3rd.yaml", [], "truncate_end", "off", {"plugins.prompt.truncate": ("keep_start", "keep_end")}),
-    ("smoke.yaml", [], "longest_first", "off", {"plugins.prompt.truncate": ("longest_first", "keep_start")}),
+    ("smoke.yaml", ["last_token"], "longest_first", "off",
+     {"plugins.prompt.truncate": ("longest_first", "keep_start")}),
     ("16th.yaml", [], "longest_first", "on", {"plugins.prompt.truncate": ("keep_end", "longest_first")}),
     # head re-initialisation: 5th throws the pretrained head away; 9th's pseudo stage keeps it
     ("5th.yaml", [], "head_reinit", "off", {"stages.finetune.reinit_head": (True, False)}),
@@ -146,8 +149,26 @@ def test_every_applicable_toggle_flips_back(name):
     assert applicable or cfg["model"]["base"].startswith("baseline:")  # a baseline has nothing to toggle
     for t, d in applicable:
         other = "on" if d == "off" else "off"
-        r = resolve(RECIPES / name, [t, t])
+        try:
+            r = resolve(RECIPES / name, [t, t])
+        except RecipeError as e:  # the flip back sets a policy the head cannot read (smoke)
+            assert "cannot read texts truncated by 'keep_start'" in str(e), e
+            continue
         assert r.toggles == [f"{t}:{d}", f"{t}:{other}"]
+
+
+def test_the_pooled_head_refuses_truncation_that_cuts_response_b():
+    """keep_start drops response B of a text over the budget, so the toggles that set it cannot apply to
+    the smoke recipe's response_pool head (the run would stop at its first batch); its last-token form
+    takes them."""
+    for t in ("truncate_end", "longest_first"):
+        with pytest.raises(RecipeError, match=r"the head 'response_pool' \(plugins.head\) cannot read texts "
+                                               r"truncated by 'keep_start'"):
+            resolve(RECIPES / "smoke.yaml", [t])
+        prompt = resolve(RECIPES / "smoke.yaml", ["last_token", t]).final.plugins["prompt"]
+        assert prompt["truncate"] == "keep_start"
+    assert resolve(RECIPES / "smoke.yaml", ["truncate_start"]).final.plugins["prompt"]["truncate"] \
+        == "keep_end"
 
 
 @pytest.mark.parametrize("name", ALL)
