@@ -34,6 +34,7 @@ reuses old vectors.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -403,7 +404,8 @@ def run_features_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
         t1, train_all = time.time(), train_rows
     params, cv = _fit_final(features_config, train_all, f_all, seed)
     stage_artifacts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stage_artifacts / HEAD_FILE, json.dumps({**params, "base": stage.model.base}) + "\n")
+    saved = {**params, "base": stage.model.base, "raw_diffs": features_config.raw_diffs}
+    atomic_write_text(stage_artifacts / HEAD_FILE, json.dumps(saved) + "\n")
     labels = labels_of(scored)
     if folds is None:
         p = head_probs(params, f_sc, row_inputs(scored, features_config))
@@ -502,4 +504,6 @@ def predict_rows(stage, stage_artifacts: Path, rows: list[dict], progress: bool)
     except (OSError, ValueError) as e:
         raise ReplicatorError(f"{head}: not valid JSON ({e})") from None
     [f] = model_vectors(stage, [rows], progress)
-    return head_probs(params, f, row_inputs(rows, stage.model.features))
+    # the head reads the inputs it was fitted on: a head saved before `raw_diffs` existed had them
+    features_config = dataclasses.replace(stage.model.features, raw_diffs=params.get("raw_diffs", True))
+    return head_probs(params, f, row_inputs(rows, features_config))

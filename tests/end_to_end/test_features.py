@@ -46,6 +46,35 @@ def test_features_run_end_to_end_cache_reuse_and_predict(isolated, monkeypatch):
     assert np.allclose(sub.iloc[:, 1:].sum(axis=1), 1, atol=1e-6)
 
 
+def test_predict_reads_the_inputs_the_head_was_fitted_on(isolated, monkeypatch):
+    """A head fitted with the raw count differences predicts with them, and one saved before the
+    `raw_diffs` key existed (no key in its JSON: every such head had them) too."""
+    import json
+
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.data.files import data_dir
+    from replicator.core.stages import frozen_features as F
+
+    monkeypatch.setenv("REPLICATOR_CACHE", str(isolated / "cache"))
+    resolved = resolve(CPU, ["tiny"], [*TINY_FEATURES, "model.features.raw_diffs=true"], data_dir=data_dir())
+    run(resolved, data_dir(), progress=False)
+    [head] = (isolated / "artifacts").rglob(F.HEAD_FILE)
+    params = json.loads(head.read_text())
+    assert params["raw_diffs"] is True and "clip" in params
+    test_csv = write_csv(isolated / "test.csv", synthetic_rows(6, seed=4, with_labels=False))
+    rows = read_competition_csv(test_csv, require_labels=False)
+    fitted_with = F.predict_rows(resolved.stages[-1], head.parent, rows, progress=False)
+    # a run folder written before the key existed resolves to today's default (no raw differences)
+    plain = resolve(CPU, ["tiny"], TINY_FEATURES, data_dir=data_dir()).stages[-1]
+    assert plain.model.features.raw_diffs is False
+    assert np.allclose(F.predict_rows(plain, head.parent, rows, progress=False), fitted_with)
+    old = isolated / "old_head"
+    old.mkdir()
+    (old / F.HEAD_FILE).write_text(json.dumps({k: v for k, v in params.items() if k != "raw_diffs"}))
+    assert np.allclose(F.predict_rows(plain, old, rows, progress=False), fitted_with)
+    assert np.allclose(fitted_with.sum(axis=1), 1)
+
+
 def test_crossfit_scores_every_row_out_of_fold_with_baselines_alike(isolated, monkeypatch):
     from replicator.core.data.files import data_dir
     from replicator.core.scoring.row_predictions import read_row_predictions
