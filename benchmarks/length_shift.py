@@ -73,7 +73,7 @@ def guarded_style(train: np.ndarray, y, groups, held: np.ndarray, raw: bool, cli
         if clip:
             both = np.vstack([xa, swap(xa)])
             xb = np.clip(xb, both.min(axis=0), both.max(axis=0))
-        return (B.linear_probs(params, xb) + B.linear_probs(params, swap(xb))[:, B.SWAP]) / 2
+        return B._symmetric_probs(params, xb, swap)
 
     x, xh = train[:, cols], held[:, cols]
     splits = list(GroupKFold(n_splits=B.STYLE_CV_FOLDS, shuffle=True, random_state=0).split(x, groups=groups))
