@@ -103,11 +103,16 @@ class ModelConfig:
     revision: str | None = param(None, "hub revision")
     freeze_layers: int = param(0, "freeze the embeddings and the first N decoder layers (LoRA: no adapters "
                                   "there)", ge=0)
-    offset: Literal["length_lr", "style_lr"] | None = param(
+    offset: Literal["length_lr", "style_lr", "features"] | None = param(
         None, "with train.crossfit: the log-probabilities of this baseline (fitted on the same training "
               "rows) are added to the model's preference logits in training and prediction, so the model "
               "learns the residual over it and, with a zero head, starts from it (our choice; boosting's "
-              "init score)")
+              "init score); features: the frozen-feature head of model.offset_features, stacked (the "
+              "training rows' offsets out of fold; core/stages/offsets.py)")
+    offset_features: FeaturesConfig | None = param(
+        None, "with offset: features: the frozen-feature head (the cpu recipe's kind) whose "
+              "log-probabilities are the offset; its crossfit K = the inner folds that give each fold's "
+              "training rows their out-of-fold offset")
     cache_frozen: bool = param(False, "with freeze_layers N and train.crossfit: the first N layers' outputs "
                                       "are computed once per token sequence and cached "
                                       "(REPLICATOR_CACHE/states), so training and validation compute only "
@@ -123,6 +128,14 @@ class ModelConfig:
         check_params(self)
         if self.load_in_4bit and self.load_in_8bit:
             raise ParamError("load_in_8bit", "load_in_4bit and load_in_8bit are exclusive")
+        if (self.offset == "features") != (self.offset_features is not None):
+            raise ParamError("offset_features", "offset: features reads its head's settings from "
+                             "offset_features, and offset_features is used by offset: features only; got "
+                             f"offset {self.offset!r} with offset_features "
+                             f"{'set' if self.offset_features else 'unset'}")
+        if self.offset_features is not None and self.offset_features.crossfit < 2:
+            raise ParamError("offset_features", "offset_features.crossfit: the inner folds that give each "
+                             "fold's training rows their out-of-fold offset: K >= 2")
         if self.cache_frozen and not self.freeze_layers:
             raise ParamError("cache_frozen", "cache_frozen caches the frozen layers: set freeze_layers N > 0")
 

@@ -20,9 +20,10 @@ from replicator.core.predict.views import predict_probs
 from replicator.core.rows import swap_row
 from replicator.core.run.ensemble import swap_back
 from replicator.core.run.pipeline import weights_file
-from replicator.core.stages.baseline import is_baseline, load_params, log_probs
+from replicator.core.stages.baseline import is_baseline, load_params
 from replicator.core.stages.baseline import predict as baseline_predict
 from replicator.core.stages.frozen_features import predict_rows
+from replicator.core.stages.offsets import saved_offset
 from replicator.core.util.layout import (
     BASELINE_PARAMS,
     FAILED,
@@ -135,7 +136,8 @@ def run_probs(run_dir: Path, stage, artifacts: Path, rows: list[dict], view: str
 
         return postprocess(plugins, predict_rows(stage, artifacts, rows, progress), rows, fit=fit)
     model, tokenizer = load_predictor(stage, plugins, artifacts / WEIGHTS)
-    offset = log_probs(load_params(artifacts / OFFSET_PARAMS)) if stage.model.offset else None
+    offset = (saved_offset(stage.model, load_params(artifacts / OFFSET_PARAMS), rows, progress)
+              if stage.model.offset else None)
     return model_probs(stage, plugins, model, tokenizer, rows, view, fit, progress, offset)
 
 

@@ -42,6 +42,7 @@ from replicator.core.predict.views import predict_probs, views_of
 from replicator.core.stages import baseline as B
 from replicator.core.stages.frozen_features import scored_pool
 from replicator.core.stages.linear_probe import init_head_by_probe, wants_probe
+from replicator.core.stages.offsets import stage_offsets
 from replicator.core.stages.result import StageResult
 from replicator.core.tokens.batches import Encoder
 from replicator.core.train import trainer
@@ -109,11 +110,12 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     t_states = time.time() - t0
     oof: dict[str, np.ndarray] = {}
     refs = {view: np.zeros((len(scored), 3)) for _, view in B.EVERY_RUN}
+    offsets = stage_offsets(stage, scored, extra, seed, progress)
     folds, fold_weights = [], []
     for n, (tr, va) in enumerate(splits):
         rows, held = [scored[i] for i in tr] + extra, [scored[i] for i in va]
         fold_dir = folds_dir / f"fold-{n}"
-        offset = B.log_probs(B.fit(stage.model.offset, rows)) if stage.model.offset else None
+        offset = offsets.fold(rows, held, tr, va) if offsets else None
         result = _train_fold(stage, plugins, model, tokenizer, info, init, encoder, cache, rows, fold_dir,
                              seed, progress, f"{n + 1}/{k}", offset)
         fold_weights.append(fold_dir / WEIGHTS)
@@ -130,8 +132,8 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
                  "reused, trained" if result.get("reused") else "trained", len(rows), len(held),
                  _log_loss(got["tta"], labels_of(held)))
     _save_mean(fold_weights, stage_artifacts / WEIGHTS, stage.model.base)
-    if stage.model.offset:  # what `replicate predict` adds to the averaged model's logits
-        B.save_params(B.fit(stage.model.offset, scored + extra), stage_artifacts / OFFSET_PARAMS)
+    if offsets:  # what `replicate predict` adds to the averaged model's logits
+        B.save_params(offsets.saved(scored + extra), stage_artifacts / OFFSET_PARAMS)
     labels = labels_of(scored)
     preds = {**oof, "final": crossfit_postprocess(plugins, oof["tta"], scored, labels), **refs}
     write_valid_predictions(stage_artifacts / VALID_PREDICTIONS, scored, preds, labels)

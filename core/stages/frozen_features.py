@@ -459,10 +459,11 @@ def scored_pool(train_rows: list[dict], valid_rows: list[dict]) -> tuple[list[di
     return scored, extra
 
 
-def crossfit_predictions(features_config, scored, f_sc, extra, f_ex, seed: int):
+def crossfit_predictions(features_config, scored, f_sc, extra, f_ex, seed: int, baselines: bool = True):
     """Out-of-fold predictions of the head and of the baselines on ``scored``: grouped
     ``features_config.crossfit``-fold partition seeded with ``seed``; each fold's head (its ``C`` chosen by CV
-    inside the fold's training rows) and baselines are fitted on the other folds plus ``extra``."""
+    inside the fold's training rows) and baselines are fitted on the other folds plus ``extra``
+    (``baselines=False``: the head's only, the baselines' views left at zero)."""
     from sklearn.model_selection import GroupKFold
 
     groups = np.array([r["group"] for r in scored])
@@ -478,7 +479,7 @@ def crossfit_predictions(features_config, scored, f_sc, extra, f_ex, seed: int):
         params, _ = _fit_final(features_config, rows, _stack(None if f_sc is None else f_sc[tr], f_ex), seed)
         held = [scored[i] for i in va]
         p[va] = head_probs(params, None if f_sc is None else f_sc[va], row_inputs(held, features_config))
-        for view, q in B.every_run(rows, held).items():
+        for view, q in B.every_run(rows, held).items() if baselines else ():
             refs[view][va] = q
         log.info("features: fold %d/%d fitted on %d rows (C=%g), predicted %d", n + 1, k, len(rows),
                  params["C"], len(va))
