@@ -168,3 +168,47 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     folds = lp["stages"]["main"]["folds"]
     assert lp["stages"]["main"]["states_computed"] == 0 and all(f["probe"]["rows"] > 0 for f in folds)
     assert lp["log_loss"] < m["log_loss"]
+
+
+#: the smoke recipe's offset_features toggle at tiny size: the frozen-feature head of the tiny model's last
+#: layer
+FEATURE_OFFSET = ["model.offset=features",
+                  "model.offset_features={layers: [-1], pca: 4, max_length: 64, c_grid: [0.01, 1.0], "
+                  "cv_folds: 3, crossfit: 3}"]
+
+
+def test_a_features_offset_is_what_a_zero_head_predicts_and_predict_adds_the_saved_head(isolated, states,
+                                                                                         monkeypatch):
+    """``model.offset: features`` (smoke's ``offset_features``): a zero head that does not move predicts each
+    fold's stacked offset on its held rows; the features are encoded once and cached; ``predict`` adds the
+    saved head's offset to the averaged model's logits."""
+    from replicator.core.data.competition import read_competition_csv
+    from replicator.core.scoring.row_predictions import read_row_predictions
+    from replicator.core.stages import offsets as O
+
+    seen = {}
+    real = O.FeatureOffsets.fold
+
+    def fold(self, rows, held, tr, va):
+        offset = real(self, rows, held, tr, va)
+        seen.update(zip([r["id"] for r in held], np.exp(offset(held)), strict=True))
+        return offset
+
+    monkeypatch.setattr(O.FeatureOffsets, "fold", fold)
+    run_dir, m, _ = _run(isolated, "train.lr=1e-12", "train.warmup_steps=0", *FEATURE_OFFSET)
+    rp = read_row_predictions(run_dir / "valid_predictions.csv.gz")
+    assert len(seen) == 160 == len(rp.ids)
+    expected = np.array([seen[i] for i in rp.ids])
+    assert np.allclose(rp.views["identity"], expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert not np.allclose(rp.views["identity"], rp.views["baseline_style"], atol=1e-3)
+    assert list((isolated / "cache" / "features").glob("*/*.npz"))
+    art = isolated / "artifacts" / "smoke" / run_dir.name / "main"
+    saved = json.loads((art / "offset.json").read_text())
+    assert saved["kind"] == O.FEATURES_KIND and saved["features"]["pca"] == 4
+    # predict: the averaged (unmoved) model plus the saved head's offset
+    test_csv = write_csv(isolated / "test.csv", synthetic_rows(6, seed=3, with_labels=False))
+    predict(str(run_dir), test_csv, isolated / "sub.csv", progress=False)
+    sub = pd.read_csv(isolated / "sub.csv").iloc[:, 1:].to_numpy()
+    test_rows = read_competition_csv(test_csv, require_labels=False)
+    head = np.exp(O.saved_offset(resolve(SMOKE, ["tiny"]).final.model, saved, test_rows, False)(test_rows))
+    assert sub.shape == (6, 3) and (sub.argmax(1) == head.argmax(1)).all()  # temperature scaled after
