@@ -107,6 +107,17 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _without_nulls(value):
+    """``value`` without the mapping keys whose value is null, at every depth: a setting added to the code
+    after a run was made is absent from its ``resolved.yaml`` and null (off) in a newer run's, and the two
+    runs are the same variant (a setting added with another default is not dropped: it tells them apart)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str, dict | None]:
     """(key, display name, resolved config): runs with the same key are seeds of one variant."""
     if fingerprint_info.get("variant"):
@@ -122,7 +133,7 @@ def _variant_of(path: Path, fingerprint_info: dict) -> tuple[str, str, dict | No
         raise ReplicatorError(f"{resolved}: not valid YAML ({e})") from None
     if not isinstance(cfg, dict):
         raise ReplicatorError(f"{resolved}: expected a mapping")
-    unseeded = {k: v for k, v in cfg.items() if k != "seed"}
+    unseeded = _without_nulls({k: v for k, v in cfg.items() if k != "seed"})
     key = hashlib.sha256(json.dumps(unseeded, sort_keys=True, default=str).encode()).hexdigest()[:12]
     toggles = fingerprint_info.get("toggles") or []
     name = fingerprint_info.get("recipe", "?") + "".join(f" +{t}" for t in toggles)

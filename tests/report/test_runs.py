@@ -42,6 +42,27 @@ def test_same_config_and_seed_twice_is_a_separate_variant_and_named_variants(tmp
     assert variants[2].name == "mine" and variants[2].key == "variant:toy:mine"
 
 
+def test_a_setting_added_later_as_null_does_not_split_a_variant(tmp_path):
+    """A run made before a setting existed lacks it in resolved.yaml; a newer run of the same toggles writes
+    it as null (off): one variant, two seeds. A setting that differs (not null) still tells them apart."""
+    import yaml
+
+    p, y = synthetic(1, 0.5)
+    old = make_run(tmp_path / "r", seed=1, probs=p, labels=y)
+    cfg = yaml.safe_load((old / "resolved.yaml").read_text())
+    cfg["train"].update(nested={"lr": 1e-4})
+    (old / "resolved.yaml").write_text(yaml.safe_dump(cfg))
+    new = make_run(tmp_path / "r", seed=2, probs=p, labels=y, data_hash="e" * 64)
+    other = make_run(tmp_path / "r", seed=3, probs=p, labels=y, data_hash="f" * 64)
+    for d, value in ((new, None), (other, "style_lr")):
+        cfg = yaml.safe_load((d / "resolved.yaml").read_text())
+        cfg["train"].update(added=value, nested={"lr": 1e-4, "added": None})
+        (d / "resolved.yaml").write_text(yaml.safe_dump(cfg))
+    runs = [load_run(d) for d in (old, new, other)]
+    variants = group_variants(runs, runs[0])
+    assert [v.seeds for v in variants] == [[1, 2], [3]]
+
+
 def test_run_numbers_view_and_history(tmp_path):
     p, y = synthetic(1, 0.5)
     d = make_run(tmp_path / "r", seed=1, probs=p, labels=y)
