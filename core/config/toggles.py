@@ -442,7 +442,7 @@ class ToggleInfo:
     direction: str | None = None
     #: what it changes on purpose (:data:`~replicator.core.lib.toggles.CHANGES`)
     changes: tuple[str, ...] = ()
-    #: "shared", "recipe" or "override"
+    #: "shared", "recipe", "override" or "other_recipe" (a report variant from another recipe than its base)
     kind: str = "recipe"
     #: what the write-ups claim the technique is worth, with its source tags ("" where they say nothing)
     claimed: str = ""

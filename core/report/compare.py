@@ -247,6 +247,8 @@ def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str,
     changes = config_changes(same_seed, run)
     if v is base_variant:
         labels, reverse = [], []
+    elif run.recipe != base_run.recipe:  # another recipe: its toggles are not the base recipe's to flip
+        return _other_recipe(run, changes)
     else:
         labels = [t for t in run.toggles if t not in base_run.toggles]
         reverse = [t for t in base_run.toggles if t not in run.toggles]  # the base's toggles this one lacks
@@ -269,6 +271,17 @@ def _meaning(v: Variant, base_variant: Variant, infos: Mapping[str, Mapping[str,
     return {"about": about, "direction": directions[0] if len(about) == 1 else None,
             "claimed": _claimed(about),
             "declared_changes": sorted({c for a in about for c in a["changes"]}),
+            "config_changes": changes}
+
+
+def _other_recipe(run: Run, changes: list[dict]) -> dict:
+    """The meaning of a variant from another recipe than the base's: that recipe (with its toggles), no
+    direction (it is not one technique switched), and the config keys that differ."""
+    toggles = "".join(f" +{t}" for t in run.toggles)
+    info = ToggleInfo(f"{run.recipe}{toggles}",
+                      f"another recipe: recipes/{run.recipe}.yaml{' with ' + toggles.strip() if toggles else ''}",
+                      kind="other_recipe")
+    return {"about": [info.to_dict()], "direction": None, "claimed": "", "declared_changes": [],
             "config_changes": changes}
 
 

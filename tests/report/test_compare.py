@@ -80,3 +80,18 @@ def test_a_run_on_other_data_is_flagged(tmp_path):
     assert len(data["flags"]) == 1 and "data" in " ".join(data["flags"][0]["differs"])
     rows = {v["name"]: v for v in data["variants"]}
     assert rows["toy +focal"]["delta"]["delta"] == pytest.approx(0.0, abs=1e-9)  # the same predictions
+
+
+def test_a_run_of_another_recipe_is_that_recipe_not_the_base_without_its_toggles(tmp_path):
+    """Comparing a toggled recipe with another recipe (the stacked smoke runs against the cpu recipe's): the
+    other recipe's variant is named as that recipe, with no direction, not as 'without the base's toggle'."""
+    p, y = synthetic(1, 0.4)
+    base = make_run(tmp_path / "r", recipe="smoke", toggles=("offset_features",), seed=1, probs=p, labels=y)
+    same = make_run(tmp_path / "r", recipe="smoke", seed=1, probs=p, labels=y)
+    other = make_run(tmp_path / "r", recipe="cpu", seed=1, probs=p, labels=y)
+    _, data = C.compute([base, same, other], base)
+    rows = {v["name"]: v for v in data["variants"]}
+    assert rows["smoke"]["about"][0]["about"].startswith("without the base's offset_features")
+    about = rows["cpu"]["about"]
+    assert [a["kind"] for a in about] == ["other_recipe"] and rows["cpu"]["direction"] is None
+    assert about[0]["about"] == "another recipe: recipes/cpu.yaml"
