@@ -278,8 +278,8 @@ def _other_recipe(run: Run, changes: list[dict]) -> dict:
     """The meaning of a variant from another recipe than the base's: that recipe (with its toggles), no
     direction (it is not one technique switched), and the config keys that differ."""
     toggles = "".join(f" +{t}" for t in run.toggles)
-    info = ToggleInfo(f"{run.recipe}{toggles}",
-                      f"another recipe: recipes/{run.recipe}.yaml{' with ' + toggles.strip() if toggles else ''}",
+    with_toggles = f" with {toggles.strip()}" if toggles else ""
+    info = ToggleInfo(f"{run.recipe}{toggles}", f"another recipe: recipes/{run.recipe}.yaml{with_toggles}",
                       kind="other_recipe")
     return {"about": [info.to_dict()], "direction": None, "claimed": "", "declared_changes": [],
             "config_changes": changes}
