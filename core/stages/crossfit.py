@@ -93,6 +93,9 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     t0, k = time.time(), stage.train.crossfit
     scored, extra = scored_pool(train_rows, valid_rows)
     splits = fold_splits(scored, k, seed)
+    # the stage's train / validation split above is not what a cross-fitted stage trains and scores on
+    log.info("crossfit: stage %s scores all %d rows out of fold in %d folds grouped by prompt%s", stage.name,
+             len(scored), k, f" ({len(extra)} extra rows train in every fold)" if extra else "")
     import torch
 
     torch.manual_seed(seed)  # the adapters' random init: the same in every run of this seed

@@ -6,6 +6,7 @@ fold resumes to the numbers of an uninterrupted run; what cannot be combined is 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -42,10 +43,13 @@ def states(isolated, monkeypatch):
     return isolated / "cache" / "states"
 
 
-def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states):
+def test_every_row_out_of_fold_mean_weights_reuse_and_predict(isolated, states, caplog):
     from replicator.core.scoring.row_predictions import read_row_predictions
 
+    caplog.set_level(logging.INFO, logger="replicator")
     run_dir, m, reused = _run(isolated)
+    # the log says what the stage scores, not only the stage's train / validation split
+    assert "scores all 160 rows out of fold in 3 folds grouped by prompt" in caplog.text
     stage = m["stages"]["main"]
     assert not reused and m["crossfit_folds"] == 3 and len(stage["folds"]) == 3
     # every row of the competition source is scored once, out of fold (160 synthetic rows)
