@@ -66,6 +66,16 @@ def fold_splits(scored: list[dict], k: int, seed: int) -> list[tuple[np.ndarray,
     return list(GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups))
 
 
+def _pool_and_folds(stage, train_rows: list[dict], valid_rows: list[dict], seed: int):
+    """The rows a cross-fitted stage scores, the extra rows that train in every fold, and the folds; logged,
+    since the stage's train / validation split is not what a cross-fitted stage trains and scores on."""
+    scored, extra = scored_pool(train_rows, valid_rows)
+    k = stage.train.crossfit
+    log.info("crossfit: stage %s scores all %d rows out of fold in %d folds grouped by prompt%s", stage.name,
+             len(scored), k, f" ({len(extra)} extra rows train in every fold)" if extra else "")
+    return scored, extra, fold_splits(scored, k, seed)
+
+
 def _restore(model, init: dict) -> None:
     """The trainable tensors back to their values (and dtype) when the model was loaded."""
     for n, p in model.named_parameters():
@@ -91,11 +101,7 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
         raise ReplicatorError(f"stage {stage.name}: a cross-fitted stage runs in one process (its folds "
                               f"train one after another), not {world_size()}: start it without a launcher")
     t0, k = time.time(), stage.train.crossfit
-    scored, extra = scored_pool(train_rows, valid_rows)
-    splits = fold_splits(scored, k, seed)
-    # the stage's train / validation split above is not what a cross-fitted stage trains and scores on
-    log.info("crossfit: stage %s scores all %d rows out of fold in %d folds grouped by prompt%s", stage.name,
-             len(scored), k, f" ({len(extra)} extra rows train in every fold)" if extra else "")
+    scored, extra, splits = _pool_and_folds(stage, train_rows, valid_rows, seed)
     import torch
 
     torch.manual_seed(seed)  # the adapters' random init: the same in every run of this seed
