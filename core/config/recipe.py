@@ -142,7 +142,9 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = param(1.0, "passes over the training rows (fractions allowed)", gt=0)
+    epochs: float = param(1.0, "passes over the training rows (fractions allowed); 0 = no training: a "
+                               "cross-fitted stage whose head starts from a linear probe (init: lp) predicts "
+                               "with each fold's probe alone (LP, against LP-FT)", ge=0)
     lr: float = param(1e-4, "peak learning rate (LoRA: peft scales the adapter's output by alpha / r on "
                             "top)", gt=0)
     head_lr: float | None = param(None, "learning rate of the head (null = lr)", gt=0)
@@ -206,6 +208,10 @@ class TrainConfig:
                                            "the accumulation) or grad_accum, not both")
         if self.warmup_ratio and self.warmup_steps:
             raise ParamError("warmup_ratio", "give warmup_steps or warmup_ratio, not both")
+        if self.epochs == 0 and self.crossfit is None:
+            raise ParamError("epochs", "0 (no training: each fold predicts with its head's linear "
+                                       "probe) needs a cross-fitted stage (crossfit: K) whose head starts "
+                                       "from a probe (init: lp)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,14 @@ def fold_splits(scored: list[dict], k: int, seed: int) -> list[tuple[np.ndarray,
     return list(GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups))
 
 
+def _check_untrained(stage, model) -> None:
+    """``train.epochs: 0`` predicts with what the head starts from: only a probed head has learnt."""
+    if stage.train.epochs == 0 and not wants_probe(model):
+        raise ReplicatorError(f"stage {stage.name}: train.epochs 0 trains nothing, so each fold predicts "
+                              "with the head it starts from: only a head fitted by a linear probe (head "
+                              "plugin init: lp) has learnt anything; set init: lp or epochs > 0")
+
+
 def _pool_and_folds(stage, train_rows: list[dict], valid_rows: list[dict], seed: int):
     """The rows a cross-fitted stage scores, the extra rows that train in every fold, and the folds; logged,
     since the stage's train / validation split is not what a cross-fitted stage trains and scores on."""
@@ -106,6 +114,7 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
 
     torch.manual_seed(seed)  # the adapters' random init: the same in every run of this seed
     model, tokenizer, info = loading.load_model(stage.model, plugins, train=True)
+    _check_untrained(stage, model)
     precision.keep_masters(model, stage.train.optimizer)  # fp32 masters from the start (the probe is fp32)
     init = trainable_state(model)
     encoder, views = Encoder(plugins, tokenizer), views_of(plugins)
@@ -198,8 +207,12 @@ def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cac
             augmented = plugins.chain("augment", "rows", list(rows), epoch=0, seed=seed)
             probe = init_head_by_probe(model, tokenizer, encoder, augmented, train_config.max_length,
                                        stage.predict.batch_tokens, seed, progress, offset)
-        result = trainer.train_stage(stage, plugins, rows, model, tokenizer, info, fold_dir, seed,
-                                     None, progress, offset=offset)
+        if train_config.epochs:
+            result = trainer.train_stage(stage, plugins, rows, model, tokenizer, info, fold_dir, seed,
+                                         None, progress, offset=offset)
+        else:  # LP alone: the fold's model is its probe (the adapters as initialised: LoRA's B is zero)
+            log.info("crossfit: fold %s: train.epochs 0, the probe alone, no optimizer step", which)
+            result = {"optimizer_steps": 0, "n_train_rows": len(rows), "train_tokens": 0}
     result = {k: v for k, v in result.items() if k != "train_loss_history"} | {
         "train_loss_history": result.get("train_loss_history"), "probe": probe,
         "train_seconds": round(time.time() - t0, 1)}

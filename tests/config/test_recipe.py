@@ -171,8 +171,8 @@ def test_unknown_keys_inside_sections_after_overrides():
 
 
 @pytest.mark.parametrize("override, key, words", [
-    ("train.epochs=0", "train.epochs", "must be > 0, got 0.0"),
-    ("train.epochs=-1", "train.epochs", "must be > 0"),
+    ("train.epochs=-0.01", "train.epochs", "must be >= 0, got -0.01"),
+    ("train.epochs=-1", "train.epochs", "must be >= 0"),
     ("train.lr=0", "train.lr", "must be > 0"),
     ("train.head_lr=0", "train.head_lr", "must be > 0"),
     ("train.batch_size=0", "train.batch_size", "must be >= 1"),
@@ -201,7 +201,7 @@ def test_unknown_keys_inside_sections_after_overrides():
     ("model.lora.dropout=-0.1", "model.lora.dropout", "must be in [0, 1)"),
     ("model.freeze_layers=-1", "model.freeze_layers", "must be >= 0"),
     ("model.load_in_4bit=true", None, None),  # alone it is fine
-    ("stages.main.train.epochs=0", "stages.main.train.epochs", "must be > 0"),
+    ("stages.main.train.epochs=-0.5", "stages.main.train.epochs", "must be >= 0"),
 ])
 def test_core_ranges(override, key, words):
     if key is None:
@@ -213,6 +213,14 @@ def test_core_ranges(override, key, words):
 def test_cross_field_check_names_its_field():
     err = error_of(SMOKE, overrides=["model.load_in_4bit=true", "model.load_in_8bit=true"])
     assert_names(err, SMOKE, "model.load_in_8bit", "exclusive")
+
+
+def test_no_training_needs_a_cross_fitted_stage():
+    """``train.epochs: 0`` (each fold predicts with its probed head, smoke's probe_only) resolves in a
+    cross-fitted stage and names the field in a stage of one split."""
+    assert resolve(SMOKE, ["probe_only"]).final.train.epochs == 0
+    err = error_of(SMOKE, overrides=["train.crossfit=null", "train.epochs=0"])
+    assert_names(err, SMOKE, "train.epochs", "needs a cross-fitted stage")
 
 
 def test_bounds_at_their_edges_resolve():

@@ -109,7 +109,8 @@ def test_a_claim_changes_no_run_id(tmp_path):
     raw = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
     claimed = [name for name, t in raw["toggles"].items() if "claimed" in t]
     authors = {"last_turn", "concatenated", "instruction", "alpacaeval", "lora_r64"}  # SOLUTIONS.md §4b
-    assert set(claimed) == authors | {"last_token", "head_lp", "offset_features", "mtbench", "max_len_512"}
+    assert set(claimed) == authors | {"last_token", "head_lp", "probe_only", "offset_features", "mtbench",
+                                      "max_len_512"}
     assert all("[JP]" in raw["toggles"][t]["claimed"] for t in authors)
     for t in claimed:
         del raw["toggles"][t]["claimed"]

@@ -172,6 +172,14 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     folds = lp["stages"]["main"]["folds"]
     assert lp["stages"]["main"]["states_computed"] == 0 and all(f["probe"]["rows"] > 0 for f in folds)
     assert lp["log_loss"] < m["log_loss"]
+    # the probe alone (smoke's probe_only, train.epochs 0): no optimizer step, each fold predicts with it
+    _, alone, _ = _run(isolated, "plugins.head={init: lp}", "train.epochs=0")
+    folds = alone["stages"]["main"]["folds"]
+    assert all(f["optimizer_steps"] == 0 and f["probe"]["rows"] > 0 for f in folds)
+    assert alone["stages"]["main"]["states_computed"] == 0 and alone["log_loss"] < m["log_loss"]
+    # without a probe, epochs 0 would predict with an untrained head: refused before any work
+    with pytest.raises(Exception, match="train.epochs 0 trains nothing"):
+        _run(isolated, "train.epochs=0")
 
 
 #: the smoke recipe's offset_features toggle at tiny size: the frozen-feature head of the tiny model's last
