@@ -21,6 +21,7 @@ from replicator.core.errors import ReplicatorError
 from replicator.core.report import second_stage as ss
 from replicator.core.report.build import build_report
 from replicator.core.report.runs import default_out_dir, discover_runs
+from replicator.core.run import blend as bl
 from replicator.core.run.ablate import execute, parse_seeds, plan_ablation
 from replicator.core.run.combination import plan_combination, run_plan
 from replicator.core.run.export import export_run, push_run
@@ -361,6 +362,29 @@ def second_stage_cmd(runs: Annotated[list[Path], typer.Argument(
         _fail_os(e)
     typer.echo(ss.markdown(result))
     for path in ss.write(result, out) if out is not None else []:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def blend(runs: Annotated[list[Path], typer.Argument(
+              help="run folders (or folders holding them) of two or more variants, one run per variant and "
+                   "split seed, that scored the same rows (e.g. the cpu recipe's and the smoke recipe's "
+                   "cross-fitted runs)", show_default=False)],
+          out: Annotated[Path | None, typer.Option(
+              "--out", "-o", help="folder for blend.md and blend.json", show_default=False)] = None):
+    """An ensemble of finished runs, measured: per split seed, the members' predictions blended with weights
+    fitted out of fold over prompt groups; Δ against each member and the style regression with 95 % paired
+    intervals, per seed and pooled (core/run/blend.py)."""
+    try:
+        if out is not None:
+            writable_folder(out, "blend folder (-o)")
+        result = bl.blend_runs(runs, progress=typer.echo)
+    except ReplicatorError as e:
+        _fail(e)
+    except OSError as e:
+        _fail_os(e)
+    typer.echo(bl.markdown(result))
+    for path in bl.write(result, out) if out is not None else []:
         typer.echo(f"wrote {path}")
 
 
