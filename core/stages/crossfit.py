@@ -147,8 +147,7 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
             refs[view][va] = q
         folds.append({"fold": n, "n_train_rows": len(rows), "n_scored_rows": len(held), **result})
         log.info("crossfit: fold %d/%d %s on %d rows, predicted %d (tta log loss %.4f)", n + 1, k,
-                 "reused, trained" if result.get("reused") else "trained", len(rows), len(held),
-                 _log_loss(got["tta"], labels_of(held)))
+                 _what_fold_did(result), len(rows), len(held), _log_loss(got["tta"], labels_of(held)))
     _save_mean(fold_weights, stage_artifacts / WEIGHTS, stage.model.base)
     if offsets:  # what `replicate predict` adds to the averaged model's logits
         B.save_params(offsets.saved(scored + extra), stage_artifacts / OFFSET_PARAMS)
@@ -232,6 +231,12 @@ def _save_mean(files: list[Path], out: Path, base: str) -> None:
             total[name] = total.get(name, 0) + t.float()
     atomic_save_safetensors({n: (t / len(files)).contiguous() for n, t in total.items()}, out,
                             metadata={"base": base, "crossfit_mean_of": str(len(files))})
+
+
+def _what_fold_did(result: dict) -> str:
+    """``trained`` or ``probed`` (train.epochs 0), after ``reused,`` for a fold whose weights were saved."""
+    done = "trained" if result.get("optimizer_steps", 1) else "probed"
+    return f"reused, {done}" if result.get("reused") else done
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:

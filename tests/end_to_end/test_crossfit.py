@@ -142,7 +142,8 @@ def test_what_a_crossfit_stage_cannot_do_is_a_resolve_time_error(overrides, key)
         resolve(SMOKE, ["tiny"], overrides, check_plugins=False)
 
 
-def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_adds_it(isolated, states):
+def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_adds_it(isolated, states,
+                                                                                       caplog):
     """``model.offset: style_lr`` (the smoke recipe's): the baseline's log-probabilities are added to the
     logits in training and prediction; a zero head that does not move (lr ~ 0) predicts exactly the
     cross-fitted style baseline."""
@@ -173,7 +174,9 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     assert lp["stages"]["main"]["states_computed"] == 0 and all(f["probe"]["rows"] > 0 for f in folds)
     assert lp["log_loss"] < m["log_loss"]
     # the probe alone (smoke's probe_only, train.epochs 0): no optimizer step, each fold predicts with it
+    caplog.set_level(logging.INFO, logger="replicator")
     _, alone, _ = _run(isolated, "plugins.head={init: lp}", "train.epochs=0")
+    assert "fold 1/3 probed on" in caplog.text and "fold 1/3: train.epochs 0, the probe alone" in caplog.text
     folds = alone["stages"]["main"]["folds"]
     assert all(f["optimizer_steps"] == 0 and f["probe"]["rows"] > 0 for f in folds)
     assert alone["stages"]["main"]["states_computed"] == 0 and alone["log_loss"] < m["log_loss"]
