@@ -129,13 +129,13 @@ def run_crossfit_stage(stage, plugins, train_rows: list[dict], valid_rows: list[
     oof: dict[str, np.ndarray] = {}
     refs = {view: np.zeros((len(scored), 3)) for _, view in B.EVERY_RUN}
     offsets = stage_offsets(stage, scored, extra, seed, progress)
-    folds, fold_weights = [], []
+    folds, fold_weights, probe_memo = [], [], {}  # the probe's features: the same in every fold
     for n, (tr, va) in enumerate(splits):
         rows, held = [scored[i] for i in tr] + extra, [scored[i] for i in va]
         fold_dir = folds_dir / f"fold-{n}"
         offset = offsets.fold(rows, held, tr, va) if offsets else None
         result = _train_fold(stage, plugins, model, tokenizer, info, init, encoder, cache, rows, fold_dir,
-                             seed, progress, f"{n + 1}/{k}", offset)
+                             seed, progress, f"{n + 1}/{k}", offset, probe_memo)
         fold_weights.append(fold_dir / WEIGHTS)
         precision.to_weights_dtype(model, info["dtype"])  # predict as from saved weights
         with cached_bottom(model, cache) if cache is not None else contextlib.nullcontext():
@@ -175,7 +175,7 @@ def _summary(stage, info: dict, folds: list[dict], scored: list[dict], extra: li
 
 
 def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cache, rows: list[dict],
-                fold_dir: Path, seed: int, progress: bool, which: str, offset=None) -> dict:
+                fold_dir: Path, seed: int, progress: bool, which: str, offset=None, probe_memo=None) -> dict:
     """One fold's model in ``model``: its saved weights when the fold finished before, else trained from
     ``init`` (the probe first, when the head asks for one) and saved; what the fold reports."""
     from safetensors.torch import load_file
@@ -205,7 +205,7 @@ def _train_fold(stage, plugins, model, tokenizer, info, init: dict, encoder, cac
         if wants_probe(model) and not (fold_dir / trainer.CHECKPOINT).exists():
             augmented = plugins.chain("augment", "rows", list(rows), epoch=0, seed=seed)
             probe = init_head_by_probe(model, tokenizer, encoder, augmented, train_config.max_length,
-                                       stage.predict.batch_tokens, seed, progress, offset)
+                                       stage.predict.batch_tokens, seed, progress, offset, probe_memo)
         if train_config.epochs:
             result = trainer.train_stage(stage, plugins, rows, model, tokenizer, info, fold_dir, seed,
                                          None, progress, offset=offset)

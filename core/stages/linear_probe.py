@@ -254,18 +254,37 @@ def set_head(model, params: dict) -> None:
         found["bias"][:3] = torch.as_tensor(b, dtype=found["bias"].dtype)
 
 
+def memoised_features(model, tokenizer, seqs: list, batch_tokens: int, progress: bool,
+                      memo: dict | None) -> np.ndarray:
+    """:func:`pooled_features` of ``seqs``, computing only the sequences ``memo`` (token bytes -> features)
+    lacks and adding them to it. Valid while the features do not change between calls: a cross-fitted
+    stage probes every fold from the same initial weights (LoRA's B zero), so a row's sequence probed in
+    one fold has the same features in the next."""
+    if memo is None:
+        return pooled_features(model, tokenizer, seqs, batch_tokens, progress)
+    keys = [np.asarray(s, dtype=np.int32).tobytes() for s in seqs]
+    todo = {k: s for k, s in zip(keys, seqs, strict=True) if k not in memo}
+    if todo:
+        memo.update(zip(todo, pooled_features(model, tokenizer, list(todo.values()), batch_tokens, progress),
+                        strict=True))
+    log.info("head init lp: features of %d sequence(s), %d computed, %d from earlier folds", len(seqs),
+             len(todo), len(seqs) - sum(1 for k in keys if k in todo))
+    return np.stack([memo[k] for k in keys])
+
+
 def init_head_by_probe(model, tokenizer, encoder, rows: list[dict], max_length: int, batch_tokens: int,
-                       seed: int, progress: bool = True, offset=None) -> dict:
+                       seed: int, progress: bool = True, offset=None, memo: dict | None = None) -> dict:
     """Fit the probe on ``rows`` (their features at ``max_length``) and write it into the head; what the
     run reports of it (C, CV table, training log loss of the probe). ``offset``: rows -> (N, 3)
-    log-probabilities (``model.offset``), which only a pair head's probe is fitted with."""
+    log-probabilities (``model.offset``), which only a pair head's probe is fitted with. ``memo``: the
+    features of sequences probed before, from the same weights (:func:`memoised_features`)."""
     pair = bool(_pair_heads(model))
     if offset is not None and not pair:
         raise ReplicatorError("head init lp with model.offset: default_head's probe is fitted without the "
                               "offset; start the head at zero (init: zeros), which predicts the offset "
                               "baseline, or probe a response_pool head (init: lp), which is fitted with it")
     seqs = [encoder(r, max_length) for r in rows]
-    x = pooled_features(model, tokenizer, seqs, batch_tokens, progress)
+    x = memoised_features(model, tokenizer, seqs, batch_tokens, progress, memo)
     y = np.array([r["label"] for r in rows], dtype=np.float64)
     groups = np.array([str(r.get("group", r["id"])) for r in rows])
     if pair:

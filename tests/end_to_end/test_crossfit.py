@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -177,6 +178,9 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     caplog.set_level(logging.INFO, logger="replicator")
     _, alone, _ = _run(isolated, "plugins.head={init: lp}", "train.epochs=0")
     assert "fold 1/3 probed on" in caplog.text and "fold 1/3: train.epochs 0, the probe alone" in caplog.text
+    # every fold probes from the same weights: the later folds reuse the features of the rows probed before
+    reused = [int(x) for x in re.findall(r"computed, (\d+) from earlier folds", caplog.text)]
+    assert len(reused) == 3 and reused[0] == 0 and min(reused[1:]) > 0
     folds = alone["stages"]["main"]["folds"]
     assert all(f["optimizer_steps"] == 0 and f["probe"]["rows"] > 0 for f in folds)
     assert alone["stages"]["main"]["states_computed"] == 0 and alone["log_loss"] < m["log_loss"]

@@ -19,6 +19,7 @@ from replicator.core.stages.linear_probe import (
     PAIR_C_GRID,
     fit_pair_probe,
     fit_probe,
+    memoised_features,
     pair_probs,
     pooled_features,
     set_head,
@@ -69,6 +70,30 @@ def test_pooled_features_do_not_depend_on_the_batch():
     small = pooled_features(model, tok, seqs, batch_tokens=1, progress=False)  # one row per batch
     large = pooled_features(model, tok, seqs, batch_tokens=10_000, progress=False)
     assert np.allclose(small, large, atol=1e-5)
+
+
+def test_memoised_features_compute_each_sequence_once_and_equal_the_direct_ones(monkeypatch):
+    """A cross-fitted stage probes every fold from the same weights: a sequence probed in one fold is not
+    computed again in the next, and its features are the ones a direct computation gives."""
+    import replicator.core.stages.linear_probe as lp
+
+    model, tok, _ = _model("lp")
+    seqs, _, _ = _data(20)
+    direct = pooled_features(model, tok, seqs, batch_tokens=64, progress=False)
+    computed = []
+    real = lp.pooled_features
+
+    def counting(model, tokenizer, batch, *a):
+        computed.extend(batch)
+        return real(model, tokenizer, batch, *a)
+
+    monkeypatch.setattr(lp, "pooled_features", counting)
+    memo: dict = {}
+    first = memoised_features(model, tok, seqs[:12], 64, False, memo)  # fold 1's rows
+    second = memoised_features(model, tok, seqs[6:], 64, False, memo)  # fold 2's: six of them seen
+    assert len(computed) == 20 and len(memo) == len({tuple(s) for s in seqs})
+    assert np.allclose(first, direct[:12], atol=1e-5) and np.allclose(second, direct[6:], atol=1e-5)
+    assert np.array_equal(second[:6], first[6:])  # the memo's own values, not recomputed
 
 
 @pytest.mark.parametrize("init", ["zeros", "model"])
