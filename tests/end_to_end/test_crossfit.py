@@ -176,6 +176,7 @@ def test_an_offset_model_with_a_zero_head_starts_from_the_baseline_and_predict_a
     assert lp["log_loss"] < m["log_loss"]
     # the probe alone (smoke's probe_only, train.epochs 0): no optimizer step, each fold predicts with it
     caplog.set_level(logging.INFO, logger="replicator")
+    caplog.clear()  # only this run's records (the LP-FT run above may have logged its own)
     _, alone, _ = _run(isolated, "plugins.head={init: lp}", "train.epochs=0")
     assert "fold 1/3 probed on" in caplog.text and "fold 1/3: train.epochs 0, the probe alone" in caplog.text
     # every fold probes from the same weights: the later folds reuse the features of the rows probed before
