@@ -1,6 +1,7 @@
 """Blends of finished cross-fitted runs, measured after the fact: what an ensemble of two recipes is worth.
 
-Every top solution ensembled (Gemma-2 with Llama-3 and others: [P1], [P2], [P3], [P9]). Here the members
+The 2nd, 3rd and 9th places blended two models ([P2], [P3], [P9]; the 3rd fitted its blend weights on
+out-of-fold predictions with scipy [R3m]). Here the members
 are finished runs that scored the same rows out of fold (the cross-fitted smoke and ``cpu`` recipes score
 all 1,478 arena rows), one run per member variant and split seed. Per seed, the members' per-row
 predictions (each run's judged view: ``final``, else ``tta``, else ``identity``) are blended with weights
