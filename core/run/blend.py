@@ -25,7 +25,7 @@ import numpy as np
 
 from replicator.core.errors import ReplicatorError
 from replicator.core.report.runs import Run, discover_runs, load_run
-from replicator.core.run.ensemble import crossfit_blend
+from replicator.core.run.ensemble import align_members, crossfit_blend
 from replicator.core.scoring.stats import paired_bootstrap, row_log_loss
 
 FOLDS = 5
@@ -58,28 +58,21 @@ def _by_variant_and_seed(runs: list[Run]) -> tuple[list[str], dict[str, dict]]:
     return names, table
 
 
-def _aligned(runs: list[Run]) -> list[np.ndarray]:
-    """Each run's judged probabilities in the first run's row order; the rows and labels must agree."""
+def _aligned(names: list[str], runs: list[Run]) -> list[np.ndarray]:
+    """Each run's judged probabilities in the first run's row order (the rows must be the same:
+    :func:`~replicator.core.run.ensemble.align_members`); the labels of each row must agree."""
+    pos = align_members({n: (str(r.path), r.preds) for n, r in zip(names, runs, strict=True)})
     first = runs[0].preds
-    out = [runs[0].probs()]
-    for r in runs[1:]:
-        if set(r.preds.ids) != set(first.ids) or len(r.preds.ids) != len(first.ids):
-            shared = len(set(r.preds.ids) & set(first.ids))
-            raise ReplicatorError(f"{r.path} and {runs[0].path}: not the same scored rows ({shared} shared "
-                                  f"of {len(r.preds.ids)} and {len(first.ids)}): blend runs that scored the "
-                                  "same rows (cross-fitted runs of the same data and split seed)")
-        pos = {rid: k for k, rid in enumerate(r.preds.ids)}
-        idx = np.array([pos[i] for i in first.ids])
-        if not np.allclose(r.preds.labels[idx], first.labels, atol=1e-6):
+    for n, r in zip(names[1:], runs[1:], strict=True):
+        if not np.allclose(r.preds.labels[pos[n]], first.labels, atol=1e-6):
             raise ReplicatorError(f"{r.path} and {runs[0].path}: the labels of the same row ids differ: the "
                                   "runs read different data")
-        out.append(r.probs()[idx])
-    return out
+    return [r.probs()[pos[n]] for n, r in zip(names, runs, strict=True)]
 
 
 def _one_seed(names: list[str], runs: list[Run], seed: int, k: int) -> tuple[dict, dict]:
     """The blend of split seed ``seed`` (the ``k``-th): its summary and its row losses (for pooling)."""
-    probs = _aligned(runs)
+    probs = _aligned(names, runs)
     first = runs[0].preds
     groups = np.asarray(first.groups)
     blended, fold_weights = crossfit_blend(probs, first.labels, None, list(first.groups), FOLDS, int(seed))
@@ -106,8 +99,8 @@ def blend_runs(paths: list[Path], progress=print) -> dict:
         progress(f"blend: split seed {seed}: {', '.join(table[n][seed].run_id for n in names)}")
         summary, losses = _one_seed(names, [table[n][seed] for n in names], seed, k)
         per_seed.append(summary)
-        for k, v in losses.items():
-            rows.setdefault(k, []).append(v)
+        for key, v in losses.items():
+            rows.setdefault(key, []).append(v)
     pooled = {}
     if len(per_seed) > 1:
         cat = {k: np.concatenate(v) for k, v in rows.items() if len(v) == len(per_seed)}

@@ -268,7 +268,7 @@ def memoised_features(model, tokenizer, seqs: list, batch_tokens: int, progress:
         memo.update(zip(todo, pooled_features(model, tokenizer, list(todo.values()), batch_tokens, progress),
                         strict=True))
     log.info("head init lp: features of %d sequence(s), %d computed, %d from earlier folds", len(seqs),
-             len(todo), len(seqs) - sum(1 for k in keys if k in todo))
+             len(todo), sum(k not in todo for k in keys))
     return np.stack([memo[k] for k in keys])
 
 

@@ -50,7 +50,7 @@ def test_runs_that_cannot_be_blended_are_refused_by_name(tmp_path):
         blend_runs(runs[:3])
     p, y = synthetic(5, 0.5, n=120)
     other = make_run(tmp_path / "short", recipe="c", seed=1, probs=p, labels=y)
-    with pytest.raises(ReplicatorError, match="not the same scored rows"):
+    with pytest.raises(ReplicatorError, match="do not share their validation rows"):
         blend_runs([runs[0], other])
     p, y = synthetic(6, 0.5)
     again = make_run(tmp_path / "twice", recipe="a", seed=1, probs=p, labels=y)
